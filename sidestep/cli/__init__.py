@@ -1,0 +1,29 @@
+"""``sidestep`` command line. Importing this stays light: torch and textual load only when a
+command needs them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sidestep.cli.commands import dispatch
+    from sidestep.cli.parser import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def entry() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())

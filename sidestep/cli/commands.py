@@ -1,0 +1,64 @@
+"""What each subcommand does once its arguments are parsed."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK
+from sidestep.cli.output import Out
+from sidestep.cli.parser import explicit_values
+from sidestep.config import schema
+from sidestep.config.presets import PresetError, PresetStore
+from sidestep.config.resolve import ConfigError, Resolved, resolve
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    out = Out(plain=args.plain)
+    command = args.command
+    if command == "presets":
+        from sidestep.cli.presets_cmd import run_presets
+
+        return run_presets(args, out)
+    if command in schema.COMMANDS:
+        return run_schema_command(command, args, out)
+    out.error(f"unknown command {command!r}")
+    return EXIT_BAD_INPUT
+
+
+def resolve_from_args(command: str, args: argparse.Namespace, out: Out) -> Resolved | None:
+    """Preset + explicit flags -> checked config; prints problems and returns None on error."""
+    explicit = explicit_values(args, schema.settings_for(command))
+    preset_values: dict[str, Any] = {}
+    preset_name = getattr(args, "preset", None)
+    if preset_name:
+        try:
+            preset = PresetStore().load(preset_name)
+        except PresetError as exc:
+            out.error(str(exc))
+            return None
+        preset_values = dict(preset.values)
+        if preset.ignored:
+            out.warn(f"preset '{preset.name}': ignored unknown fields: "
+                     f"{', '.join(preset.ignored)}")
+    try:
+        resolved = resolve(command, explicit, preset_values)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            out.error(str(problem))
+        return None
+    for warning in resolved.warnings:
+        out.warn(str(warning))
+    return resolved
+
+
+def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
+    resolved = resolve_from_args(command, args, out)
+    if resolved is None:
+        return EXIT_BAD_INPUT
+    if getattr(args, "print_config", False):
+        out.json(resolved.public_dict(command))
+        return EXIT_OK
+    out.error(f"`sidestep {command}` is not available in this version yet; "
+              "`--print-config` shows the configuration it would use")
+    return EXIT_BAD_INPUT

@@ -1,0 +1,163 @@
+"""The argparse tree, generated from the settings schema.
+
+Schema flags default to ``argparse.SUPPRESS`` so the namespace holds only what the user typed:
+that is what lets explicit flags win over a preset, and a preset over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sidestep import __version__
+from sidestep.config import schema
+from sidestep.config.schema import Setting
+from sidestep.config.values import parse_text
+
+TRAINING_HELP = {
+    "fixed": "Train a LoRA/LoKR adapter (corrected: logit-normal timesteps, CFG dropout).",
+    "vanilla": "Train the original way (discrete 8-step turbo timesteps, no CFG dropout).",
+    "selective": "Corrected training on the modules an estimate picked.",
+}
+OTHER_HELP = {
+    "estimate": "Rank attention modules by gradient sensitivity on your dataset (no training).",
+    "compare-configs": "Compare module config JSON files written by `estimate`.",
+    "build-dataset": "Build dataset.json from a folder of audio and sidecar text files.",
+    "preprocess": "Encode audio into the .pt tensors that training reads.",
+}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # defaults are written by hand below
+        return action.help or ""
+
+
+def _default_text(s: Setting) -> str:
+    from sidestep.config.values import to_text
+
+    if s.required:
+        return "required"
+    parts = []
+    if s.variant_defaults:
+        parts.append(", ".join(f"{k}{'/sft' if k == 'base' else ''}: {to_text(s, v) or 'off'}"
+                               for k, v in s.variant_defaults.items()))
+    else:
+        shown = to_text(s, s.default) if s.default not in (None, "") else "none"
+        parts.append(f"default: {shown}")
+    if s.windows_default is not None:
+        parts.append(f"Windows: {to_text(s, s.windows_default)}")
+    return "; ".join(parts)
+
+
+def _value_type(s: Setting):
+    """argparse ``type=`` callable for one value (list settings check each element)."""
+    if s.is_list:
+        def one(text: str) -> str:
+            if s.choices is not None and text not in s.choices:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not one of: {', '.join(s.choices)}")
+            return text
+        return one
+
+    def convert(text: str) -> Any:
+        try:
+            return parse_text(s, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = s.kind
+    return convert
+
+
+def add_setting(parser: argparse._ActionsContainer, s: Setting) -> None:
+    help_text = f"{s.help} ({_default_text(s)})"
+    kw: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS, "help": help_text}
+    if s.kind == "bool":
+        parser.add_argument(*s.flags, action=argparse.BooleanOptionalAction, **kw)
+        return
+    if s.metavar:
+        kw["metavar"] = s.metavar
+    elif s.choices and not s.is_list:
+        kw["metavar"] = "{" + ",".join(str(c) for c in s.choices) + "}"
+    if s.is_list:
+        kw["nargs"] = "+"
+    parser.add_argument(*s.flags, type=_value_type(s), **kw)
+
+
+def add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]) -> None:
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for s in settings:
+        if s.group not in groups:
+            groups[s.group] = parser.add_argument_group(s.group)
+        add_setting(groups[s.group], s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidestep",
+        description="Side-Step: fine-tune ACE-Step 1.5 with LoRA (PEFT) or LoKR (LyCORIS). "
+                    "Run `sidestep-tui` for the terminal app.",
+    )
+    parser.add_argument("--plain", action="store_true",
+                        help="plain text output, no colours or live panels (automatic when "
+                             "stdout is not a terminal)")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="skip the confirmation prompt before training")
+    parser.add_argument("--version", action="version", version=f"sidestep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    for mode in schema.TRAIN_MODES:
+        p = sub.add_parser(mode, help=TRAINING_HELP[mode], description=TRAINING_HELP[mode],
+                           formatter_class=_Formatter)
+        p.add_argument("--preset", metavar="NAME",
+                       help="start from a preset; flags given here win over it")
+        p.add_argument("--print-config", action="store_true",
+                       help="print the resolved configuration as JSON and exit")
+        add_settings(p, schema.settings_for(mode))
+
+    for cmd in ("estimate", "preprocess", "build-dataset", "compare-configs"):
+        p = sub.add_parser(cmd, help=OTHER_HELP[cmd], description=OTHER_HELP[cmd],
+                           formatter_class=_Formatter)
+        p.add_argument("--print-config", action="store_true",
+                       help="print the resolved configuration as JSON and exit")
+        add_settings(p, schema.settings_for(cmd))
+
+    _add_presets_parser(sub)
+
+    return parser
+
+
+def _add_presets_parser(sub) -> None:
+    p = sub.add_parser("presets", help="List, view, save, delete, import and export presets.",
+                       description="Presets are searched in ./presets (local), then the global "
+                                   "config folder, then the built-ins.")
+    ps = p.add_subparsers(dest="preset_action", metavar="ACTION", required=True)
+    ps.add_parser("list", help="list presets from every location")
+    v = ps.add_parser("view", help="show a preset's values")
+    v.add_argument("name")
+    s = ps.add_parser("save", help="save the given flags as a local preset",
+                      formatter_class=_Formatter)
+    s.add_argument("name")
+    s.add_argument("--description", default="", help="one-line description")
+    s.add_argument("--from", dest="from_preset", metavar="PRESET",
+                   help="start from an existing preset instead of the defaults")
+    s.add_argument("--force", action="store_true", help="overwrite a local preset of that name")
+    add_settings(s, schema.PRESET_FIELDS)
+    d = ps.add_parser("delete", help="delete a local or global preset")
+    d.add_argument("name")
+    i = ps.add_parser("import", help="copy a preset JSON file into ./presets")
+    i.add_argument("file")
+    i.add_argument("--force", action="store_true", help="overwrite a local preset of that name")
+    e = ps.add_parser("export", help="write a preset (any location) to a file")
+    e.add_argument("name")
+    e.add_argument("path")
+    e.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def explicit_values(ns: argparse.Namespace, settings: tuple[Setting, ...]) -> dict[str, Any]:
+    """The schema values the user typed, keyed by setting name (lists become tuples)."""
+    out: dict[str, Any] = {}
+    for s in settings:
+        if hasattr(ns, s.name):
+            value = getattr(ns, s.name)
+            out[s.name] = tuple(value) if s.is_list and value is not None else value
+    return out

@@ -1,0 +1,64 @@
+"""``sidestep presets list | view | save | delete | import | export``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK
+from sidestep.cli.output import Out
+from sidestep.cli.parser import explicit_values
+from sidestep.config import schema
+from sidestep.config.presets import PresetError, PresetStore
+from sidestep.config.values import to_text
+
+
+def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = None) -> int:
+    store = store or PresetStore()
+    action = args.preset_action
+    try:
+        if action == "list":
+            rows = []
+            for info in store.list():
+                where = info.source + (f" (hides {', '.join(info.shadows)})" if info.shadows
+                                       else "")
+                rows.append((info.name, where, info.description))
+            out.table("Presets", ("name", "location", "description"), rows)
+            out.info(f"local: {store.dirs['local']}\nglobal: {store.dirs['global']}\n"
+                     f"built-in: {store.dirs['builtin']}")
+        elif action == "view":
+            preset = store.load(args.name)
+            rows = []
+            for s in schema.PRESET_FIELDS:
+                if s.name in preset.values:
+                    rows.append((s.file_key, to_text(s, preset.values[s.name]) or "(none)"))
+                else:
+                    rows.append((s.file_key, f"{to_text(s, s.default) or '(none)'} (default)"))
+            out.table(f"{preset.name} [{preset.source}] {preset.description}",
+                      ("field", "value"), rows)
+        elif action == "save":
+            values: dict = {}
+            if args.from_preset:
+                values.update(store.load(args.from_preset).values)
+            else:
+                values.update({s.name: s.default for s in schema.PRESET_FIELDS
+                               if not s.variant_defaults})
+            values.update(explicit_values(args, schema.PRESET_FIELDS))
+            path = store.save(args.name, values, args.description, overwrite=args.force)
+            out.info(f"saved preset to {path}")
+        elif action == "delete":
+            source, path = store.delete(args.name)
+            out.info(f"deleted {source} preset {path}")
+        elif action == "import":
+            name, path = store.import_file(Path(args.file), overwrite=args.force)
+            out.info(f"imported preset '{name}' to {path}")
+        elif action == "export":
+            path = store.export(args.name, Path(args.path), overwrite=args.force)
+            out.info(f"exported preset '{args.name}' to {path}")
+    except PresetError as exc:
+        out.error(str(exc))
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        out.error(f"{exc.filename or ''}: {exc.strerror or exc}")
+        return EXIT_BAD_INPUT
+    return EXIT_OK

@@ -1,0 +1,53 @@
+"""Where Side-Step keeps its files: config (settings, global presets), cache (demo assets)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP = "sidestep"
+
+
+def config_dir() -> Path:
+    """Per-user config folder: ``%APPDATA%\\sidestep`` on Windows, else XDG (``~/.config``).
+
+    ``SIDESTEP_CONFIG_DIR`` overrides both (tests and portable installs use it).
+    """
+    override = os.environ.get("SIDESTEP_CONFIG_DIR")
+    if override:
+        return Path(override)
+    if sys.platform.startswith("win"):
+        base = os.environ.get("APPDATA") or str(Path.home() / "AppData" / "Roaming")
+        return Path(base) / APP
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / APP
+
+
+def cache_dir() -> Path:
+    """Per-user cache folder (``$XDG_CACHE_HOME/sidestep``, ``%LOCALAPPDATA%`` on Windows)."""
+    override = os.environ.get("SIDESTEP_CACHE_DIR")
+    if override:
+        return Path(override)
+    if sys.platform.startswith("win"):
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / APP / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / APP
+
+
+def global_presets_dir() -> Path:
+    return config_dir() / "presets"
+
+
+def local_presets_dir() -> Path:
+    """Project-local presets: ``./presets`` in the working directory (searched first)."""
+    return Path.cwd() / "presets"
+
+
+def builtin_presets_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "presets"
+
+
+def settings_path() -> Path:
+    return config_dir() / "settings.json"

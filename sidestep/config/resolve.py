@@ -1,0 +1,292 @@
+"""From defaults, a preset and explicit values to one frozen, checked config.
+
+Precedence, lowest first: schema default -> platform default (Windows) -> model-family default
+(turbo vs base/sft) -> preset -> explicit values (CLI flags or form fields). Cross-field rules run
+last and either fix a value with a warning (Prodigy's schedule) or refuse with an error that
+names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from typing import Any, Mapping
+
+from sidestep.config import schema
+from sidestep.config.schema import BY_NAME, FieldProblem, Problems, Setting
+from sidestep.config.values import bounds_problem, to_json
+from sidestep.config.variants import VariantError, check_variant_name, detect_family
+
+IS_WINDOWS = sys.platform.startswith("win")
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
+_LOKR_FIELDS = tuple(s.name for s in schema.SETTINGS if s.group == "LoKR")
+_LORA_ONLY_FIELDS = ("rank", "alpha", "dropout", "bias")
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid. ``problems`` name each field."""
+
+    def __init__(self, problems: list[FieldProblem]):
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+def _config_class(class_name: str, settings: tuple[Setting, ...], extra: list[tuple]) -> type:
+    fields = [(s.name, Any, dataclasses.field(default=None)) for s in settings]
+    fields += extra
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    cls = dataclasses.make_dataclass(class_name, fields, frozen=True,
+                                     namespace={"to_dict": to_dict, "replace": replace})
+    cls.__module__ = __name__
+    return cls
+
+
+# The config the training engine takes: every training setting plus the resolved mode/family.
+TrainingConfig = _config_class("TrainingConfig", schema.training_settings(), [
+    ("mode", str, dataclasses.field(default="fixed")),
+    ("model_family", Any, dataclasses.field(default=None)),
+])
+EstimateConfig = _config_class("EstimateConfig", schema.settings_for("estimate"), [
+    ("model_family", Any, dataclasses.field(default=None)),
+])
+PreprocessConfig = _config_class("PreprocessConfig", schema.settings_for("preprocess"), [])
+BuildDatasetConfig = _config_class("BuildDatasetConfig", schema.settings_for("build-dataset"), [])
+CompareConfigsConfig = _config_class("CompareConfigsConfig",
+                                     schema.settings_for("compare-configs"), [])
+
+_CLASS_FOR = {
+    "fixed": TrainingConfig, "vanilla": TrainingConfig, "selective": TrainingConfig,
+    "estimate": EstimateConfig, "preprocess": PreprocessConfig,
+    "build-dataset": BuildDatasetConfig, "compare-configs": CompareConfigsConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A checked config, the warnings to show, and where each value came from."""
+
+    config: Any
+    warnings: tuple[FieldProblem, ...]
+    sources: Mapping[str, str]
+
+    def public_dict(self, command: str) -> dict[str, Any]:
+        """The config as ``--print-config`` shows it: the command's own settings."""
+        names = {s.name for s in schema.settings_for(command)}
+        full = self.config.to_dict()
+        return {k: v for k, v in full.items() if k in names or k in ("mode", "model_family")}
+
+
+def resolve(command: str, explicit: Mapping[str, Any] | None = None,
+            preset: Mapping[str, Any] | None = None, *, windows: bool | None = None,
+            require_paths: bool = True) -> Resolved:
+    """Resolve the config of a subcommand. Raises ``ConfigError`` listing every problem.
+
+    ``explicit`` and ``preset`` hold already-typed values keyed by schema name (the CLI and the
+    form parse text with ``values.parse_text``; presets are checked by the preset store).
+    """
+    if command not in _CLASS_FOR:
+        raise KeyError(f"unknown command {command!r}")
+    explicit = dict(explicit or {})
+    preset = dict(preset or {})
+    windows = IS_WINDOWS if windows is None else windows
+    settings = (schema.training_settings() if command in schema.TRAIN_MODES
+                else schema.settings_for(command))
+    names = {s.name for s in settings}
+    problems = Problems()
+
+    for name in list(explicit) + list(preset):
+        if name not in BY_NAME:
+            raise KeyError(f"{name!r} is not a setting")
+    unknown = [n for n in explicit if n not in names]
+    for n in unknown:
+        problems.error(n, f"not a setting of `{command}`")
+        explicit.pop(n)
+
+    family = None
+    if "model_variant" in names:
+        variant = explicit.get("model_variant", preset.get("model_variant",
+                                                            BY_NAME["model_variant"].default))
+        base_model = explicit.get("base_model")
+        family, _how = detect_family(variant, base_model, explicit.get("checkpoint_dir"))
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    # An unknown fine-tune (no --base-model, no readable config.json) gets base/sft defaults:
+    # CFG dropout on is the safe side for a model that may not be distilled.
+    defaults_family = family or "base"
+    for s in settings:
+        value = s.default_for(windows=windows, family=defaults_family)
+        source = "default"
+        if value != s.default:
+            source = "variant" if s.variant_defaults else "platform"
+        if s.name in preset and s.preset:
+            value, source = preset[s.name], "preset"
+        if s.name in explicit:
+            value, source = explicit[s.name], "explicit"
+        values[s.name] = value
+        sources[s.name] = source
+
+    for s in settings:
+        problem = bounds_problem(s, values[s.name])
+        if problem and not (values[s.name] is None and s.required):
+            problems.error(s.name, problem)
+        if s.required and values[s.name] in (None, "", ()) and require_paths:
+            problems.error(s.name, "is required")
+
+    if command in schema.TRAIN_MODES:
+        _training_rules(command, values, sources, family, problems)
+    elif command == "estimate":
+        _device_rule(values, problems)
+    elif command == "preprocess":
+        _device_rule(values, problems)
+        for need in ("audio_dir", "tensor_output"):
+            if not values.get(need):
+                problems.error(need, "is required for preprocessing")
+    elif command == "compare-configs":
+        if values["configs"] is not None and len(values["configs"]) < 2:
+            problems.error("configs", "give at least two module config files to compare")
+
+    if "model_variant" in values:
+        try:
+            check_variant_name(values["model_variant"])
+        except VariantError as exc:
+            problems.error("model_variant", str(exc))
+
+    if problems.errors:
+        raise ConfigError(problems.errors)
+
+    cls = _CLASS_FOR[command]
+    extra: dict[str, Any] = {}
+    field_names = {f.name for f in dataclasses.fields(cls)}
+    if "mode" in field_names:
+        extra["mode"] = command
+    if "model_family" in field_names:
+        extra["model_family"] = family
+    config = cls(**values, **extra)
+    return Resolved(config=config, warnings=tuple(problems.warnings), sources=sources)
+
+
+def _device_rule(values: dict, problems: Problems) -> None:
+    dev = str(values.get("device", "auto")).strip().lower()
+    if not _DEVICE_RE.match(dev):
+        problems.error("device", f"{values['device']!r} is not a device; use auto, cpu, cuda, "
+                                 "cuda:N, mps, xpu or xpu:N")
+    else:
+        values["device"] = dev
+
+
+def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Problems) -> None:
+    explicit = {k for k, s in src.items() if s == "explicit"}
+    _device_rule(v, p)
+
+    if v["optimizer_type"] == "prodigy":
+        if v["scheduler_type"] != "constant":
+            if src["scheduler_type"] in ("explicit", "preset"):
+                p.warn("scheduler_type", f"Prodigy adapts the step size itself, so the "
+                       f"'{v['scheduler_type']}' schedule is replaced by 'constant'")
+            v["scheduler_type"] = "constant"
+            src["scheduler_type"] = "rule"
+        if v["learning_rate"] != 1.0:
+            p.warn("learning_rate", f"Prodigy expects a learning rate of 1.0 (it scales its own "
+                   f"estimate by it); {v['learning_rate']:g} was given")
+
+    if v["adapter_type"] != "lokr":
+        given = [n for n in _LOKR_FIELDS if n in explicit]
+        for n in given:
+            p.error(n, "LoKR settings need --adapter-type lokr")
+    else:
+        for n in _LORA_ONLY_FIELDS:
+            if n in explicit:
+                p.warn(n, "is a LoRA setting and is ignored with --adapter-type lokr "
+                          "(use the --lokr-* settings)")
+
+    if v["attention_type"] != "both":
+        for n in ("self_target_modules", "cross_target_modules"):
+            if v[n] is not None:
+                p.error(n, "only applies with --attention-type both "
+                           f"(it is '{v['attention_type']}')")
+    if not v["target_modules"]:
+        p.error("target_modules", "name at least one projection (q_proj k_proj v_proj o_proj)")
+
+    chunk = v["chunk_duration"]
+    if chunk is not None and chunk < 60:
+        p.warn("chunk_duration", f"{chunk} s windows are short; below 60 s the adapter may "
+                                 "learn less song structure")
+
+    if mode == "vanilla":
+        if v.get("cfg_ratio"):
+            if "cfg_ratio" in explicit:
+                p.error("cfg_ratio", "vanilla training never drops conditions; use `fixed` for "
+                                     "CFG dropout")
+            v["cfg_ratio"] = 0.0
+            src["cfg_ratio"] = "rule"
+    if mode == "selective" and not v["module_config"] and not v["auto_estimate"]:
+        p.error("module_config", "selective training needs --module-config FILE (from "
+                                 "`sidestep estimate`) or --auto-estimate")
+
+    if v["preprocess"]:
+        for need in ("audio_dir", "tensor_output"):
+            if not v[need]:
+                p.error(need, "is required with --preprocess")
+        if not v["dataset_dir"] and v["tensor_output"]:
+            v["dataset_dir"] = v["tensor_output"]
+            src["dataset_dir"] = "rule"
+            p.errors[:] = [e for e in p.errors
+                           if not (e.field == "dataset_dir" and e.message == "is required")]
+
+    if v["loss_weighting"] != "min_snr" and "snr_gamma" in explicit:
+        p.warn("snr_gamma", "only used with --loss-weighting min_snr")
+
+    if v["log_dir"] is None and v["output_dir"]:
+        v["log_dir"] = _join(v["output_dir"], "runs")
+        src["log_dir"] = "rule"
+
+    if family is None and "model_variant" in v:
+        p.warn("base_model", f"cannot tell whether '{v['model_variant']}' is a turbo or a "
+                             "base/sft model; base/sft defaults are used. Pass --base-model.")
+
+
+def _join(a: str, b: str) -> str:
+    sep = "\\" if ("\\" in a and "/" not in a) else "/"
+    return a.rstrip("/\\") + sep + b
+
+
+def config_to_json(config: Any) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=False)
+
+
+def training_config_from_dict(data: Mapping[str, Any]) -> Any:
+    """Rebuild a ``TrainingConfig`` from ``to_dict()`` output (run.json), checking types."""
+    from sidestep.config.values import check_json_value
+
+    values: dict[str, Any] = {}
+    problems = Problems()
+    for s in schema.training_settings():
+        if s.name in data:
+            try:
+                values[s.name] = check_json_value(s, data[s.name])
+            except ValueError as exc:
+                problems.error(s.name, str(exc))
+        else:
+            values[s.name] = s.default
+    if problems.errors:
+        raise ConfigError(problems.errors)
+    return TrainingConfig(**values, mode=str(data.get("mode", "fixed")),
+                          model_family=data.get("model_family"))
+
+
+def json_ready(setting_name: str, value: Any) -> Any:
+    return to_json(BY_NAME[setting_name], value)

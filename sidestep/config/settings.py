@@ -1,0 +1,120 @@
+"""User settings (``settings.json`` in the config folder): default folders and UI preferences.
+
+Writes are atomic. A file that cannot be read as settings is kept as ``settings.json.bak`` and the
+defaults are used, with a warning for the caller to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sidestep.config import atomic, paths
+
+THEMES = ("sidestep-dark", "sidestep-light", "textual-dark", "textual-light", "nord",
+          "gruvbox", "monokai")
+
+
+@dataclass(frozen=True)
+class Settings:
+    checkpoint_dir: str = "./checkpoints"
+    output_root: str = "./output"
+    dataset_root: str = ""
+    theme: str = "sidestep-dark"
+    refresh_hz: float = 4.0          # how often the monitor redraws
+    gpu_poll_seconds: float = 1.0    # NVML sampling period
+    form_mode: str = "basic"         # training form opens in basic or advanced mode
+    confirm_quit: bool = True
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+_CHECKS = {
+    "checkpoint_dir": lambda v: isinstance(v, str),
+    "output_root": lambda v: isinstance(v, str) and v.strip() != "",
+    "dataset_root": lambda v: isinstance(v, str),
+    "theme": lambda v: isinstance(v, str) and v in THEMES,
+    "refresh_hz": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    and 0.5 <= v <= 30,
+    "gpu_poll_seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    and 0.2 <= v <= 60,
+    "form_mode": lambda v: v in ("basic", "advanced"),
+    "confirm_quit": lambda v: isinstance(v, bool),
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def validate(values: dict[str, Any]) -> None:
+    """Raise ``SettingsError`` naming the first invalid key."""
+    for key, value in values.items():
+        check = _CHECKS.get(key)
+        if check is None:
+            raise SettingsError(f"'{key}' is not a setting")
+        if not check(value):
+            raise SettingsError(f"'{key}' has an invalid value: {value!r}")
+
+
+class SettingsStore:
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else paths.settings_path()
+
+    def load(self) -> tuple[Settings, list[str]]:
+        """(settings, warnings). Never raises for a bad file: it is set aside as ``.bak``."""
+        if not self.path.exists():
+            return Settings(), []
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("top level is not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            backup = self._set_aside()
+            return Settings(), [f"{self.path} could not be read ({exc}); it was kept as "
+                                f"{backup} and defaults are used"]
+        warnings: list[str] = []
+        kept: dict[str, Any] = {}
+        for key, value in data.items():
+            check = _CHECKS.get(key)
+            if check is None:
+                continue  # a newer version's setting: leave it alone on disk, ignore here
+            if check(value):
+                kept[key] = value
+            else:
+                warnings.append(f"{self.path}: '{key}' has an invalid value {value!r}; "
+                                "the default is used")
+        return Settings(**kept), warnings
+
+    def save(self, settings: Settings) -> None:
+        data = dataclasses.asdict(settings)
+        validate(data)
+        # Keep keys this version does not know (written by a newer Side-Step).
+        if self.path.exists():
+            try:
+                old = json.loads(self.path.read_text(encoding="utf-8"))
+                if isinstance(old, dict):
+                    for key, value in old.items():
+                        data.setdefault(key, value)
+            except (OSError, UnicodeDecodeError, ValueError):
+                pass
+        atomic.write_json(self.path, data)
+
+    def update(self, **changes: Any) -> Settings:
+        validate(changes)
+        current, _ = self.load()
+        new = current.replace(**changes)
+        self.save(new)
+        return new
+
+    def _set_aside(self) -> Path:
+        backup = self.path.with_name(self.path.name + ".bak")
+        try:
+            self.path.replace(backup)
+        except OSError:
+            pass
+        return backup

@@ -1,0 +1,34 @@
+"""``sidestep-tui`` and ``python sidestep_tui.py``: start the terminal app.
+
+Kept apart from ``sidestep.tui`` so argument errors print before Textual is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sidestep-tui",
+                                description="Side-Step terminal app for ACE-Step 1.5 "
+                                            "LoRA/LoKR training.")
+    p.add_argument("--demo", action="store_true",
+                   help="use a built-in tiny model and dataset (created on first use)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        from sidestep.tui.app import run_app
+    except ImportError:
+        print("The Side-Step terminal app is not in this build yet. The headless CLI works: "
+              "run `sidestep --help`.", file=sys.stderr)
+        return 2
+    return run_app(demo=args.demo)
+
+
+def entry() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())
