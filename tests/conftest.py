@@ -24,3 +24,11 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     """Run with the working directory in a fresh folder (local presets live in ./presets)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """The full demo tree (tiny checkpoints, 12 clips, tensors), made once per test session."""
+    from sidestep.model.fixtures import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo"), seed=0, clips=12)

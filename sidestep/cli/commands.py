@@ -20,6 +20,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from sidestep.cli.presets_cmd import run_presets
 
         return run_presets(args, out)
+    if command == "make-demo":
+        from sidestep.cli.data_cmds import run_make_demo
+
+        return run_make_demo(args, out)
     if command in schema.COMMANDS:
         return run_schema_command(command, args, out)
     out.error(f"unknown command {command!r}")
@@ -59,6 +63,14 @@ def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
     if getattr(args, "print_config", False):
         out.json(resolved.public_dict(command))
         return EXIT_OK
+    if command == "build-dataset":
+        from sidestep.cli.data_cmds import run_build_dataset
+
+        return run_build_dataset(resolved.config, out)
+    if command == "preprocess":
+        from sidestep.cli.data_cmds import run_preprocess
+
+        return run_preprocess(resolved.config, out)
     out.error(f"`sidestep {command}` is not available in this version yet; "
               "`--print-config` shows the configuration it would use")
     return EXIT_BAD_INPUT

@@ -123,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_presets_parser(sub)
 
+    demo = sub.add_parser("make-demo", help="Write the tiny demo checkpoint root and dataset.",
+                          description="Write a tiny but complete ACE-Step checkpoint root "
+                                      "(turbo and base DiT, VAE, text encoder) plus synthetic "
+                                      "audio and preprocessed tensors, for tests and --demo.")
+    demo.add_argument("dir", metavar="DIR", help="folder to create")
+    demo.add_argument("--seed", type=int, default=0, help="seed for weights and audio")
+    demo.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    demo.add_argument("--clips", type=int, default=12, help="number of audio clips (default 12)")
+
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Datasets: audio decoding, dataset.json, preprocessing to tensors, and the training dataset."""

@@ -1,0 +1,226 @@
+"""``dataset.json``: one record per song (caption, lyrics, BPM, key, ...), built from sidecars.
+
+Sidecar files next to ``song.wav`` (all optional):
+
+- ``song.txt``: either plain text (the caption) or ``key: value`` lines (``caption``, ``genre``,
+  ``bpm``, ``key``/``keyscale``, ``timesignature``, ``language``); a ``lyrics:`` line starts the
+  lyrics, which run to the end of the file;
+- ``song.lyrics.txt`` (or ``song_lyrics.txt``): the lyrics;
+- ``song.json``: the same fields as a JSON object.
+
+Songs without lyrics are instrumentals (``[Instrumental]``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidestep.data.audio import AudioError, audio_info, find_audio
+
+INSTRUMENTAL = "[Instrumental]"
+_KEY_ALIASES = {
+    "caption": "caption", "prompt": "caption", "description": "caption",
+    "genre": "genre", "genres": "genre", "tags": "genre", "style": "genre",
+    "bpm": "bpm", "tempo": "bpm",
+    "key": "keyscale", "keyscale": "keyscale", "key_scale": "keyscale",
+    "timesignature": "timesignature", "time_signature": "timesignature", "meter": "timesignature",
+    "language": "language", "lang": "language", "vocal_language": "language",
+    "lyrics": "lyrics",
+}
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclass
+class Sample:
+    id: str
+    audio_path: str
+    filename: str
+    caption: str = ""
+    genre: str = ""
+    lyrics: str = ""
+    bpm: int | None = None
+    keyscale: str = ""
+    timesignature: str = ""
+    duration: float = 0.0
+    language: str = "instrumental"
+    is_instrumental: bool = True
+    labeled: bool = True
+    custom_tag: str = ""
+
+    def training_caption(self, tag_position: str = "prepend", use_genre: bool = False) -> str:
+        base = self.genre if (use_genre and self.genre) else self.caption
+        tag = self.custom_tag.strip()
+        if not tag:
+            return base
+        if tag_position == "replace" or not base:
+            return tag
+        return f"{base}, {tag}" if tag_position == "append" else f"{tag}, {base}"
+
+    def lyrics_text(self) -> str:
+        return self.lyrics.strip() or INSTRUMENTAL
+
+
+@dataclass
+class DatasetMeta:
+    name: str = "local_dataset"
+    custom_tag: str = ""
+    tag_position: str = "prepend"
+    genre_ratio: int = 0
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    num_samples: int = 0
+
+
+def _parse_kv_text(text: str) -> dict[str, Any]:
+    """``key: value`` sidecar; plain text (no known key on the first line) is the caption."""
+    lines = text.splitlines()
+    first = next((ln for ln in lines if ln.strip()), "")
+    m = re.match(r"^\s*([A-Za-z_ ]+)\s*:", first)
+    if not m or m.group(1).strip().lower().replace(" ", "_") not in _KEY_ALIASES:
+        return {"caption": text.strip()}
+    out: dict[str, Any] = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"^\s*([A-Za-z_ ]+)\s*:\s*(.*)$", line)
+        if not m:
+            continue
+        key = _KEY_ALIASES.get(m.group(1).strip().lower().replace(" ", "_"))
+        if key is None:
+            continue
+        if key == "lyrics":
+            rest = [m.group(2)] + lines[i + 1:]
+            out["lyrics"] = "\n".join(rest).strip()
+            break
+        out[key] = m.group(2).strip()
+    return out
+
+
+def read_sidecars(audio: Path) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    stem = audio.with_suffix("")
+    js = stem.with_suffix(".json")
+    if js.is_file():
+        try:
+            data = json.loads(js.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{js}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise DatasetError(f"{js}: expected a JSON object")
+        for k, v in data.items():
+            key = _KEY_ALIASES.get(str(k).lower())
+            if key:
+                fields[key] = v
+    txt = stem.with_suffix(".txt")
+    if txt.is_file():
+        fields.update(_parse_kv_text(txt.read_text(encoding="utf-8", errors="replace")))
+    for lyr in (Path(f"{stem}.lyrics.txt"), Path(f"{stem}_lyrics.txt")):
+        if lyr.is_file():
+            fields["lyrics"] = lyr.read_text(encoding="utf-8", errors="replace").strip()
+    return fields
+
+
+def _bpm(value: Any, where: str) -> int | None:
+    if value in (None, "", "N/A"):
+        return None
+    try:
+        bpm = int(round(float(str(value).split()[0])))
+    except ValueError:
+        raise DatasetError(f"{where}: bpm {value!r} is not a number") from None
+    if not 20 <= bpm <= 400:
+        raise DatasetError(f"{where}: bpm {bpm} is outside 20-400")
+    return bpm
+
+
+def sample_for(audio: Path, root: Path, tag: str = "") -> Sample:
+    duration, _rate, _ch = audio_info(audio)
+    fields = read_sidecars(audio)
+    lyrics = str(fields.get("lyrics") or "").strip()
+    if lyrics.lower() in ("[instrumental]", "instrumental"):
+        lyrics = ""
+    rel = audio.relative_to(root)
+    sid = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(rel.with_suffix("")))
+    return Sample(
+        id=sid, audio_path=str(audio.resolve()), filename=audio.name,
+        caption=str(fields.get("caption") or audio.stem.replace("_", " ")),
+        genre=str(fields.get("genre") or ""), lyrics=lyrics,
+        bpm=_bpm(fields.get("bpm"), str(audio)),
+        keyscale=str(fields.get("keyscale") or ""),
+        timesignature=str(fields.get("timesignature") or ""),
+        duration=round(duration, 3),
+        language=str(fields.get("language") or ("instrumental" if not lyrics else "unknown")),
+        is_instrumental=not lyrics, custom_tag=tag,
+    )
+
+
+def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "prepend",
+                  genre_ratio: int = 0, name: str = "local_dataset",
+                  output: Path | str | None = None) -> tuple[Path, dict[str, Any], list[str]]:
+    """Scan ``input_dir`` and write dataset.json. Returns (path, document, skipped messages)."""
+    from sidestep.config import atomic
+
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: input folder not found")
+    files = find_audio(root)
+    if not files:
+        raise DatasetError(f"{root}: no audio files found (looked for .wav, .flac, .ogg, "
+                           ".mp3, .aiff, .opus)")
+    samples, skipped = [], []
+    for f in files:
+        try:
+            samples.append(sample_for(f, root, tag))
+        except (AudioError, DatasetError) as exc:
+            skipped.append(str(exc))
+    if not samples:
+        raise DatasetError(f"{root}: none of the {len(files)} audio files could be read: "
+                           f"{skipped[0]}")
+    meta = DatasetMeta(name=name, custom_tag=tag, tag_position=tag_position,
+                       genre_ratio=genre_ratio, num_samples=len(samples))
+    doc = {"metadata": asdict(meta), "samples": [asdict(s) for s in samples]}
+    out = Path(output) if output else root / "dataset.json"
+    atomic.write_json(out, doc)
+    return out, doc, skipped
+
+
+def load_dataset_json(path: Path | str) -> tuple[DatasetMeta, list[Sample]]:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
+        raise DatasetError(f"{path}: expected an object with a 'samples' list")
+    meta_raw = doc.get("metadata") or {}
+    meta = DatasetMeta(**{k: v for k, v in meta_raw.items()
+                          if k in DatasetMeta.__dataclass_fields__})
+    samples = []
+    known = Sample.__dataclass_fields__
+    for i, raw in enumerate(doc["samples"]):
+        if not isinstance(raw, dict) or "audio_path" not in raw:
+            raise DatasetError(f"{path}: samples[{i}] needs an 'audio_path'")
+        rec = {k: v for k, v in raw.items() if k in known}
+        rec.setdefault("id", Path(raw["audio_path"]).stem)
+        rec.setdefault("filename", Path(raw["audio_path"]).name)
+        audio = Path(rec["audio_path"])
+        if not audio.is_absolute():
+            rec["audio_path"] = str((path.parent / audio).resolve())
+        rec["bpm"] = _bpm(rec.get("bpm"), f"{path}: samples[{i}]")
+        rec.setdefault("custom_tag", meta.custom_tag)
+        samples.append(Sample(**rec))
+    return meta, samples
+
+
+def genre_indices(count: int, genre_ratio: int, seed: int = 42) -> set[int]:
+    """Which samples use their genre instead of the caption (a seeded, fixed choice)."""
+    chosen = list(range(count))
+    random.Random(seed).shuffle(chosen)
+    return set(chosen[: int(count * genre_ratio / 100)])

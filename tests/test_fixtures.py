@@ -1,0 +1,103 @@
+"""The demo tree: a complete tiny checkpoint root, audio with sidecars, preprocessed tensors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sidestep.cli import main
+from sidestep.model import load_acestep
+from sidestep.model.checkpoints import list_models, load_silence_latent, resolve_model
+
+
+def test_tree(demo_root):
+    ck = demo_root / "checkpoints"
+    for rel in ["acestep-v15-turbo/config.json", "acestep-v15-turbo/model.safetensors",
+                "acestep-v15-turbo/silence_latent.pt", "acestep-v15-base/model.safetensors",
+                "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+                "Qwen3-Embedding-0.6B/config.json", "Qwen3-Embedding-0.6B/tokenizer.json",
+                "Qwen3-Embedding-0.6B/model.safetensors"]:
+        assert (ck / rel).is_file(), rel
+    assert [e.name for e in list_models(ck)] == ["acestep-v15-turbo", "acestep-v15-base"]
+    assert resolve_model(ck, "turbo").is_turbo and not resolve_model(ck, "base").is_turbo
+    wavs = sorted((demo_root / "audio").glob("*.wav"))
+    assert len(wavs) == 12
+    assert all(w.with_suffix(".txt").is_file() for w in wavs)
+    assert list((demo_root / "audio").glob("*.lyrics.txt"))
+    assert len(list((demo_root / "tensors").glob("*.pt"))) == 12
+
+
+def test_dit_folders_load(demo_root):
+    for variant in ("acestep-v15-turbo", "acestep-v15-base"):
+        model = load_acestep(demo_root / "checkpoints" / variant)
+        assert model.config.in_channels == 192 and model.config.audio_acoustic_hidden_dim == 64
+    silence = load_silence_latent(demo_root / "checkpoints" / "acestep-v15-turbo")
+    assert silence.shape[0] == 1 and silence.shape[2] == 64
+
+
+def test_vae_and_text_encoder_load_with_their_libraries(demo_root):
+    from diffusers import AutoencoderOobleck
+    from transformers import AutoModel, AutoTokenizer
+
+    vae = AutoencoderOobleck.from_pretrained(str(demo_root / "checkpoints" / "vae"),
+                                             local_files_only=True)
+    assert vae.config.sampling_rate == 48000
+    hop = 1
+    for r in vae.config.downsampling_ratios:
+        hop *= r
+    assert hop == 1920
+    with torch.no_grad():
+        latents = vae.encode(torch.zeros(1, 2, 48000)).latent_dist.mean
+    assert latents.shape == (1, 64, 25)
+    te_dir = str(demo_root / "checkpoints" / "Qwen3-Embedding-0.6B")
+    tok = AutoTokenizer.from_pretrained(te_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(te_dir, local_files_only=True)
+    ids = tok("# Caption\nwarm lo-fi piano ünïcode", return_tensors="pt").input_ids
+    assert tok.decode(ids[0]) == "# Caption\nwarm lo-fi piano ünïcode"
+    out = model(ids).last_hidden_state
+    assert out.shape[-1] == 64 == model.config.hidden_size
+    assert tok.pad_token == "<|endoftext|>"
+
+
+def test_tensor_format(demo_root):
+    manifest = json.loads((demo_root / "tensors" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 12 == len(manifest["samples"])
+    enc_hidden = load_acestep(demo_root / "checkpoints" / "acestep-v15-turbo",
+                              parts=("null_condition_emb",)).config.enc_hidden
+    for path in sorted((demo_root / "tensors").glob("*.pt")):
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        assert set(d) == {"target_latents", "attention_mask", "encoder_hidden_states",
+                          "encoder_attention_mask", "context_latents", "metadata"}
+        t = d["target_latents"].shape[0]
+        assert d["target_latents"].shape == (t, 64)
+        assert 40 <= t <= 60  # 1.6-2.4 s at 25 frames/s
+        assert d["attention_mask"].shape == (t,) and bool((d["attention_mask"] == 1).all())
+        assert d["context_latents"].shape == (t, 128)
+        assert bool((d["context_latents"][:, 64:] == 1).all())
+        assert d["encoder_hidden_states"].shape == (512 + 1 + 256, enc_hidden)
+        assert d["encoder_attention_mask"].dtype == torch.bool
+        assert d["encoder_hidden_states"].dtype == torch.float32
+        assert torch.isfinite(d["target_latents"]).all()
+        assert d["metadata"]["caption"] and d["metadata"]["filename"].endswith(".wav")
+
+
+def test_make_demo_cli_deterministic(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["--plain", "make-demo", str(a), "--clips", "2", "--seed", "3"]) == 0
+    assert main(["--plain", "make-demo", str(b), "--clips", "2", "--seed", "3"]) == 0
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files:
+        if rel.suffix == ".pt":
+            da = torch.load(a / rel, weights_only=True)
+            db = torch.load(b / rel, weights_only=True)
+            if isinstance(da, dict):
+                assert all(torch.equal(da[k], db[k]) for k in da if torch.is_tensor(da[k]))
+            else:
+                assert torch.equal(da, db)
+        elif rel.name not in ("dataset.json", "manifest.json"):
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert main(["--plain", "make-demo", str(a)]) == 2  # refuses to overwrite
+    assert "not empty" in capsys.readouterr().err

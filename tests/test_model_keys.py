@@ -1,0 +1,60 @@
+"""Built on the meta device, our model has exactly the real 2B and XL state-dict layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REFERENCE
+from sidestep.model import AceStepConfig, build_acestep
+
+CASES = [("config_turbo.json", "real_keys_turbo.json"),
+         ("config_base.json", "real_keys_turbo.json"),
+         ("config_sft.json", "real_keys_turbo.json"),
+         ("config_xl_turbo.json", "real_keys_xl_turbo.json")]
+
+
+@pytest.mark.parametrize("config_file,keys_file", CASES)
+def test_keys_shapes_and_counts(config_file, keys_file):
+    ref = json.loads((REFERENCE / keys_file).read_text())
+    model = build_acestep(json.loads((REFERENCE / config_file).read_text()))
+    assert all(p.is_meta for p in model.parameters())
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {e["key"]: tuple(e["shape"]) for e in ref["keys"]
+              if not e["key"].startswith(("tokenizer.", "detokenizer."))}
+    assert list(ours) == list(theirs)  # same names, same order
+    assert ours == theirs
+    for top in ("decoder", "encoder", "null_condition_emb"):
+        numel = sum(v.numel() for k, v in model.state_dict().items()
+                    if k == top or k.startswith(top + "."))
+        assert numel == ref["per_top_module_numel"][top], top
+    assert sum(p.numel() for p in model.decoder.parameters()) == ref["decoder_parameter_count"]
+    # the decoder attention Linears PEFT will wrap
+    names = [n for n, _ in model.decoder.named_modules()
+             if n.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    attn = ref["attention_linears"]
+    assert len(names) == attn["decoder_total_count"]
+    assert sorted("decoder." + n for n in names if ".self_attn." in n) == \
+        sorted(attn["decoder_self_attn"])
+
+
+def test_xl_semantics_from_config():
+    xl = AceStepConfig.from_dict(json.loads((REFERENCE / "config_xl_turbo.json").read_text()))
+    two = AceStepConfig.from_dict(json.loads((REFERENCE / "config_turbo.json").read_text()))
+    assert xl.is_xl and not two.is_xl
+    assert xl.num_attention_heads * xl.head_dim != xl.hidden_size
+    assert (xl.enc_hidden, two.enc_hidden) == (2048, 2048)
+    assert two.is_turbo and two.layer_type(0) == "sliding_attention"
+    assert two.layer_type(1) == "full_attention"
+
+
+def test_bad_configs_rejected():
+    from sidestep.model import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match="model_type"):
+        AceStepConfig.from_dict({"model_type": "llama"})
+    with pytest.raises(ModelConfigError, match="hidden_size"):
+        AceStepConfig.from_dict({"model_type": "acestep", "hidden_size": "big"})
+    with pytest.raises(ModelConfigError, match="in_channels"):
+        AceStepConfig.from_dict({"model_type": "acestep", "in_channels": 100})
