@@ -32,3 +32,46 @@ def demo_root(tmp_path_factory):
     from sidestep.model.fixtures import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo"), seed=0, clips=12)
+
+
+@pytest.fixture(scope="session")
+def small_tensors(demo_root, tmp_path_factory):
+    """Six of the demo's tensor files (no manifest): quick training runs."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("small_tensors")
+    for path in sorted((demo_root / "tensors").glob("*.pt"))[:6]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def train_config(demo_root, dataset, out, mode="fixed", **overrides):
+    """A resolved TrainingConfig for quick CPU runs on the demo model."""
+    from sidestep.config.resolve import resolve
+
+    values = dict(checkpoint_dir=str(demo_root / "checkpoints"), dataset_dir=str(dataset),
+                  output_dir=str(out), num_workers=0, epochs=2, learning_rate=1e-3,
+                  warmup_steps=2, save_every=1, log_every=1, gradient_accumulation=2,
+                  device="cpu")
+    if overrides.get("adapter_type") == "lokr":
+        values.update(lokr_linear_dim=4, lokr_linear_alpha=8)
+    else:
+        values.update(rank=4, alpha=8)
+    values.update(overrides)
+    return resolve(mode, values).config
+
+
+class Recorder:
+    """A sink that keeps every event (for assertions)."""
+
+    def __init__(self):
+        self.events = []
+
+    def handle(self, event):
+        self.events.append(event)
+
+    def close(self):
+        pass
+
+    def of(self, kind):
+        return [e for e in self.events if e.type == kind]

@@ -71,6 +71,10 @@ def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
         from sidestep.cli.data_cmds import run_preprocess
 
         return run_preprocess(resolved.config, out)
+    if command in ("fixed", "vanilla", "selective"):
+        from sidestep.cli.train_cmd import run_training
+
+        return run_training(resolved, args, out)
     out.error(f"`sidestep {command}` is not available in this version yet; "
               "`--print-config` shows the configuration it would use")
     return EXIT_BAD_INPUT

@@ -105,11 +105,23 @@ def write_dit(folder: Path, overrides: dict, seed: int, std: float = 0.05) -> Ac
 
 
 def write_vae(folder: Path, seed: int) -> None:
+    """A random Oobleck VAE made to behave like a trained one: latents of unit scale that
+    follow the audio, and a near-deterministic posterior (a random init gives std ~0.7 noise
+    around a tiny mean, which no adapter could learn)."""
     from diffusers import AutoencoderOobleck
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderOobleck(**TINY_VAE)
+    latent = TINY_VAE["decoder_input_channels"]
+    probe, _ = synth_clip(0, seed)
+    out = vae.encoder.conv2
+    with torch.no_grad():
+        mean = vae.encoder(torch.from_numpy(probe[:, :24000])[None])[:, :latent]
+        out.weight_g[:latent] *= 1.0 / float(mean.std().clamp_min(1e-6))
+        out.bias[:latent] -= float(mean.mean()) / float(mean.std().clamp_min(1e-6))
+        out.weight_g[latent:] *= 0.01
+        out.bias[latent:] = -7.0  # softplus(-7) ~ 1e-3: posterior std
     vae.save_pretrained(str(folder))
 
 

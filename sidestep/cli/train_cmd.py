@@ -1,0 +1,224 @@
+"""``sidestep fixed`` / ``vanilla``: summary, confirmation, live progress, signals, exit codes.
+
+Exit codes: 0 completed, 130 stopped (a checkpoint was saved), 1 failed, 2 bad input.
+SIGINT, SIGTERM and SIGHUP ask the engine to stop and save; a second signal exits at once
+without touching the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED
+from sidestep.cli.output import Out
+from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
+                                    RunFinished, RunStarted, StepMetrics)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def summary_rows(config) -> list[tuple[str, str]]:
+    c = config
+    if c.adapter_type == "lora":
+        adapter = f"LoRA rank {c.rank}, alpha {c.alpha}, dropout {c.dropout:g}"
+    else:
+        adapter = (f"LoKR dim {c.lokr_linear_dim}, alpha {c.lokr_linear_alpha}, "
+                   f"factor {c.lokr_factor}")
+    targets = f"{c.attention_type} attention: {' '.join(c.target_modules)}"
+    rows = [
+        ("mode", c.mode + (" (discrete turbo timesteps, no CFG dropout)" if c.mode == "vanilla"
+                           else "")),
+        ("model", f"{c.model_variant} ({c.model_family or 'unknown family'}) in "
+                  f"{c.checkpoint_dir}"),
+        ("adapter", adapter),
+        ("targets", targets),
+        ("optimizer", f"{c.optimizer_type}, lr {c.learning_rate:g}, {c.scheduler_type} "
+                      f"schedule, warmup {c.warmup_steps}"),
+        ("batches", f"batch {c.batch_size} x accumulation {c.gradient_accumulation}, "
+                    f"{c.epochs} epochs"),
+        ("timesteps", f"shift {c.shift:g}, {c.num_inference_steps} steps"
+         + (f", CFG dropout {c.cfg_ratio:g}" if c.mode != "vanilla" else "")),
+        ("memory", f"gradient checkpointing {'on' if c.gradient_checkpointing else 'off'}"
+                   + (f", {c.chunk_duration} s chunks" if c.chunk_duration else "")),
+        ("device", f"{c.device} / {c.precision}"),
+        ("data", str(c.dataset_dir)),
+        ("output", str(c.output_dir) + (f" (resume from {c.resume_from})" if c.resume_from
+                                        else "")),
+    ]
+    return rows
+
+
+class PlainProgress:
+    """Line output for logs and pipes."""
+
+    def __init__(self, out: Out, every: int):
+        self.out = out
+        self.every = max(1, every)
+        self.total = 0
+        self.epochs = 0
+
+    def handle(self, e: Event) -> None:
+        say = self.out.info
+        if isinstance(e, RunStarted):
+            self.total, self.epochs = e.total_steps, e.total_epochs
+            say(f"training {e.adapter_type} on {e.model}: {e.dataset_size} songs, "
+                f"{e.total_steps} steps, {e.trainable_params:,} trainable parameters, "
+                f"{e.device} {e.precision}" + (f", resumed from {e.resumed_from}"
+                                               if e.resumed_from else ""))
+        elif isinstance(e, StepMetrics):
+            if e.step % self.every == 0 or e.step == 1 or e.step == self.total:
+                say(f"step {e.step}/{self.total} epoch {e.epoch}/{self.epochs} loss "
+                    f"{e.loss:.4f} lr {e.lr:.2e} "
+                    f"{(e.samples_per_sec or 0):.2f} samples/s ETA {fmt_duration(e.eta_seconds)}")
+        elif isinstance(e, EpochEnded):
+            say(f"epoch {e.epoch}/{self.epochs} done: mean loss {e.mean_loss:.4f} "
+                f"({e.seconds:.1f} s)")
+        elif isinstance(e, CheckpointSaved):
+            say(f"saved {e.kind} checkpoint: {e.path}")
+        elif isinstance(e, Problem):
+            text = e.message + (f" (try: {e.remedy})" if e.remedy else "")
+            (self.out.error if e.fatal else self.out.warn)(text)
+        elif isinstance(e, LogLine) and e.level in ("warning", "error"):
+            self.out.warn(e.message)
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    """Live bars for a terminal: epochs, steps, loss, learning rate, ETA."""
+
+    def __init__(self, out: Out):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.console = out.console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+            refresh_per_second=4, transient=False)
+        self.epoch_task = None
+        self.step_task = None
+
+    def handle(self, e: Event) -> None:
+        from rich.markup import escape
+
+        p = self.progress
+        if isinstance(e, RunStarted):
+            p.start()
+            p.console.print(f"training [bold]{e.adapter_type}[/] on {escape(e.model)}: "
+                            f"{e.dataset_size} songs, {e.trainable_params:,} trainable "
+                            f"parameters, {e.device} {e.precision}")
+            self.epoch_task = p.add_task("epochs", total=e.total_epochs,
+                                         completed=e.start_epoch, info="")
+            self.step_task = p.add_task("steps ", total=e.total_steps,
+                                        completed=e.start_step, info="")
+        elif isinstance(e, StepMetrics) and self.step_task is not None:
+            p.update(self.step_task, completed=e.step,
+                     info=f"loss {e.loss:.4f}  lr {e.lr:.2e}  "
+                          f"{(e.samples_per_sec or 0):.2f} samples/s")
+        elif isinstance(e, EpochEnded) and self.epoch_task is not None:
+            p.update(self.epoch_task, completed=e.epoch, info=f"mean loss {e.mean_loss:.4f}")
+        elif isinstance(e, CheckpointSaved):
+            p.console.print(f"saved {e.kind} checkpoint: {escape(e.path)}")
+        elif isinstance(e, Problem):
+            color = "red" if e.fatal else "yellow"
+            p.console.print(f"[{color}]{escape(e.message)}[/]"
+                            + (f"\n  try: {escape(e.remedy)}" if e.remedy else ""))
+        elif isinstance(e, LogLine) and e.level in ("warning", "error"):
+            p.console.print(f"[yellow]{escape(e.message)}[/]")
+        elif isinstance(e, RunFinished):
+            p.stop()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class SignalStop:
+    """First signal: stop and save. Second: leave at once."""
+
+    def __init__(self, control, out: Out):
+        self.control = control
+        self.out = out
+        self.count = 0
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.count += 1
+        if self.count >= 2:
+            os.write(2, b"\nsecond signal: exiting now (the last complete checkpoint is kept)\n")
+            os._exit(EXIT_STOPPED)
+        name = signal.Signals(signum).name
+        os.write(2, f"\n{name}: stopping at the next micro-batch and saving a checkpoint; "
+                    "send it again to exit at once\n".encode())
+        self.control.request_stop(f"{name} received")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def confirm(out: Out) -> bool:
+    if not sys.stdin.isatty():
+        out.error("no terminal to confirm on; pass --yes (before the subcommand) to start "
+                  "training without the prompt")
+        return False
+    try:
+        answer = input("Start training? [y/N] ").strip().lower()
+    except EOFError:
+        return False
+    return answer in ("y", "yes")
+
+
+def run_training(resolved, args, out: Out) -> int:
+    from sidestep.engine.control import Control
+    from sidestep.engine.trainer import Trainer
+
+    config = resolved.config
+    if config.mode == "selective":
+        out.error("`sidestep selective` arrives with the estimate feature; use `fixed` with "
+                  "--attention-type/--target-modules for now")
+        return EXIT_BAD_INPUT
+    out.table("Side-Step training", ("setting", "value"), summary_rows(config))
+    if not args.yes and not confirm(out):
+        out.info("not started")
+        return EXIT_BAD_INPUT if not sys.stdin.isatty() else EXIT_OK
+    control = Control()
+    sink = PlainProgress(out, config.log_every) if out.plain else RichProgress(out)
+    t0 = time.monotonic()
+    with SignalStop(control, out):
+        result = Trainer(config, [sink], control).run()
+    sink.close()
+    took = fmt_duration(time.monotonic() - t0)
+    if result.status == "completed":
+        out.info(f"done in {took}: adapter in {result.adapter_path}")
+        return EXIT_OK
+    if result.status == "stopped":
+        out.info(f"stopped after step {result.step}; resume with --resume-from "
+                 f"{result.checkpoint_path}")
+        return EXIT_STOPPED
+    out.error(result.error or "training failed")
+    if result.checkpoint_path:
+        out.info(f"last state saved to {result.checkpoint_path}")
+    return EXIT_BAD_INPUT if result.error_kind == "input" else EXIT_FAILED

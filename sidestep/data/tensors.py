@@ -1,0 +1,228 @@
+"""The training dataset: preprocessed ``.pt`` files, validated before training starts.
+
+Files come from ``manifest.json`` when it lists them (entries that moved are found next to the
+manifest), otherwise from a scan of the folder. Every file is opened once with
+``weights_only=True`` and checked (keys, shapes, dtypes, finite values) so a bad file fails the
+run at the start with its name, not hours in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+REQUIRED_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states",
+                 "encoder_attention_mask", "context_latents")
+
+
+class DataError(ValueError):
+    """A dataset problem; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    path: Path
+    frames: int
+    cond_tokens: int
+    caption: str = ""
+
+
+def list_files(dataset_dir: Path | str) -> list[Path]:
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found (--dataset-dir should hold the "
+                        "preprocessed .pt files)")
+    manifest = root / "manifest.json"
+    files: list[Path] = []
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            entries = data.get("samples") if isinstance(data, dict) else None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{manifest}: not valid JSON ({exc}); fix or delete it (the folder "
+                            "is scanned without it)") from None
+        if entries:
+            for entry in entries:
+                p = Path(str(entry))
+                candidates = [p, root / p, root / p.name]
+                found = next((c for c in candidates if c.is_file()), None)
+                if found is None:
+                    raise DataError(f"{manifest}: lists {entry}, which is missing; restore it "
+                                    "or remove it from the manifest")
+                files.append(found)
+    if not files:
+        files = sorted(p for p in root.glob("*.pt") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{root}: no .pt files found; preprocess your audio first "
+                        "(`sidestep preprocess` or the --preprocess flag)")
+    return files
+
+
+def load_record(path: Path) -> dict:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be loaded safely ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}). Re-run "
+                        "preprocessing for this song.") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
+    return data
+
+
+def check_record(path: Path, data: dict, latent_dim: int, cond_dim: int) -> SampleInfo:
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; this is not a Side-Step/ACE-Step "
+                        "preprocessed file (re-run preprocessing)")
+    for key in REQUIRED_KEYS:
+        if not torch.is_tensor(data[key]):
+            raise DataError(f"{path}: '{key}' is not a tensor")
+    lat, am = data["target_latents"], data["attention_mask"]
+    ehs, eam = data["encoder_hidden_states"], data["encoder_attention_mask"]
+    ctx = data["context_latents"]
+
+    def bad(msg: str) -> DataError:
+        return DataError(f"{path}: {msg}")
+
+    if lat.dim() != 2 or lat.shape[1] != latent_dim:
+        raise bad(f"target_latents has shape {tuple(lat.shape)}, expected [frames, {latent_dim}]")
+    frames = lat.shape[0]
+    if frames < 1:
+        raise bad("target_latents has no frames")
+    if am.dim() != 1 or am.shape[0] != frames:
+        raise bad(f"attention_mask has shape {tuple(am.shape)}, expected [{frames}]")
+    if ctx.dim() != 2 or ctx.shape != (frames, 2 * latent_dim):
+        raise bad(f"context_latents has shape {tuple(ctx.shape)}, expected "
+                  f"[{frames}, {2 * latent_dim}]")
+    if ehs.dim() != 2 or ehs.shape[1] != cond_dim:
+        raise bad(f"encoder_hidden_states has shape {tuple(ehs.shape)}, expected [tokens, "
+                  f"{cond_dim}]; it was preprocessed for a different model size")
+    if eam.dim() != 1 or eam.shape[0] != ehs.shape[0]:
+        raise bad(f"encoder_attention_mask has shape {tuple(eam.shape)}, expected "
+                  f"[{ehs.shape[0]}]")
+    for key in ("target_latents", "encoder_hidden_states", "context_latents"):
+        if not data[key].is_floating_point():
+            raise bad(f"{key} has dtype {data[key].dtype}; expected a floating-point tensor")
+        if not bool(torch.isfinite(data[key]).all()):
+            raise bad(f"{key} contains NaN or infinite values; re-run preprocessing")
+    for key in ("attention_mask", "encoder_attention_mask"):
+        if data[key].is_complex():
+            raise bad(f"{key} has dtype {data[key].dtype}")
+    meta = data.get("metadata")
+    caption = meta.get("caption", "") if isinstance(meta, dict) else ""
+    return SampleInfo(path=path, frames=frames, cond_tokens=ehs.shape[0], caption=str(caption))
+
+
+def validate(files: list[Path], latent_dim: int, cond_dim: int,
+             progress: Callable[[int, int], None] | None = None) -> list[SampleInfo]:
+    infos = []
+    for i, path in enumerate(files):
+        infos.append(check_record(path, load_record(path), latent_dim, cond_dim))
+        if progress:
+            progress(i + 1, len(files))
+    return infos
+
+
+class TensorDataset(Dataset):
+    """Items are dicts of tensors plus ``file`` (its path, for error messages)."""
+
+    def __init__(self, files: list[Path]):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        data = load_record(path)
+        item = {k: data[k] for k in REQUIRED_KEYS}
+        item["file"] = str(path)
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad to the longest song (frames) and the longest condition (tokens) in the batch."""
+    frames = max(it["target_latents"].shape[0] for it in items)
+    tokens = max(it["encoder_hidden_states"].shape[0] for it in items)
+
+    def pad(t: torch.Tensor, length: int, dtype=None) -> torch.Tensor:
+        t = t if dtype is None else t.to(dtype)
+        if t.shape[0] == length:
+            return t
+        shape = (length - t.shape[0],) + tuple(t.shape[1:])
+        return torch.cat([t, t.new_zeros(shape)], dim=0)
+
+    return {
+        "target_latents": torch.stack([pad(it["target_latents"].float(), frames)
+                                       for it in items]),
+        "attention_mask": torch.stack([pad(it["attention_mask"], frames, torch.float32)
+                                       for it in items]),
+        "context_latents": torch.stack([pad(it["context_latents"].float(), frames)
+                                        for it in items]),
+        "encoder_hidden_states": torch.stack([pad(it["encoder_hidden_states"].float(), tokens)
+                                              for it in items]),
+        "encoder_attention_mask": torch.stack([pad(it["encoder_attention_mask"], tokens,
+                                                   torch.float32) for it in items]),
+        "files": [it["file"] for it in items],
+    }
+
+
+def random_window(batch: dict, frames: int, generator: torch.Generator | None = None) -> dict:
+    """Crop every song to a random ``frames``-long window of its valid frames (chunking)."""
+    lengths = batch["attention_mask"].sum(dim=1).long()
+    width = int(min(frames, int(lengths.max())))
+    if width >= batch["target_latents"].shape[1]:
+        return batch
+    out = dict(batch)
+    rows = []
+    for i, length in enumerate(lengths.tolist()):
+        span = max(length - width, 0)
+        start = int(torch.randint(0, span + 1, (1,), generator=generator)) if span else 0
+        rows.append(start)
+    idx = torch.tensor(rows)[:, None] + torch.arange(width)[None, :]
+    for key in ("target_latents", "context_latents"):
+        t = batch[key]
+        out[key] = torch.gather(t, 1, idx[:, :, None].expand(-1, -1, t.shape[-1]))
+    out["attention_mask"] = torch.gather(batch["attention_mask"], 1, idx)
+    return out
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Batches of one epoch: a permutation seeded by (seed, epoch), resumable mid-epoch.
+
+    The order never touches the global RNG, so a resumed run sees the same batches as an
+    uninterrupted one. Call ``set_epoch`` before iterating.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start_batch
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        return [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches(self.epoch)[self.start:]
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch - self.start)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.size / self.batch_size)

@@ -1,0 +1,159 @@
+"""Crash-safe checkpoints.
+
+A checkpoint is written into a hidden temporary sibling, every file fsynced, the folder renamed
+into place, and only then the ``COMPLETE`` marker written (and fsynced). A process killed at any
+moment leaves either the previous complete checkpoint or a folder without ``COMPLETE`` that
+``--resume-from`` refuses. Layout::
+
+    checkpoint-epoch-N/  (or checkpoint-step-S/)
+        adapter/             inference-ready adapter (same format as final/adapter)
+        training_state.pt    optimizer, scheduler, RNG states, step, epoch, position
+        COMPLETE
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sidestep.config.atomic import fsync_dir
+
+MARKER = "COMPLETE"
+STATE_FILE = "training_state.pt"
+ADAPTER_DIR = "adapter"
+STATE_VERSION = 1
+
+
+class CheckpointProblem(ValueError):
+    pass
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        fsync_dir(path)
+    fsync_dir(folder)
+
+
+def rng_snapshot() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(run_dir: Path, name: str, adapted, optimizer, scheduler, *, step: int, epoch: int,
+         position: int, rng: dict[str, Any], config: dict[str, Any],
+         extra: dict[str, Any] | None = None) -> Path:
+    """Write ``run_dir/name`` atomically; returns its path."""
+    final = run_dir / name
+    tmp = run_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        adapted.save(tmp / ADAPTER_DIR)
+        state = {
+            "version": STATE_VERSION,
+            "adapter_type": adapted.kind,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng,
+            "step": step,
+            "epoch": epoch,
+            "position": position,
+            "config": config,
+            "saved_at": time.time(),
+        }
+        state.update(extra or {})
+        torch.save(state, tmp / STATE_FILE)
+        _fsync_tree(tmp)
+        if final.exists():
+            # A previous save of the same name (complete or not) is replaced only now,
+            # after the new one is fully on disk.
+            trash = run_dir / f".{name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        fsync_dir(run_dir)
+        with open(final / MARKER, "w") as fh:
+            fh.write(f"{step}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / MARKER).is_file() and (folder / STATE_FILE).is_file() and \
+        (folder / ADAPTER_DIR).is_dir()
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """Training state of a complete checkpoint, or ``CheckpointProblem`` saying why not."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointProblem(f"{folder}: checkpoint folder not found")
+    if not (folder / MARKER).is_file():
+        raise CheckpointProblem(f"{folder}: incomplete checkpoint (no {MARKER} marker; the save "
+                                "was interrupted). Resume from an earlier checkpoint.")
+    if not (folder / STATE_FILE).is_file() or not (folder / ADAPTER_DIR).is_dir():
+        raise CheckpointProblem(f"{folder}: {STATE_FILE} or {ADAPTER_DIR}/ is missing; not a "
+                                "Side-Step checkpoint")
+    try:
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointProblem(f"{folder / STATE_FILE}: cannot be loaded ({exc})") from None
+    for key in ("adapter_type", "optimizer", "scheduler", "rng", "step", "epoch", "position"):
+        if key not in state:
+            raise CheckpointProblem(f"{folder / STATE_FILE}: '{key}' is missing")
+    return state
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (by step)."""
+    found = []
+    for p in Path(run_dir).glob("checkpoint-*"):
+        if p.is_dir() and is_complete(p):
+            try:
+                step = int((p / MARKER).read_text().strip() or 0)
+            except (OSError, ValueError):
+                step = 0
+            found.append((step, p.stat().st_mtime, p))
+    return [p for *_, p in sorted(found)]
+
+
+def clean_partials(run_dir: Path) -> list[Path]:
+    """Tidy what a killed save left behind: half-written temp folders are removed; a replaced
+    checkpoint whose successor never landed is put back."""
+    removed = []
+    for p in sorted(Path(run_dir).glob(".checkpoint-*")):
+        if not p.is_dir():
+            continue
+        if ".old-" in p.name:
+            final = p.parent / p.name[1:].split(".old-")[0]
+            if not final.exists():
+                p.rename(final)
+                continue
+        if ".tmp-" in p.name or ".old-" in p.name:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed

@@ -1,0 +1,66 @@
+"""The training objective, exactly as ``tests/reference/golden_training.json`` describes it.
+
+Flow matching with t = 1 at pure noise: x_t = t*x1 + (1-t)*x0, target v = x1 - x0, r = t, plain
+mean MSE over every element (padded frames included, as upstream). Randomness comes from the
+global torch RNG (CPU for timesteps and CFG, the device for noise), which checkpoints save and
+restore: a resumed run draws the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def logit_normal_timesteps(batch: int, mu: float, sigma: float, device) -> torch.Tensor:
+    """Upstream ``sample_t_r`` in training: t = max of two sigmoid(N(mu, sigma)) draws; r = t."""
+    t = torch.sigmoid(torch.randn(batch) * sigma + mu)
+    r = torch.sigmoid(torch.randn(batch) * sigma + mu)
+    return torch.maximum(t, r).to(device)
+
+
+def shifted_schedule(steps: int, shift: float) -> torch.Tensor:
+    """Inference timesteps: s = linspace(1, 0, n+1)[:-1]; t = shift*s / (1 + (shift-1)*s)."""
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
+    return (shift * s / (1 + (shift - 1) * s)).float()
+
+
+def discrete_timesteps(batch: int, schedule: torch.Tensor, device) -> torch.Tensor:
+    """Vanilla mode: t drawn uniformly from the discrete schedule (8-step shift-3 for turbo)."""
+    idx = torch.randint(0, schedule.shape[0], (batch,))
+    return schedule[idx].to(device)
+
+
+def cfg_dropout(encoder_hidden_states: torch.Tensor, null_emb: torch.Tensor,
+                ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace each sample's condition by the null embedding with probability ``ratio``."""
+    b = encoder_hidden_states.shape[0]
+    drop = torch.rand(b) < ratio
+    if ratio <= 0 or not bool(drop.any()):
+        return encoder_hidden_states, drop
+    null = null_emb.to(encoder_hidden_states.dtype).expand_as(encoder_hidden_states)
+    mask = drop.to(encoder_hidden_states.device)[:, None, None]
+    return torch.where(mask, null, encoder_hidden_states), drop
+
+
+def min_snr_weights(t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights for the velocity loss.
+
+    With x_t = (1-t) x0 + t x1, SNR(t) = ((1-t)/t)^2 and the x0 error is t times the velocity
+    error, so the min-SNR x0 weight min(SNR, gamma) becomes min(SNR, gamma) * t^2 on the
+    velocity MSE, i.e. min((1-t)^2, gamma * t^2). Adam is scale-free, so only the relative
+    weighting across timesteps matters.
+    """
+    t = t.double().clamp(1e-6, 1.0)
+    snr = ((1 - t) / t) ** 2
+    return (torch.minimum(snr, torch.full_like(snr, gamma)) * t * t).float()
+
+
+def flow_inputs(x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, target velocity) for clean latents x0 [B, T, C] and t [B]."""
+    x1 = torch.randn_like(x0)
+    tt = t.to(x0.dtype)[:, None, None]
+    return tt * x1 + (1 - tt) * x0, x1 - x0
+
+
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((pred.float() - target.float()) ** 2).mean(dim=(1, 2))

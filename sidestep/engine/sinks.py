@@ -1,0 +1,182 @@
+"""Where events go. The ``EventBus`` hands events to sinks on its own thread, so a slow sink
+(a busy terminal, a network filesystem) never stalls training, and a sink that raises is switched
+off with a note instead of killing the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from sidestep.engine.events import Event, LogLine, Problem, RunFinished, StepMetrics, to_json
+
+log = logging.getLogger("sidestep.engine")
+
+
+class Sink(Protocol):
+    def handle(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class QueueSink:
+    """For the TUI: events land in a queue the app drains on a timer."""
+
+    def __init__(self, q: "queue.SimpleQueue | None" = None):
+        self.queue = q if q is not None else queue.SimpleQueue()
+
+    def handle(self, event: Event) -> None:
+        self.queue.put(event)
+
+    def close(self) -> None:
+        pass
+
+
+class CallbackSink:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def handle(self, event: Event) -> None:
+        self.fn(event)
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlSink:
+    """``events.jsonl``: one JSON object per line, flushed per line, fsynced on close."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def handle(self, event: Event) -> None:
+        self.fh.write(to_json(event) + "\n")
+        self.fh.flush()
+        if isinstance(event, RunFinished):
+            os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        finally:
+            self.fh.close()
+
+
+class TensorBoardSink:
+    """Scalars ``loss/train`` and ``lr`` every ``log_every`` steps, ``grad_norm/...`` when the
+    engine computed them (every ``log_heavy_every`` steps)."""
+
+    def __init__(self, log_dir: Path, log_every: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.log_every = max(1, int(log_every))
+
+    def handle(self, event: Event) -> None:
+        if not isinstance(event, StepMetrics):
+            if isinstance(event, RunFinished):
+                self.writer.flush()
+            return
+        if event.layer_grad_norms:
+            for name, value in event.layer_grad_norms.items():
+                self.writer.add_scalar(f"grad_norm/{name}", value, event.step)
+        if event.step % self.log_every == 0 or event.step == 1:
+            self.writer.add_scalar("loss/train", event.loss, event.step)
+            self.writer.add_scalar("lr", event.lr, event.step)
+            if event.weighted_loss is not None:
+                self.writer.add_scalar("loss/weighted", event.weighted_loss, event.step)
+            if event.grad_norm is not None:
+                self.writer.add_scalar("grad_norm/total", event.grad_norm, event.step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_STOP = object()
+
+
+class EventBus:
+    """Fans events out to sinks from a background thread."""
+
+    def __init__(self, sinks: list[Sink] | None = None):
+        self.sinks: list[Sink] = list(sinks or [])
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._pump, name="sidestep-events", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def add(self, sink: Sink) -> None:
+        self._queue.put(("add", sink))
+
+    def emit(self, event: Event) -> None:
+        if not self._closed:
+            self._queue.put(event)
+
+    def _pump(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, tuple) and item and item[0] == "add":
+                self.sinks.append(item[1])
+                continue
+            for sink in list(self.sinks):
+                try:
+                    sink.handle(item)
+                except Exception as exc:  # a broken sink is dropped, the run goes on
+                    self.sinks.remove(sink)
+                    log.warning("event sink %s failed and was switched off: %s",
+                                type(sink).__name__, exc)
+                    note = Problem(kind="sink", message=f"{type(sink).__name__} stopped: {exc}")
+                    for other in self.sinks:
+                        try:
+                            other.handle(note)
+                        except Exception:
+                            pass
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued, then close every sink."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", type(sink).__name__, exc)
+
+
+class LogToEvents(logging.Handler):
+    """Routes Python logging (ours, libraries', captured warnings) to ``LogLine`` events."""
+
+    def __init__(self, bus: EventBus, level: int = logging.INFO):
+        super().__init__(level)
+        self.bus = bus
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._local, "busy", False):  # never recurse through our own logging
+            return
+        self._local.busy = True
+        try:
+            msg = record.getMessage()
+            if record.name == "py.warnings":
+                msg = msg.strip().splitlines()[0] if msg.strip() else msg
+            self.bus.emit(LogLine(message=msg, level=record.levelname.lower(),
+                                  source=record.name))
+        except Exception:
+            pass
+        finally:
+            self._local.busy = False
+
+
+def jsonable(obj) -> object:
+    return json.loads(json.dumps(obj, default=str))

@@ -1,0 +1,592 @@
+"""The training loop. Plain Python, no UI: events out, ``Control`` commands in.
+
+Read top to bottom: ``run`` prepares the run folder, ``_setup`` builds everything (data checked
+first, then the model, adapter, optimizer, resume), ``_train`` loops over epochs and
+micro-batches. The random state is snapshotted at the start of every accumulation group, so a
+stop or save-now at any micro-batch writes a checkpoint that resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from sidestep.engine import checkpointing as ckpt
+from sidestep.engine.control import Control
+from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
+                                    RunFinished, RunStarted, StepMetrics)
+from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, LOG_FILE, check_output_dir,
+                                     now, read_run, versions, write_run)
+from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
+
+log = logging.getLogger("sidestep.engine")
+
+MAX_NAN_STREAK = 5
+MAX_OOM_STREAK = 3
+OOM_REMEDY = ("lower --batch-size, --rank (or --lokr-linear-dim) or --chunk-duration, keep "
+              "--gradient-checkpointing on, or pick a smaller VRAM preset (vram_12gb, vram_8gb)")
+PRECISION_TO_FABRIC = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
+PRECISION_TO_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class InputProblem(ValueError):
+    """Bad input found while setting up (exit code 2)."""
+
+
+def input_error_types() -> tuple[type[BaseException], ...]:
+    from sidestep.config.device import DeviceError
+    from sidestep.config.resolve import ConfigError
+    from sidestep.data.audio import AudioError
+    from sidestep.data.dataset_json import DatasetError
+    from sidestep.data.preprocess import PreprocessError
+    from sidestep.data.tensors import DataError
+    from sidestep.engine.adapters import AdapterError
+    from sidestep.engine.run_dir import RunDirError
+    from sidestep.model.checkpoints import DiscoveryError
+    from sidestep.model.loading import CheckpointError
+
+    return (InputProblem, ConfigError, DeviceError, DataError, DatasetError, AudioError,
+            PreprocessError, DiscoveryError, CheckpointError, AdapterError,
+            ckpt.CheckpointProblem, RunDirError)
+
+
+@dataclass
+class _Progress:
+    step: int = 0            # optimizer steps done
+    epoch: int = 0           # 0-based index of the current epoch
+    position: int = 0        # micro-batches done in the current epoch
+    best_loss: float = math.inf
+    samples: int = 0
+
+
+class Trainer:
+    def __init__(self, config, sinks: Iterable[Sink] = (), control: Control | None = None,
+                 *, write_files: bool = True):
+        self.config = config
+        self.control = control or Control()
+        self.run_dir = Path(config.output_dir)
+        self.bus = EventBus(list(sinks))
+        self.write_files = write_files
+        self.progress = _Progress()
+        self.adapted = None
+        self._log_handlers: list[logging.Handler] = []
+        self._setup_done = False
+        self._started = 0.0
+
+    # -- public --------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        self.bus.emit(event)
+
+    def run(self) -> RunFinished:
+        self._started = time.monotonic()
+        result: RunFinished
+        try:
+            if not self._setup_done:
+                self.setup()
+            result = self._train()
+        except input_error_types() as exc:
+            log.error("%s", exc)
+            self.emit(Problem(kind="input", message=str(exc), fatal=True))
+            result = self._finished("failed", error=str(exc), error_kind="input")
+        except Exception as exc:  # anything else is a bug or an environment failure
+            log.error("training failed: %s\n%s", exc, traceback.format_exc())
+            self.emit(Problem(kind="error", message=f"{type(exc).__name__}: {exc}",
+                              fatal=True))
+            result = self._finished("failed", error=f"{type(exc).__name__}: {exc}",
+                                    error_kind="runtime")
+        self.emit(result)
+        self._write_run_json(result.status, result)
+        self.bus.close()
+        self._detach_logging()
+        return result
+
+    def setup(self) -> None:
+        """Everything before the first step. Separate so callers (and tests) can inspect or
+        instrument the built model before ``run``."""
+        cfg = self.config
+        check_output_dir(self.run_dir, cfg.resume_from)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_partials(self.run_dir)
+        self._attach_logging()
+        if self.write_files:
+            self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
+            try:
+                self.bus.add(TensorBoardSink(Path(cfg.log_dir or self.run_dir / "runs"),
+                                             cfg.log_every))
+            except Exception as exc:  # TensorBoard is optional for the run itself
+                log.warning("TensorBoard logging is off: %s", exc)
+        self._write_run_json("running")
+        self._setup_device()
+        self._setup_model_config()
+        if cfg.preprocess:
+            self._run_preprocess()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        if cfg.resume_from:
+            self._resume(Path(cfg.resume_from))
+        self._setup_done = True
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _setup_device(self) -> None:
+        from lightning.fabric import Fabric
+
+        from sidestep.config.device import probe, resolve_device, resolve_precision
+
+        info = probe()
+        self.device_name = resolve_device(self.config.device, info)
+        self.precision, note = resolve_precision(self.config.precision, self.device_name, info)
+        if note:
+            log.warning(note)
+        kind = self.device_name.split(":")[0]
+        devices: Any = [int(self.device_name.split(":")[1])] if ":" in self.device_name else 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.fabric = Fabric(accelerator=kind, devices=devices,
+                                 precision=PRECISION_TO_FABRIC[self.precision])
+        self.device = self.fabric.device
+        if kind == "cpu":
+            from sidestep.cpu_malloc import keep_freed_memory
+
+            keep_freed_memory()
+        log.info("device %s, precision %s", self.device_name, self.precision)
+
+    def _setup_model_config(self) -> None:
+        from sidestep.model.checkpoints import resolve_model
+        from sidestep.model.loading import read_model_config
+
+        cfg = self.config
+        self.model_ref = resolve_model(cfg.checkpoint_dir, cfg.model_variant, cfg.base_model)
+        self.model_config = read_model_config(self.model_ref.path)
+        if cfg.mode == "selective":
+            raise InputProblem("selective training arrives with the estimate feature; use "
+                               "`fixed` with --target-modules for now")
+
+    def _run_preprocess(self) -> None:
+        from sidestep.cli.data_cmds import samples_from
+        from sidestep.data.preprocess import preprocess
+
+        cfg = self.config
+        meta, samples = samples_from(cfg.audio_dir, cfg.dataset_json)
+        log.info("preprocessing %d songs into %s", len(samples), cfg.tensor_output)
+        result = preprocess(samples, cfg.checkpoint_dir, cfg.model_variant, cfg.tensor_output,
+                            device=self.device_name, precision=self.precision,
+                            max_duration=cfg.max_duration, normalize=cfg.normalize,
+                            dataset_meta=meta.__dict__,
+                            progress=lambda ph, d, t, m: log.info("preprocess %s %d/%d %s",
+                                                                  ph, d, t, m))
+        for path, reason in result.failed:
+            self.emit(Problem(kind="data", message=f"{path}: {reason}"))
+        if not result.written:
+            raise InputProblem("preprocessing produced no tensor files")
+
+    def _setup_data(self) -> None:
+        from sidestep.data.tensors import EpochBatches, TensorDataset, collate, list_files, \
+            validate
+
+        cfg = self.config
+        files = list_files(cfg.dataset_dir)
+        log.info("checking %d tensor files in %s", len(files), cfg.dataset_dir)
+        self.samples = validate(files, self.model_config.audio_acoustic_hidden_dim,
+                                self.model_config.enc_hidden)
+        self.dataset = TensorDataset(files)
+        self.batches = EpochBatches(len(files), cfg.batch_size, cfg.seed)
+        workers = cfg.num_workers
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            kwargs["persistent_workers"] = bool(cfg.persistent_workers)
+            if cfg.prefetch_factor > 0:
+                kwargs["prefetch_factor"] = cfg.prefetch_factor
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=self.batches, collate_fn=collate, num_workers=workers,
+            pin_memory=bool(cfg.pin_memory) and self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed), **kwargs)
+        self.batches_per_epoch = self.batches.batches_per_epoch
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.warmup_steps >= self.total_steps:
+            log.warning("warmup (%d steps) is as long as the whole run (%d steps): the learning "
+                        "rate never reaches its full value", cfg.warmup_steps, self.total_steps)
+        self.chunk_frames = None
+        if cfg.chunk_duration:
+            from sidestep.data.audio import LATENT_RATE
+
+            self.chunk_frames = int(cfg.chunk_duration * LATENT_RATE)
+
+    def _setup_model(self) -> None:
+        from sidestep.engine.adapters import AdapterSpec, attach
+        from sidestep.model import load_acestep
+
+        cfg = self.config
+        dtype = PRECISION_TO_DTYPE[self.precision]
+        log.info("loading %s (%s)", self.model_ref.entry.name, self.model_ref.family)
+        # Only the decoder and the null condition: the condition encoder, audio tokenizer and
+        # detokenizer never reach the training device (preprocessed tensors hold their work).
+        model = load_acestep(self.model_ref.path, device=self.device, dtype=dtype,
+                             parts=("decoder", "null_condition_emb"))
+        decoder = model.decoder
+        decoder.gradient_checkpointing = bool(cfg.gradient_checkpointing)
+        torch.manual_seed(cfg.seed)  # adapter initialisation is part of the run's seed
+        spec = AdapterSpec.from_config(cfg, self.model_config.num_hidden_layers)
+        adapted = attach(decoder, model.null_condition_emb, spec)
+        self.adapted = adapted
+        self.trainable = sum(p.numel() for p in adapted.adapter_parameters())
+        log.info("%s adapter on %d modules: %s trainable parameters", spec.kind.upper(),
+                 len(spec.names), f"{self.trainable:,}")
+
+    def _setup_optimizer(self) -> None:
+        from sidestep.engine.optim import build_optimizer, build_scheduler
+
+        cfg = self.config
+        optimizer = build_optimizer(cfg.optimizer_type, self.adapted.adapter_parameters(),
+                                    cfg.learning_rate, cfg.weight_decay, self.device.type)
+        self.module, self.optimizer = self.fabric.setup(self.adapted, optimizer)
+        self.module.train()
+        self.scheduler = build_scheduler(self.optimizer, cfg.scheduler_type, cfg.warmup_steps,
+                                         self.total_steps)
+        self.timestep_mu = self.model_config.timestep_mu
+        self.timestep_sigma = self.model_config.timestep_sigma
+
+    def _resume(self, folder: Path) -> None:
+        from sidestep.engine.adapters import read_adapter_dir
+
+        state = ckpt.read_state(folder)
+        if state["adapter_type"] != self.config.adapter_type:
+            raise ckpt.CheckpointProblem(
+                f"{folder}: holds a {state['adapter_type'].upper()} adapter but this run is set "
+                f"to --adapter-type {self.config.adapter_type}")
+        kind, weights, _ = read_adapter_dir(folder / ckpt.ADAPTER_DIR)
+        if kind != self.config.adapter_type:
+            raise ckpt.CheckpointProblem(f"{folder}: adapter files are {kind}, expected "
+                                         f"{self.config.adapter_type}")
+        self.adapted.load_adapter_state({k: v.to(self.device) for k, v in weights.items()},
+                                        str(folder))
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ckpt.CheckpointProblem(
+                f"{folder}: optimizer state does not fit this run ({exc}); resume with the same "
+                "--optimizer-type and adapter settings") from None
+        ckpt.restore_rng(state["rng"])
+        saved_cfg = state.get("config") or {}
+        for key in ("batch_size", "gradient_accumulation", "seed"):
+            if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
+                log.warning("resuming with --%s %s (the checkpoint used %s): the data order "
+                            "will differ from the original run", key.replace("_", "-"),
+                            getattr(self.config, key), saved_cfg[key])
+        p = self.progress
+        p.step, p.epoch, p.position = int(state["step"]), int(state["epoch"]), \
+            int(state["position"])
+        if p.position >= self.batches_per_epoch:
+            p.epoch, p.position = p.epoch + 1, 0
+        self.resumed_from = str(folder)
+        log.info("resumed from %s at epoch %d, step %d", folder, p.epoch + 1, p.step)
+
+    # -- training ------------------------------------------------------------------------------
+    def _train(self) -> RunFinished:
+        from sidestep.engine import objective
+
+        cfg = self.config
+        p = self.progress
+        self.emit(RunStarted(
+            run_dir=str(self.run_dir), config=cfg.to_dict(), device=self.device_name,
+            precision=self.precision, model=self.model_ref.entry.name,
+            adapter_type=cfg.adapter_type, trainable_params=self.trainable,
+            dataset_size=len(self.dataset), steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps, total_epochs=cfg.epochs, start_step=p.step,
+            start_epoch=p.epoch, resumed_from=getattr(self, "resumed_from", None)))
+        schedule = objective.shifted_schedule(cfg.num_inference_steps, cfg.shift)
+        accum = cfg.gradient_accumulation
+        self.t_loop = time.monotonic()
+        start_step = p.step
+        nan_streak = oom_streak = 0
+
+        while p.epoch < cfg.epochs:
+            epoch_t0 = time.monotonic()
+            epoch_losses: list[float] = []
+            self.batches.set_epoch(p.epoch, p.position)
+            batch_iter = iter(self.loader)
+            group_end = min(p.position + accum, self.batches_per_epoch)
+            group_size = group_end - p.position
+            snapshot = ckpt.rng_snapshot()
+            group_losses: list[float] = []
+            group_weighted: list[float] = []
+            group_valid = True
+            for index in range(p.position, self.batches_per_epoch):
+                # commands, checked every micro-batch
+                if self.control.paused:
+                    self.emit(LogLine("paused"))
+                    self.control.wait_while_paused()
+                    if not self.control.stop_requested:
+                        self.emit(LogLine("resumed"))
+                if self.control.stop_requested:
+                    # p.position is still the start of this accumulation group
+                    path = self._save_from_snapshot(snapshot, p.position, "step")
+                    return self._finished("stopped", checkpoint=path)
+                if self.control.take_save_request():
+                    self._save_from_snapshot(snapshot, p.position, "step")
+
+                batch = next(batch_iter)
+                try:
+                    losses = self._micro_step(batch, group_size, schedule)
+                except torch.OutOfMemoryError:
+                    self._free_memory()
+                    group_valid = False
+                    oom_streak += 1
+                    self.emit(Problem(kind="oom", message=f"out of memory on batch "
+                                      f"{', '.join(Path(f).name for f in batch['files'])}; "
+                                      "batch skipped", remedy=OOM_REMEDY,
+                                      files=tuple(batch["files"])))
+                    if oom_streak >= MAX_OOM_STREAK:
+                        msg = f"out of memory {oom_streak} times in a row"
+                        self.emit(Problem(kind="oom", message=msg, remedy=OOM_REMEDY,
+                                          fatal=True, files=tuple(batch["files"])))
+                        path = self._save_from_snapshot(snapshot, p.position, "step")
+                        return self._finished("failed", error=f"{msg}; {OOM_REMEDY}",
+                                              error_kind="runtime", checkpoint=path)
+                    losses = None
+                else:
+                    oom_streak = 0
+                p.samples += len(batch["files"])
+                if losses is None:
+                    pass
+                elif not math.isfinite(losses[0]):
+                    nan_streak += 1
+                    names = ", ".join(Path(f).name for f in batch["files"])
+                    self.emit(Problem(kind="nan", message=f"non-finite loss on {names}; "
+                                      "micro-batch skipped", files=tuple(batch["files"])))
+                    if nan_streak >= MAX_NAN_STREAK:
+                        msg = (f"{nan_streak} non-finite losses in a row (last batch: {names})")
+                        remedy = ("lower the learning rate, use --precision fp32 to rule out "
+                                  "overflow, and check these files")
+                        self.emit(Problem(kind="nan", message=msg, remedy=remedy, fatal=True,
+                                          files=tuple(batch["files"])))
+                        path = self._save_from_snapshot(snapshot, p.position, "step")
+                        return self._finished("failed", error=f"{msg}; {remedy}",
+                                              error_kind="runtime", checkpoint=path)
+                else:
+                    nan_streak = 0
+                    group_losses.append(losses[0])
+                    group_weighted.append(losses[1])
+
+                if index + 1 < group_end:
+                    continue
+                # end of an accumulation group: one optimizer step
+                metrics = self._optimizer_step(group_valid and bool(group_losses))
+                p.step += 1
+                p.position = group_end
+                if metrics is not None:
+                    loss = sum(group_losses) / len(group_losses)
+                    epoch_losses.append(loss)
+                    p.best_loss = min(p.best_loss, loss)
+                    done = p.step - start_step
+                    elapsed = time.monotonic() - self.t_loop
+                    self.emit(StepMetrics(
+                        step=p.step, epoch=p.epoch + 1, loss=loss,
+                        lr=self.optimizer.param_groups[0]["lr"] if metrics.get("lr") is None
+                        else metrics["lr"], grad_norm=metrics.get("grad_norm"),
+                        samples_per_sec=p.samples / elapsed if elapsed > 0 else None,
+                        eta_seconds=(self.total_steps - p.step) * elapsed / max(done, 1),
+                        epoch_progress=p.position / self.batches_per_epoch,
+                        weighted_loss=(sum(group_weighted) / len(group_weighted)
+                                       if cfg.loss_weighting == "min_snr" else None),
+                        layer_grad_norms=metrics.get("layers")))
+                group_end = min(p.position + accum, self.batches_per_epoch)
+                group_size = group_end - p.position
+                group_losses, group_weighted, group_valid = [], [], True
+                snapshot = ckpt.rng_snapshot()
+
+            # end of epoch
+            p.epoch += 1
+            p.position = 0
+            mean = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
+            self.emit(EpochEnded(epoch=p.epoch, step=p.step, mean_loss=mean,
+                                 seconds=time.monotonic() - epoch_t0))
+            if p.epoch % cfg.save_every == 0 and p.epoch < cfg.epochs:
+                self._save(f"checkpoint-epoch-{p.epoch}", ckpt.rng_snapshot(), "epoch")
+        if cfg.epochs % cfg.save_every == 0:
+            self._save(f"checkpoint-epoch-{cfg.epochs}", ckpt.rng_snapshot(), "epoch")
+        final = self.run_dir / FINAL_ADAPTER
+        self.adapted.save(final)
+        self.emit(CheckpointSaved(path=str(final), step=p.step, epoch=p.epoch, kind="final"))
+        return self._finished("completed", adapter=str(final))
+
+    def _micro_step(self, batch: dict, group_size: int, schedule) -> tuple[float, float]:
+        """Forward and backward one micro-batch; returns (mse, weighted loss)."""
+        from sidestep.data.tensors import random_window
+        from sidestep.engine import objective
+
+        cfg = self.config
+        if self.chunk_frames:
+            batch = random_window(batch, self.chunk_frames)
+        dev = self.device
+        x0 = batch["target_latents"].to(dev, non_blocking=True)
+        bsz = x0.shape[0]
+        if cfg.mode == "vanilla":
+            t = objective.discrete_timesteps(bsz, schedule, dev)
+        else:
+            t = objective.logit_normal_timesteps(bsz, self.timestep_mu, self.timestep_sigma, dev)
+        ehs = batch["encoder_hidden_states"].to(dev, non_blocking=True)
+        if cfg.mode != "vanilla" and cfg.cfg_ratio > 0:
+            ehs, _ = objective.cfg_dropout(ehs, self.adapted.null_condition_emb, cfg.cfg_ratio)
+        xt, target = objective.flow_inputs(x0, t)
+        out = self.module(hidden_states=xt, timestep=t, timestep_r=t,
+                          attention_mask=batch["attention_mask"].to(dev, non_blocking=True),
+                          encoder_hidden_states=ehs,
+                          encoder_attention_mask=batch["encoder_attention_mask"].to(dev),
+                          context_latents=batch["context_latents"].to(dev, non_blocking=True))
+        per_sample = objective.per_sample_mse(out[0], target)
+        mse = per_sample.mean()
+        if cfg.loss_weighting == "min_snr":
+            weighted = (objective.min_snr_weights(t, cfg.snr_gamma).to(dev) * per_sample).mean()
+        else:
+            weighted = mse
+        value = float(mse.detach())
+        if not math.isfinite(value) or not math.isfinite(float(weighted.detach())):
+            return float("nan"), float("nan")
+        # Scale so the group's gradient is the mean over its micro-batches.
+        self.fabric.backward(weighted / group_size)
+        return value, float(weighted.detach())
+
+    def _optimizer_step(self, valid: bool) -> dict | None:
+        cfg = self.config
+        metrics: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"]}
+        if not valid:
+            self.optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.scheduler.step()
+            return None
+        params = self.adapted.adapter_parameters()
+        heavy = cfg.log_heavy_every and (self.progress.step + 1) % cfg.log_heavy_every == 0
+        if heavy:
+            metrics["layers"] = self._layer_grad_norms()
+        if cfg.max_grad_norm > 0:
+            norm = self.fabric.clip_gradients(self.module, self.optimizer,
+                                              max_norm=cfg.max_grad_norm,
+                                              error_if_nonfinite=False)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack(
+                [torch.linalg.vector_norm(g.grad.float()) for g in params
+                 if g.grad is not None]))
+        norm_value = float(norm) if norm is not None else None
+        if norm_value is not None and not math.isfinite(norm_value) and self.precision != "fp16":
+            self.optimizer.zero_grad(set_to_none=True)
+            self.emit(Problem(kind="nan", message="non-finite gradient; optimizer step "
+                                                  "skipped"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.scheduler.step()
+            return None
+        metrics["grad_norm"] = norm_value
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return metrics
+
+    def _layer_grad_norms(self) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for name, param in self.adapted.named_parameters():
+            if param.grad is None:
+                continue
+            m = re.search(r"layers[._](\d+)[._]", name)
+            key = f"layer_{int(m.group(1)):02d}" if m else "other"
+            sums[key] = sums.get(key, 0.0) + float(param.grad.float().pow(2).sum())
+        return {k: math.sqrt(v) for k, v in sorted(sums.items())}
+
+    def _free_memory(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- saving --------------------------------------------------------------------------------
+    def _save_from_snapshot(self, snapshot: dict, position: int, kind: str) -> Path:
+        """Checkpoint at the start of the current accumulation group: weights and optimizer
+        have not changed since then, and the RNG snapshot makes the redo identical."""
+        return self._save(f"checkpoint-step-{self.progress.step}", snapshot, kind,
+                          position=position)
+
+    def _save(self, name: str, rng: dict, kind: str, position: int | None = None) -> Path:
+        p = self.progress
+        path = ckpt.save(self.run_dir, name, self.adapted, self.optimizer, self.scheduler,
+                         step=p.step, epoch=p.epoch,
+                         position=p.position if position is None else position, rng=rng,
+                         config=self.config.to_dict())
+        self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
+        log.info("saved %s", path)
+        return path
+
+    def _finished(self, status: str, *, adapter: str | None = None,
+                  checkpoint: Path | None = None, error: str | None = None,
+                  error_kind: str | None = None) -> RunFinished:
+        p = self.progress
+        return RunFinished(status=status, step=p.step, epoch=p.epoch, adapter_path=adapter,
+                           checkpoint_path=str(checkpoint) if checkpoint else None, error=error,
+                           error_kind=error_kind,
+                           best_loss=p.best_loss if math.isfinite(p.best_loss) else None,
+                           seconds=time.monotonic() - self._started)
+
+    # -- files and logging ---------------------------------------------------------------------
+    def _write_run_json(self, status: str, result: RunFinished | None = None) -> None:
+        if not self.write_files or not self.run_dir.is_dir():
+            return
+        previous = read_run(self.run_dir) or {}
+        data = {
+            "status": status,
+            "mode": self.config.mode,
+            "config": self.config.to_dict(),
+            "versions": versions(),
+            "started_at": previous.get("started_at") if previous.get("status") == "running"
+            and status != "running" else now(),
+            "device": getattr(self, "device_name", None),
+            "precision": getattr(self, "precision", None),
+            "model_path": str(self.model_ref.path) if hasattr(self, "model_ref") else None,
+        }
+        if result is not None:
+            data.update(finished_at=now(), adapter_path=result.adapter_path,
+                        checkpoint_path=result.checkpoint_path, error=result.error,
+                        best_loss=result.best_loss, last_step=result.step,
+                        last_epoch=result.epoch)
+        try:
+            write_run(self.run_dir, data)
+        except OSError as exc:
+            log.warning("cannot write run.json: %s", exc)
+
+    def _attach_logging(self) -> None:
+        if self._log_handlers:
+            return
+        handler = LogToEvents(self.bus, logging.INFO)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        self._log_handlers.append(handler)
+        logging.captureWarnings(True)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            self._old_root_level = root.level
+            root.setLevel(logging.INFO)
+        if self.write_files:
+            fh = logging.FileHandler(self.run_dir / LOG_FILE, encoding="utf-8")
+            fh.setLevel(logging.DEBUG)
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                              "%(message)s"))
+            root.addHandler(fh)
+            self._log_handlers.append(fh)
+
+    def _detach_logging(self) -> None:
+        root = logging.getLogger()
+        for handler in self._log_handlers:
+            root.removeHandler(handler)
+            handler.close()
+        self._log_handlers.clear()
+        logging.captureWarnings(False)
+        if hasattr(self, "_old_root_level"):
+            root.setLevel(self._old_root_level)

@@ -1,0 +1,133 @@
+"""Checkpoints and exact resume: epoch checkpoints, stop-and-save mid-epoch, resume of a resume."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from conftest import Recorder, train_config
+from sidestep.engine.control import Control
+from sidestep.engine.trainer import Trainer
+
+
+def _final_state(trainer):
+    return {k: v.detach().clone().cpu() for k, v in trainer.adapted.adapter_state().items()}
+
+
+def _assert_identical(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class StopAt:
+    """Asks the engine to stop once it has reported step ``n`` (asynchronously, like a user)."""
+
+    def __init__(self, control, n):
+        self.control, self.n = control, n
+
+    def handle(self, event):
+        if event.type == "step" and event.step >= self.n:
+            self.control.request_stop("test")
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("adapter", ["lora", "lokr"])
+def test_resume_is_exact(demo_root, small_tensors, tmp_path, adapter):
+    kw = dict(adapter_type=adapter, epochs=4, save_every=2, gradient_accumulation=4,
+              dropout=0.1) if adapter == "lora" else dict(adapter_type=adapter, epochs=4,
+                                                          save_every=2, gradient_accumulation=4)
+    # uninterrupted reference run
+    ref = Trainer(train_config(demo_root, small_tensors, tmp_path / "a", **kw))
+    assert ref.run().status == "completed"
+    expected = _final_state(ref)
+    ckpt2 = tmp_path / "a" / "checkpoint-epoch-2"
+    assert (ckpt2 / "COMPLETE").is_file()
+
+    # resumed from epoch 2 to epoch 4
+    b = Trainer(train_config(demo_root, small_tensors, tmp_path / "b",
+                             resume_from=str(ckpt2), **kw))
+    result = b.run()
+    assert result.status == "completed", result.error
+    _assert_identical(expected, _final_state(b))
+
+    # a resume of a resume: stop mid-run (mid-epoch, mid-accumulation), then resume that
+    control = Control()
+    c = Trainer(train_config(demo_root, small_tensors, tmp_path / "c",
+                             resume_from=str(ckpt2), **kw), [StopAt(control, 5)], control)
+    stopped = c.run()
+    assert stopped.status == "stopped" and stopped.checkpoint_path
+    assert "checkpoint-step-" in stopped.checkpoint_path
+    d = Trainer(train_config(demo_root, small_tensors, tmp_path / "c",
+                             resume_from=stopped.checkpoint_path, **kw))
+    result = d.run()
+    assert result.status == "completed", result.error
+    _assert_identical(expected, _final_state(d))
+
+
+def test_save_now_and_pause(demo_root, small_tensors, tmp_path):
+    control = Control()
+    rec = Recorder()
+    seen = threading.Event()
+
+    class Driver:
+        def handle(self, event):
+            if event.type == "step" and event.step == 1:
+                control.pause()
+            if event.type == "log" and event.message == "paused":
+                seen.set()  # the engine is really waiting now
+
+        def close(self):
+            pass
+
+    cfg = train_config(demo_root, small_tensors, tmp_path / "p", epochs=2, save_every=5)
+    trainer = Trainer(cfg, [rec, Driver()], control)
+    runner = threading.Thread(target=trainer.run)
+    runner.start()
+    assert seen.wait(120)
+    control.save_now()
+    control.resume()
+    runner.join(300)
+    assert not runner.is_alive()
+    kinds = [(e.kind, e.step) for e in rec.of("checkpoint")]
+    assert any(k == "step" for k, _ in kinds) and kinds[-1][0] == "final"
+    assert [e.message for e in rec.of("log") if e.message in ("paused", "resumed")] == \
+        ["paused", "resumed"]
+    assert rec.of("run_finished")[-1].status == "completed"
+
+
+def test_resume_refuses_mismatches(demo_root, small_tensors, tmp_path):
+    run = Trainer(train_config(demo_root, small_tensors, tmp_path / "a", epochs=1))
+    assert run.run().status == "completed"
+    good = tmp_path / "a" / "checkpoint-epoch-1"
+
+    def attempt(**kw):
+        return Trainer(train_config(demo_root, small_tensors, tmp_path / "x", epochs=2,
+                                    resume_from=str(good), **kw)).run()
+
+    res = attempt(rank=8, alpha=16)
+    assert res.status == "failed" and res.error_kind == "input"
+    assert "shape" in res.error and "rank" in res.error
+    res = attempt(adapter_type="lokr")
+    assert res.status == "failed" and "LORA adapter" in res.error
+    res = attempt(attention_type="self")
+    assert res.status == "failed" and "does not match" in res.error
+    # an incomplete checkpoint (no COMPLETE marker) is refused
+    (good / "COMPLETE").unlink()
+    res = attempt()
+    assert res.status == "failed" and "incomplete checkpoint" in res.error
+
+
+def test_output_dir_of_another_run_is_not_overwritten(demo_root, small_tensors, tmp_path):
+    out = tmp_path / "same"
+    assert Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run().status == \
+        "completed"
+    before = (out / "final" / "adapter" / "adapter_model.safetensors").read_bytes()
+    res = Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run()
+    assert res.status == "failed" and res.error_kind == "input"
+    assert "already holds a run" in res.error
+    assert (out / "final" / "adapter" / "adapter_model.safetensors").read_bytes() == before
