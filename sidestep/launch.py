@@ -21,12 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
-    try:
-        from sidestep.tui.app import run_app
-    except ImportError:
-        print("The Side-Step terminal app is not in this build yet. The headless CLI works: "
-              "run `sidestep --help`.", file=sys.stderr)
-        return 2
+    from sidestep.tui.app import run_app
+
     return run_app(demo=args.demo)
 
 

@@ -75,3 +75,44 @@ class Recorder:
 
     def of(self, kind):
         return [e for e in self.events if e.type == kind]
+
+
+@pytest.fixture
+def tui_env(tmp_path, monkeypatch, demo_root, small_tensors):
+    """A working directory with ./checkpoints (the demo models), ./tensors (six songs) and
+    settings pointing there, so screens show short, stable paths."""
+    import json as _json
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    os.symlink(demo_root / "checkpoints", tmp_path / "checkpoints")
+    os.symlink(small_tensors, tmp_path / "tensors")
+    config_dir = Path(os.environ["SIDESTEP_CONFIG_DIR"])
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "settings.json").write_text(_json.dumps(
+        {"checkpoint_dir": "./checkpoints", "output_root": "./output", "refresh_hz": 10.0}))
+    monkeypatch.setenv("TZ", "UTC")
+    import time as _time
+
+    _time.tzset()
+    return tmp_path
+
+
+def make_app(**kw):
+    from sidestep.tui.app import SideStepApp
+
+    kw.setdefault("prewarm", False)
+    kw.setdefault("install_signals", False)
+    kw.setdefault("gpu_reader", lambda: [])
+    return SideStepApp(**kw)
+
+
+async def wait_until(pilot, predicate, timeout=240.0, step=0.2):
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        if predicate():
+            return True
+        await pilot.pause(step)
+    return predicate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK
@@ -20,6 +21,15 @@ def dispatch(args: argparse.Namespace) -> int:
         from sidestep.cli.presets_cmd import run_presets
 
         return run_presets(args, out)
+    if command == "gpu":
+        from sidestep.cli.vram_cmd import run_gpu
+
+        return run_gpu(args, out)
+    if command == "vram-estimate":
+        from sidestep.cli.vram_cmd import run_vram_estimate
+
+        resolved = resolve_from_args(args.mode, args, out, require_paths=False)
+        return EXIT_BAD_INPUT if resolved is None else run_vram_estimate(resolved, args, out)
     if command == "make-demo":
         from sidestep.cli.data_cmds import run_make_demo
 
@@ -30,10 +40,23 @@ def dispatch(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT
 
 
-def resolve_from_args(command: str, args: argparse.Namespace, out: Out) -> Resolved | None:
-    """Preset + explicit flags -> checked config; prints problems and returns None on error."""
+def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
+                      require_paths: bool = True) -> Resolved | None:
+    """Profile + preset + explicit flags -> checked config; prints problems, None on error."""
     explicit = explicit_values(args, schema.settings_for(command))
     preset_values: dict[str, Any] = {}
+    profile = getattr(args, "vram_profile", None)
+    if profile:
+        from sidestep.config.profiles import profile_values
+
+        try:
+            values, note = profile_values(profile)
+        except (ValueError, PresetError) as exc:
+            out.error(f"--vram-profile: {exc}")
+            return None
+        if note:
+            out.warn(note) if "not applied" in note else print(note, file=sys.stderr)
+        preset_values.update(values)
     preset_name = getattr(args, "preset", None)
     if preset_name:
         try:
@@ -41,12 +64,12 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out) -> Resol
         except PresetError as exc:
             out.error(str(exc))
             return None
-        preset_values = dict(preset.values)
+        preset_values.update(preset.values)
         if preset.ignored:
             out.warn(f"preset '{preset.name}': ignored unknown fields: "
                      f"{', '.join(preset.ignored)}")
     try:
-        resolved = resolve(command, explicit, preset_values)
+        resolved = resolve(command, explicit, preset_values, require_paths=require_paths)
     except ConfigError as exc:
         for problem in exc.problems:
             out.error(str(problem))

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=_Formatter)
         p.add_argument("--preset", metavar="NAME",
                        help="start from a preset; flags given here win over it")
+        p.add_argument("--vram-profile", metavar="PROFILE",
+                       help="start from a VRAM tier preset: 8gb, 12gb, 16gb, 24gb, or auto "
+                            "(from the detected GPU); --preset and flags win over it")
         p.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration as JSON and exit")
         add_settings(p, schema.settings_for(mode))
@@ -122,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_settings(p, schema.settings_for(cmd))
 
     _add_presets_parser(sub)
+
+    gpu = sub.add_parser("gpu", help="Show detected GPUs and the suggested VRAM profile.")
+    gpu.add_argument("--json", action="store_true", help="print JSON")
+
+    vram = sub.add_parser("vram-estimate", formatter_class=_Formatter,
+                          help="Estimate peak training memory for a configuration.",
+                          description="Estimate peak training memory from the configuration "
+                                      "and the model's config.json (no weights are loaded).")
+    vram.add_argument("--json", action="store_true", help="print JSON with a peak_mib key")
+    vram.add_argument("--preset", metavar="NAME", help="start from a preset")
+    vram.add_argument("--vram-profile", metavar="PROFILE", help="start from a VRAM tier preset")
+    vram.add_argument("--mode", choices=schema.TRAIN_MODES, default="fixed",
+                      help="training mode (default: fixed)")
+    add_settings(vram, schema.settings_for("fixed"))
 
     demo = sub.add_parser("make-demo", help="Write the tiny demo checkpoint root and dataset.",
                           description="Write a tiny but complete ACE-Step checkpoint root "

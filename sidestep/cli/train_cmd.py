@@ -179,6 +179,26 @@ class SignalStop:
         return False
 
 
+def memory_summary(config, out: Out) -> None:
+    """The VRAM estimate under the summary; a warning when it will not fit the GPU."""
+    from sidestep.cli.vram_cmd import free_mib_for
+    from sidestep.config.profiles import model_config_dict
+    from sidestep.config.vram import estimate, summary_line
+
+    model_cfg = model_config_dict(config.checkpoint_dir, config.model_variant)
+    try:
+        free = free_mib_for(config.device)
+        line = summary_line(config, model_cfg, free)
+        est = estimate(config, model_cfg)
+    except Exception as exc:  # an estimate must never block training
+        out.warn(f"memory estimate unavailable: {exc}")
+        return
+    out.info(line)
+    if free is not None and est.verdict(free) == "will not fit":
+        out.warn("this configuration will probably not fit in GPU memory: lower the batch size, "
+                 "rank or --chunk-duration, or use --vram-profile auto")
+
+
 def confirm(out: Out) -> bool:
     if not sys.stdin.isatty():
         out.error("no terminal to confirm on; pass --yes (before the subcommand) to start "
@@ -201,6 +221,7 @@ def run_training(resolved, args, out: Out) -> int:
                   "--attention-type/--target-modules for now")
         return EXIT_BAD_INPUT
     out.table("Side-Step training", ("setting", "value"), summary_rows(config))
+    memory_summary(config, out)
     if not args.yes and not confirm(out):
         out.info("not started")
         return EXIT_BAD_INPUT if not sys.stdin.isatty() else EXIT_OK

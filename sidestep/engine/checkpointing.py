@@ -20,8 +20,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sidestep.config.atomic import fsync_dir
 
 MARKER = "COMPLETE"
@@ -45,6 +43,8 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def rng_snapshot() -> dict[str, Any]:
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -52,6 +52,8 @@ def rng_snapshot() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -61,6 +63,8 @@ def save(run_dir: Path, name: str, adapted, optimizer, scheduler, *, step: int, 
          position: int, rng: dict[str, Any], config: dict[str, Any],
          extra: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir/name`` atomically; returns its path."""
+    import torch
+
     final = run_dir / name
     tmp = run_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -107,17 +111,27 @@ def is_complete(folder: Path) -> bool:
         (folder / ADAPTER_DIR).is_dir()
 
 
-def read_state(folder: Path) -> dict[str, Any]:
-    """Training state of a complete checkpoint, or ``CheckpointProblem`` saying why not."""
+def quick_problem(folder: Path | str) -> str | None:
+    """Why ``folder`` cannot be resumed from, judged from its files alone (no torch)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointProblem(f"{folder}: checkpoint folder not found")
+        return f"{folder}: checkpoint folder not found"
     if not (folder / MARKER).is_file():
-        raise CheckpointProblem(f"{folder}: incomplete checkpoint (no {MARKER} marker; the save "
-                                "was interrupted). Resume from an earlier checkpoint.")
+        return (f"{folder}: incomplete checkpoint (no {MARKER} marker; the save was "
+                "interrupted). Resume from an earlier checkpoint.")
     if not (folder / STATE_FILE).is_file() or not (folder / ADAPTER_DIR).is_dir():
-        raise CheckpointProblem(f"{folder}: {STATE_FILE} or {ADAPTER_DIR}/ is missing; not a "
-                                "Side-Step checkpoint")
+        return f"{folder}: {STATE_FILE} or {ADAPTER_DIR}/ is missing; not a Side-Step checkpoint"
+    return None
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """Training state of a complete checkpoint, or ``CheckpointProblem`` saying why not."""
+    import torch
+
+    folder = Path(folder)
+    problem = quick_problem(folder)
+    if problem:
+        raise CheckpointProblem(problem)
     try:
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -523,7 +523,7 @@ class Trainer:
                          position=p.position if position is None else position, rng=rng,
                          config=self.config.to_dict())
         self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
-        log.info("saved %s", path)
+        log.debug("saved %s", path)
         return path
 
     def _finished(self, status: str, *, adapter: str | None = None,

@@ -1,0 +1,454 @@
+"""The Side-Step app: screens, keys, the training engine's thread, GPU sampling, signals.
+
+Start-up imports only Textual and the light parts of Side-Step; torch and the engine load in a
+background thread after the first frame (and are needed only when a run starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import traceback
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.theme import Theme
+from textual.worker import Worker, WorkerState
+
+from sidestep.config import paths
+from sidestep.config.settings import Settings, SettingsStore
+from sidestep.engine.events import RunFinished
+from sidestep.tui.runner import EngineRunner
+from sidestep.tui.state import RunState
+
+log = logging.getLogger("sidestep.tui")
+
+# Colours that are exact xterm-256 entries, so a 256-colour terminal shows them unchanged.
+THEMES = [
+    Theme(name="sidestep-dark", primary="#5fafff", secondary="#af87ff", accent="#ffaf5f",
+          warning="#ffd75f", error="#ff5f5f", success="#87d787", foreground="#dadada",
+          background="#1c1c1c", surface="#262626", panel="#303030", dark=True),
+    Theme(name="sidestep-light", primary="#005faf", secondary="#5f00af", accent="#af5f00",
+          warning="#af8700", error="#d70000", success="#008700", foreground="#1c1c1c",
+          background="#eeeeee", surface="#e4e4e4", panel="#d0d0d0", dark=False),
+]
+
+
+class SideStepCommands(Provider):
+    """Command palette entries for every screen and run action."""
+
+    def _commands(self) -> list[tuple[str, Any, str]]:
+        app = self.app
+        return [
+            ("Dashboard", app.action_dashboard, "quick actions, recent runs, models"),
+            ("New training (fixed)", lambda: app.action_new_training("fixed"),
+             "corrected training: logit-normal timesteps, CFG dropout"),
+            ("New training (vanilla)", lambda: app.action_new_training("vanilla"),
+             "original discrete 8-step turbo training"),
+            ("Monitor", app.action_monitor, "the current run's progress and charts"),
+            ("History", app.action_history, "past runs, curves, resume"),
+            ("Presets", app.action_presets, "list, load, save, import, export presets"),
+            ("Settings", app.action_settings, "folders, theme, refresh rate"),
+            ("Help", app.action_help, "keys and how runs work"),
+            ("Pause training", app.action_pause_run, "pause at the next micro-batch"),
+            ("Resume training", app.action_resume_run, "continue a paused run"),
+            ("Save checkpoint now", app.action_save_now, "write checkpoint-step-N"),
+            ("Stop and save", app.action_stop_run, "stop the run with a checkpoint"),
+            ("Quit", app.action_request_quit, "leave Side-Step"),
+        ]
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+class SideStepApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "Side-Step"
+    SUB_TITLE = "ACE-Step 1.5 LoRA / LoKR training"
+    COMMANDS = App.COMMANDS | {SideStepCommands}
+    # Single letters are ordinary bindings: a focused text input consumes printable keys first,
+    # so typing "q" or "f" into a field never triggers them.
+    BINDINGS = [
+        Binding("f", "new_training('fixed')", "Train", id="train_fixed"),
+        Binding("v", "new_training('vanilla')", "Vanilla", id="train_vanilla"),
+        Binding("d", "dashboard", "Dashboard", id="dashboard"),
+        Binding("h", "history", "History", id="history"),
+        Binding("s", "settings", "Settings", id="settings"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("q", "request_quit", "Quit", id="quit"),
+        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, *, demo: bool = False, demo_dir: Path | None = None,
+                 settings_path: Path | None = None, engine_factory=None, gpu_reader=None,
+                 prewarm: bool = True, install_signals: bool = True, watch_css: bool = False):
+        super().__init__(watch_css=watch_css)
+        self.demo = demo
+        self.demo_dir = Path(demo_dir) if demo_dir else paths.cache_dir() / "demo"
+        self.settings_store = SettingsStore(settings_path)
+        self.settings, self._settings_warnings = self.settings_store.load()
+        self.runner = EngineRunner(self, engine_factory)
+        self.gpu_reader = gpu_reader
+        self.gpu = None
+        self.prewarm = prewarm
+        self.install_signals = install_signals
+        self.errors: list[BaseException] = []
+        self._quit_after_run = False
+        self._announced: int | None = None
+        self._last_form = None
+        for theme in THEMES:
+            self.register_theme(theme)
+
+    # -- start-up ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        from sidestep.tui.screens.dashboard import DashboardScreen
+
+        self.theme = self.settings.theme if self.settings.theme in self.available_themes \
+            else "sidestep-dark"
+        for warning in self._settings_warnings:
+            self.notify(warning, severity="warning", timeout=10)
+        self._start_gpu_sampler()
+        self.set_interval(0.1, self._drain)
+        self.push_screen(DashboardScreen(id="dashboard"))
+        if self.install_signals:
+            self._install_signal_handlers()
+        if self.prewarm:
+            self.run_worker(_prewarm_engine, thread=True, group="prewarm", exit_on_error=False)
+        if self.demo:
+            self.start_demo()
+
+    def _start_gpu_sampler(self) -> None:
+        from sidestep.telemetry.nvml import GpuSampler
+
+        self.gpu = GpuSampler(period=self.settings.gpu_poll_seconds, reader=self.gpu_reader)
+        self.gpu.start()
+
+    def gpu_readings(self) -> list:
+        return self.gpu.latest()[1] if self.gpu else []
+
+    def detect_gpus(self) -> list[dict]:
+        """Total and free memory per GPU (blocking: call from a worker thread)."""
+        if self.gpu_reader is not None:
+            return [{"index": r.index, "name": r.name, "total_mib": r.mem_total_mib,
+                     "free_mib": r.mem_free_mib, "other_processes_mib": r.other_processes_mib}
+                    for r in self.gpu_reader() if r.mem_total_mib]
+        from sidestep.config.profiles import detect_gpus
+
+        return detect_gpus()
+
+    def _install_signal_handlers(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                loop.add_signal_handler(sig, self._on_stop_signal, name)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_stop_signal(self, name: str) -> None:
+        """SIGTERM/SIGHUP (a dropped SSH session): save the run, then leave."""
+        log.warning("%s received", name)
+        if self.runner.active:
+            self.runner.stop()
+            self._quit_after_run = True
+        else:
+            self.exit()
+
+    def on_unmount(self) -> None:
+        if self.gpu:
+            self.gpu.stop(timeout=2.0)
+
+    # -- settings and folders ------------------------------------------------------------------
+    def apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.theme in self.available_themes:
+            self.theme = settings.theme
+        if self.gpu:
+            self.gpu.period = settings.gpu_poll_seconds
+
+    def checkpoint_root(self) -> Path:
+        if self.demo:
+            return self.demo_dir / "checkpoints"
+        return Path(self.settings.checkpoint_dir).expanduser()
+
+    def run_roots(self) -> list[Path]:
+        roots = [Path(self.settings.output_root).expanduser()]
+        demo_runs = self.demo_dir / "runs"
+        if self.demo or demo_runs.is_dir():
+            roots.append(demo_runs)
+        if self.runner.config is not None:
+            parent = Path(self.runner.config.output_dir).expanduser().parent
+            if parent not in roots:
+                roots.append(parent)
+        return roots
+
+    # -- navigation ----------------------------------------------------------------------------
+    def goto(self, screen=None) -> None:
+        """Show ``screen`` with the dashboard under it (None: the dashboard itself)."""
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        if screen is not None:
+            self.push_screen(screen)
+
+    def action_dashboard(self) -> None:
+        self.goto(None)
+
+    def action_new_training(self, mode: str = "fixed", explicit: dict | None = None,
+                            preset: str | None = None) -> None:
+        from sidestep.tui.screens.train_form import TrainingFormScreen, fresh_run_dir
+
+        values = {"checkpoint_dir": str(self.checkpoint_root()),
+                  "output_dir": fresh_run_dir(Path(self.settings.output_root).expanduser())}
+        if self.settings.dataset_root:
+            values["dataset_dir"] = self.settings.dataset_root
+        values.update(explicit or {})
+        form = TrainingFormScreen(mode, values, preset=preset)
+        self._last_form = form
+        self.goto(form)
+
+    def action_monitor(self) -> None:
+        from sidestep.tui.screens.monitor import MonitorScreen
+
+        if self.runner.state is None:
+            self.notify("no run yet: start one with F")
+            return
+        self.goto(MonitorScreen(self.runner.state, live=True))
+
+    def action_history(self) -> None:
+        from sidestep.tui.screens.history import HistoryScreen
+
+        self.goto(HistoryScreen())
+
+    def action_presets(self) -> None:
+        from sidestep.tui.screens.presets import PresetsScreen
+
+        self.goto(PresetsScreen())
+
+    def action_settings(self) -> None:
+        from sidestep.tui.screens.settings import SettingsScreen
+
+        self.goto(SettingsScreen())
+
+    def action_help(self) -> None:
+        from sidestep.tui.screens.help import HelpScreen
+
+        self.goto(HelpScreen())
+
+    def last_form_values(self) -> dict | None:
+        form = self._last_form
+        return form.current_values() if form is not None else None
+
+    # -- runs ----------------------------------------------------------------------------------
+    def start_run(self, config) -> None:
+        from sidestep.tui.screens.monitor import MonitorScreen
+
+        if self.runner.active:
+            self.show_error("A run is active", "Only one training run at a time: stop the "
+                            "current one first (Monitor → Stop & save).")
+            return
+        self._announced = None
+        state = self.runner.start(config)
+        self.goto(MonitorScreen(state, live=True))
+
+    def open_history_run(self, path: Path) -> None:
+        from sidestep.tui.screens.monitor import MonitorScreen
+
+        state = self.runner.state
+        if state is not None and Path(state.run_dir) == Path(path) and state.active:
+            self.goto(MonitorScreen(state, live=True))
+            return
+
+        def load() -> RunState:
+            return RunState.from_run_dir(Path(path))
+
+        worker = self.run_worker(load, thread=True, group="history-load", exit_on_error=False,
+                                 name="history-load")
+        worker.sidestep_open = True  # marks the worker whose result opens a monitor
+
+    def resume_run(self, run_dir: Path, checkpoint: Path) -> None:
+        from sidestep.engine.run_dir import read_run
+        from sidestep.tui.screens.train_form import form_settings
+
+        info = read_run(run_dir) or {}
+        cfg = info.get("config") or {}
+        mode = cfg.get("mode") if cfg.get("mode") in ("fixed", "vanilla") else "fixed"
+        names = {s.name for s in form_settings(mode)}
+        explicit = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()
+                    if k in names and v is not None and k not in ("log_dir",)}
+        explicit.update(resume_from=str(checkpoint), output_dir=str(run_dir))
+        self.action_new_training(mode, explicit)
+        self.notify(f"resuming from {checkpoint.name}: check the form, then start")
+
+    def action_pause_run(self) -> None:
+        self.runner.pause()
+
+    def action_resume_run(self) -> None:
+        self.runner.resume()
+
+    def action_save_now(self) -> None:
+        self.runner.save_now()
+
+    def action_stop_run(self) -> None:
+        self.runner.stop()
+
+    def _drain(self) -> None:
+        if not self.runner.drain():
+            pass
+        state = self.runner.state
+        if state is not None and state.finished is not None and \
+                self._announced != id(state.finished):
+            self._announced = id(state.finished)
+            self._announce(state.finished)
+
+    def _announce(self, finished: RunFinished) -> None:
+        if self._quit_after_run:
+            self.exit()
+            return
+        if finished.status == "completed":
+            self.notify(f"training completed: adapter in {finished.adapter_path}", timeout=10)
+        elif finished.status == "stopped":
+            self.notify(f"training stopped; checkpoint {finished.checkpoint_path}", timeout=10)
+        else:
+            hint = ("Fix the input and start again." if finished.error_kind == "input" else
+                    "The run folder's sidestep.log has the details.")
+            self.show_error("Training failed", finished.error or "unknown error", hint)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker is self.runner.worker and event.state == WorkerState.ERROR:
+            state = self.runner.state
+            error = f"{type(worker.error).__name__}: {worker.error}"
+            log.error("engine worker failed: %s", error)
+            if state is not None and state.finished is None:
+                state.apply(RunFinished(status="failed", error=error, error_kind="runtime"))
+        elif getattr(worker, "sidestep_demo", False):
+            if event.state == WorkerState.SUCCESS:
+                self.open_demo_form()
+            elif event.state == WorkerState.ERROR:
+                self.show_error("Demo setup failed", f"{type(worker.error).__name__}: "
+                                f"{worker.error}", "Run `sidestep make-demo DIR` for details.")
+        elif getattr(worker, "sidestep_open", False):
+            from sidestep.tui.screens.monitor import MonitorScreen
+
+            if event.state == WorkerState.SUCCESS:
+                self.goto(MonitorScreen(worker.result, live=False))
+            elif event.state == WorkerState.ERROR:
+                self.show_error("Cannot open run", str(worker.error))
+
+    # -- demo ----------------------------------------------------------------------------------
+    def start_demo(self) -> None:
+        from sidestep.model.fixtures import demo_complete
+
+        if demo_complete(self.demo_dir):
+            self.open_demo_form()
+            return
+        from sidestep.tui.screens.demo_setup import DemoSetupScreen
+
+        screen = DemoSetupScreen(id="demo-setup-screen")
+        self.goto(screen)
+        demo_dir = self.demo_dir
+
+        def build() -> None:
+            import shutil
+
+            from sidestep.model.fixtures import make_demo
+
+            if demo_dir.exists():  # an interrupted earlier attempt
+                shutil.rmtree(demo_dir / "checkpoints", ignore_errors=True)
+                shutil.rmtree(demo_dir / "tensors", ignore_errors=True)
+                shutil.rmtree(demo_dir / "audio", ignore_errors=True)
+            make_demo(demo_dir, progress=lambda msg: self.call_from_thread(screen.add_line,
+                                                                          msg))
+
+        worker = self.run_worker(build, thread=True, group="demo", exit_on_error=False,
+                                 name="demo-build")
+        worker.sidestep_demo = True
+
+    def open_demo_form(self) -> None:
+        from sidestep.tui.screens.train_form import fresh_run_dir
+
+        explicit = {"checkpoint_dir": str(self.demo_dir / "checkpoints"),
+                    "model_variant": "turbo", "dataset_dir": str(self.demo_dir / "tensors"),
+                    "output_dir": fresh_run_dir(self.demo_dir / "runs", "demo"),
+                    "num_workers": 0}
+        self.action_new_training("fixed", explicit, preset="quick_test")
+
+    # -- errors and quitting -------------------------------------------------------------------
+    def show_error(self, title: str, message: str, hint: str = "") -> None:
+        from sidestep.tui.screens.dialogs import ErrorScreen
+
+        self.push_screen(ErrorScreen(title, message, hint))
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Unexpected errors in handlers show in the app instead of ending it."""
+        self.errors.append(error)
+        details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        log_path = paths.cache_dir() / "sidestep-tui.log"
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(details + "\n")
+        except OSError:
+            pass
+        if not self.is_running or not self.screen_stack:
+            super()._handle_exception(error)
+            return
+        try:
+            self.call_later(self.show_error, "Unexpected error",
+                            f"{type(error).__name__}: {error}",
+                            f"The app keeps running. Details: {log_path}")
+        except Exception:
+            super()._handle_exception(error)
+
+    async def action_request_quit(self) -> None:
+        from sidestep.tui.screens.dialogs import ConfirmScreen
+
+        if not self.runner.active:
+            self.exit()
+            return
+
+        def answer(choice: str) -> None:
+            if choice == "stop":
+                self.runner.stop()
+                self._quit_after_run = True
+                self.notify("saving a checkpoint; the app closes when it is written",
+                            timeout=30)
+
+        self.push_screen(ConfirmScreen(
+            "Training is running",
+            "Quit now? The run stops at the next micro-batch and saves a checkpoint first.",
+            [("stop", "Stop, save and quit", "error"), ("cancel", "Cancel", "primary")]),
+            answer)
+
+
+def _prewarm_engine() -> None:
+    """Import the engine's heavy libraries while the user is still in the form."""
+    import sidestep.engine.trainer  # noqa: F401
+
+
+def run_app(demo: bool = False) -> int:
+    app = SideStepApp(demo=demo)
+    try:
+        app.run()
+    finally:
+        # However the app ended, a running engine finishes its save before the process exits.
+        if app.runner.active:
+            app.runner.stop()
+            print("waiting for the training run to save a checkpoint…", flush=True)
+            app.runner.wait(timeout=900)
+    return app.return_code or 0

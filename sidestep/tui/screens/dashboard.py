@@ -1,0 +1,130 @@
+"""The dashboard: quick actions, recent runs, the checkpoint folder's models, a GPU line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Label, Static
+
+
+def fmt_loss(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+class DashboardScreen(Screen):
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="quick-actions"):
+            yield Button("Train — fixed (F)", id="go-fixed", variant="primary")
+            yield Button("Train — vanilla (V)", id="go-vanilla")
+            yield Button("Monitor", id="go-monitor")
+            yield Button("History (H)", id="go-history")
+            yield Button("Presets", id="go-presets")
+            yield Button("Settings (S)", id="go-settings")
+        yield Static("", id="active-run")
+        with Horizontal(id="dash-panels"):
+            with Vertical(id="dash-runs"):
+                yield Label("Recent runs", classes="panel-title")
+                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="dash-models"):
+                yield Label("Models", classes="panel-title")
+                yield Static("", id="models-root", markup=False)
+                yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        yield Static("GPU: sampling…", id="gpu-line", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        runs = self.query_one("#runs-table", DataTable)
+        runs.add_columns("run", "status", "epochs", "best loss")
+        models = self.query_one("#models-table", DataTable)
+        models.add_columns("model", "family", "size")
+        self.set_interval(1.0, self.tick)
+        self.tick()
+        self.reload()
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        self.load_runs()
+        self.load_models()
+
+    def tick(self) -> None:
+        app = self.app
+        readings = app.gpu_readings() if hasattr(app, "gpu_readings") else []
+        from sidestep.tui.widgets.gpu import gpu_lines
+
+        self.query_one("#gpu-line", Static).update(" | ".join(gpu_lines(readings)))
+        state = getattr(getattr(app, "runner", None), "state", None)
+        line = ""
+        if state is not None:
+            if state.active:
+                line = (f"▶ {state.status}: {state.title} — step {state.step}/"
+                        f"{state.total_steps or '?'}, epoch {state.epoch}/"
+                        f"{state.total_epochs or '?'} (Monitor shows it)")
+            elif state.finished is not None:
+                line = f"last run {state.status}: {state.title}"
+        self.query_one("#active-run", Static).update(line)
+        self.query_one("#go-monitor", Button).disabled = state is None
+
+    @work(thread=True, exclusive=True, group="dash-runs")
+    def load_runs(self) -> None:
+        from sidestep.engine.run_dir import find_runs
+
+        runs = find_runs(self.app.run_roots())
+        self.app.call_from_thread(self._show_runs, runs[:12])
+
+    def _show_runs(self, runs) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        table.clear()
+        for r in runs:
+            table.add_row(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
+                          fmt_loss(r.best_loss), key=str(r.path))
+        if not runs:
+            table.add_row("(no runs yet)", "", "", "")
+
+    @work(thread=True, exclusive=True, group="dash-models")
+    def load_models(self) -> None:
+        from sidestep.model.checkpoints import DiscoveryError, list_models
+
+        root = self.app.checkpoint_root()
+        try:
+            entries, error = list_models(root), None
+        except DiscoveryError as exc:
+            entries, error = [], str(exc)
+        self.app.call_from_thread(self._show_models, root, entries, error)
+
+    def _show_models(self, root, entries, error) -> None:
+        self.query_one("#models-root", Static).update(f"{root}" + (f"\n{error}" if error
+                                                                    else ""))
+        table = self.query_one("#models-table", DataTable)
+        table.clear()
+        for e in entries:
+            size = "XL" if e.is_xl else f"h{e.hidden_size}" if e.hidden_size else "?"
+            table.add_row(e.name, e.family, size, key=e.name)
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def open_run(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value
+        if key and Path(key).exists():
+            self.app.open_history_run(Path(key))
+
+    @on(DataTable.RowSelected, "#models-table")
+    def train_model(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.app.action_new_training("fixed", {"model_variant": event.row_key.value})
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        actions = {"go-fixed": lambda: self.app.action_new_training("fixed"),
+                   "go-vanilla": lambda: self.app.action_new_training("vanilla"),
+                   "go-monitor": self.app.action_monitor, "go-history": self.app.action_history,
+                   "go-presets": self.app.action_presets,
+                   "go-settings": self.app.action_settings}
+        action = actions.get(event.button.id or "")
+        if action:
+            action()

@@ -1,0 +1,22 @@
+"""First run of ``--demo``: builds the tiny model and dataset, showing progress."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, LoadingIndicator, RichLog
+
+
+class DemoSetupScreen(Screen):
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="demo-setup"):
+            yield Label("Preparing the demo: a tiny ACE-Step model, 12 synthetic songs and their "
+                        "preprocessed tensors (first run only)…", id="demo-title")
+            yield LoadingIndicator(id="demo-spinner")
+            yield RichLog(id="demo-log", markup=False)
+        yield Footer()
+
+    def add_line(self, text: str) -> None:
+        self.query_one("#demo-log", RichLog).write(text)

@@ -1,0 +1,56 @@
+"""Help: keys and where things are."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Markdown
+
+HELP = """\
+# Side-Step
+
+Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters.
+
+## Keys (when no text field has focus)
+
+| key | does |
+| --- | --- |
+| `F` | new training, fixed (corrected) mode |
+| `V` | new training, vanilla mode |
+| `D` | dashboard |
+| `H` | run history |
+| `S` | settings |
+| `?` | this help |
+| `Q` | quit (asks first while a run is active) |
+| `ctrl+q` | quit, from anywhere |
+| `ctrl+p` | command palette: every screen and action |
+
+In the training form: `ctrl+s` starts, `F3` reviews first, `F2` switches Basic/Advanced,
+`Tab` moves between fields. In the monitor: `space` pauses or resumes, `c` saves a checkpoint
+now, `x` stops and saves, `l` toggles a log-scale loss axis.
+
+## How a run works
+
+The form builds the same configuration as `sidestep fixed …` on the command line. A run keeps
+going when you leave the monitor; the dashboard leads back to it. Stopping saves a checkpoint;
+History → Resume continues from the newest complete one. If the SSH session drops (SIGHUP) or
+the app receives SIGTERM during a run, it stops and saves before it exits.
+
+Each run folder holds `run.json`, `events.jsonl`, TensorBoard logs in `runs/`, checkpoints,
+`final/adapter/` and `sidestep.log`.
+"""
+
+
+class HelpScreen(Screen):
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="help-body"):
+            yield Markdown(HELP)
+        yield Footer()
+
+    def action_close(self) -> None:
+        self.app.action_dashboard()

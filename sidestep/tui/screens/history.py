@@ -1,0 +1,112 @@
+"""Run history: runs under the output roots, their curves (read-only) and resume."""
+
+from __future__ import annotations
+
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Static
+
+from sidestep.tui.screens.dashboard import fmt_loss
+
+
+class HistoryScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open", "Curves", show=False),
+        Binding("r", "resume", "Resume"),
+        Binding("o", "open", "Open curves"),
+        Binding("escape", "dashboard", "Dashboard"),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.runs = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="history-roots", markup=False)
+        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="history-detail", markup=False)
+        with Horizontal(id="history-actions"):
+            yield Button("Open curves (O)", id="open", variant="primary")
+            yield Button("Resume (R)", id="resume", variant="success")
+            yield Button("Refresh", id="refresh")
+            yield Button("Dashboard", id="dash")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#history-table", DataTable)
+        table.add_columns("run", "status", "mode", "adapter", "model", "epochs", "step",
+                          "best loss", "started")
+        self.reload()
+        table.focus()
+
+    @work(thread=True, exclusive=True, group="history")
+    def reload(self) -> None:
+        from sidestep.engine.run_dir import find_runs
+
+        roots = self.app.run_roots()
+        runs = find_runs(roots)
+        self.app.call_from_thread(self._show, roots, runs)
+
+    def _show(self, roots, runs) -> None:
+        self.runs = runs
+        self.query_one("#history-roots", Static).update(
+            "runs found under: " + ", ".join(str(r) for r in roots))
+        table = self.query_one("#history-table", DataTable)
+        table.clear()
+        for r in runs:
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) \
+                if r.started_at else "?"
+            table.add_row(r.name, r.status, r.mode, r.adapter_type, r.model,
+                          f"{r.epochs_done}/{r.epochs_total or '?'}", str(r.last_step),
+                          fmt_loss(r.best_loss), started, key=str(r.path))
+        self._detail()
+
+    def selected(self):
+        table = self.query_one("#history-table", DataTable)
+        if not self.runs or table.cursor_row is None or table.cursor_row >= len(self.runs):
+            return None
+        return self.runs[table.cursor_row]
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._detail()
+
+    def _detail(self) -> None:
+        r = self.selected()
+        text = "no runs found yet" if not self.runs else ""
+        if r is not None:
+            text = (f"{r.path}\nadapter: {r.adapter_path or '—'}\n"
+                    f"latest checkpoint: {r.latest_checkpoint or '— (cannot resume)'}")
+        self.query_one("#history-detail", Static).update(text)
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        r = self.selected()
+        if r is not None:
+            self.app.open_history_run(r.path)
+
+    def action_resume(self) -> None:
+        r = self.selected()
+        if r is None:
+            return
+        if r.latest_checkpoint is None:
+            self.app.show_error("Nothing to resume", f"{r.path} has no complete checkpoint.")
+            return
+        self.app.resume_run(r.path, r.latest_checkpoint)
+
+    def action_dashboard(self) -> None:
+        self.app.action_dashboard()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        {"open": self.action_open, "resume": self.action_resume, "refresh": self.reload,
+         "dash": self.action_dashboard}.get(event.button.id or "", lambda: None)()

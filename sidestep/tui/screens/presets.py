@@ -1,0 +1,153 @@
+"""The presets screen: list (local, global, built-in), view, load, save, delete, import,
+export — the same store as ``sidestep presets``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Static
+
+from sidestep.config import schema
+from sidestep.config.presets import PresetError, PresetStore
+from sidestep.config.values import to_text
+
+
+class PresetsScreen(Screen):
+    BINDINGS = [Binding("escape", "dashboard", "Dashboard"), Binding("enter", "load", "Load")]
+
+    def __init__(self):
+        super().__init__()
+        self.infos = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="preset-dirs", markup=False)
+        with Horizontal(id="presets-main"):
+            yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="preset-values", show_cursor=False)
+        with Horizontal(id="preset-actions"):
+            yield Button("Load into form", id="load", variant="primary")
+            yield Button("Save current form", id="save")
+            yield Button("Delete", id="delete", variant="error")
+            yield Button("Import…", id="import")
+            yield Button("Export…", id="export")
+            yield Button("Dashboard", id="dash")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#presets-table", DataTable).add_columns("name", "location",
+                                                                "description")
+        self.query_one("#preset-values", DataTable).add_columns("field", "value")
+        self.reload()
+        self.query_one("#presets-table", DataTable).focus()
+
+    @work(thread=True, exclusive=True, group="presets")
+    def reload(self) -> None:
+        store = PresetStore()
+        infos = store.list()
+        self.app.call_from_thread(self._show, store, infos)
+
+    def _show(self, store, infos) -> None:
+        self.infos = infos
+        self.query_one("#preset-dirs", Static).update(
+            f"local {store.dirs['local']} · global {store.dirs['global']} · built-in "
+            "(read-only)")
+        table = self.query_one("#presets-table", DataTable)
+        table.clear()
+        for i in infos:
+            where = i.source + (f" (hides {', '.join(i.shadows)})" if i.shadows else "")
+            table.add_row(i.name, where, i.description[:60], key=i.name)
+        self._view()
+
+    def selected(self):
+        table = self.query_one("#presets-table", DataTable)
+        if not self.infos or table.cursor_row is None or table.cursor_row >= len(self.infos):
+            return None
+        return self.infos[table.cursor_row]
+
+    @on(DataTable.RowHighlighted, "#presets-table")
+    def _highlighted(self) -> None:
+        self._view()
+
+    def _view(self) -> None:
+        values = self.query_one("#preset-values", DataTable)
+        values.clear()
+        info = self.selected()
+        if info is None:
+            return
+        try:
+            preset = PresetStore().load(info.name)
+        except PresetError as exc:
+            values.add_row("error", str(exc))
+            return
+        for s in schema.PRESET_FIELDS:
+            if s.name in preset.values:
+                values.add_row(s.file_key, to_text(s, preset.values[s.name]) or "(none)")
+
+    def action_load(self) -> None:
+        info = self.selected()
+        if info is not None:
+            self.app.action_new_training(preset=info.name)
+
+    def action_dashboard(self) -> None:
+        self.app.action_dashboard()
+
+    def _prompt(self, title: str, label: str, value: str, then) -> None:
+        from sidestep.tui.screens.dialogs import PromptScreen
+
+        self.app.push_screen(PromptScreen(title, label, value), then)
+
+    def _do(self, fn, ok: str) -> None:
+        try:
+            result = fn()
+        except (PresetError, OSError) as exc:
+            self.app.show_error("Preset", str(exc))
+            return
+        self.notify(ok.format(result=result))
+        self.reload()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        bid = event.button.id
+        info = self.selected()
+        store = PresetStore()
+        if bid == "load":
+            self.action_load()
+        elif bid == "dash":
+            self.action_dashboard()
+        elif bid == "save":
+            values = self.app.last_form_values()
+            if not values:
+                self.app.show_error("Nothing to save", "Open the training form first (F), "
+                                    "set it up, then save it here or from the form.")
+                return
+            self._prompt("Save preset", "Name for a new local preset:", "",
+                         lambda name: name and self._do(
+                             lambda: store.save(name, values, "saved from the app"),
+                             "saved {result}"))
+        elif bid == "delete" and info is not None:
+            from sidestep.tui.screens.dialogs import ConfirmScreen
+
+            def answer(choice: str) -> None:
+                if choice == "delete":
+                    self._do(lambda: store.delete(info.name)[1], "deleted {result}")
+
+            self.app.push_screen(ConfirmScreen(
+                "Delete preset?", f"Delete {info.source} preset '{info.name}'?",
+                [("delete", "Delete", "error"), ("cancel", "Cancel", "primary")]), answer)
+        elif bid == "import":
+            self._prompt("Import preset", "Path of a preset JSON file:", "",
+                         lambda path: path and self._do(
+                             lambda: store.import_file(Path(path).expanduser())[1],
+                             "imported to {result}"))
+        elif bid == "export" and info is not None:
+            self._prompt("Export preset", f"Write '{info.name}' to (file or folder):",
+                         f"./{info.name}.json",
+                         lambda path: path and self._do(
+                             lambda: store.export(info.name, Path(path).expanduser()),
+                             "exported to {result}"))

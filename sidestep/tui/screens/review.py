@@ -1,0 +1,50 @@
+"""The review step: the resolved configuration, warnings and the memory estimate."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Label, Static
+
+from sidestep.cli.train_cmd import summary_rows
+
+
+class ReviewScreen(ModalScreen[str]):
+    BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+s", "start", "Start")]
+
+    def __init__(self, resolved, estimate_line: str | None = None):
+        super().__init__(classes="dialog-screen")
+        self.resolved = resolved
+        self.estimate_line = estimate_line
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog review-dialog"):
+            yield Label("Review and start", classes="dialog-title")
+            with VerticalScroll(id="review-body"):
+                table = DataTable(id="review-table", show_cursor=False, zebra_stripes=True)
+                yield table
+                for w in self.resolved.warnings:
+                    yield Static(f"⚠ {w}", classes="review-warning", markup=False)
+                if self.estimate_line:
+                    yield Static(self.estimate_line, id="review-estimate", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Start (ctrl+s)", id="start", variant="success")
+                yield Button("Back", id="back")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#review-table", DataTable)
+        table.add_columns("setting", "value")
+        for key, value in summary_rows(self.resolved.config):
+            table.add_row(key, value)
+        self.query_one("#start", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "back")
+
+    def action_start(self) -> None:
+        self.dismiss("start")
+
+    def action_back(self) -> None:
+        self.dismiss("back")

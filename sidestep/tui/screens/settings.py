@@ -1,0 +1,109 @@
+"""Settings: default checkpoint folder, output root, theme, refresh rate (settings.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+
+from sidestep.config.settings import THEMES, Settings, SettingsError
+
+FIELDS = [
+    ("checkpoint_dir", "Default checkpoint folder", "text"),
+    ("output_root", "Output root (new runs go here; History looks here)", "text"),
+    ("dataset_root", "Dataset root (optional)", "text"),
+    ("theme", "Theme", "theme"),
+    ("refresh_hz", "Monitor refresh rate (per second)", "float"),
+    ("gpu_poll_seconds", "GPU sampling period (seconds)", "float"),
+    ("form_mode", "Training form opens in", "mode"),
+    ("confirm_quit", "Ask before quitting", "bool"),
+]
+
+
+class SettingsScreen(Screen):
+    BINDINGS = [Binding("ctrl+s", "save", "Save"), Binding("escape", "dashboard", "Dashboard")]
+
+    def __init__(self):
+        super().__init__()
+
+    def compose(self) -> ComposeResult:
+        s: Settings = self.app.settings
+        yield Header()
+        yield Static(f"Stored in {self.app.settings_store.path}", id="settings-path",
+                     markup=False)
+        with VerticalScroll(id="settings-body"):
+            for key, label, kind in FIELDS:
+                value = getattr(s, key)
+                with Horizontal(classes="field-row settings-row"):
+                    yield Label(label, classes="field-label")
+                    if kind == "theme":
+                        yield Select([(t, t) for t in THEMES], value=value, allow_blank=False,
+                                     id=f"set-{key}")
+                    elif kind == "mode":
+                        yield Select([("basic", "basic"), ("advanced", "advanced")],
+                                     value=value, allow_blank=False, id=f"set-{key}")
+                    elif kind == "bool":
+                        yield Switch(value=value, id=f"set-{key}", animate=False)
+                    else:
+                        yield Input(str(value), id=f"set-{key}")
+        yield Static("", id="settings-error")
+        with Horizontal(id="settings-actions"):
+            yield Button("Save (ctrl+s)", id="save", variant="primary")
+            yield Button("Dashboard", id="dash")
+        yield Footer()
+
+    def collect(self) -> dict:
+        out = {}
+        for key, _label, kind in FIELDS:
+            widget = self.query_one(f"#set-{key}")
+            if kind in ("theme", "mode"):
+                out[key] = widget.value
+            elif kind == "bool":
+                out[key] = widget.value
+            elif kind == "float":
+                try:
+                    out[key] = float(widget.value)
+                except ValueError:
+                    raise SettingsError(f"'{key}' must be a number") from None
+            else:
+                out[key] = widget.value.strip()
+        return out
+
+    def action_save(self) -> None:
+        err = self.query_one("#settings-error", Static)
+        try:
+            values = self.collect()
+            new = self.app.settings_store.update(**values)
+        except SettingsError as exc:
+            err.update(f"✗ {exc}")
+            return
+        except OSError as exc:
+            err.update(f"✗ cannot write settings: {exc}")
+            return
+        err.update("")
+        self.app.apply_settings(new)
+        self.notify("settings saved")
+
+    @on(Select.Changed, "#set-theme")
+    def _theme_preview(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.app.theme = event.value
+
+    def action_dashboard(self) -> None:
+        self.app.action_dashboard()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        elif event.button.id == "dash":
+            self.action_dashboard()
+
+
+def settings_dict(settings: Settings) -> dict:
+    return dataclasses.asdict(settings)

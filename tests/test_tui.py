@@ -1,0 +1,302 @@
+"""The app driven with Pilot: demo to finished run, stop and resume, presets, field errors,
+keys inside text inputs, engine errors, quit confirmation, command palette, VRAM autofill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from conftest import make_app, wait_until
+from sidestep.telemetry.nvml import GpuReading
+from sidestep.tui.screens.dashboard import DashboardScreen
+from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen, PromptScreen
+from sidestep.tui.screens.history import HistoryScreen
+from sidestep.tui.screens.monitor import MonitorScreen
+from sidestep.tui.screens.train_form import TrainingFormScreen
+
+SIZE = (100, 32)
+
+
+async def open_form(app, pilot, **explicit):
+    values = {"checkpoint_dir": "./checkpoints", "dataset_dir": "./tensors",
+              "output_dir": "./output/run-a", "num_workers": 0, "rank": 4, "alpha": 8,
+              "epochs": 2, "save_every": 100}
+    values.update(explicit)
+    values = {k: v for k, v in values.items() if v is not None}
+    app.action_new_training("fixed", values)
+    await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+                     and app.screen.is_mounted, 10)
+    await pilot.pause(0.3)
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.2)
+    return app.screen
+
+
+async def type_into(pilot, app, name, text):
+    field_input = app.screen.query_one(f"#input-{name}", Input)
+    field_input.focus()
+    field_input.value = ""
+    await pilot.press(*list(text))
+    await pilot.pause(0.1)
+
+
+@pytest.mark.slow
+async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, monkeypatch):
+    """--demo with no assets yet: the app builds them (a small set here), opens the form with
+    the quick_test preset, ctrl+s trains, the loss falls and the adapter is on disk."""
+    import sidestep.model.fixtures as fixtures
+
+    real = fixtures.make_demo
+    monkeypatch.setattr(fixtures, "make_demo",
+                        lambda root, **kw: real(root, clips=4, **{k: v for k, v in kw.items()
+                                                                   if k != "clips"}))
+    demo_dir = tmp_path / "cache" / "demo"
+    app = make_app(demo=True, demo_dir=demo_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 300)
+        form = app.screen
+        await wait_until(pilot, lambda: form.resolved is not None, 20)
+        await app.workers.wait_for_complete()
+        assert form.preset_name == "quick_test"
+        assert form.resolved is not None, form.blocking_problems()
+        assert form.resolved.config.epochs == 10 and form.resolved.config.rank == 16
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 300)
+        state = app.runner.state
+        assert state.status == "completed", state.finished
+        assert len(state.losses) == 10 and state.losses[-1] < state.losses[0]
+        adapter = Path(state.finished.adapter_path)
+        assert (adapter / "adapter_model.safetensors").is_file()
+        assert adapter.is_relative_to(demo_dir / "runs")
+        assert app.errors == []
+
+
+async def test_stop_and_save_then_resume_from_history(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, epochs=200, output_dir="./output/first")
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: app.runner.state is not None
+                                and app.runner.state.step >= 2, 240)
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#stop")
+        assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 120)
+        assert app.runner.state.status == "stopped"
+        saved = Path(app.runner.state.finished.checkpoint_path)
+        assert (saved / "COMPLETE").is_file()
+
+        await pilot.press("escape")
+        await pilot.press("h")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen)
+                                and app.screen.runs, 20)
+        assert app.screen.runs[0].status == "stopped"
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        form = app.screen
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert Path(form.explicit["resume_from"]).resolve() == saved.resolve()
+        await type_into(pilot, app, "epochs", "2")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert form.resolved is not None, form.blocking_problems()
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: app.runner.state.finished is not None
+                                and app.runner.state.finished.status != "stopped", 240)
+        assert app.runner.state.status == "completed", app.runner.state.finished
+        assert (Path("output/first/final/adapter/adapter_model.safetensors")).is_file()
+        events = [json.loads(x) for x in Path("output/first/events.jsonl").read_text()
+                  .splitlines()]
+        resumed = [e for e in events if e["type"] == "run_started" and e["resumed_from"]]
+        assert resumed and Path(resumed[0]["resumed_from"]).resolve() == saved.resolve()
+        assert app.errors == []
+
+
+async def test_preset_save_and_load(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot)
+        await type_into(pilot, app, "rank", "24")
+        await type_into(pilot, app, "alpha", "48")
+        assert form.resolved.config.rank == 24
+        await pilot.click("#preset-save")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
+        await pilot.press(*list("my style"), "enter")
+        await pilot.pause(0.3)
+        saved = Path("presets/my_style.json")
+        assert saved.is_file() and json.loads(saved.read_text())["rank"] == 24
+
+        form2 = await open_form(app, pilot, rank=None, alpha=None)
+        assert form2.resolved.config.rank == 64  # defaults again
+        await app.workers.wait_for_complete()
+        from textual.widgets import Select
+
+        form2.query_one("#preset-select", Select).value = "my_style"
+        await pilot.click("#preset-load")
+        await pilot.pause(0.2)
+        assert form2.preset_name == "my_style"
+        assert form2.resolved.config.rank == 24 and form2.resolved.config.alpha == 48
+        assert form2.query_one("#input-rank", Input).value == "24"
+
+        app.action_presets()
+        assert await wait_until(pilot, lambda: any(i.name == "my_style"
+                                                   for i in getattr(app.screen, "infos", [])),
+                                10)
+        assert app.errors == []
+
+
+async def test_field_error_shown_and_start_refused(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot)
+        await type_into(pilot, app, "rank", "lots")
+        field = form.query_one("#field-rank")
+        assert field.has_class("has-error")
+        assert "whole number" in str(field.query_one(".field-error").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert app.runner.state is None and isinstance(app.screen, TrainingFormScreen)
+        assert "Rank" in str(form.query_one("#form-status").render())
+        # a cross-field rule shows on its field too
+        await type_into(pilot, app, "rank", "8")
+        await type_into(pilot, app, "epochs", "0")
+        assert form.query_one("#field-epochs").has_class("has-error")
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert app.runner.state is None
+        assert app.errors == []
+
+
+async def test_typing_q_f_h_into_an_input_only_edits_it(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot)
+        box = form.query_one("#input-dataset_dir", Input)
+        box.focus()
+        box.value = ""
+        await pilot.press("q", "f", "h", "d", "s", "v", "question_mark")
+        await pilot.pause(0.2)
+        assert box.value == "qfhdsv?"
+        assert app.screen is form and app.is_running
+        assert app.runner.state is None
+
+
+async def test_engine_error_is_shown_and_app_stays_usable(tui_env):
+    def broken_engine(config, sinks, control):
+        raise RuntimeError("the GPU caught fire")
+
+    app = make_app(engine_factory=broken_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot)
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 20)
+        assert "the GPU caught fire" in app.screen.message
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.runner.state.status == "failed"
+        await pilot.press("escape")
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DashboardScreen)
+
+    # a failure inside the real engine (bad data) arrives as an event and shows the same way
+    Path("bad").mkdir()
+    Path("bad/song.pt").write_bytes(b"not a tensor file")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, dataset_dir="./bad", output_dir="./output/bad")
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 240)
+        assert "song.pt" in app.screen.message
+        assert app.errors == []
+
+
+async def test_quit_during_a_run_asks_first(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, epochs=200, output_dir="./output/quit")
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: app.runner.state.step >= 1, 240)
+        await pilot.press("q")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#cancel")
+        await pilot.pause(0.3)
+        assert app.is_running and app.runner.active
+        await pilot.press("ctrl+q")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#stop")
+        assert await wait_until(pilot, lambda: not app.is_running, 120)
+    assert app.runner.state.status == "stopped"
+    assert list(Path("output/quit").glob("checkpoint-step-*/COMPLETE"))
+
+
+async def test_sigterm_during_a_run_saves_then_exits(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, epochs=200, output_dir="./output/term")
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: app.runner.state.step >= 1, 240)
+        app._on_stop_signal("SIGTERM")
+        assert await wait_until(pilot, lambda: not app.is_running, 120)
+    assert app.runner.state.status == "stopped"
+    assert list(Path("output/term").glob("checkpoint-step-*/COMPLETE"))
+
+
+async def test_command_palette_reaches_screens(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*list("history"))
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        from sidestep.tui.screens.help import HelpScreen
+
+        assert isinstance(app.screen, HelpScreen)
+
+
+def _card(total_gib, free_gib):
+    return lambda: [GpuReading(index=0, name="Test GPU", util_percent=0.0,
+                               mem_total_mib=total_gib * 1024.0,
+                               mem_used_mib=(total_gib - free_gib) * 1024.0,
+                               mem_free_mib=free_gib * 1024.0)]
+
+
+async def test_vram_profile_autofill_and_live_verdict(tui_env):
+    from conftest import REFERENCE
+
+    # estimates read only config.json: a checkpoint root with the real 2B config suffices
+    real = Path("real/acestep-v15-turbo")
+    real.mkdir(parents=True)
+    cfg_2b = json.loads((REFERENCE / "config_turbo.json").read_text())["config"]
+    (real / "config.json").write_text(json.dumps(cfg_2b))
+    app = make_app(gpu_reader=_card(12, 11.5))
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot, rank=None, alpha=None, checkpoint_dir="./real")
+        await wait_until(pilot, lambda: form.model_cfg is not None, 10)
+        await wait_until(pilot, lambda: form.profile_values, 10)
+        cfg = form.resolved.config
+        assert (cfg.rank, cfg.optimizer_type, cfg.offload_encoder) == (32, "adamw8bit", True)
+        assert form.query_one("#input-rank", Input).value == "32"
+        line = str(form.query_one("#vram-estimate").render())
+        assert "fits" in line and "Test GPU" in line and "12gb" in line
+        assert 3.5 < float(line.split("VRAM estimate: ")[1].split(" GiB")[0]) < 8
+        from textual.widgets import Select
+
+        form.query_one("#profile-select", Select).value = "24gb"
+        assert await wait_until(pilot, lambda: form.resolved.config.rank == 128, 10)
+        assert form.resolved.config.batch_size == 2
+        # a very long batch of whole songs will not fit in 11.5 GiB: the verdict says so
+        await type_into(pilot, app, "batch_size", "64")
+        line = str(form.query_one("#vram-estimate").render())
+        assert "will not fit" in line
+        assert form.query_one("#vram-estimate").has_class("estimate-bad")
