@@ -51,3 +51,13 @@ def builtin_presets_dir() -> Path:
 
 def settings_path() -> Path:
     return config_dir() / "settings.json"
+
+
+def short(path: Path | str) -> str:
+    """``path`` relative to the working directory when it is inside it (for display)."""
+    p = Path(path)
+    try:
+        rel = p.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return str(p)
+    return "./" + str(rel) if str(rel) != "." else "."

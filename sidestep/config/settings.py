@@ -27,7 +27,7 @@ class Settings:
     refresh_hz: float = 4.0          # how often the monitor redraws
     gpu_poll_seconds: float = 1.0    # NVML sampling period
     form_mode: str = "basic"         # training form opens in basic or advanced mode
-    confirm_quit: bool = True
+    confirm_quit: bool = False     # ask even when no run is active
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

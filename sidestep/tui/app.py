@@ -118,7 +118,8 @@ class SideStepApp(App):
             else "sidestep-dark"
         for warning in self._settings_warnings:
             self.notify(warning, severity="warning", timeout=10)
-        self._start_gpu_sampler()
+        # The sampler starts after the first frame: NVML's import and init are not free.
+        self.call_after_refresh(self._start_gpu_sampler)
         self.set_interval(0.1, self._drain)
         self.push_screen(DashboardScreen(id="dashboard"))
         if self.install_signals:
@@ -419,7 +420,13 @@ class SideStepApp(App):
         from sidestep.tui.screens.dialogs import ConfirmScreen
 
         if not self.runner.active:
-            self.exit()
+            if not self.settings.confirm_quit:
+                self.exit()
+                return
+            self.push_screen(ConfirmScreen("Quit Side-Step?", "Leave the app?",
+                                           [("quit", "Quit", "error"),
+                                            ("cancel", "Cancel", "primary")]),
+                             lambda choice: self.exit() if choice == "quit" else None)
             return
 
         def answer(choice: str) -> None:

@@ -54,6 +54,8 @@ class DashboardScreen(Screen):
         self.load_models()
 
     def tick(self) -> None:
+        if not self.is_current:  # hidden under another screen: nothing to draw
+            return
         app = self.app
         readings = app.gpu_readings() if hasattr(app, "gpu_readings") else []
         from sidestep.tui.widgets.gpu import gpu_lines
@@ -99,8 +101,10 @@ class DashboardScreen(Screen):
         self.app.call_from_thread(self._show_models, root, entries, error)
 
     def _show_models(self, root, entries, error) -> None:
-        self.query_one("#models-root", Static).update(f"{root}" + (f"\n{error}" if error
-                                                                    else ""))
+        from sidestep.config.paths import short
+
+        self.query_one("#models-root", Static).update(short(root) + (f"\n{error}" if error
+                                                                     else ""))
         table = self.query_one("#models-table", DataTable)
         table.clear()
         for e in entries:

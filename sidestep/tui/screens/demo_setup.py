@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, LoadingIndicator, RichLog
+from textual.widgets import Footer, Header, Label, RichLog
 
 
 class DemoSetupScreen(Screen):
@@ -14,7 +14,6 @@ class DemoSetupScreen(Screen):
         with Vertical(id="demo-setup"):
             yield Label("Preparing the demo: a tiny ACE-Step model, 12 synthetic songs and their "
                         "preprocessed tensors (first run only)…", id="demo-title")
-            yield LoadingIndicator(id="demo-spinner")
             yield RichLog(id="demo-log", markup=False)
         yield Footer()
 

@@ -32,10 +32,10 @@ class HistoryScreen(Screen):
         yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="history-detail", markup=False)
         with Horizontal(id="history-actions"):
-            yield Button("Open curves (O)", id="open", variant="primary")
-            yield Button("Resume (R)", id="resume", variant="success")
-            yield Button("Refresh", id="refresh")
-            yield Button("Dashboard", id="dash")
+            yield Button("Open curves (O)", id="open", variant="primary", compact=True)
+            yield Button("Resume (R)", id="resume", variant="success", compact=True)
+            yield Button("Refresh", id="refresh", compact=True)
+            yield Button("Dashboard", id="dash", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -55,8 +55,10 @@ class HistoryScreen(Screen):
 
     def _show(self, roots, runs) -> None:
         self.runs = runs
+        from sidestep.config.paths import short
+
         self.query_one("#history-roots", Static).update(
-            "runs found under: " + ", ".join(str(r) for r in roots))
+            "runs found under: " + ", ".join(short(r) for r in roots))
         table = self.query_one("#history-table", DataTable)
         table.clear()
         for r in runs:
@@ -81,8 +83,11 @@ class HistoryScreen(Screen):
         r = self.selected()
         text = "no runs found yet" if not self.runs else ""
         if r is not None:
-            text = (f"{r.path}\nadapter: {r.adapter_path or '—'}\n"
-                    f"latest checkpoint: {r.latest_checkpoint or '— (cannot resume)'}")
+            from sidestep.config.paths import short
+
+            adapter = short(r.adapter_path) if r.adapter_path else "—"
+            latest = short(r.latest_checkpoint) if r.latest_checkpoint else "— (cannot resume)"
+            text = f"{short(r.path)}\nadapter: {adapter}\nlatest checkpoint: {latest}"
         self.query_one("#history-detail", Static).update(text)
 
     @on(DataTable.RowSelected)

@@ -16,6 +16,7 @@ from textual.widgets import Button, Footer, Header, Label, ProgressBar, RichLog,
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.gpu import GpuPanel
 
+CHART_PERIOD_S = 1.0
 _LEVEL_STYLE = {"warning": "yellow", "error": "bold red", "debug": "dim"}
 
 
@@ -39,6 +40,8 @@ class MonitorScreen(Screen):
         self.state = state
         self.live = live
         self._log_seen = 0
+        self._drawn_version = -1
+        self._texts: dict[str, object] = {}
 
     def compose(self) -> ComposeResult:
         from sidestep.tui.widgets.charts import LossChart, LrChart
@@ -67,52 +70,71 @@ class MonitorScreen(Screen):
     def on_mount(self) -> None:
         hz = getattr(getattr(self.app, "settings", None), "refresh_hz", 4.0) or 4.0
         self.set_interval(1.0 / hz, self.refresh_view)
+        # Charts are the costly part (plotext renders text in Python): at most once a second,
+        # so an attached monitor does not slow a CPU-bound run down.
+        self.set_interval(CHART_PERIOD_S, self.refresh_charts)
         self.refresh_view()
+        self.refresh_charts()
         if not self.live or not self.state.active:
             for bid in ("pause", "save", "stop"):
                 self.query_one(f"#{bid}", Button).disabled = True
 
+    def _text(self, selector: str, text: str) -> None:
+        """Change a label only when its text changed, without a layout pass (fixed sizes):
+        every reflow costs the training thread CPU time on a CPU-only box."""
+        widget = self.query_one(selector)
+        if self._texts.get(selector) != text:
+            self._texts[selector] = text
+            widget.update(text, layout=False)
+
+    def _bar(self, selector: str, total: int, progress: int) -> None:
+        key = (max(total, 1), progress)
+        if self._texts.get(selector) != key:
+            self._texts[selector] = key
+            self.query_one(selector, ProgressBar).update(total=key[0], progress=progress)
+
     def refresh_view(self) -> None:
         s = self.state
-        status = s.status + (" (read-only)" if s.read_only else "")
-        self.query_one("#run-title", Label).update(f"{s.title or s.run_dir}  [{status}]")
-        self.query_one("#epoch-label", Label).update(
-            f"epoch {s.epoch}/{s.total_epochs or '?'}")
-        ebar = self.query_one("#epoch-bar", ProgressBar)
-        ebar.update(total=max(s.total_epochs, 1), progress=s.epoch)
-        self.query_one("#step-label", Label).update(
-            f"step {s.step}/{s.total_steps or '?'}   loss "
-            f"{(s.losses[-1] if s.losses else float('nan')):.4f}   best "
-            + (f"{s.best_loss:.4f} @ {s.best_step}" if s.best_loss is not None else "—"))
-        sbar = self.query_one("#step-bar", ProgressBar)
-        sbar.update(total=max(s.total_steps, 1), progress=s.step)
-        rate = f"{s.samples_per_sec:.2f} samples/s" if s.samples_per_sec else "— samples/s"
-        lr = f"lr {s.lrs[-1]:.2e}" if s.lrs else "lr —"
-        self.query_one("#rate-label", Label).update(
-            f"{rate}   ETA {fmt_eta(s.eta_seconds) if s.active else '—'}   {lr}   "
-            f"{s.device} {s.precision}")
-        self.query_one("#loss-chart").draw(s)
-        self.query_one("#lr-chart").draw(s)
         readings = self.app.gpu_readings() if hasattr(self.app, "gpu_readings") else []
         self.query_one(GpuPanel).update_from(readings)
+        if s.version == self._drawn_version:
+            return
+        self._drawn_version = s.version
+        status = s.status + (" (read-only)" if s.read_only else "")
+        self._text("#run-title", f"{s.title or s.run_dir}  [{status}]")
+        self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}")
+        self._bar("#epoch-bar", s.total_epochs, s.epoch)
+        last = s.losses[-1] if s.losses else float("nan")
+        best = f"{s.best_loss:.4f} @ {s.best_step}" if s.best_loss is not None else "—"
+        self._text("#step-label", f"step {s.step}/{s.total_steps or '?'}   loss {last:.4f}   "
+                                  f"best {best}")
+        self._bar("#step-bar", s.total_steps, s.step)
+        rate = f"{s.samples_per_sec:.2f} samples/s" if s.samples_per_sec else "— samples/s"
+        lr = f"lr {s.lrs[-1]:.2e}" if s.lrs else "lr —"
+        self._text("#rate-label", f"{rate}   ETA {fmt_eta(s.eta_seconds) if s.active else '—'}"
+                                  f"   {lr}   {s.device} {s.precision}")
         log = self.query_one("#run-log", RichLog)
         new = s.log_total - self._log_seen
         if new > 0:
-            lines = list(s.log)[-min(new, len(s.log)):]
-            for level, text in lines:
-                style = _LEVEL_STYLE.get(level)
-                if style:
-                    from rich.text import Text
+            from rich.text import Text
 
-                    log.write(Text(text, style=style))
-                else:
-                    log.write(text)
+            for level, text in list(s.log)[-min(new, len(s.log)):]:
+                style = _LEVEL_STYLE.get(level)
+                log.write(Text(text, style=style) if style else text)
             self._log_seen = s.log_total
+        label = "Resume (space)" if s.status == "paused" else "Pause (space)"
         pause = self.query_one("#pause", Button)
-        pause.label = "Resume (space)" if s.status == "paused" else "Pause (space)"
+        if str(pause.label) != label:
+            pause.label = label
         if self.live and not s.active:
             for bid in ("pause", "save", "stop"):
-                self.query_one(f"#{bid}", Button).disabled = True
+                button = self.query_one(f"#{bid}", Button)
+                if not button.disabled:
+                    button.disabled = True
+
+    def refresh_charts(self) -> None:
+        self.query_one("#loss-chart").draw(self.state)
+        self.query_one("#lr-chart").draw(self.state)
 
     # -- actions -------------------------------------------------------------------------------
     def action_toggle_log_scale(self) -> None:

@@ -31,12 +31,12 @@ class PresetsScreen(Screen):
             yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="preset-values", show_cursor=False)
         with Horizontal(id="preset-actions"):
-            yield Button("Load into form", id="load", variant="primary")
-            yield Button("Save current form", id="save")
-            yield Button("Delete", id="delete", variant="error")
-            yield Button("Import…", id="import")
-            yield Button("Export…", id="export")
-            yield Button("Dashboard", id="dash")
+            yield Button("Load in form", id="load", variant="primary", compact=True)
+            yield Button("Save form…", id="save", compact=True)
+            yield Button("Delete", id="delete", variant="error", compact=True)
+            yield Button("Import…", id="import", compact=True)
+            yield Button("Export…", id="export", compact=True)
+            yield Button("Back", id="dash", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -54,9 +54,11 @@ class PresetsScreen(Screen):
 
     def _show(self, store, infos) -> None:
         self.infos = infos
+        from sidestep.config.paths import short
+
         self.query_one("#preset-dirs", Static).update(
-            f"local {store.dirs['local']} · global {store.dirs['global']} · built-in "
-            "(read-only)")
+            f"local {short(store.dirs['local'])} · global {short(store.dirs['global'])} · "
+            "built-in (read-only)")
         table = self.query_one("#presets-table", DataTable)
         table.clear()
         for i in infos:

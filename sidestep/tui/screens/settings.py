@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
 from sidestep.config.settings import THEMES, Settings, SettingsError
 
@@ -21,7 +21,7 @@ FIELDS = [
     ("refresh_hz", "Monitor refresh rate (per second)", "float"),
     ("gpu_poll_seconds", "GPU sampling period (seconds)", "float"),
     ("form_mode", "Training form opens in", "mode"),
-    ("confirm_quit", "Ask before quitting", "bool"),
+    ("confirm_quit", "Ask before quitting (always; a running job always asks)", "bool"),
 ]
 
 
@@ -34,7 +34,9 @@ class SettingsScreen(Screen):
     def compose(self) -> ComposeResult:
         s: Settings = self.app.settings
         yield Header()
-        yield Static(f"Stored in {self.app.settings_store.path}", id="settings-path",
+        from sidestep.config.paths import short
+
+        yield Static(f"Stored in {short(self.app.settings_store.path)}", id="settings-path",
                      markup=False)
         with VerticalScroll(id="settings-body"):
             for key, label, kind in FIELDS:
@@ -43,18 +45,19 @@ class SettingsScreen(Screen):
                     yield Label(label, classes="field-label")
                     if kind == "theme":
                         yield Select([(t, t) for t in THEMES], value=value, allow_blank=False,
-                                     id=f"set-{key}")
+                                     id=f"set-{key}", compact=True)
                     elif kind == "mode":
                         yield Select([("basic", "basic"), ("advanced", "advanced")],
-                                     value=value, allow_blank=False, id=f"set-{key}")
+                                     value=value, allow_blank=False, id=f"set-{key}",
+                                     compact=True)
                     elif kind == "bool":
-                        yield Switch(value=value, id=f"set-{key}", animate=False)
+                        yield Checkbox("", value=value, id=f"set-{key}", compact=True)
                     else:
-                        yield Input(str(value), id=f"set-{key}")
+                        yield Input(str(value), id=f"set-{key}", compact=True)
         yield Static("", id="settings-error")
         with Horizontal(id="settings-actions"):
-            yield Button("Save (ctrl+s)", id="save", variant="primary")
-            yield Button("Dashboard", id="dash")
+            yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True)
+            yield Button("Dashboard", id="dash", compact=True)
         yield Footer()
 
     def collect(self) -> dict:

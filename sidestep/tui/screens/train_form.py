@@ -208,10 +208,11 @@ class TrainingFormScreen(Screen):
         if verdict:
             text += f" — {verdict} ({free / GIB_MIB:.1f} GiB free on " \
                     f"{self.gpus[0].get('name') or 'GPU 0'})"
+            if self.profile_note:
+                text += f" · {self.profile_note}"
         else:
-            text += " — no GPU detected"
-        if self.profile_note:
-            text += f" · {self.profile_note}"
+            text += " — no GPU detected" + (" (auto profile not applied)"
+                                            if self.profile_note else "")
         line.update(text)
         line.set_class(verdict == "will not fit", "estimate-bad")
         line.set_class(verdict == "tight", "estimate-tight")

@@ -22,4 +22,4 @@ class GpuPanel(Static):
         text = "\n".join(gpu_lines(readings))
         if text != self._last:
             self._last = text
-            self.update(text)
+            self.update(text, layout=False)

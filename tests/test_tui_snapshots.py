@@ -1,0 +1,169 @@
+"""Every screen at 100x32, compared with the reviewed SVGs in __snapshots__/ (update with
+``uv run pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the result)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import make_app
+from sidestep.engine.events import (CheckpointSaved, EpochEnded, LogLine, RunFinished,
+                                    RunStarted, StepMetrics, to_json)
+
+SIZE = (100, 32)
+T0 = 1_790_000_000.0  # a fixed clock for run files
+
+
+def _write_run(root: Path, name: str, status: str, steps: int, checkpoint: bool) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"mode": "fixed", "adapter_type": "lora", "model_variant": "turbo",
+              "epochs": 10, "rank": 16}
+    (run / "run.json").write_text(json.dumps({
+        "status": status, "mode": "fixed", "config": config, "started_at": T0,
+        "finished_at": T0 + 600}))
+    events = [RunStarted(run_dir=str(run), config=config, device="cuda:0", precision="bf16",
+                         model="acestep-v15-turbo", adapter_type="lora",
+                         trainable_params=114688, dataset_size=12, steps_per_epoch=3,
+                         total_steps=30, total_epochs=10, time=T0)]
+    for step in range(1, steps + 1):
+        loss = 2.4 - 0.5 * (1 - math.exp(-step / 10)) + 0.03 * math.sin(step * 1.7)
+        lr = 3e-4 * min(1.0, 0.1 + 0.9 * step / 10)
+        events.append(StepMetrics(step=step, epoch=(step - 1) // 3 + 1, loss=loss, lr=lr,
+                                  samples_per_sec=8.5, eta_seconds=(30 - step) * 0.5,
+                                  epoch_progress=((step - 1) % 3 + 1) / 3, time=T0 + step))
+        if step % 3 == 0:
+            events.append(EpochEnded(epoch=step // 3, step=step, mean_loss=loss, seconds=1.4,
+                                     time=T0 + step))
+    events.append(LogLine("a warning from a library", level="warning", time=T0 + steps))
+    if checkpoint:
+        ck = run / f"checkpoint-step-{steps}"
+        (ck / "adapter").mkdir(parents=True)
+        (ck / "training_state.pt").write_bytes(b"x")
+        (ck / "COMPLETE").write_text(f"{steps}\n")
+        events.append(CheckpointSaved(path=str(ck), step=steps, epoch=steps // 3, kind="step",
+                                      time=T0 + steps))
+    if status == "completed":
+        (run / "final" / "adapter").mkdir(parents=True)
+    events.append(RunFinished(status=status, step=steps, epoch=steps // 3,
+                              adapter_path=str(run / "final" / "adapter")
+                              if status == "completed" else None,
+                              best_loss=1.9, seconds=600, time=T0 + 600))
+    (run / "events.jsonl").write_text("".join(to_json(e) + "\n" for e in events))
+    return run
+
+
+@pytest.fixture
+def snap_env(tui_env, monkeypatch):
+    import os
+
+    monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(tui_env / "config"))
+    (tui_env / "config").mkdir()
+    (tui_env / "config" / "settings.json").write_text(json.dumps(
+        {"checkpoint_dir": "./checkpoints", "output_root": "./output", "refresh_hz": 10.0}))
+    _write_run(tui_env / "output", "lofi-lora", "completed", 30, False)
+    _write_run(tui_env / "output", "jazz-test", "stopped", 7, True)
+    os.utime(tui_env, None)
+    return tui_env
+
+
+async def _settle(pilot):
+    for _ in range(3):
+        await pilot.pause(0.3)
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.3)
+
+
+def _form_values():
+    return {"checkpoint_dir": "./checkpoints", "dataset_dir": "./tensors",
+            "output_dir": "./output/new-run", "num_workers": 0}
+
+
+def test_dashboard(snap_env, snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=_settle)
+
+
+def test_form_basic(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.action_new_training("fixed", _form_values())
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_form_advanced_lokr_with_error(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.action_new_training("vanilla", {**_form_values(), "adapter_type": "lokr"})
+        await _settle(pilot)
+        await pilot.press("f2")
+        box = pilot.app.screen.query_one("#input-epochs")
+        box.focus()
+        box.value = "0"
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_review(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.action_new_training("fixed", _form_values(), preset="quick_test")
+        await _settle(pilot)
+        await pilot.press("f3")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_monitor_of_a_finished_run(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.open_history_run(Path("output/lofi-lora"))
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_history(snap_env, snap_compare):
+    assert snap_compare(make_app(), press=["h"], terminal_size=SIZE, run_before=_settle)
+
+
+def test_presets(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.action_presets()
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_settings(snap_env, snap_compare):
+    assert snap_compare(make_app(), press=["s"], terminal_size=SIZE, run_before=_settle)
+
+
+def test_help(snap_env, snap_compare):
+    assert snap_compare(make_app(), press=["question_mark"], terminal_size=SIZE,
+                        run_before=_settle)
+
+
+def test_quit_confirmation_and_error_dialogs(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.show_error("Training failed", "out of memory 3 times in a row",
+                             "The run folder's sidestep.log has the details.")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_demo_setup(snap_env, snap_compare):
+    async def run(pilot):
+        from sidestep.tui.screens.demo_setup import DemoSetupScreen
+
+        screen = DemoSetupScreen()
+        pilot.app.goto(screen)
+        await _settle(pilot)
+        for line in ("[  0.0s] writing tiny checkpoints", "[ 17.9s] synthesising audio"):
+            screen.add_line(line)
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
