@@ -82,7 +82,6 @@ def tui_env(tmp_path, monkeypatch, demo_root, small_tensors):
     """A working directory with ./checkpoints (the demo models), ./tensors (six songs) and
     settings pointing there, so screens show short, stable paths."""
     import json as _json
-    import os
 
     monkeypatch.chdir(tmp_path)
     os.symlink(demo_root / "checkpoints", tmp_path / "checkpoints")

@@ -300,3 +300,85 @@ async def test_vram_profile_autofill_and_live_verdict(tui_env):
         line = str(form.query_one("#vram-estimate").render())
         assert "will not fit" in line
         assert form.query_one("#vram-estimate").has_class("estimate-bad")
+
+
+class ScriptedEngine:
+    """Emits a short run's events and waits for stop: the monitor under a steady event flow
+    without torch (the real engine is covered by the tests above)."""
+
+    def __init__(self, config, sinks, control, lines=12):
+        from sidestep.engine.events import LogLine, RunStarted, StepMetrics
+
+        self.sinks, self.control = sinks, control
+        self.events = [RunStarted(run_dir=str(config.output_dir), config={}, device="cpu",
+                                  precision="fp32", model="tiny", adapter_type="lora",
+                                  trainable_params=10, dataset_size=3, steps_per_epoch=4,
+                                  total_steps=40, total_epochs=10)]
+        self.events += [StepMetrics(step=i + 1, epoch=i // 4 + 1, loss=2.0 - 0.01 * i, lr=1e-4)
+                        for i in range(lines)]
+        self.events += [LogLine(message=f"line {i:02d}", level="warning" if i == 3 else "info")
+                        for i in range(lines)]
+
+    def run(self):
+        import time as _time
+
+        from sidestep.engine.events import RunFinished
+
+        for event in self.events:
+            for sink in self.sinks:
+                sink.handle(event)
+        while not self.control.stop_requested:
+            _time.sleep(0.05)
+        for sink in self.sinks:
+            sink.handle(RunFinished(status="stopped", step=12, epoch=3))
+
+
+async def test_monitor_log_tail_and_full_log(tui_env):
+    from sidestep.tui.screens.log_view import LogScreen
+    from sidestep.tui.widgets.log_tail import LogTail
+
+    app = make_app(engine_factory=ScriptedEngine)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, output_dir="./output/scripted")
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen)
+                                and app.runner.state.log_total >= 13, 20)
+        await pilot.pause(1.2)  # one monitor refresh
+        tail = str(app.screen.query_one(LogTail).render())
+        assert "line 11" in tail and "line 07" in tail and "line 06" not in tail  # newest five
+        await pilot.press("g")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, LogScreen), 5)
+        await pilot.pause(0.3)
+        full = "\n".join(line.text for line in app.screen.query_one("#full-log").lines)
+        assert all(f"line {i:02d}" in full for i in range(12))
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 5)
+        app.runner.stop()
+        assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 10)
+
+
+async def test_monitor_slows_its_charts_when_over_the_cpu_budget(tui_env):
+    import time as _time
+
+    from sidestep.tui.screens import monitor as monitor_mod
+
+    app = make_app(engine_factory=ScriptedEngine)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, output_dir="./output/budget")
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 20)
+        screen = app.screen
+        assert screen.chart_period == monitor_mod.CHART_PERIOD_S
+        periods = []
+        for _ in range(8):  # pretend the UI thread used half a core since the last check
+            screen._cpu_mark = (_time.thread_time() - 1.0, _time.perf_counter() - 2.0)
+            screen._adapt_chart_period(_time.perf_counter())
+            periods.append(screen.chart_period)
+        assert periods == sorted(periods) and periods[0] > monitor_mod.CHART_PERIOD_S
+        assert periods[-1] == monitor_mod.CHART_PERIOD_MAX_S
+        for _ in range(10):  # an idle UI thread: back to the fastest period
+            screen._cpu_mark = (_time.thread_time(), _time.perf_counter() - 2.0)
+            screen._adapt_chart_period(_time.perf_counter())
+        assert screen.chart_period == monitor_mod.CHART_PERIOD_S
+        app.runner.stop()
+        assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 10)

@@ -71,9 +71,13 @@ def snap_env(tui_env, monkeypatch):
 
 
 async def _settle(pilot):
+    from textual.widgets import Input
+
     for _ in range(3):
         await pilot.pause(0.3)
         await pilot.app.workers.wait_for_complete()
+    for box in pilot.app.screen.query(Input):  # a blinking cursor is a coin toss per frame
+        box.cursor_blink = False
     await pilot.pause(0.3)
 
 
@@ -120,6 +124,16 @@ def test_review(snap_env, snap_compare):
 def test_monitor_of_a_finished_run(snap_env, snap_compare):
     async def run(pilot):
         pilot.app.open_history_run(Path("output/lofi-lora"))
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_full_log_of_a_run(snap_env, snap_compare):
+    async def run(pilot):
+        pilot.app.open_history_run(Path("output/lofi-lora"))
+        await _settle(pilot)
+        await pilot.press("g")
         await _settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)

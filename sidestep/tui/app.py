@@ -120,7 +120,7 @@ class SideStepApp(App):
             self.notify(warning, severity="warning", timeout=10)
         # The sampler starts after the first frame: NVML's import and init are not free.
         self.call_after_refresh(self._start_gpu_sampler)
-        self.set_interval(0.1, self._drain)
+        self.set_interval(0.25, self._drain)
         self.push_screen(DashboardScreen(id="dashboard"))
         if self.install_signals:
             self._install_signal_handlers()

@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
+from sidestep.tui.widgets.tables import fill_table
+
 
 def fmt_loss(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
@@ -38,29 +40,28 @@ class DashboardScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        runs = self.query_one("#runs-table", DataTable)
-        runs.add_columns("run", "status", "epochs", "best loss")
-        models = self.query_one("#models-table", DataTable)
-        models.add_columns("model", "family", "size")
         self.set_interval(1.0, self.tick)
         self.tick()
         self.reload()
 
     def on_screen_resume(self) -> None:
         self.reload()
+        self.tick()
 
     def reload(self) -> None:
         self.load_runs()
         self.load_models()
 
     def tick(self) -> None:
-        if not self.is_current:  # hidden under another screen: nothing to draw
+        # Only when on top: Textual composites the screen just below the top one too (it may
+        # show through), so a hidden dashboard that redraws repaints the whole monitor.
+        if self.app.screen is not self:
             return
         app = self.app
         readings = app.gpu_readings() if hasattr(app, "gpu_readings") else []
         from sidestep.tui.widgets.gpu import gpu_lines
 
-        self.query_one("#gpu-line", Static).update(" | ".join(gpu_lines(readings)))
+        self._set("#gpu-line", " | ".join(gpu_lines(readings)))
         state = getattr(getattr(app, "runner", None), "state", None)
         line = ""
         if state is not None:
@@ -70,8 +71,16 @@ class DashboardScreen(Screen):
                         f"{state.total_epochs or '?'} (Monitor shows it)")
             elif state.finished is not None:
                 line = f"last run {state.status}: {state.title}"
-        self.query_one("#active-run", Static).update(line)
-        self.query_one("#go-monitor", Button).disabled = state is None
+        self._set("#active-run", line)
+        button = self.query_one("#go-monitor", Button)
+        if button.disabled != (state is None):
+            button.disabled = state is None
+
+    def _set(self, selector: str, text: str) -> None:
+        widget = self.query_one(selector, Static)
+        if getattr(widget, "_sidestep_text", None) != text:
+            widget._sidestep_text = text
+            widget.update(text)
 
     @work(thread=True, exclusive=True, group="dash-runs")
     def load_runs(self) -> None:
@@ -81,13 +90,11 @@ class DashboardScreen(Screen):
         self.app.call_from_thread(self._show_runs, runs[:12])
 
     def _show_runs(self, runs) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        table.clear()
-        for r in runs:
-            table.add_row(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
-                          fmt_loss(r.best_loss), key=str(r.path))
-        if not runs:
-            table.add_row("(no runs yet)", "", "", "")
+        rows = [(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
+                 fmt_loss(r.best_loss)) for r in runs] or [("(no runs yet)", "", "", "")]
+        keys = [str(r.path) for r in runs] or [None]
+        fill_table(self.query_one("#runs-table", DataTable),
+                   ("run", "status", "epochs", "best loss"), rows, keys)
 
     @work(thread=True, exclusive=True, group="dash-models")
     def load_models(self) -> None:
@@ -105,11 +112,10 @@ class DashboardScreen(Screen):
 
         self.query_one("#models-root", Static).update(short(root) + (f"\n{error}" if error
                                                                      else ""))
-        table = self.query_one("#models-table", DataTable)
-        table.clear()
-        for e in entries:
-            size = "XL" if e.is_xl else f"h{e.hidden_size}" if e.hidden_size else "?"
-            table.add_row(e.name, e.family, size, key=e.name)
+        rows = [(e.name, e.family, "XL" if e.is_xl else f"h{e.hidden_size}" if e.hidden_size
+                 else "?") for e in entries]
+        fill_table(self.query_one("#models-table", DataTable), ("model", "family", "size"),
+                   rows, [e.name for e in entries])
 
     @on(DataTable.RowSelected, "#runs-table")
     def open_run(self, event: DataTable.RowSelected) -> None:

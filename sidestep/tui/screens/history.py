@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from sidestep.tui.screens.dashboard import fmt_loss
+from sidestep.tui.widgets.tables import fill_table
 
 
 class HistoryScreen(Screen):
@@ -40,8 +41,6 @@ class HistoryScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#history-table", DataTable)
-        table.add_columns("run", "status", "mode", "adapter", "model", "epochs", "step",
-                          "best loss", "started")
         self.reload()
         table.focus()
 
@@ -59,14 +58,14 @@ class HistoryScreen(Screen):
 
         self.query_one("#history-roots", Static).update(
             "runs found under: " + ", ".join(short(r) for r in roots))
-        table = self.query_one("#history-table", DataTable)
-        table.clear()
-        for r in runs:
-            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) \
-                if r.started_at else "?"
-            table.add_row(r.name, r.status, r.mode, r.adapter_type, r.model,
-                          f"{r.epochs_done}/{r.epochs_total or '?'}", str(r.last_step),
-                          fmt_loss(r.best_loss), started, key=str(r.path))
+        rows = [(r.name, r.status, r.mode, r.adapter_type, r.model,
+                 f"{r.epochs_done}/{r.epochs_total or '?'}", str(r.last_step),
+                 fmt_loss(r.best_loss),
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at))
+                 if r.started_at else "?") for r in runs]
+        fill_table(self.query_one("#history-table", DataTable),
+                   ("run", "status", "mode", "adapter", "model", "epochs", "step", "best loss",
+                    "started"), rows, [str(r.path) for r in runs])
         self._detail()
 
     def selected(self):

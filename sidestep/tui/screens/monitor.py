@@ -6,18 +6,23 @@ Leaving the screen never stops the run.
 
 from __future__ import annotations
 
+import time
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Label, ProgressBar, RichLog, Static
+from textual.widgets import Button, Footer, Header, Label
 
 from sidestep.tui.state import RunState
+from sidestep.tui.widgets.bar import CellBar
 from sidestep.tui.widgets.gpu import GpuPanel
+from sidestep.tui.widgets.log_tail import LogTail
 
-CHART_PERIOD_S = 1.0
-_LEVEL_STYLE = {"warning": "yellow", "error": "bold red", "debug": "dim"}
+CHART_PERIOD_S = 1.0        # fastest chart redraw
+CHART_PERIOD_MAX_S = 10.0   # slowest, when the UI thread is over its budget
+UI_CPU_BUDGET = 0.02        # share of one core the app may take from a running engine
 
 
 def fmt_eta(seconds) -> str:
@@ -29,6 +34,7 @@ def fmt_eta(seconds) -> str:
 class MonitorScreen(Screen):
     BINDINGS = [
         Binding("l", "toggle_log_scale", "Log scale"),
+        Binding("g", "full_log", "Full log"),
         Binding("space", "toggle_pause", "Pause/resume", id="monitor_pause"),
         Binding("c", "save_now", "Save now"),
         Binding("x", "stop", "Stop & save"),
@@ -39,9 +45,11 @@ class MonitorScreen(Screen):
         super().__init__()
         self.state = state
         self.live = live
-        self._log_seen = 0
         self._drawn_version = -1
         self._texts: dict[str, object] = {}
+        self.chart_period = CHART_PERIOD_S
+        self._next_chart = 0.0
+        self._cpu_mark = (time.thread_time(), time.perf_counter())
 
     def compose(self) -> ComposeResult:
         from sidestep.tui.widgets.charts import LossChart, LrChart
@@ -51,28 +59,32 @@ class MonitorScreen(Screen):
             with Vertical(id="monitor-progress"):
                 yield Label("", id="run-title")
                 yield Label("", id="epoch-label")
-                yield ProgressBar(id="epoch-bar", show_eta=False)
+                yield CellBar(id="epoch-bar")
                 yield Label("", id="step-label")
-                yield ProgressBar(id="step-bar", show_eta=False)
+                yield CellBar(id="step-bar")
                 yield Label("", id="rate-label")
             yield GpuPanel(id="gpu-panel")
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield LrChart(id="lr-chart")
-        yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=False)
+        yield LogTail(lines=5, id="run-log")
         with Horizontal(id="monitor-actions"):
             yield Button("Pause (space)", id="pause", compact=True)
             yield Button("Save now (c)", id="save", compact=True)
             yield Button("Stop & save (x)", id="stop", variant="error", compact=True)
+            yield Button("Full log (g)", id="log", compact=True)
             yield Button("Dashboard (esc)", id="dash", compact=True)
         yield Footer()
 
+    def on_screen_resume(self) -> None:
+        self._next_chart = 0.0
+        self.refresh_view()
+
     def on_mount(self) -> None:
-        hz = getattr(getattr(self.app, "settings", None), "refresh_hz", 4.0) or 4.0
+        hz = getattr(getattr(self.app, "settings", None), "refresh_hz", 2.0) or 2.0
         self.set_interval(1.0 / hz, self.refresh_view)
-        # Charts are the costly part (plotext renders text in Python): at most once a second,
-        # so an attached monitor does not slow a CPU-bound run down.
-        self.set_interval(CHART_PERIOD_S, self.refresh_charts)
+        # Charts are the costly part (plotext renders text in Python); their period adapts.
+        self.set_interval(0.5, self._chart_tick)
         self.refresh_view()
         self.refresh_charts()
         if not self.live or not self.state.active:
@@ -88,12 +100,18 @@ class MonitorScreen(Screen):
             widget.update(text, layout=False)
 
     def _bar(self, selector: str, total: int, progress: int) -> None:
-        key = (max(total, 1), progress)
-        if self._texts.get(selector) != key:
-            self._texts[selector] = key
-            self.query_one(selector, ProgressBar).update(total=key[0], progress=progress)
+        self.query_one(selector, CellBar).set_progress(progress, total)
+
+    def _hidden(self) -> bool:
+        """Covered by a full screen (a dialog lets the monitor show through, so it still draws)."""
+        from textual.screen import ModalScreen
+
+        top = self.app.screen
+        return top is not self and not (isinstance(top, ModalScreen) and top.styles.background.a < 1)
 
     def refresh_view(self) -> None:
+        if self._hidden():
+            return
         s = self.state
         readings = self.app.gpu_readings() if hasattr(self.app, "gpu_readings") else []
         self.query_one(GpuPanel).update_from(readings)
@@ -113,15 +131,7 @@ class MonitorScreen(Screen):
         lr = f"lr {s.lrs[-1]:.2e}" if s.lrs else "lr —"
         self._text("#rate-label", f"{rate}   ETA {fmt_eta(s.eta_seconds) if s.active else '—'}"
                                   f"   {lr}   {s.device} {s.precision}")
-        log = self.query_one("#run-log", RichLog)
-        new = s.log_total - self._log_seen
-        if new > 0:
-            from rich.text import Text
-
-            for level, text in list(s.log)[-min(new, len(s.log)):]:
-                style = _LEVEL_STYLE.get(level)
-                log.write(Text(text, style=style) if style else text)
-            self._log_seen = s.log_total
+        self.query_one(LogTail).show(s.log, s.log_total)
         label = "Resume (space)" if s.status == "paused" else "Pause (space)"
         pause = self.query_one("#pause", Button)
         if str(pause.label) != label:
@@ -132,6 +142,30 @@ class MonitorScreen(Screen):
                 if not button.disabled:
                     button.disabled = True
 
+    def _chart_tick(self) -> None:
+        now = time.perf_counter()
+        if now < self._next_chart or self._hidden():
+            return
+        if self.live and self.state.active:
+            self._adapt_chart_period(now)
+        self._next_chart = now + self.chart_period
+        self.refresh_charts()
+
+    def _adapt_chart_period(self, now: float) -> None:
+        """Keep the UI thread under UI_CPU_BUDGET of a core while a run is active: the engine
+        shares the GIL with it, so every UI millisecond is one the training loop waits for. The
+        measure is this thread's CPU time (all of Textual's work), the knob the chart period."""
+        cpu0, wall0 = self._cpu_mark
+        cpu = time.thread_time()
+        if now - wall0 < 0.5:
+            return
+        share = (cpu - cpu0) / (now - wall0)
+        self._cpu_mark = (cpu, now)
+        if share > UI_CPU_BUDGET:
+            self.chart_period = min(self.chart_period * 1.5, CHART_PERIOD_MAX_S)
+        elif share < UI_CPU_BUDGET / 2:
+            self.chart_period = max(self.chart_period / 1.5, CHART_PERIOD_S)
+
     def refresh_charts(self) -> None:
         self.query_one("#loss-chart").draw(self.state)
         self.query_one("#lr-chart").draw(self.state)
@@ -141,6 +175,11 @@ class MonitorScreen(Screen):
         chart = self.query_one("#loss-chart")
         chart.log_scale = not chart.log_scale
         chart.draw(self.state, force=True)
+
+    def action_full_log(self) -> None:
+        from sidestep.tui.screens.log_view import LogScreen
+
+        self.app.push_screen(LogScreen(self.state))
 
     def action_toggle_pause(self) -> None:
         if not self.live or not self.state.active:
@@ -183,6 +222,10 @@ class MonitorScreen(Screen):
     @on(Button.Pressed, "#stop")
     def _stop(self) -> None:
         self.action_stop()
+
+    @on(Button.Pressed, "#log")
+    def _log(self) -> None:
+        self.action_full_log()
 
     @on(Button.Pressed, "#dash")
     def _dash(self) -> None:

@@ -15,6 +15,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from sidestep.config import schema
 from sidestep.config.presets import PresetError, PresetStore
 from sidestep.config.values import to_text
+from sidestep.tui.widgets.tables import fill_table
 
 
 class PresetsScreen(Screen):
@@ -40,9 +41,6 @@ class PresetsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#presets-table", DataTable).add_columns("name", "location",
-                                                                "description")
-        self.query_one("#preset-values", DataTable).add_columns("field", "value")
         self.reload()
         self.query_one("#presets-table", DataTable).focus()
 
@@ -59,11 +57,10 @@ class PresetsScreen(Screen):
         self.query_one("#preset-dirs", Static).update(
             f"local {short(store.dirs['local'])} · global {short(store.dirs['global'])} · "
             "built-in (read-only)")
-        table = self.query_one("#presets-table", DataTable)
-        table.clear()
-        for i in infos:
-            where = i.source + (f" (hides {', '.join(i.shadows)})" if i.shadows else "")
-            table.add_row(i.name, where, i.description[:60], key=i.name)
+        rows = [(i.name, i.source + (f" (hides {', '.join(i.shadows)})" if i.shadows else ""),
+                 i.description) for i in infos]
+        fill_table(self.query_one("#presets-table", DataTable), ("name", "location",
+                   "description"), rows, [i.name for i in infos])
         self._view()
 
     def selected(self):
@@ -78,18 +75,17 @@ class PresetsScreen(Screen):
 
     def _view(self) -> None:
         values = self.query_one("#preset-values", DataTable)
-        values.clear()
         info = self.selected()
-        if info is None:
-            return
-        try:
-            preset = PresetStore().load(info.name)
-        except PresetError as exc:
-            values.add_row("error", str(exc))
-            return
-        for s in schema.PRESET_FIELDS:
-            if s.name in preset.values:
-                values.add_row(s.file_key, to_text(s, preset.values[s.name]) or "(none)")
+        rows: list[tuple[str, str]] = []
+        if info is not None:
+            try:
+                preset = PresetStore().load(info.name)
+            except PresetError as exc:
+                rows = [("error", str(exc))]
+            else:
+                rows = [(s.file_key, to_text(s, preset.values[s.name]) or "(none)")
+                        for s in schema.PRESET_FIELDS if s.name in preset.values]
+        fill_table(values, ("field", "value"), rows)
 
     def action_load(self) -> None:
         info = self.selected()

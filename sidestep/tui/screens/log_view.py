@@ -1,0 +1,42 @@
+"""The whole run log, scrollable, following new lines while it is open."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Label, RichLog
+
+from sidestep.tui.state import RunState
+from sidestep.tui.widgets.log_tail import styled_line
+
+
+class LogScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("g", "dismiss", "Close", show=False)]
+
+    def __init__(self, state: RunState):
+        super().__init__(id="log-screen")
+        self.state = state
+        self._seen = 0
+
+    def compose(self) -> ComposeResult:
+        yield Label(f"Log — {self.state.title or self.state.run_dir}", id="log-title")
+        yield RichLog(id="full-log", wrap=True, markup=False, max_lines=None)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.follow()
+        self.set_interval(1.0, self.follow)
+
+    def follow(self) -> None:
+        s = self.state
+        new = s.log_total - self._seen
+        if new <= 0:
+            return
+        log = self.query_one("#full-log", RichLog)
+        for level, text in list(s.log)[-min(new, len(s.log)):]:
+            log.write(styled_line(level, text))
+        self._seen = s.log_total
+
+    def action_dismiss(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,26 @@
+"""Filling DataTables with column widths measured here, from the data.
+
+DataTable measures auto-width columns on its next idle message; a frame drawn before that
+(or a refill racing it) shows columns cut to their header's width. Measuring up front makes
+every frame right.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from rich.cells import cell_len
+from textual.widgets import DataTable
+
+
+def fill_table(table: DataTable, headers: Sequence[str], rows: Iterable[Sequence[str]],
+               keys: Iterable[str | None] | None = None, max_width: int = 60) -> None:
+    rows = [[str(cell) for cell in row] for row in rows]
+    keys = list(keys) if keys is not None else [None] * len(rows)
+    widths = [min(max([cell_len(h)] + [cell_len(r[i]) for r in rows]), max_width)
+              for i, h in enumerate(headers)]
+    table.clear(columns=True)
+    for header, width in zip(headers, widths):
+        table.add_column(header, width=width)
+    for row, key in zip(rows, keys):
+        table.add_row(*row, key=key)
