@@ -316,8 +316,8 @@ class ScriptedEngine:
                                   total_steps=40, total_epochs=10)]
         self.events += [StepMetrics(step=i + 1, epoch=i // 4 + 1, loss=2.0 - 0.01 * i, lr=1e-4)
                         for i in range(lines)]
-        self.events += [LogLine(message=f"line {i:02d}", level="warning" if i == 3 else "info")
-                        for i in range(lines)]
+        self.events += [LogLine(message=f"line {i:02d}" + (" /a/long/path" * 30 if i == 10 else ""),
+                                level="warning" if i == 3 else "info") for i in range(lines)]
 
     def run(self):
         import time as _time
@@ -345,7 +345,9 @@ async def test_monitor_log_tail_and_full_log(tui_env):
                                 and app.runner.state.log_total >= 13, 20)
         await pilot.pause(1.2)  # one monitor refresh
         tail = str(app.screen.query_one(LogTail).render())
+        assert all(len(row) <= 96 for row in tail.splitlines())
         assert "line 11" in tail and "line 07" in tail and "line 06" not in tail  # newest five
+        assert "line 10 /a/long/path" in tail and "…" in tail  # cut to the box, not wrapped
         await pilot.press("g")
         assert await wait_until(pilot, lambda: isinstance(app.screen, LogScreen), 5)
         await pilot.pause(0.3)
