@@ -120,7 +120,8 @@ class SideStepApp(App):
             self.notify(warning, severity="warning", timeout=10)
         # The sampler starts after the first frame: NVML's import and init are not free.
         self.call_after_refresh(self._start_gpu_sampler)
-        self.set_interval(0.25, self._drain)
+        # The monitor drains on its own refresh; this catches the end of a run elsewhere.
+        self.set_interval(1.0, self.drain_events)
         self.push_screen(DashboardScreen(id="dashboard"))
         if self.install_signals:
             self._install_signal_handlers()
@@ -307,9 +308,8 @@ class SideStepApp(App):
     def action_stop_run(self) -> None:
         self.runner.stop()
 
-    def _drain(self) -> None:
-        if not self.runner.drain():
-            pass
+    def drain_events(self) -> None:
+        self.runner.drain()
         state = self.runner.state
         if state is not None and state.finished is not None and \
                 self._announced != id(state.finished):

@@ -83,8 +83,8 @@ class MonitorScreen(Screen):
     def on_mount(self) -> None:
         hz = getattr(getattr(self.app, "settings", None), "refresh_hz", 2.0) or 2.0
         self.set_interval(1.0 / hz, self.refresh_view)
-        # Charts are the costly part (plotext renders text in Python); their period adapts.
-        self.set_interval(0.5, self._chart_tick)
+        # One timer (every wake-up takes the GIL from a running engine); the charts, the
+        # costly part (plotext renders text in Python), redraw on it when due.
         self.refresh_view()
         self.refresh_charts()
         if not self.live or not self.state.active:
@@ -112,6 +112,9 @@ class MonitorScreen(Screen):
     def refresh_view(self) -> None:
         if self._hidden():
             return
+        if self.live and hasattr(self.app, "drain_events"):
+            self.app.drain_events()
+        self._chart_tick()
         s = self.state
         readings = self.app.gpu_readings() if hasattr(self.app, "gpu_readings") else []
         self.query_one(GpuPanel).update_from(readings)

@@ -1,0 +1,96 @@
+"""`sidestep gpu`, `sidestep vram-estimate`, `--vram-profile` and the estimate in the training
+summary, with NVML's answer faked (no GPU here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REFERENCE
+from sidestep.cli import main
+from sidestep.config.presets import PresetStore
+
+
+def card(total_gib, free_gib):
+    return lambda: [{"index": 0, "name": "Test GPU", "total_mib": total_gib * 1024.0,
+                     "free_mib": free_gib * 1024.0, "other_processes_mib": 0.0}]
+
+
+@pytest.fixture
+def ckpt_root(tmp_path):
+    """A checkpoint root whose turbo folder holds the real 2B config.json (no weights: the
+    estimate reads the config alone)."""
+    model = tmp_path / "checkpoints" / "acestep-v15-turbo"
+    model.mkdir(parents=True)
+    config = json.loads((REFERENCE / "config_turbo.json").read_text())["config"]
+    (model / "config.json").write_text(json.dumps(config))
+    return tmp_path / "checkpoints"
+
+
+def run(capsys, argv):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def estimate_json(capsys, ckpt_root, *flags):
+    code, out, err = run(capsys, ["--plain", "vram-estimate", "--checkpoint-dir", str(ckpt_root),
+                                  "--dataset-dir", "d", "--output-dir", "o", "--json", *flags])
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_vram_estimate_json(capsys, ckpt_root, monkeypatch):
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", lambda: [])
+    small = estimate_json(capsys, ckpt_root, "--preset", "vram_8gb")
+    assert small["model_config"] == "config.json" and small["free_mib"] is None
+    assert 0 < small["peak_mib"] < 8 * 1024
+    assert abs(sum(small["breakdown_mib"].values()) - small["peak_mib"]) < 1.0
+    bigger = estimate_json(capsys, ckpt_root, "--preset", "vram_8gb", "--rank", "128")
+    assert bigger["peak_mib"] > small["peak_mib"]
+    assert bigger["adapter_params"] > small["adapter_params"]
+
+
+def test_vram_estimate_verdict_against_free_memory(capsys, ckpt_root, monkeypatch):
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", card(24, 23))
+    assert estimate_json(capsys, ckpt_root, "--preset", "vram_8gb")["verdict"] == "fits"
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", card(8, 1))
+    assert estimate_json(capsys, ckpt_root, "--preset", "vram_8gb")["verdict"] == "will not fit"
+
+
+def test_gpu_command(capsys, monkeypatch):
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", card(12, 11))
+    code, out, _ = run(capsys, ["--plain", "gpu"])
+    assert code == 0 and "Test GPU" in out and "--vram-profile 12gb" in out
+    code, out, _ = run(capsys, ["--plain", "gpu", "--json"])
+    assert json.loads(out)["suggested_profile"] == "12gb"
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", lambda: [])
+    code, out, _ = run(capsys, ["--plain", "gpu"])
+    assert code == 0 and "no GPU detected" in out
+
+
+def test_vram_profile_flag_applies_the_tier_preset(capsys, monkeypatch):
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", card(12, 11))
+    base = ["--plain", "fixed", "--checkpoint-dir", "a", "--dataset-dir", "b",
+            "--output-dir", "c", "--print-config"]
+    tier = PresetStore().load("vram_12gb").values
+    code, out, err = run(capsys, base + ["--vram-profile", "auto"])
+    assert code == 0, err
+    cfg = json.loads(out)
+    assert all(cfg[k] == (list(v) if isinstance(v, tuple) else v) for k, v in tier.items()
+               if k in cfg)
+    code, out, _ = run(capsys, base + ["--vram-profile", "auto", "--rank", "8"])
+    assert json.loads(out)["rank"] == 8  # explicit flags win over the profile
+    code, out, err = run(capsys, base + ["--vram-profile", "huge"])
+    assert code == 2 and "--vram-profile" in err
+
+
+def test_training_summary_warns_when_it_will_not_fit(capsys, ckpt_root, monkeypatch):
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", card(8, 1))
+    code, out, err = run(capsys, ["--plain", "fixed", "--checkpoint-dir", str(ckpt_root),
+                                  "--dataset-dir", "d", "--output-dir", "o", "--rank", "64"])
+    text = out + err
+    assert "VRAM estimate" in text or "GiB" in text
+    assert "will probably not fit" in text
+    assert code == 2 and "not started" in text  # no terminal to confirm on: nothing ran
