@@ -126,9 +126,14 @@ class SideStepApp(App):
         if self.install_signals:
             self._install_signal_handlers()
         if self.prewarm:
-            self.run_worker(_prewarm_engine, thread=True, group="prewarm", exit_on_error=False)
+            # After the first frame: the imports (torch, peft, lightning) hold the GIL for
+            # seconds and would otherwise delay the dashboard's first paint.
+            self.call_after_refresh(self.set_timer, 0.5, self._start_prewarm)
         if self.demo:
             self.start_demo()
+
+    def _start_prewarm(self) -> None:
+        self.run_worker(_prewarm_engine, thread=True, group="prewarm", exit_on_error=False)
 
     def _start_gpu_sampler(self) -> None:
         from sidestep.telemetry.nvml import GpuSampler
