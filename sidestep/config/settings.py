@@ -24,7 +24,7 @@ class Settings:
     output_root: str = "./output"
     dataset_root: str = ""
     theme: str = "sidestep-dark"
-    refresh_hz: float = 2.0          # how often the monitor redraws its text
+    refresh_hz: float = 1.0          # how often the monitor redraws its text
     gpu_poll_seconds: float = 1.0    # NVML sampling period
     form_mode: str = "basic"         # training form opens in basic or advanced mode
     confirm_quit: bool = False     # ask even when no run is active

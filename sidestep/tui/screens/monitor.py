@@ -21,7 +21,7 @@ from sidestep.tui.widgets.gpu import GpuPanel
 from sidestep.tui.widgets.log_tail import LogTail
 
 CHART_PERIOD_S = 1.0        # fastest chart redraw
-CHART_PERIOD_MAX_S = 10.0   # slowest, when the UI thread is over its budget
+CHART_PERIOD_MAX_S = 5.0    # slowest, when the UI thread is over its budget
 UI_CPU_BUDGET = 0.02        # share of one core the app may take from a running engine
 
 
@@ -81,7 +81,7 @@ class MonitorScreen(Screen):
         self.refresh_view()
 
     def on_mount(self) -> None:
-        hz = getattr(getattr(self.app, "settings", None), "refresh_hz", 2.0) or 2.0
+        hz = getattr(getattr(self.app, "settings", None), "refresh_hz", 1.0) or 1.0
         self.set_interval(1.0 / hz, self.refresh_view)
         # One timer (every wake-up takes the GIL from a running engine); the charts, the
         # costly part (plotext renders text in Python), redraw on it when due.
@@ -107,7 +107,8 @@ class MonitorScreen(Screen):
         from textual.screen import ModalScreen
 
         top = self.app.screen
-        return top is not self and not (isinstance(top, ModalScreen) and top.styles.background.a < 1)
+        see_through = isinstance(top, ModalScreen) and top.styles.background.a < 1
+        return top is not self and not see_through
 
     def refresh_view(self) -> None:
         if self._hidden():
