@@ -39,13 +39,21 @@ def _config(demo: Path, out: Path, epochs: int):
                    preset).config
 
 
+def _step_times(run_dir: Path) -> tuple[list[float], int]:
+    """The engine's own step timestamps (events.jsonl) and samples per optimizer step."""
+    from sidestep.engine.events import RunStarted, StepMetrics, read_events
+
+    events = read_events(run_dir / "events.jsonl")
+    cfg = next(e.config for e in events if isinstance(e, RunStarted))
+    return ([e.time for e in events if isinstance(e, StepMetrics)],
+            cfg["batch_size"] * cfg["gradient_accumulation"])
+
+
 def _steady_rate(run_dir: Path) -> float:
-    """Samples per second from the engine's own step timestamps (events.jsonl), after the
-    first fifth of the run (skips warm-up). Batch 1 x accumulation 4 in quick_test."""
-    steps = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    times = [e["time"] for e in steps if e["type"] == "step"]
+    """Samples per second after the first fifth of the run (skips warm-up)."""
+    times, per_step = _step_times(run_dir)
     first = len(times) // 5
-    return 4 * (len(times) - 1 - first) / (times[-1] - times[first])
+    return per_step * (len(times) - 1 - first) / (times[-1] - times[first])
 
 
 def headless(demo: Path, epochs: int) -> float:
@@ -119,15 +127,14 @@ def interleaved(demo: Path, epochs: int, window: float = 4.0) -> dict[str, float
                     kind = "monitor"
 
     asyncio.run(main())
-    steps = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    times = [e["time"] for e in steps if e["type"] == "step"]
+    times, per_step = _step_times(out)
     count = {"monitor": 0, "blank": 0}
     span = {"monitor": 0.0, "blank": 0.0}
     for kind, start, end in phases[:-1]:  # the last phase holds the run's end
         start += 0.5  # skip the screen switch itself
         count[kind] += sum(start <= t < end for t in times)
         span[kind] += end - start
-    return {kind: 4 * count[kind] / span[kind] for kind in count if span[kind] > 0}
+    return {kind: per_step * count[kind] / span[kind] for kind in count if span[kind] > 0}
 
 
 # The floor on this machine: the smallest Textual app that draws the same marker text.

@@ -91,6 +91,6 @@ def test_training_summary_warns_when_it_will_not_fit(capsys, ckpt_root, monkeypa
     code, out, err = run(capsys, ["--plain", "fixed", "--checkpoint-dir", str(ckpt_root),
                                   "--dataset-dir", "d", "--output-dir", "o", "--rank", "64"])
     text = out + err
-    assert "VRAM estimate" in text or "GiB" in text
+    assert "estimated peak VRAM" in text and "will not fit in 1.0 GiB free" in text
     assert "will probably not fit" in text
     assert code == 2 and "not started" in text  # no terminal to confirm on: nothing ran

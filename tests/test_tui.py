@@ -384,3 +384,28 @@ async def test_monitor_slows_its_charts_when_over_the_cpu_budget(tui_env):
         assert screen.chart_period == monitor_mod.CHART_PERIOD_S
         app.runner.stop()
         assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 10)
+
+
+def test_charts_redraw_for_new_steps_not_for_log_lines():
+    from sidestep.engine.events import LogLine, StepMetrics
+    from sidestep.tui.state import RunState
+    from sidestep.tui.widgets.charts import LossChart, LrChart
+
+    state = RunState()
+    state.apply(StepMetrics(step=1, epoch=1, loss=2.0, lr=1e-4))
+    loss, lr = LossChart(), LrChart()
+    drawn = []
+    for chart in (loss, lr):
+        chart.refresh = lambda *a, _c=chart, **k: drawn.append(type(_c).__name__)
+        chart.draw(state)
+    assert drawn == ["LossChart", "LrChart"]
+    state.apply(LogLine(message="an epoch ended"))
+    loss.draw(state)
+    lr.draw(state)
+    assert len(drawn) == 2  # a log line changes no curve
+    state.apply(StepMetrics(step=2, epoch=1, loss=1.9, lr=1e-4))
+    loss.draw(state)
+    lr.draw(state)
+    assert len(drawn) == 4
+    assert state.log_since(0)[-1] == ("info", "an epoch ended")
+    assert state.log_since(state.log_total) == []

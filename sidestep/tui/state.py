@@ -54,6 +54,11 @@ class RunState:
     def active(self) -> bool:
         return self.finished is None and not self.read_only
 
+    def log_since(self, seen_total: int) -> list[tuple[str, str]]:
+        """(level, text) lines appended after ``seen_total`` lines (as many as are kept)."""
+        new = self.log_total - seen_total
+        return list(self.log)[-min(new, len(self.log)):] if new > 0 else []
+
     def add_log(self, text: str, level: str = "info") -> None:
         self.log.append((level, text))
         self.log_total += 1

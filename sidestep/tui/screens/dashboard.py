@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
+from sidestep.tui.redraw import TextLine, shown
 from sidestep.tui.widgets.tables import fill_table
 
 
@@ -27,7 +28,7 @@ class DashboardScreen(Screen):
             yield Button("History (H)", id="go-history")
             yield Button("Presets", id="go-presets")
             yield Button("Settings (S)", id="go-settings")
-        yield Static("", id="active-run")
+        yield TextLine("", id="active-run")
         with Horizontal(id="dash-panels"):
             with Vertical(id="dash-runs"):
                 yield Label("Recent runs", classes="panel-title")
@@ -36,7 +37,7 @@ class DashboardScreen(Screen):
                 yield Label("Models", classes="panel-title")
                 yield Static("", id="models-root", markup=False)
                 yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
-        yield Static("GPU: sampling…", id="gpu-line", markup=False)
+        yield TextLine("GPU: sampling…", id="gpu-line")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -53,15 +54,13 @@ class DashboardScreen(Screen):
         self.load_models()
 
     def tick(self) -> None:
-        # Only when on top: Textual composites the screen just below the top one too (it may
-        # show through), so a hidden dashboard that redraws repaints the whole monitor.
-        if self.app.screen is not self:
+        if not shown(self):
             return
         app = self.app
         readings = app.gpu_readings() if hasattr(app, "gpu_readings") else []
         from sidestep.tui.widgets.gpu import gpu_lines
 
-        self._set("#gpu-line", " | ".join(gpu_lines(readings)))
+        self.query_one("#gpu-line", TextLine).set_text(" | ".join(gpu_lines(readings)))
         state = getattr(getattr(app, "runner", None), "state", None)
         line = ""
         if state is not None:
@@ -71,16 +70,10 @@ class DashboardScreen(Screen):
                         f"{state.total_epochs or '?'} (Monitor shows it)")
             elif state.finished is not None:
                 line = f"last run {state.status}: {state.title}"
-        self._set("#active-run", line)
+        self.query_one("#active-run", TextLine).set_text(line)
         button = self.query_one("#go-monitor", Button)
         if button.disabled != (state is None):
             button.disabled = state is None
-
-    def _set(self, selector: str, text: str) -> None:
-        widget = self.query_one(selector, Static)
-        if getattr(widget, "_sidestep_text", None) != text:
-            widget._sidestep_text = text
-            widget.update(text)
 
     @work(thread=True, exclusive=True, group="dash-runs")
     def load_runs(self) -> None:

@@ -29,14 +29,11 @@ class LogScreen(ModalScreen):
         self.set_interval(1.0, self.follow)
 
     def follow(self) -> None:
-        s = self.state
-        new = s.log_total - self._seen
-        if new <= 0:
-            return
+        lines = self.state.log_since(self._seen)
+        self._seen = self.state.log_total
         log = self.query_one("#full-log", RichLog)
-        for level, text in list(s.log)[-min(new, len(s.log)):]:
+        for level, text in lines:
             log.write(styled_line(level, text))
-        self._seen = s.log_total
 
     def action_dismiss(self) -> None:
         self.dismiss(None)

@@ -13,8 +13,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Label
+from textual.widgets import Button, Footer, Header
 
+from sidestep.tui.redraw import TextLine, shown
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.bar import CellBar
 from sidestep.tui.widgets.gpu import GpuPanel
@@ -46,7 +47,6 @@ class MonitorScreen(Screen):
         self.state = state
         self.live = live
         self._drawn_version = -1
-        self._texts: dict[str, object] = {}
         self.chart_period = CHART_PERIOD_S
         self._next_chart = 0.0
         self._cpu_mark = (time.thread_time(), time.perf_counter())
@@ -57,12 +57,12 @@ class MonitorScreen(Screen):
         yield Header()
         with Horizontal(id="monitor-top"):
             with Vertical(id="monitor-progress"):
-                yield Label("", id="run-title")
-                yield Label("", id="epoch-label")
+                yield TextLine("", id="run-title")
+                yield TextLine("", id="epoch-label")
                 yield CellBar(id="epoch-bar")
-                yield Label("", id="step-label")
+                yield TextLine("", id="step-label")
                 yield CellBar(id="step-bar")
-                yield Label("", id="rate-label")
+                yield TextLine("", id="rate-label")
             yield GpuPanel(id="gpu-panel")
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
@@ -92,28 +92,15 @@ class MonitorScreen(Screen):
                 self.query_one(f"#{bid}", Button).disabled = True
 
     def _text(self, selector: str, text: str) -> None:
-        """Change a label only when its text changed, without a layout pass (fixed sizes):
-        every reflow costs the training thread CPU time on a CPU-only box."""
-        widget = self.query_one(selector)
-        if self._texts.get(selector) != text:
-            self._texts[selector] = text
-            widget.update(text, layout=False)
+        self.query_one(selector, TextLine).set_text(text)
 
     def _bar(self, selector: str, total: int, progress: int) -> None:
         self.query_one(selector, CellBar).set_progress(progress, total)
 
-    def _hidden(self) -> bool:
-        """Covered by a full screen (a dialog lets the monitor show through, so it still draws)."""
-        from textual.screen import ModalScreen
-
-        top = self.app.screen
-        see_through = isinstance(top, ModalScreen) and top.styles.background.a < 1
-        return top is not self and not see_through
-
     def refresh_view(self) -> None:
-        if self._hidden():
+        if not shown(self):
             return
-        if self.live and hasattr(self.app, "drain_events"):
+        if self.live:
             self.app.drain_events()
         self._chart_tick()
         s = self.state
@@ -148,7 +135,7 @@ class MonitorScreen(Screen):
 
     def _chart_tick(self) -> None:
         now = time.perf_counter()
-        if now < self._next_chart or self._hidden():
+        if now < self._next_chart or not shown(self):
             return
         if self.live and self.state.active:
             self._adapt_chart_period(now)

@@ -21,7 +21,7 @@ FIELDS = [
     ("refresh_hz", "Monitor refresh rate (per second)", "float"),
     ("gpu_poll_seconds", "GPU sampling period (seconds)", "float"),
     ("form_mode", "Training form opens in", "mode"),
-    ("confirm_quit", "Ask before quitting (always; a running job always asks)", "bool"),
+    ("confirm_quit", "Ask before quitting when idle (a run always asks)", "bool"),
 ]
 
 

@@ -28,7 +28,8 @@ class LossChart(PlotextPlot):
         self._drawn = -1
 
     def draw(self, state: RunState, force: bool = False) -> None:
-        key = (state.version, self.log_scale)
+        # Keyed on the data drawn, not on ``state.version`` (log lines move that too).
+        key = (len(state.steps), state.best_step, self.log_scale)
         if key == self._drawn and not force:
             return
         self._drawn = key
@@ -59,9 +60,9 @@ class LrChart(PlotextPlot):
         self._drawn = -1
 
     def draw(self, state: RunState, force: bool = False) -> None:
-        if state.version == self._drawn and not force:
+        if len(state.steps) == self._drawn and not force:
             return
-        self._drawn = state.version
+        self._drawn = len(state.steps)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.widgets import Static
+from sidestep.tui.redraw import TextLine
 
 
 def gpu_lines(readings) -> list[str]:
@@ -11,15 +11,11 @@ def gpu_lines(readings) -> list[str]:
     return [r.summary() for r in readings]
 
 
-class GpuPanel(Static):
+class GpuPanel(TextLine):
     """Shows the latest sample; the App's timer-driven monitor calls ``update_from``."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("GPU: sampling…", **kwargs)
-        self._last = None
 
     def update_from(self, readings) -> None:
-        text = "\n".join(gpu_lines(readings))
-        if text != self._last:
-            self._last = text
-            self.update(text, layout=False)
+        self.set_text("\n".join(gpu_lines(readings)))
