@@ -3,29 +3,38 @@ to the app's first frame.
 
     uv run python bench/tui_overhead.py [--demo-dir DIR] [--epochs N] [--repeat K]
 
-Both throughput cases train the demo (quick_test settings) in their own process, alternated
-``--repeat`` times (medians; this machine's speed drifts between runs); the ratio
-(monitor / headless) has a goal of >= 0.98. A third case runs one training in the app and
-switches between the monitor and a blank screen every few seconds, which cancels the drift.
-First frame: the real launcher in a pseudo-terminal, timed until the dashboard is drawn
-(goal <= 0.6 s), next to a bare Textual app's on the same machine.
+Every case runs in its own process on a pseudo-terminal of 100x32 whose output this process
+reads, as a terminal would. "monitor" is the real app (Textual's terminal driver, its output
+thread, the GPU sampler; no test pilot) training the demo with the monitor on screen;
+"headless" is the same config through the engine alone. They alternate ``--repeat`` times
+(this machine's speed drifts between runs); the printed ratio is the median of the pairs'
+ratios (goal >= 0.98). "interleaved" is one training in the app that swaps the monitor for a
+blank screen every few seconds, which cancels slow drift. First frame: the real launcher,
+timed until the dashboard is drawn (goal <= 0.6 s), next to a bare Textual app's.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import pty
 import select
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SIZE = (100, 32)
+# The app's own threads; the rest (engine, its event writer, idle executor threads) train.
+APP_THREADS = {"MainThread", "textual-output", "textual-input", "gpu-sampler"}
 
 
 def _config(demo: Path, out: Path, epochs: int):
@@ -56,85 +65,181 @@ def _steady_rate(run_dir: Path) -> float:
     return per_step * (len(times) - 1 - first) / (times[-1] - times[first])
 
 
-def headless(demo: Path, epochs: int) -> float:
+def _app_cpu_seconds() -> float:
+    """CPU time of the app's threads (from /proc: the output thread is not ours to time)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name not in APP_THREADS or thread.native_id is None:
+            continue
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+        total += (int(utime) + int(stime)) / tick
+    return total
+
+
+def headless(demo: Path, epochs: int, out: Path) -> dict:
     from sidestep.engine.trainer import Trainer
 
-    out = Path(tempfile.mkdtemp()) / "run"
     result = Trainer(_config(demo, out, epochs)).run()
     assert result.status == "completed", result.error
-    return _steady_rate(out)
+    return {"rate": _steady_rate(out)}
 
 
-def with_monitor(demo: Path, epochs: int) -> tuple[float, float]:
-    """(samples/s, the UI thread's CPU share of one core while training ran)."""
-    import asyncio
-
+def _run_app(demo: Path, epochs: int, out: Path, drive) -> None:
+    """The real app on this process's terminal; ``drive(app)`` (a coroutine) runs beside it."""
     from sidestep.tui.app import SideStepApp
 
-    out = Path(tempfile.mkdtemp()) / "run"
-    share = []
+    errors: list[BaseException] = []
 
-    async def main() -> None:
-        app = SideStepApp(prewarm=False, install_signals=False)
-        async with app.run_test(size=(100, 32)) as pilot:
+    async def auto_pilot(pilot) -> None:
+        app = pilot.app
+        try:
             app.start_run(_config(demo, out, epochs))  # opens the monitor screen
-            while app.runner.state.step < 2:
-                await pilot.pause(0.2)
-            cpu0, wall0 = time.thread_time(), time.perf_counter()
-            while app.runner.state.finished is None:
-                await pilot.pause(1.0)
-            share.append((time.thread_time() - cpu0) / (time.perf_counter() - wall0))
-            assert app.runner.state.status == "completed"
+            await drive(app)
+        except BaseException as exc:  # reported by the parent, not lost in the terminal
+            errors.append(exc)
+        finally:
+            app.exit()
 
-    asyncio.run(main())
-    return _steady_rate(out), share[0]
+    SideStepApp(prewarm=False, install_signals=False).run(auto_pilot=auto_pilot)
+    if errors:
+        raise errors[0]
 
 
-def interleaved(demo: Path, epochs: int, window: float = 4.0) -> dict[str, float]:
-    """One run in one app process; the monitor and a blank screen take turns every ``window``
-    seconds. Drift in the machine's speed (other tenants) hits both phases alike, so their
-    ratio is steadier than comparing separate processes."""
+async def _wait_steps(app, steps: int) -> None:
+    import asyncio
+
+    while app.runner.state.step < steps and app.runner.state.finished is None:
+        await asyncio.sleep(0.2)
+
+
+def with_monitor(demo: Path, epochs: int, out: Path) -> dict:
+    import asyncio
+
+    share: list[float] = []
+
+    async def drive(app) -> None:
+        await _wait_steps(app, 2)
+        cpu0, wall0 = _app_cpu_seconds(), time.perf_counter()
+        while app.runner.state.finished is None:
+            await asyncio.sleep(1.0)
+        share.append((_app_cpu_seconds() - cpu0) / (time.perf_counter() - wall0))
+        assert app.runner.state.status == "completed", app.runner.state.status
+
+    _run_app(demo, epochs, out, drive)
+    return {"rate": _steady_rate(out), "ui_share": share[0]}
+
+
+def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict:
+    """One run; the monitor and a blank screen take turns every ``window`` seconds. Drift in
+    the machine's speed (other tenants) hits neighbouring phases alike, so each monitor phase
+    is compared with the blank phase right after it."""
     import asyncio
 
     from textual.screen import Screen
     from textual.widgets import Static
 
-    from sidestep.tui.app import SideStepApp
-
     class Blank(Screen):
         def compose(self):
             yield Static("training; the monitor is hidden")
 
-    out = Path(tempfile.mkdtemp()) / "run"
     phases: list[tuple[str, float, float]] = []
 
-    async def main() -> None:
-        app = SideStepApp(prewarm=False, install_signals=False)
-        async with app.run_test(size=(100, 32)) as pilot:
-            app.start_run(_config(demo, out, epochs))
-            while app.runner.state.step < 2:
-                await pilot.pause(0.2)
-            kind = "monitor"
-            while app.runner.state.finished is None:
-                start = time.time()
-                await pilot.pause(window)
-                phases.append((kind, start, time.time()))
-                if kind == "monitor":
-                    app.push_screen(Blank())
-                    kind = "blank"
-                else:
-                    app.pop_screen()
-                    kind = "monitor"
+    async def drive(app) -> None:
+        await _wait_steps(app, 2)
+        kind = "monitor"
+        while app.runner.state.finished is None:
+            start = time.time()
+            await asyncio.sleep(window)
+            phases.append((kind, start, time.time()))
+            if kind == "monitor":
+                app.push_screen(Blank())
+                kind = "blank"
+            else:
+                app.pop_screen()
+                kind = "monitor"
 
-    asyncio.run(main())
+    _run_app(demo, epochs, out, drive)
     times, per_step = _step_times(out)
-    count = {"monitor": 0, "blank": 0}
-    span = {"monitor": 0.0, "blank": 0.0}
-    for kind, start, end in phases[:-1]:  # the last phase holds the run's end
-        start += 0.5  # skip the screen switch itself
-        count[kind] += sum(start <= t < end for t in times)
-        span[kind] += end - start
-    return {kind: per_step * count[kind] / span[kind] for kind in count if span[kind] > 0}
+
+    def rate(start: float, end: float) -> float | None:
+        # Gaps between steps inside the phase: no rounding to whole steps per phase, which at
+        # ~3 steps/s would swamp a 2 % effect. The first 0.5 s holds the screen switch.
+        inside = [t for t in times if start + 0.5 <= t < end]
+        return per_step * (len(inside) - 1) / (inside[-1] - inside[0]) if len(inside) > 2 \
+            else None
+
+    rates = [(kind, rate(start, end)) for kind, start, end in phases[:-1]]  # last: run's end
+    ratios = [m / b for (k1, m), (k2, b) in zip(rates, rates[1:])
+              if k1 == "monitor" and k2 == "blank" and m and b]
+    return {"monitor": statistics.mean(r for k, r in rates if k == "monitor" and r),
+            "blank": statistics.mean(r for k, r in rates if k == "blank" and r),
+            "ratios": ratios}
+
+
+def _spread(ratios: list[float]) -> str:
+    """Median, and the mean with two standard errors."""
+    if len(ratios) < 2:
+        return " ".join(f"{r:.3f}" for r in ratios)
+    mean = statistics.mean(ratios)
+    se = statistics.stdev(ratios) / len(ratios) ** 0.5
+    return (f"median {statistics.median(ratios):.3f}, mean {mean:.3f} ± {2 * se:.3f} "
+            f"(2 SE, {len(ratios)} pairs)")
+
+
+def _in_pty(argv: list[str], env: dict | None = None, until: bytes | None = None,
+            timeout: float = 900.0) -> tuple[bytes, float | None]:
+    """Run ``argv`` on a fresh pseudo-terminal, reading its output as a terminal would.
+    Returns the output and, with ``until``, the seconds until that text first appeared (the
+    process is then killed)."""
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(SIZE[0]),
+           "LINES": str(SIZE[1]), **(env or {})}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[1], SIZE[0], 0, 0))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            close_fds=True, start_new_session=True)
+    os.close(slave)
+    buf = bytearray()
+    seen = None
+    try:
+        while time.perf_counter() - t0 < timeout:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+                if until is not None and until in buf:
+                    seen = time.perf_counter() - t0
+                    break
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
+    return bytes(buf), seen
+
+
+def run_case(case: str, demo: Path, epochs: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        output, _ = _in_pty([sys.executable, __file__, "--case", case, "--demo-dir", str(demo),
+                             "--epochs", str(epochs), "--result", str(result)],
+                            env={"SIDESTEP_CONFIG_DIR": tmp})
+        if not result.exists():
+            tail = output[-3000:].decode("utf-8", "replace")
+            raise RuntimeError(f"the {case} case wrote no result; its terminal ended:\n{tail}")
+        return json.loads(result.read_text())
 
 
 # The floor on this machine: the smallest Textual app that draws the same marker text.
@@ -152,51 +257,42 @@ def first_frame(runs: int = 3, argv: list[str] | None = None) -> list[float]:
     argv = argv or [sys.executable, str(ROOT / "sidestep_tui.py")]
     times = []
     for _ in range(runs):
-        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "32",
-               "SIDESTEP_CONFIG_DIR": tempfile.mkdtemp()}
-        master, slave = pty.openpty()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=slave,
-                                stdout=slave, stderr=slave, env=env, close_fds=True)
-        os.close(slave)
-        buf = b""
-        elapsed = None
-        while time.perf_counter() - t0 < 30:
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if ready:
-                try:
-                    buf += os.read(master, 65536)
-                except OSError:
-                    break
-                if b"Recent runs" in buf:  # the dashboard has been drawn
-                    elapsed = time.perf_counter() - t0
-                    break
-        proc.kill()
-        proc.wait()
-        os.close(master)
-        if elapsed is not None:
-            times.append(elapsed)
+        with tempfile.TemporaryDirectory() as tmp:
+            # "Recent runs" is on the dashboard: it has been drawn.
+            _, seen = _in_pty(argv, env={"SIDESTEP_CONFIG_DIR": tmp}, until=b"Recent runs",
+                              timeout=30)
+        if seen is not None:
+            times.append(seen)
     return times
+
+
+CASES = {"headless": headless, "monitor": with_monitor, "interleaved": interleaved}
+
+
+def _has_bytecode(module: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    cached = importlib.util.cache_from_source(spec.origin) if spec and spec.origin else None
+    return "yes" if cached and Path(cached).exists() else "no"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo-dir", type=Path)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--case", choices=["headless", "monitor", "interleaved"])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--interleaved-epochs", type=int, default=80)
+    ap.add_argument("--skip-throughput", action="store_true", help="first frame only")
+    ap.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.case:  # a child on its own terminal: the result goes to a file
+        with tempfile.TemporaryDirectory() as tmp:
+            result = CASES[args.case](args.demo_dir, args.epochs, Path(tmp) / "run")
+        args.result.write_text(json.dumps(result))
+        return
     demo = args.demo_dir
-    if args.case == "headless":
-        print(json.dumps({"rate": headless(demo, args.epochs)}))
-        return
-    if args.case == "interleaved":
-        print(json.dumps(interleaved(demo, args.epochs)))
-        return
-    if args.case == "monitor":
-        rate, share = with_monitor(demo, args.epochs)
-        print(json.dumps({"rate": rate, "ui_share": share}))
-        return
     if demo is None:
         from sidestep.config.paths import cache_dir
         from sidestep.model.fixtures import demo_complete, make_demo
@@ -205,37 +301,13 @@ def main() -> None:
         if not demo_complete(demo):
             print(f"making the demo assets in {demo} ...", flush=True)
             make_demo(demo)
-    # Alternate the cases so drift in the machine's speed hits both alike; report medians.
-    rates: dict[str, list[float]] = {"headless": [], "monitor": []}
-    shares = []
-    for _ in range(args.repeat):
-        for case in ("headless", "monitor"):
-            proc = subprocess.run([sys.executable, __file__, "--case", case, "--demo-dir",
-                                   str(demo), "--epochs", str(args.epochs)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{case} failed:\n{proc.stderr[-2000:]}")
-                return
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            rates[case].append(result["rate"])
-            if "ui_share" in result:
-                shares.append(result["ui_share"])
-            print(f"{case:9s}: {result['rate']:6.2f} samples/s", flush=True)
-    med = {case: statistics.median(values) for case, values in rates.items()}
-    print(f"median headless {med['headless']:.2f}, monitor {med['monitor']:.2f} samples/s; "
-          f"ratio monitor/headless: {med['monitor'] / med['headless']:.3f} (goal >= 0.98)")
-    print(f"UI thread CPU while training: {100 * statistics.median(shares):.1f} % of one core")
-    proc = subprocess.run([sys.executable, __file__, "--case", "interleaved", "--demo-dir",
-                           str(demo), "--epochs", str(max(args.epochs, 30))],
-                          capture_output=True, text=True)
-    if proc.returncode == 0:
-        phase = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"interleaved in one run: monitor {phase['monitor']:.2f}, hidden "
-              f"{phase['blank']:.2f} samples/s; ratio {phase['monitor'] / phase['blank']:.3f}")
-    else:
-        print(f"interleaved failed:\n{proc.stderr[-2000:]}")
+    if not args.skip_throughput:
+        throughput(demo, args.epochs, args.repeat, args.interleaved_epochs)
     frames = first_frame()
     bare = first_frame(argv=[sys.executable, "-c", BARE_APP])
+    print(f"bytecode caches: Textual {_has_bytecode('textual.app')}, Side-Step "
+          f"{_has_bytecode('sidestep.tui.app')} (without them each start compiles the sources: "
+          f"pyproject sets uv's compile-bytecode for the dependencies)")
     if frames:
         line = (f"first frame: median {statistics.median(frames):.2f} s over {len(frames)} runs "
                 f"(goal <= 0.6 s, ratio {statistics.median(frames) / 0.6:.2f})")
@@ -244,6 +316,28 @@ def main() -> None:
         print(line)
     else:
         print("first frame: not seen within 30 s")
+
+
+def throughput(demo: Path, epochs: int, repeat: int, interleaved_epochs: int) -> None:
+    rates: dict[str, list[float]] = {"headless": [], "monitor": []}
+    shares = []
+    for _ in range(repeat):
+        for case in ("headless", "monitor"):
+            result = run_case(case, demo, epochs)
+            rates[case].append(result["rate"])
+            if "ui_share" in result:
+                shares.append(result["ui_share"])
+            print(f"{case:9s}: {result['rate']:6.2f} samples/s", flush=True)
+    pairs = [m / h for h, m in zip(rates["headless"], rates["monitor"])]
+    med = {case: statistics.median(values) for case, values in rates.items()}
+    print(f"median headless {med['headless']:.2f}, monitor {med['monitor']:.2f} samples/s")
+    print(f"ratio monitor/headless, per pair: {' '.join(f'{p:.3f}' for p in pairs)}; "
+          f"{_spread(pairs)} (goal >= 0.98)")
+    print(f"app threads' CPU while training (UI, terminal output, input, GPU sampler): "
+          f"{100 * statistics.median(shares):.1f} % of one core")
+    phase = run_case("interleaved", demo, interleaved_epochs)
+    print(f"interleaved in one run: monitor {phase['monitor']:.2f}, hidden "
+          f"{phase['blank']:.2f} samples/s; ratio per phase pair: {_spread(phase['ratios'])}")
 
 
 if __name__ == "__main__":

@@ -115,3 +115,27 @@ def test_silence_latent_refuses_pickled_code(tmp_path):
     (tmp_path / "silence_latent.pt").unlink()
     with pytest.raises(DiscoveryError, match="missing"):
         load_silence_latent(tmp_path)
+
+
+def test_listing_models_does_not_import_torch(root):
+    """The dashboard lists models at start-up; torch's import (seconds of GIL-holding CPU)
+    must not come with it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sidestep.model.checkpoints import list_models; "
+            f"names = [e.name for e in list_models({str(root)!r})]; "
+            "print(len(names), 'torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["5", "False"]
+
+
+def test_model_package_names_load_on_use():
+    import sidestep.model as model
+
+    assert model.build_acestep.__module__ == "sidestep.model.acestep"
+    assert model.CheckpointError.__module__ == "sidestep.model.loading"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        model.no_such_name  # noqa: B018

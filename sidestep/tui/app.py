@@ -177,6 +177,10 @@ class SideStepApp(App):
             self.exit()
 
     def on_unmount(self) -> None:
+        # Whatever ends the app (a quit that skipped the dialog, an internal error), an active
+        # run stops with a checkpoint: Python waits for the engine thread before it exits, and
+        # a run that never stops would hang the process with nothing saved.
+        self.runner.stop()
         if self.gpu:
             self.gpu.stop(timeout=2.0)
 

@@ -23,7 +23,7 @@ from sidestep.tui.widgets.log_tail import LogTail
 
 CHART_PERIOD_S = 1.0        # fastest chart redraw
 CHART_PERIOD_MAX_S = 5.0    # slowest, when the UI thread is over its budget
-UI_CPU_BUDGET = 0.02        # share of one core the app may take from a running engine
+UI_CPU_BUDGET = 0.01        # share of one core the app may take from a running engine
 
 
 def fmt_eta(seconds) -> str:
@@ -64,10 +64,13 @@ class MonitorScreen(Screen):
                 yield CellBar(id="step-bar")
                 yield TextLine("", id="rate-label")
             yield GpuPanel(id="gpu-panel")
+        # The log sits right under the progress lines: what changes every second is then one
+        # band at the top, and Textual repaints the box around all changed widgets, so with
+        # the log below the charts every tick would re-composite the charts as well.
+        yield LogTail(lines=5, id="run-log")
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield LrChart(id="lr-chart")
-        yield LogTail(lines=5, id="run-log")
         with Horizontal(id="monitor-actions"):
             yield Button("Pause (space)", id="pause", compact=True)
             yield Button("Save now (c)", id="save", compact=True)
