@@ -58,11 +58,15 @@ def _step_times(run_dir: Path) -> tuple[list[float], int]:
             cfg["batch_size"] * cfg["gradient_accumulation"])
 
 
+def _rate(times: list[float], per_step: int) -> float:
+    """Samples per second over the gaps between consecutive step timestamps."""
+    return per_step * (len(times) - 1) / (times[-1] - times[0])
+
+
 def _steady_rate(run_dir: Path) -> float:
     """Samples per second after the first fifth of the run (skips warm-up)."""
     times, per_step = _step_times(run_dir)
-    first = len(times) // 5
-    return per_step * (len(times) - 1 - first) / (times[-1] - times[first])
+    return _rate(times[len(times) // 5:], per_step)
 
 
 def _app_cpu_seconds() -> float:
@@ -170,8 +174,7 @@ def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict
         # Gaps between steps inside the phase: no rounding to whole steps per phase, which at
         # ~3 steps/s would swamp a 2 % effect. The first 0.5 s holds the screen switch.
         inside = [t for t in times if start + 0.5 <= t < end]
-        return per_step * (len(inside) - 1) / (inside[-1] - inside[0]) if len(inside) > 2 \
-            else None
+        return _rate(inside, per_step) if len(inside) > 2 else None
 
     rates = [(kind, rate(start, end)) for kind, start, end in phases[:-1]]  # last: run's end
     ratios = [m / b for (k1, m), (k2, b) in zip(rates, rates[1:])

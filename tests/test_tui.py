@@ -413,8 +413,9 @@ def test_charts_redraw_for_new_steps_not_for_log_lines():
 
 
 async def test_app_exit_stops_an_active_run(tui_env):
-    """Any way out of the app (here a bare ``exit``, no dialog) stops the run with a save
-    instead of leaving an engine thread the process would wait on forever."""
+    """Any way out of the app (here a bare ``exit``, no dialog) asks the engine to stop (the
+    real engine saves on stop: test_engine_process) instead of leaving an engine thread the
+    process would wait on forever."""
     app = make_app(engine_factory=ScriptedEngine)
     async with app.run_test(size=SIZE) as pilot:
         await open_form(app, pilot, output_dir="./output/exit")

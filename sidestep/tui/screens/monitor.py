@@ -137,8 +137,9 @@ class MonitorScreen(Screen):
                     button.disabled = True
 
     def _chart_tick(self) -> None:
+        """Redraw the charts when due (called from ``refresh_view``, only while shown)."""
         now = time.perf_counter()
-        if now < self._next_chart or not shown(self):
+        if now < self._next_chart:
             return
         if self.live and self.state.active:
             self._adapt_chart_period(now)
