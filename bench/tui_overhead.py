@@ -6,13 +6,15 @@ to the app's first frame.
 Every case runs in its own process on a pseudo-terminal of 100x32 whose output this process
 reads, as a terminal would. "monitor" is the real app (Textual's terminal driver, its output
 thread, the GPU sampler; no test pilot) training the demo with the monitor on screen;
-"headless" is the same config through the engine alone. They alternate ``--repeat`` times
-(this machine's speed drifts between runs); the printed ratio is the median of the pairs'
-ratios (goal >= 0.98). "interleaved" is one training in the app that swaps the monitor for a
-blank screen every few seconds, which cancels slow drift; it also compares the engine thread's
-time on a CPU (/proc/self/task/*/schedstat): what the app takes from the training loop, measured
-without the machine's ~10 % speed swings. First frame: the real launcher,
-timed until the dashboard is drawn (goal <= 0.6 s), next to a bare Textual app's.
+"headless" is the same config through the engine alone. They alternate ``--repeat`` times.
+"interleaved" is one training in the app that swaps the monitor for a blank screen every few
+seconds, which cancels slow drift.
+
+The goal (monitor/headless >= 0.98) is decided on the engine thread's time on a CPU (from
+/proc): what the app takes from the training loop (the GIL, a core), which the machine's speed
+swings (~10 % between runs and between seconds here) do not move; samples/s ratios are printed
+beside it with their error bars. First frame: the real launcher, timed until the dashboard is
+drawn (goal <= 0.6 s), next to a bare Textual app's.
 """
 
 from __future__ import annotations
@@ -100,39 +102,58 @@ def _app_cpu_seconds() -> float:
                if thread.name in APP_THREADS and thread.native_id is not None)
 
 
-def _mark_steps() -> list[tuple[float, float]]:
+def _mark_steps() -> list[tuple[float, float, float]]:
     """(CPU time, wall time) of the engine's thread at each optimizer step, read on that thread
-    as it emits the step (its own CPU clock: nanoseconds, and no other thread to find)."""
+    as it emits the step (its own CPU clock: nanoseconds, and no other thread to find), and the
+    process's garbage-collection time so far (a cost the engine could pay for the app's objects
+    without leaving the CPU)."""
+    import gc
+
     from sidestep.engine.events import StepMetrics
     from sidestep.engine.sinks import EventBus
 
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, float, float]] = []
+    collecting = [0.0, 0.0]  # start of the collection under way, total so far
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            collecting[1] += time.perf_counter() - collecting[0]
+
+    gc.callbacks.append(on_gc)
     emit = EventBus.emit
 
     def marked(bus, event) -> None:
         if isinstance(event, StepMetrics):
-            marks.append((time.thread_time(), time.perf_counter()))
+            marks.append((time.thread_time(), time.perf_counter(), collecting[1]))
         emit(bus, event)
 
     EventBus.emit = marked
     return marks
 
 
-def _engine_share(marks: list[tuple[float, float]]) -> float:
-    """The engine thread's time on a CPU over the steps ``_steady_rate`` counts. Its loop runs
-    on one Python thread at ~99 % of a core: what another thread takes from it (the GIL, a
-    core) shows here, and the machine's speed swings, which move samples/s, do not."""
-    (cpu0, wall0), (cpu1, wall1) = marks[len(marks) // 5], marks[-1]
-    return (cpu1 - cpu0) / (wall1 - wall0)
+def _engine_share(marks: list[tuple[float, float, float]]) -> dict:
+    """Over the steps ``_steady_rate`` counts: the engine thread's time on a CPU, and the share
+    of time spent collecting garbage. The loop runs on one Python thread at ~99 % of a core:
+    what another thread takes from it (the GIL, a core) shows in the first, and the machine's
+    speed swings, which move samples/s, do not."""
+    if len(marks) < 5:
+        raise RuntimeError(f"only {len(marks)} steps: too few to measure, raise --epochs")
+    (cpu0, wall0, gc0), (cpu1, wall1, gc1) = marks[len(marks) // 5], marks[-1]
+    return {"engine_cpu": (cpu1 - cpu0) / (wall1 - wall0), "gc": (gc1 - gc0) / (wall1 - wall0)}
 
 
 def headless(demo: Path, epochs: int, out: Path) -> dict:
+    import torch
+
     from sidestep.engine.trainer import Trainer
 
     marks = _mark_steps()
     result = Trainer(_config(demo, out, epochs)).run()
     assert result.status == "completed", result.error
-    return {"rate": _steady_rate(out), "engine_cpu": _engine_share(marks)}
+    return {"rate": _steady_rate(out), **_engine_share(marks),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _run_app(demo: Path, epochs: int, out: Path, drive) -> None:
@@ -178,7 +199,7 @@ def with_monitor(demo: Path, epochs: int, out: Path) -> dict:
         assert app.runner.state.status == "completed", app.runner.state.status
 
     _run_app(demo, epochs, out, drive)
-    return {"rate": _steady_rate(out), "ui_share": share[0], "engine_cpu": _engine_share(marks)}
+    return {"rate": _steady_rate(out), "ui_share": share[0], **_engine_share(marks)}
 
 
 def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict:
@@ -213,7 +234,8 @@ def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict
             await asyncio.sleep(window - settle)
             seconds, after = time.time() - wall, _engine_cpu_seconds()
             phases.append((kind, start, time.time(), (_app_cpu_seconds() - cpu) / seconds,
-                           max(after[t] - threads.get(t, after[t]) for t in after) / seconds))
+                           max((after[t] - threads.get(t, after[t]) for t in after),
+                               default=0.0) / seconds))
             if kind == "monitor":
                 app.push_screen("blank")
                 kind = "blank"
@@ -231,20 +253,26 @@ def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict
         return _rate(inside, per_step) if len(inside) > 2 else None
 
     phases = phases[:-1]  # the last one holds the run's end
-    rates = [(kind, rate(start, end)) for kind, start, end, _, _ in phases]
-    ratios = [m / b for (k1, m), (k2, b) in zip(rates, rates[1:])
-              if k1 == "monitor" and k2 == "blank" and m and b]
-    engine_ratios = [m[4] / b[4] for m, b in zip(phases, phases[1:])
-                     if m[0] == "monitor" and b[0] == "blank"]
+    kinds = [kind for kind, *_ in phases]
+    columns = {"rate": [rate(start, end) for _, start, end, _, _ in phases],
+               "busy": [p[3] for p in phases], "engine": [p[4] for p in phases]}
 
-    def mean(kind: str, column) -> float:
-        return statistics.mean(column(p) for p in phases if p[0] == kind)
+    def against_neighbours(values: list) -> list[float]:
+        """Each monitor phase over the mean of the blank phases either side of it: a steady
+        drift in the machine's speed cancels instead of favouring whichever phase came first."""
+        return [values[i] / ((values[i - 1] + values[i + 1]) / 2)
+                for i in range(1, len(values) - 1)
+                if kinds[i] == "monitor" and None not in values[i - 1:i + 2]]
 
-    return {"monitor": statistics.mean(r for k, r in rates if k == "monitor" and r),
-            "blank": statistics.mean(r for k, r in rates if k == "blank" and r),
-            "ratios": ratios, "engine_ratios": engine_ratios,
-            "busy": {k: mean(k, lambda p: p[3]) for k in ("monitor", "blank")},
-            "engine": {k: mean(k, lambda p: p[4]) for k in ("monitor", "blank")}}
+    def mean(kind: str, column: str) -> float:
+        return statistics.mean(v for k, v in zip(kinds, columns[column])
+                               if k == kind and v is not None)
+
+    return {"monitor": mean("monitor", "rate"), "blank": mean("blank", "rate"),
+            "ratios": against_neighbours(columns["rate"]),
+            "engine_ratios": against_neighbours(columns["engine"]),
+            "busy": {k: mean(k, "busy") for k in ("monitor", "blank")},
+            "engine": {k: mean(k, "engine") for k in ("monitor", "blank")}}
 
 
 def _spread(ratios: list[float]) -> str:
@@ -387,14 +415,18 @@ def main() -> None:
 def throughput(demo: Path, epochs: int, repeat: int, interleaved_epochs: int) -> None:
     rates: dict[str, list[float]] = {"headless": [], "monitor": []}
     engine: dict[str, list[float]] = {"headless": [], "monitor": []}
-    shares = []
+    collect: dict[str, list[float]] = {"headless": [], "monitor": []}
+    shares, threads = [], set()
     for _ in range(repeat):
         for case in ("headless", "monitor"):
             result = run_case(case, demo, epochs)
             rates[case].append(result["rate"])
             engine[case].append(result["engine_cpu"])
+            collect[case].append(result["gc"])
             if "ui_share" in result:
                 shares.append(result["ui_share"])
+            if "torch_threads" in result:
+                threads.add(result["torch_threads"])
             print(f"{case:9s}: {result['rate']:6.2f} samples/s, engine thread on a CPU "
                   f"{100 * result['engine_cpu']:.2f} %", flush=True)
     pairs = [m / h for h, m in zip(rates["headless"], rates["monitor"])]
@@ -406,7 +438,10 @@ def throughput(demo: Path, epochs: int, repeat: int, interleaved_epochs: int) ->
     print(f"engine thread's time on a CPU, monitor/headless, per pair: "
           f"{' '.join(f'{p:.4f}' for p in engine_pairs)}; {_spread(engine_pairs)}")
     print(f"app threads' CPU while training (UI, terminal output, input, GPU sampler): "
-          f"{100 * statistics.median(shares):.2f} % of one core")
+          f"{100 * statistics.median(shares):.2f} % of one core; garbage collection: headless "
+          f"{100 * statistics.median(collect['headless']):.2f} %, monitor "
+          f"{100 * statistics.median(collect['monitor']):.2f} % of the time; torch intra-op "
+          f"threads {', '.join(map(str, sorted(threads)))} on {os.cpu_count()} CPUs")
     phase = run_case("interleaved", demo, interleaved_epochs)
     busy, engine_phase = phase["busy"], phase["engine"]
     print(f"interleaved, one run, monitor and a blank screen by turns: monitor "
@@ -422,11 +457,13 @@ def throughput(demo: Path, epochs: int, repeat: int, interleaved_epochs: int) ->
     # training, and the machine's speed does not move it.
     ratio = statistics.median(engine_pairs)
     print(f"monitor/headless ratio by the engine's time on a CPU: {ratio:.3f} (goal >= 0.98: "
-          f"{'met' if ratio >= 0.98 else 'NOT met'})")
+          f"{'met' if ratio >= 0.98 else 'NOT met'}); by samples/s: pairs median "
+          f"{statistics.median(pairs):.3f}, interleaved mean "
+          f"{statistics.mean(phase['ratios']):.3f}")
     for name, values in (("pairs", pairs), ("interleaved", phase["ratios"])):
         if len(values) > 1 and 2 * statistics.stdev(values) / len(values) ** 0.5 > 0.02:
-            print(f"  by samples/s ({name}): {_spread(values)}: the error bars here are wider "
-                  f"than the 2 % at stake")
+            print(f"  samples/s ({name}): {_spread(values)}: error bars wider than the 2 % at "
+                  f"stake on this machine")
 
 if __name__ == "__main__":
     main()

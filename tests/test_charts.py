@@ -118,13 +118,50 @@ async def test_a_log_scale_chart_survives_a_terminal_resize():
         chart.log_scale = True
         chart.draw(state, force=True)
         await pilot.pause()
-        before = _cells(Visual.to_strips(chart, chart.render(), 80, 30, chart.visual_style))
-        await pilot.resize_terminal(90, 30)
+        await pilot.resize_terminal(90, 30)  # renders again, with no new data
         await pilot.pause()
-        app.theme = "textual-light"
+        app.theme = "textual-light"          # and again
         await pilot.pause()
-        assert app.return_value is None and app._exception is None
-        again = chart.render()
-        assert again.get_height(None, 90) == 30 and again.get_optimal_width(None, 90) == 90
-        after = _cells(Visual.to_strips(chart, again, 90, 30, chart.visual_style))
-        assert len(after) == 30 and len(after[0]) == 90 and before != after
+        assert app._exception is None
+        first, second = chart.render(), chart.render()
+        assert first.get_height(None, 90) == 30 and first.get_optimal_width(None, 90) == 90
+        cells = _cells(Visual.to_strips(chart, first, 90, 30, chart.visual_style))
+        # the same figure however often it is rendered (plotext used to rescale it each time)
+        assert cells == _cells(Visual.to_strips(chart, second, 90, 30, chart.visual_style))
+        text = "".join(ch for row in cells for ch, _ in row)
+        assert "(log scale)" in text and any("⠁" <= ch <= "⣿" for ch in text)
+
+
+async def test_log_scale_leaves_out_what_it_cannot_draw():
+    """Zero or negative losses (and a best point among them) have no logarithm: they are left
+    out of a log-scale chart instead of raising inside the render."""
+    from textual.app import App
+    from textual.visual import Visual
+
+    state = RunState()
+    for i, loss in enumerate([0.0, -0.5, 0.8, 0.4, 0.0], start=1):
+        state.apply(StepMetrics(step=i, epoch=1, loss=loss, lr=1e-4))
+    assert state.best_loss <= 0
+
+    class Charts(App):
+        def compose(self):
+            yield LossChart()
+
+    app = Charts()
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.query_one(LossChart)
+        chart.log_scale = True
+        chart.draw(state, force=True)
+        await pilot.pause()
+        cells = _cells(Visual.to_strips(chart, chart.render(), 80, 24, chart.visual_style))
+        text = "".join(ch for row in cells for ch, _ in row)
+        assert "(log scale)" in text and "●" not in text.split("best", 1)[1]
+        assert any("⠁" <= ch <= "⣿" for ch in text)  # the positive losses are drawn
+
+
+def test_decimation_keeps_the_newest_point_when_steps_repeat():
+    xs = [1] * 50 + [2] * 50       # a resumed run can log a step number twice
+    ys = [float(i % 7) for i in range(100)]
+    ys[-1] = 0.5
+    dx, dy = decimate(xs, ys, 10)
+    assert (dx[-1], dy[-1]) == (2, 0.5)

@@ -12,7 +12,7 @@ from rich.style import Style as RichStyle
 from rich.text import Text
 from textual.content import Content
 from textual.strip import Strip
-from textual.visual import Visual
+from textual.visual import RenderOptions, Visual
 from textual_plotext import PlotextPlot
 
 from sidestep.tui.state import RunState, smooth
@@ -29,7 +29,7 @@ def decimate(xs: list, ys: list, buckets: int) -> tuple[list, list]:
     n = len(xs)
     if n <= 2 * buckets or buckets < 1:
         return list(xs), list(ys)
-    out_x, out_y = [], []
+    out_x, out_y, last = [], [], -1
     for b in range(buckets):
         lo, hi = b * n // buckets, (b + 1) * n // buckets
         finite = [i for i in range(lo, hi) if math.isfinite(ys[i])]
@@ -42,7 +42,8 @@ def decimate(xs: list, ys: list, buckets: int) -> tuple[list, list]:
         for i in picks:
             out_x.append(xs[i])
             out_y.append(ys[i])
-    if out_x[-1] != xs[-1]:  # the newest point is always drawn
+        last = picks[-1]
+    if last != n - 1:  # the newest point is always drawn
         out_x.append(xs[-1])
         out_y.append(ys[-1])
     return out_x, out_y
@@ -77,12 +78,15 @@ class PlotCells(Visual):
         m = self._matrix
         if len(PlotCells._styles) > 512:  # themes switched many times over
             PlotCells._styles.clear()
-        styles = PlotCells._styles.setdefault((style, id(self._ansi_theme)), {})
+        styles = PlotCells._styles.setdefault((style, self._ansi_theme), {})
+        # The one-cell sample is rendered without the widget's selection or padding rules, so
+        # what is cached is the colour alone.
+        plain = RenderOptions(options.get_style, {})
 
         def cell_style(key) -> RichStyle:
             if key not in styles:
                 cell = Content.from_rich_text(Text.from_ansi(colors_to_ansi(*key) + "x"))
-                segment = next(iter(cell.render_strips(1, 1, style, options)[0]))
+                segment = next(iter(cell.render_strips(1, 1, style, plain)[0]))
                 styles[key] = segment.style.clear_meta_and_links()
             return styles[key]
 
@@ -164,8 +168,9 @@ class LossChart(Chart):
                           {"marker": "braille", "color": "gray"}))
             calls.append(("plot", decimate(steps, smooth(shown), cells),
                           {"marker": "braille", "color": "cyan"}))
-            if state.best_step is not None and state.best_loss is not None and \
-                    math.isfinite(state.best_loss):
+            best = state.best_loss
+            if state.best_step is not None and best is not None and math.isfinite(best) and \
+                    (best > 0 or not self.log_scale):
                 calls.append(("scatter", ([state.best_step], [state.best_loss]),
                               {"marker": "●", "color": "green"}))
             if self.log_scale:
