@@ -60,6 +60,23 @@ def test_a_long_runs_charts_plot_at_the_charts_resolution():
     assert raw_x[-1] == 20_000 and loss.plt._active.monitor.x[2] == [state.best_step]
 
 
+def _app_with(*charts):
+    from textual.app import App
+
+    class Charts(App):
+        def compose(self):
+            yield from charts
+
+    return Charts()
+
+
+def _loss_steps(losses) -> RunState:
+    state = RunState()
+    for i, loss in enumerate(losses, start=1):
+        state.apply(StepMetrics(step=i, epoch=1, loss=loss, lr=1e-4))
+    return state
+
+
 def _cells(strips) -> list[list[tuple[str, object]]]:
     """Each cell's character and style (with its text-selection offset)."""
     return [[(ch, seg.style) for seg in strip for ch in seg.text] for strip in strips]
@@ -68,7 +85,6 @@ def _cells(strips) -> list[list[tuple[str, object]]]:
 async def test_charts_draw_the_same_cells_as_plotexts_ansi_text():
     """``PlotCells`` reads plotext's matrix instead of parsing its ANSI output: every cell's
     character and style must match what the ANSI route (textual-plotext's own) renders."""
-    from textual.app import App
     from textual.visual import Visual, visualize
     from textual_plotext import PlotextPlot
 
@@ -77,12 +93,7 @@ async def test_charts_draw_the_same_cells_as_plotexts_ansi_text():
         state.apply(StepMetrics(step=i, epoch=1, loss=2.0 / math.sqrt(i) + 0.1 * (i % 5),
                                 lr=min(i, 50) * 1e-6))
 
-    class Charts(App):
-        def compose(self):
-            yield LossChart()
-            yield LrChart()
-
-    app = Charts()
+    app = _app_with(LossChart(), LrChart())
     async with app.run_test(size=(90, 40)) as pilot:
         await pilot.pause()
         app.query_one(LossChart).log_scale = True
@@ -101,18 +112,11 @@ async def test_charts_draw_the_same_cells_as_plotexts_ansi_text():
 async def test_a_log_scale_chart_survives_a_terminal_resize():
     """plotext rescales its data in place when it builds: rendering a log-scale chart again
     without new data (a resize, a theme change) took the log of the log and crashed the app."""
-    from textual.app import App
     from textual.visual import Visual
 
-    state = RunState()
-    for i in range(1, 100):
-        state.apply(StepMetrics(step=i, epoch=1, loss=2.0 / math.sqrt(i), lr=1e-4))
+    state = _loss_steps(2.0 / math.sqrt(i) for i in range(1, 100))
 
-    class Charts(App):
-        def compose(self):
-            yield LossChart()
-
-    app = Charts()
+    app = _app_with(LossChart())
     async with app.run_test(size=(80, 30)) as pilot:
         chart = app.query_one(LossChart)
         chart.log_scale = True
@@ -135,19 +139,12 @@ async def test_a_log_scale_chart_survives_a_terminal_resize():
 async def test_log_scale_leaves_out_what_it_cannot_draw():
     """Zero or negative losses (and a best point among them) have no logarithm: they are left
     out of a log-scale chart instead of raising inside the render."""
-    from textual.app import App
     from textual.visual import Visual
 
-    state = RunState()
-    for i, loss in enumerate([0.0, -0.5, 0.8, 0.4, 0.0], start=1):
-        state.apply(StepMetrics(step=i, epoch=1, loss=loss, lr=1e-4))
+    state = _loss_steps([0.0, -0.5, 0.8, 0.4, 0.0])
     assert state.best_loss <= 0
 
-    class Charts(App):
-        def compose(self):
-            yield LossChart()
-
-    app = Charts()
+    app = _app_with(LossChart())
     async with app.run_test(size=(80, 24)) as pilot:
         chart = app.query_one(LossChart)
         chart.log_scale = True
