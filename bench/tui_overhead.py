@@ -10,10 +10,10 @@ thread, the GPU sampler; no test pilot) training the demo with the monitor on sc
 "interleaved" is one training in the app that swaps the monitor for a blank screen every few
 seconds, which cancels slow drift.
 
-The goal (monitor/headless >= 0.98) is decided on the engine thread's time on a CPU (from
-/proc): what the app takes from the training loop (the GIL, a core), which the machine's speed
-swings (~10 % between runs and between seconds here) do not move; samples/s ratios are printed
-beside it with their error bars. First frame: the real launcher, timed until the dashboard is
+The goal (monitor/headless >= 0.98) is judged on two views: the engine thread's time on a CPU
+(from /proc), precise and untouched by the machine's speed swings (~10 % between runs and
+between seconds here) but blind to the loop doing less per CPU second; and samples/s, which see
+everything but carry those swings (printed with their error bars). First frame: the real launcher, timed until the dashboard is
 drawn (goal <= 0.6 s), next to a bare Textual app's.
 """
 
@@ -455,15 +455,20 @@ def throughput(demo: Path, epochs: int, repeat: int, interleaved_epochs: int) ->
     # their ratio's error bars are wider than the 2 % at stake; the engine thread's CPU time
     # (the demo trains on one Python thread at ~99 % of a core) is what the app can take from
     # training, and the machine's speed does not move it.
+    # Two views, and the goal needs both. The engine thread's time on a CPU is precise (the
+    # machine's speed swings do not move it) but sees only what the app takes from the loop's
+    # thread (the GIL, a core); samples/s also see the loop doing less per CPU second, and carry
+    # the machine's ~10 % swings. Met: the engine ratio is >= 0.98 and samples/s do not rule it
+    # out (their mean + 2 SE reaches 0.98).
     ratio = statistics.median(engine_pairs)
-    print(f"monitor/headless ratio by the engine's time on a CPU: {ratio:.3f} (goal >= 0.98: "
-          f"{'met' if ratio >= 0.98 else 'NOT met'}); by samples/s: pairs median "
-          f"{statistics.median(pairs):.3f}, interleaved mean "
-          f"{statistics.mean(phase['ratios']):.3f}")
+    print(f"monitor/headless by the engine thread's time on a CPU: {ratio:.3f}")
+    verdict = ratio >= 0.98
     for name, values in (("pairs", pairs), ("interleaved", phase["ratios"])):
-        if len(values) > 1 and 2 * statistics.stdev(values) / len(values) ** 0.5 > 0.02:
-            print(f"  samples/s ({name}): {_spread(values)}: error bars wider than the 2 % at "
-                  f"stake on this machine")
+        print(f"monitor/headless by samples/s ({name}): {_spread(values)}")
+        if len(values) > 1:
+            se = statistics.stdev(values) / len(values) ** 0.5
+            verdict = verdict and statistics.mean(values) + 2 * se >= 0.98
+    print(f"goal monitor/headless >= 0.98: {'met' if verdict else 'NOT shown'}")
 
 if __name__ == "__main__":
     main()
