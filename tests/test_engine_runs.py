@@ -196,3 +196,38 @@ def test_gradient_accumulation_flushes_remainder(demo_root, small_tensors, tmp_p
     assert [e.step for e in rec.of("step")] == [1, 2, 3, 4]
     started = rec.of("run_started")[0]
     assert started.steps_per_epoch == 2 and started.total_steps == 4
+
+
+@pytest.mark.parametrize("omp_env", [None, "4"])
+def test_cpu_runs_leave_a_core_unless_the_user_set_threads(demo_root, small_tensors, tmp_path,
+                                                          monkeypatch, omp_env):
+    """torch's spinning workers on every core slowed the app's runs (sidestep/cpu_threads.py):
+    a CPU run uses one intra-op thread fewer than the usable cores, for the run only, and a
+    user's OMP_NUM_THREADS wins."""
+    import sidestep.cpu_threads as cpu_threads
+
+    if omp_env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp_env)
+    monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    seen = []
+
+    class ThreadProbe:
+        def handle(self, event):
+            if event.type == "step":
+                seen.append(torch.get_num_threads())
+
+        def close(self):
+            pass
+
+    try:
+        cfg = train_config(demo_root, small_tensors, tmp_path / "threads", epochs=1)
+        result = Trainer(cfg, [ThreadProbe()]).run()
+        assert result.status == "completed" and seen
+        assert set(seen) == ({2} if omp_env is None else {4})
+        assert torch.get_num_threads() == 4  # given back when the run ends
+    finally:
+        torch.set_num_threads(before)

@@ -81,6 +81,7 @@ class Trainer:
         self._log_handlers: list[logging.Handler] = []
         self._setup_done = False
         self._started = 0.0
+        self._threads_before: int | None = None  # torch's intra-op threads, for CPU runs
 
     # -- public --------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -107,6 +108,10 @@ class Trainer:
         self._write_run_json(result.status, result)
         self.bus.close()
         self._detach_logging()
+        from sidestep.cpu_threads import restore
+
+        restore(self._threads_before)
+        self._threads_before = None
         return result
 
     def setup(self) -> None:
@@ -156,8 +161,10 @@ class Trainer:
         self.device = self.fabric.device
         if kind == "cpu":
             from sidestep.cpu_malloc import keep_freed_memory
+            from sidestep.cpu_threads import leave_a_core
 
             keep_freed_memory()
+            self._threads_before = leave_a_core()
         log.info("device %s, precision %s", self.device_name, self.precision)
 
     def _setup_model_config(self) -> None:
