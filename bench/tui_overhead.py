@@ -89,24 +89,21 @@ def _thread_cpu_seconds(native_id: int) -> float:
     return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
 
-def _engine_cpu_seconds() -> dict[int, float]:
-    """CPU time of the other Python threads (the engine's loop is the busiest of them)."""
-    return {thread.native_id: _thread_cpu_seconds(thread.native_id)
-            for thread in threading.enumerate()
-            if thread.name not in APP_THREADS and thread.native_id is not None}
-
-
 def _app_cpu_seconds() -> float:
     """CPU time of the app's threads (from /proc: the output thread is not ours to time)."""
     return sum(_thread_cpu_seconds(thread.native_id) for thread in threading.enumerate()
                if thread.name in APP_THREADS and thread.native_id is not None)
 
 
+TRAINING_THREADS: list[int] = []  # torch's intra-op threads during the run, from _mark_steps
+
+
 def _mark_steps() -> list[tuple[float, float, float]]:
     """(CPU time, wall time) of the engine's thread at each optimizer step, read on that thread
     as it emits the step (its own CPU clock: nanoseconds, and no other thread to find), and the
     process's garbage-collection time so far (a cost the engine could pay for the app's objects
-    without leaving the CPU)."""
+    without leaving the CPU). Wall time is ``time.time()``, the clock of the events' stamps and
+    of the interleaved case's phases."""
     import gc
 
     from sidestep.engine.events import StepMetrics
@@ -126,34 +123,44 @@ def _mark_steps() -> list[tuple[float, float, float]]:
 
     def marked(bus, event) -> None:
         if isinstance(event, StepMetrics):
-            marks.append((time.thread_time(), time.perf_counter(), collecting[1]))
+            marks.append((time.thread_time(), time.time(), collecting[1]))
+            if len(marks) == 1:  # the engine sets them for the run and restores them after
+                import torch
+
+                TRAINING_THREADS.append(torch.get_num_threads())
         emit(bus, event)
 
     EventBus.emit = marked
     return marks
 
 
-def _engine_share(marks: list[tuple[float, float, float]]) -> dict:
-    """Over the steps ``_steady_rate`` counts: the engine thread's time on a CPU, and the share
+def _shares(marks: list[tuple[float, float, float]]) -> dict | None:
+    """Between the first and last of ``marks``: the engine thread's time on a CPU, and the share
     of time spent collecting garbage. The loop runs on one Python thread at ~99 % of a core:
     what another thread takes from it (the GIL, a core) shows in the first, and the machine's
-    speed swings, which move samples/s, do not."""
-    if len(marks) < 5:
-        raise RuntimeError(f"only {len(marks)} steps: too few to measure, raise --epochs")
-    (cpu0, wall0, gc0), (cpu1, wall1, gc1) = marks[len(marks) // 5], marks[-1]
+    speed swings, which move samples/s, do not. None with too few steps to tell."""
+    if len(marks) < 3:
+        return None
+    (cpu0, wall0, gc0), (cpu1, wall1, gc1) = marks[0], marks[-1]
     return {"engine_cpu": (cpu1 - cpu0) / (wall1 - wall0), "gc": (gc1 - gc0) / (wall1 - wall0)}
 
 
-def headless(demo: Path, epochs: int, out: Path) -> dict:
-    import torch
+def _engine_share(marks: list[tuple[float, float, float]]) -> dict:
+    """``_shares`` over the steps ``_steady_rate`` counts."""
+    shares = _shares(marks[len(marks) // 5:])
+    if shares is None:
+        raise RuntimeError(f"only {len(marks)} steps: too few to measure, raise --epochs")
+    return shares
 
+
+def headless(demo: Path, epochs: int, out: Path) -> dict:
     from sidestep.engine.trainer import Trainer
 
     marks = _mark_steps()
     result = Trainer(_config(demo, out, epochs)).run()
     assert result.status == "completed", result.error
     return {"rate": _steady_rate(out), **_engine_share(marks),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": TRAINING_THREADS[0]}
 
 
 def _run_app(demo: Path, epochs: int, out: Path, drive) -> None:
@@ -205,8 +212,8 @@ def with_monitor(demo: Path, epochs: int, out: Path) -> dict:
 def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict:
     """One run; the monitor and a blank screen take turns every ``window`` seconds. Drift in
     the machine's speed (other tenants) hits neighbouring phases alike, so each monitor phase
-    is compared with the blank phase right after it: by samples/s, and by the engine thread's
-    time on a CPU, which the machine's speed does not move."""
+    is compared with the blank phases on both sides of it: by samples/s, and by the engine
+    thread's time on a CPU, which the machine's speed does not move."""
     import asyncio
 
     from textual.screen import Screen
@@ -216,26 +223,20 @@ def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict
         def compose(self):
             yield Static("training; the monitor is hidden")
 
-    # Per phase: kind, start, end, the app threads' CPU share and the engine thread's time on
-    # a CPU. The engine trains on one Python thread at ~99 % of a core, so what the app takes
-    # from it (the GIL, a core) shows there to a tenth of a percent, while the machine's speed
-    # swings move samples/s by ~10 % from one phase to the next.
-    phases: list[tuple[str, float, float, float, float]] = []
+    phases: list[tuple[str, float, float, float]] = []  # kind, start, end, app threads' CPU
     settle = 0.5  # after a switch: the new screen's first full repaint is not steady state
+    marks = _mark_steps()
 
     async def drive(app) -> None:
         await _wait_steps(app, 2)
         app.install_screen(Blank(), "blank")  # one instance: a switch mounts nothing
         kind = "monitor"
         while app.runner.state.finished is None:
-            start = time.time()
             await asyncio.sleep(settle)
-            cpu, threads, wall = _app_cpu_seconds(), _engine_cpu_seconds(), time.time()
+            cpu, start = _app_cpu_seconds(), time.time()
             await asyncio.sleep(window - settle)
-            seconds, after = time.time() - wall, _engine_cpu_seconds()
-            phases.append((kind, start, time.time(), (_app_cpu_seconds() - cpu) / seconds,
-                           max((after[t] - threads.get(t, after[t]) for t in after),
-                               default=0.0) / seconds))
+            end = time.time()
+            phases.append((kind, start, end, (_app_cpu_seconds() - cpu) / (end - start)))
             if kind == "monitor":
                 app.push_screen("blank")
                 kind = "blank"
@@ -249,13 +250,18 @@ def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict
     def rate(start: float, end: float) -> float | None:
         # Gaps between steps inside the phase: no rounding to whole steps per phase, which at
         # ~3 steps/s would swamp a 2 % effect.
-        inside = [t for t in times if start + settle <= t < end]
+        inside = [t for t in times if start <= t < end]
         return _rate(inside, per_step) if len(inside) > 2 else None
+
+    def engine(start: float, end: float) -> float | None:
+        shares = _shares([m for m in marks if start <= m[1] < end])
+        return shares and shares["engine_cpu"]
 
     phases = phases[:-1]  # the last one holds the run's end
     kinds = [kind for kind, *_ in phases]
-    columns = {"rate": [rate(start, end) for _, start, end, _, _ in phases],
-               "busy": [p[3] for p in phases], "engine": [p[4] for p in phases]}
+    columns = {"rate": [rate(start, end) for _, start, end, _ in phases],
+               "engine": [engine(start, end) for _, start, end, _ in phases],
+               "busy": [busy for *_, busy in phases]}
 
     def against_neighbours(values: list) -> list[float]:
         """Each monitor phase over the mean of the blank phases either side of it: a steady
@@ -441,7 +447,7 @@ def throughput(demo: Path, epochs: int, repeat: int, interleaved_epochs: int) ->
           f"{100 * statistics.median(shares):.2f} % of one core; garbage collection: headless "
           f"{100 * statistics.median(collect['headless']):.2f} %, monitor "
           f"{100 * statistics.median(collect['monitor']):.2f} % of the time; torch intra-op "
-          f"threads {', '.join(map(str, sorted(threads)))} on {os.cpu_count()} CPUs")
+          f"threads while training {', '.join(map(str, sorted(threads)))} on {os.cpu_count()} CPUs")
     phase = run_case("interleaved", demo, interleaved_epochs)
     busy, engine_phase = phase["busy"], phase["engine"]
     print(f"interleaved, one run, monitor and a blank screen by turns: monitor "

@@ -82,6 +82,31 @@ def _cells(strips) -> list[list[tuple[str, object]]]:
     return [[(ch, seg.style) for seg in strip for ch in seg.text] for strip in strips]
 
 
+def _rendered(chart, visual=None) -> list[list[tuple[str, object]]]:
+    from textual.visual import Visual
+
+    width, height = chart.size
+    return _cells(Visual.to_strips(chart, visual or chart.render(), width, height,
+                                   chart.visual_style))
+
+
+def _text(cells) -> str:
+    return "".join(ch for row in cells for ch, _ in row)
+
+
+def _braille(text: str) -> bool:
+    """Curve cells (braille dots), not an empty frame."""
+    return any("⠁" <= ch <= "⣿" for ch in text)
+
+
+async def _log_scale_chart(pilot, state) -> LossChart:
+    chart = pilot.app.query_one(LossChart)
+    chart.log_scale = True
+    chart.draw(state, force=True)
+    await pilot.pause()
+    return chart
+
+
 async def test_charts_draw_the_same_cells_as_plotexts_ansi_text():
     """``PlotCells`` reads plotext's matrix instead of parsing its ANSI output: every cell's
     character and style must match what the ANSI route (textual-plotext's own) renders."""
@@ -105,23 +130,16 @@ async def test_charts_draw_the_same_cells_as_plotexts_ansi_text():
             ansi = Visual.to_strips(chart, visualize(chart, PlotextPlot.render(chart)), width,
                                     height, chart.visual_style)
             assert len(ours) == height and _cells(ours) == _cells(ansi)
-            assert any("⣀" <= ch <= "⣿" or "⠁" <= ch <= "⢿" for row in _cells(ours)
-                       for ch, _ in row)  # braille curve cells, not an empty frame
+            assert _braille(_text(_cells(ours)))
 
 
 async def test_a_log_scale_chart_survives_a_terminal_resize():
     """plotext rescales its data in place when it builds: rendering a log-scale chart again
     without new data (a resize, a theme change) took the log of the log and crashed the app."""
-    from textual.visual import Visual
-
     state = _loss_steps(2.0 / math.sqrt(i) for i in range(1, 100))
-
     app = _app_with(LossChart())
     async with app.run_test(size=(80, 30)) as pilot:
-        chart = app.query_one(LossChart)
-        chart.log_scale = True
-        chart.draw(state, force=True)
-        await pilot.pause()
+        chart = await _log_scale_chart(pilot, state)
         await pilot.resize_terminal(90, 30)  # renders again, with no new data
         await pilot.pause()
         app.theme = "textual-light"          # and again
@@ -129,31 +147,22 @@ async def test_a_log_scale_chart_survives_a_terminal_resize():
         assert app._exception is None
         first, second = chart.render(), chart.render()
         assert first.get_height(None, 90) == 30 and first.get_optimal_width(None, 90) == 90
-        cells = _cells(Visual.to_strips(chart, first, 90, 30, chart.visual_style))
+        cells = _rendered(chart, first)
         # the same figure however often it is rendered (plotext used to rescale it each time)
-        assert cells == _cells(Visual.to_strips(chart, second, 90, 30, chart.visual_style))
-        text = "".join(ch for row in cells for ch, _ in row)
-        assert "(log scale)" in text and any("⠁" <= ch <= "⣿" for ch in text)
+        assert cells == _rendered(chart, second)
+        assert "(log scale)" in _text(cells) and _braille(_text(cells))
 
 
 async def test_log_scale_leaves_out_what_it_cannot_draw():
     """Zero or negative losses (and a best point among them) have no logarithm: they are left
     out of a log-scale chart instead of raising inside the render."""
-    from textual.visual import Visual
-
     state = _loss_steps([0.0, -0.5, 0.8, 0.4, 0.0])
     assert state.best_loss <= 0
-
     app = _app_with(LossChart())
     async with app.run_test(size=(80, 24)) as pilot:
-        chart = app.query_one(LossChart)
-        chart.log_scale = True
-        chart.draw(state, force=True)
-        await pilot.pause()
-        cells = _cells(Visual.to_strips(chart, chart.render(), 80, 24, chart.visual_style))
-        text = "".join(ch for row in cells for ch, _ in row)
+        text = _text(_rendered(await _log_scale_chart(pilot, state)))
         assert "(log scale)" in text and "●" not in text.split("best", 1)[1]
-        assert any("⠁" <= ch <= "⣿" for ch in text)  # the positive losses are drawn
+        assert _braille(text)  # the positive losses are drawn
 
 
 def test_decimation_keeps_the_newest_point_when_steps_repeat():

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import torch
 
+from sidestep import cpu_threads
 from sidestep.engine import checkpointing as ckpt
 from sidestep.engine.control import Control
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
@@ -108,9 +109,7 @@ class Trainer:
         self._write_run_json(result.status, result)
         self.bus.close()
         self._detach_logging()
-        from sidestep.cpu_threads import restore
-
-        restore(self._threads_before)
+        cpu_threads.restore(self._threads_before)
         self._threads_before = None
         return result
 
@@ -161,10 +160,9 @@ class Trainer:
         self.device = self.fabric.device
         if kind == "cpu":
             from sidestep.cpu_malloc import keep_freed_memory
-            from sidestep.cpu_threads import leave_a_core
 
             keep_freed_memory()
-            self._threads_before = leave_a_core()
+            self._threads_before = cpu_threads.leave_a_core()
         log.info("device %s, precision %s", self.device_name, self.precision)
 
     def _setup_model_config(self) -> None:

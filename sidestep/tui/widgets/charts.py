@@ -171,7 +171,7 @@ class LossChart(Chart):
             best = state.best_loss
             if state.best_step is not None and best is not None and math.isfinite(best) and \
                     (best > 0 or not self.log_scale):
-                calls.append(("scatter", ([state.best_step], [state.best_loss]),
+                calls.append(("scatter", ([state.best_step], [best]),
                               {"marker": "●", "color": "green"}))
             if self.log_scale:
                 calls.append(("yscale", ("log",), {}))
