@@ -11,10 +11,11 @@ thread, the GPU sampler; no test pilot) training the demo with the monitor on sc
 seconds, which cancels slow drift.
 
 The goal (monitor/headless >= 0.98) is judged on two views: the engine thread's time on a CPU
-(from /proc), precise and untouched by the machine's speed swings (~10 % between runs and
-between seconds here) but blind to the loop doing less per CPU second; and samples/s, which see
-everything but carry those swings (printed with their error bars). First frame: the real launcher, timed until the dashboard is
-drawn (goal <= 0.6 s), next to a bare Textual app's.
+(its own clock, read at each step), precise and untouched by the machine's speed swings (~10 %
+between runs and between seconds here) but blind to the loop doing less per CPU second; and
+samples/s, which see everything but carry those swings (printed with their error bars). First
+frame: the real launcher, timed until the dashboard is drawn (goal <= 0.6 s), next to a bare
+Textual app's.
 """
 
 from __future__ import annotations
