@@ -11,7 +11,7 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sidestep-tui",
+    p = argparse.ArgumentParser(prog="sidestep-tui", allow_abbrev=False,
                                 description="Side-Step terminal app for ACE-Step 1.5 "
                                             "LoRA/LoKR training.")
     p.add_argument("--demo", action="store_true",

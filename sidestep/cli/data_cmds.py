@@ -14,54 +14,41 @@ def run_build_dataset(config, out: Out) -> int:
     from sidestep.data.dataset_json import DatasetError, build_dataset
 
     try:
-        path, doc, skipped = build_dataset(config.input, tag=config.tag,
-                                           tag_position=config.tag_position,
-                                           genre_ratio=config.genre_ratio, name=config.name,
-                                           output=config.output)
+        path, doc, warnings = build_dataset(config.input, tag=config.tag,
+                                            tag_position=config.tag_position,
+                                            genre_ratio=config.genre_ratio, name=config.name,
+                                            output=config.output)
     except DatasetError as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT
-    for msg in skipped:
-        out.warn(f"skipped: {msg}")
+    for msg in warnings:
+        out.warn(msg)
     n = len(doc["samples"])
     vocal = sum(1 for s in doc["samples"] if not s["is_instrumental"])
     out.info(f"wrote {path}: {n} songs ({vocal} with lyrics, {n - vocal} instrumental)")
     return EXIT_OK
 
 
-def samples_from(audio_dir: str | None, dataset_json: str | None):
-    """(meta, samples) from a dataset.json, or by scanning a folder and its sidecars."""
-    from sidestep.data.audio import find_audio
-    from sidestep.data.dataset_json import DatasetError, DatasetMeta, load_dataset_json, \
-        sample_for
-
-    if dataset_json:
-        return load_dataset_json(dataset_json)
-    root = Path(audio_dir)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: audio folder not found")
-    files = find_audio(root)
-    if not files:
-        raise DatasetError(f"{root}: no audio files found")
-    return DatasetMeta(name=root.name, num_samples=len(files)), [sample_for(f, root)
-                                                                  for f in files]
-
-
 def run_preprocess(config, out: Out) -> int:
     from sidestep.config.device import DeviceError, probe, resolve_device, resolve_precision
     from sidestep.data.audio import AudioError
     from sidestep.data.dataset_json import DatasetError
-    from sidestep.data.preprocess import preprocess
+    from sidestep.data.dataset_json import samples_from
+    from sidestep.data.preprocess import PreprocessError, check_output_dir, preprocess
     from sidestep.model.checkpoints import DiscoveryError
     from sidestep.model.loading import CheckpointError
 
+    warnings: list[str] = []
     try:
+        check_output_dir(config.tensor_output)  # before the slow parts
         info = probe()
         device = resolve_device(config.device, info)
         precision, note = resolve_precision(config.precision, device, info)
         if note:
             out.warn(note)
-        meta, samples = samples_from(config.audio_dir, config.dataset_json)
+        meta, samples = samples_from(config.audio_dir, config.dataset_json, warnings)
+        for msg in warnings:
+            out.warn(msg)
         out.info(f"preprocessing {len(samples)} songs on {device} ({precision}) into "
                  f"{config.tensor_output}")
         t0 = time.monotonic()
@@ -72,7 +59,8 @@ def run_preprocess(config, out: Out) -> int:
             tag_position=meta.tag_position, genre_ratio=meta.genre_ratio,
             progress=lambda phase, done, total, msg: out.info(
                 f"[{phase} {done + (phase not in ('load', 'done'))}/{total}] {msg}"))
-    except (DeviceError, DatasetError, DiscoveryError, CheckpointError, AudioError) as exc:
+    except (DeviceError, DatasetError, PreprocessError, DiscoveryError, CheckpointError,
+            AudioError) as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT
     for path, reason in result.failed:

@@ -27,6 +27,15 @@ OTHER_HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching: `--epoch 3` must be an error, not a silent `--epochs 3`.
+    Subparsers are made with ``type(parent)``, so this covers the whole tree."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):  # defaults are written by hand below
         return action.help or ""
@@ -69,7 +78,8 @@ def _value_type(s: Setting):
 
 
 def add_setting(parser: argparse._ActionsContainer, s: Setting) -> None:
-    help_text = f"{s.help} ({_default_text(s)})"
+    # argparse %-formats help strings: a literal % (e.g. "10% to 100%") must be doubled.
+    help_text = f"{s.help} ({_default_text(s)})".replace("%", "%%")
     kw: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS, "help": help_text}
     if s.kind == "bool":
         parser.add_argument(*s.flags, action=argparse.BooleanOptionalAction, **kw)
@@ -92,7 +102,7 @@ def add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sidestep",
         description="Side-Step: fine-tune ACE-Step 1.5 with LoRA (PEFT) or LoKR (LyCORIS). "
                     "Run `sidestep-tui` for the terminal app.",

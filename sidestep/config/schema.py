@@ -247,8 +247,8 @@ SETTINGS: tuple[Setting, ...] = (
        label="Audio directory", metavar="DIR"),
     _s("dataset_json", "path", None, "Labelled dataset JSON (captions, lyrics, BPM, ...).",
        "Preprocessing", _T + ("preprocess",), label="Dataset JSON", metavar="FILE"),
-    _s("tensor_output", "path", None, "Folder for the preprocessed .pt files.", "Preprocessing",
-       _T + ("preprocess",), label="Tensor output", metavar="DIR"),
+    _s("tensor_output", "path", None, "Folder for the preprocessed .pt files (created if "
+       "missing).", "Preprocessing", _T + ("preprocess",), label="Tensor output", metavar="DIR"),
     _s("max_duration", "float", 0.0, "Longest audio kept, in seconds (0: from the dataset).",
        "Preprocessing", _T + ("preprocess",), minimum=0.0, maximum=3600.0,
        label="Max duration (s)"),
@@ -277,8 +277,8 @@ SETTINGS: tuple[Setting, ...] = (
        maximum=10000, label="Top K"),
     _s("granularity", "str", "module", "Rank whole layers or single modules.", "Estimation",
        _SEL_EST, choices=("layer", "module"), label="Granularity"),
-    _s("output", "path", None, "Where to write the JSON result.", "Output",
-       ("estimate", "build-dataset"), label="Output file", metavar="FILE"),
+    _s("output", "path", None, "JSON file to write (build-dataset: INPUT/dataset.json when not "
+       "given).", "Output", ("estimate", "build-dataset"), label="Output file", metavar="FILE"),
     # --- compare-configs -----------------------------------------------------------------------
     _s("configs", "path_list", None, "Module config JSON files to compare (at least two).",
        "Compare", ("compare-configs",), required=True, label="Configs", metavar="FILE"),

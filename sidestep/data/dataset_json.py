@@ -102,7 +102,22 @@ def _parse_kv_text(text: str) -> dict[str, Any]:
     return out
 
 
-def read_sidecars(audio: Path) -> dict[str, Any]:
+def _read_text(path: Path, warnings: list[str] | None) -> str:
+    """A sidecar's text. Bytes that are not UTF-8 become U+FFFD, with a warning naming the
+    file: a garbled caption silently trained into an adapter is worse than a loud one."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if warnings is not None:
+            warnings.append(f"{path}: not valid UTF-8 (byte {exc.start}); unreadable characters "
+                            "were replaced with U+FFFD in the caption/lyrics. Re-save the file "
+                            "as UTF-8 and run this again.")
+        return data.decode("utf-8-sig", errors="replace")
+
+
+def read_sidecars(audio: Path, warnings: list[str] | None = None) -> dict[str, Any]:
+    """Fields from ``audio``'s sidecar files; text-decoding problems go to ``warnings``."""
     fields: dict[str, Any] = {}
     stem = audio.with_suffix("")
     js = stem.with_suffix(".json")
@@ -119,10 +134,10 @@ def read_sidecars(audio: Path) -> dict[str, Any]:
                 fields[key] = v
     txt = stem.with_suffix(".txt")
     if txt.is_file():
-        fields.update(_parse_kv_text(txt.read_text(encoding="utf-8", errors="replace")))
+        fields.update(_parse_kv_text(_read_text(txt, warnings)))
     for lyr in (Path(f"{stem}.lyrics.txt"), Path(f"{stem}_lyrics.txt")):
         if lyr.is_file():
-            fields["lyrics"] = lyr.read_text(encoding="utf-8", errors="replace").strip()
+            fields["lyrics"] = _read_text(lyr, warnings).strip()
     return fields
 
 
@@ -138,9 +153,10 @@ def _bpm(value: Any, where: str) -> int | None:
     return bpm
 
 
-def sample_for(audio: Path, root: Path, tag: str = "") -> Sample:
+def sample_for(audio: Path, root: Path, tag: str = "",
+               warnings: list[str] | None = None) -> Sample:
     duration, _rate, _ch = audio_info(audio)
-    fields = read_sidecars(audio)
+    fields = read_sidecars(audio, warnings)
     lyrics = str(fields.get("lyrics") or "").strip()
     if lyrics.lower() in ("[instrumental]", "instrumental"):
         lyrics = ""
@@ -162,20 +178,29 @@ def sample_for(audio: Path, root: Path, tag: str = "") -> Sample:
 def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "prepend",
                   genre_ratio: int = 0, name: str = "local_dataset",
                   output: Path | str | None = None) -> tuple[Path, dict[str, Any], list[str]]:
-    """Scan ``input_dir`` and write dataset.json. Returns (path, document, skipped messages)."""
+    """Scan ``input_dir`` and write dataset.json.
+
+    Returns (path, document, warnings): songs skipped (``skipped: ...``) and sidecar problems.
+    The output path is checked before the scan, so a bad one changes nothing.
+    """
     from sidestep.config import atomic
+    from sidestep.data.paths import output_file_problem
 
     root = Path(input_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: input folder not found")
+    out = Path(output) if output else root / "dataset.json"
+    problem = output_file_problem(out, "--output", "dataset.json")
+    if problem:
+        raise DatasetError(problem)
     files = find_audio(root)
     if not files:
         raise DatasetError(f"{root}: no audio files found (looked for .wav, .flac, .ogg, "
                            ".mp3, .aiff, .opus)")
-    samples, skipped = [], []
+    samples, skipped, warnings = [], [], []
     for f in files:
         try:
-            samples.append(sample_for(f, root, tag))
+            samples.append(sample_for(f, root, tag, warnings))
         except (AudioError, DatasetError) as exc:
             skipped.append(str(exc))
     if not samples:
@@ -184,9 +209,12 @@ def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "
     meta = DatasetMeta(name=name, custom_tag=tag, tag_position=tag_position,
                        genre_ratio=genre_ratio, num_samples=len(samples))
     doc = {"metadata": asdict(meta), "samples": [asdict(s) for s in samples]}
-    out = Path(output) if output else root / "dataset.json"
-    atomic.write_json(out, doc)
-    return out, doc, skipped
+    try:
+        atomic.write_json(out, doc)
+    except OSError as exc:  # what the check cannot foresee (read-only mount, disk full, ...)
+        raise DatasetError(f"--output {out}: cannot write it ({exc.strerror or exc}); choose "
+                           "another path") from None
+    return out, doc, [f"skipped: {m}" for m in skipped] + warnings
 
 
 def load_dataset_json(path: Path | str) -> tuple[DatasetMeta, list[Sample]]:
@@ -224,3 +252,19 @@ def genre_indices(count: int, genre_ratio: int, seed: int = 42) -> set[int]:
     chosen = list(range(count))
     random.Random(seed).shuffle(chosen)
     return set(chosen[: int(count * genre_ratio / 100)])
+
+
+def samples_from(audio_dir: str | None, dataset_json: str | None,
+                 warnings: list[str] | None = None):
+    """(meta, samples) from a dataset.json, or by scanning a folder and its sidecars (whose
+    decoding problems are appended to ``warnings``)."""
+    if dataset_json:
+        return load_dataset_json(dataset_json)
+    root = Path(audio_dir)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: audio folder not found")
+    files = find_audio(root)
+    if not files:
+        raise DatasetError(f"{root}: no audio files found")
+    samples = [sample_for(f, root, warnings=warnings) for f in files]
+    return DatasetMeta(name=root.name, num_samples=len(files)), samples

@@ -131,9 +131,14 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
 
         keep_freed_memory()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / _PASS1_DIR
-    tmp.mkdir(exist_ok=True)
+    check_output_dir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / _PASS1_DIR
+        tmp.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise PreprocessError(f"--tensor-output {out}: cannot create it "
+                              f"({exc.strerror or exc}); choose another folder") from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     model = resolve_model(checkpoint_dir, model_variant)
     silence = load_silence_latent(model.path)
@@ -209,13 +214,28 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     shutil.rmtree(tmp, ignore_errors=True)
     manifest = {
         "metadata": dataset_meta or {},
-        "samples": [str(p) for p in result.written],
+        # relative to the folder, so a copied or moved folder trains on its own files
+        "samples": [p.relative_to(out).as_posix() for p in result.written],
         "num_samples": len(result.written),
     }
     result.manifest = out / "manifest.json"
-    atomic.write_json(result.manifest, manifest)
+    try:
+        atomic.write_json(result.manifest, manifest)
+    except OSError as exc:
+        raise PreprocessError(f"{result.manifest}: cannot write it ({exc.strerror or exc}); "
+                              "free space or fix the folder's permissions and run this "
+                              "again") from None
     say("done", len(result.written), len(samples), f"wrote {len(result.written)} files")
     return result
+
+
+def check_output_dir(path: Path | str) -> None:
+    """Refuse an unusable ``--tensor-output`` before anything is loaded or written."""
+    from sidestep.data.paths import output_dir_problem
+
+    problem = output_dir_problem(path, "--tensor-output")
+    if problem:
+        raise PreprocessError(problem)
 
 
 def _save_atomic(obj, path: Path) -> None:

@@ -1,15 +1,17 @@
 """The training dataset: preprocessed ``.pt`` files, validated before training starts.
 
-Files come from ``manifest.json`` when it lists them (entries that moved are found next to the
-manifest), otherwise from a scan of the folder. Every file is opened once with
-``weights_only=True`` and checked (keys, shapes, dtypes, finite values) so a bad file fails the
-run at the start with its name, not hours in.
+Files come from ``manifest.json`` when it lists them, otherwise from a scan of the folder.
+Manifest entries are relative to the folder and must stay inside it, so a copied folder trains
+on its own files; older manifests held absolute paths, which are taken by file name from the
+folder. Every file is opened once with ``weights_only=True`` and checked (keys, shapes, dtypes,
+finite values) so a bad file fails the run at the start with its name, not hours in.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -47,21 +49,45 @@ def list_files(dataset_dir: Path | str) -> list[Path]:
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{manifest}: not valid JSON ({exc}); fix or delete it (the folder "
                             "is scanned without it)") from None
-        if entries:
-            for entry in entries:
-                p = Path(str(entry))
-                candidates = [p, root / p, root / p.name]
-                found = next((c for c in candidates if c.is_file()), None)
-                if found is None:
-                    raise DataError(f"{manifest}: lists {entry}, which is missing; restore it "
-                                    "or remove it from the manifest")
-                files.append(found)
+        if entries is not None and not isinstance(entries, list):
+            raise DataError(f"{manifest}: 'samples' should be a list of file names; fix or "
+                            "delete it (the folder is scanned without it)")
+        for entry in entries or ():
+            files.append(_manifest_entry(root, manifest, str(entry)))
     if not files:
         files = sorted(p for p in root.glob("*.pt") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DataError(f"{root}: no .pt files found; preprocess your audio first "
                         "(`sidestep preprocess` or the --preprocess flag)")
     return files
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder``, judged on the paths as written and as resolved
+    (a folder reached through a symlink is still itself)."""
+    plain = Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+    return plain or path.resolve().is_relative_to(folder.resolve())
+
+
+def _manifest_entry(root: Path, manifest: Path, entry: str) -> Path:
+    """The file one manifest entry names, always inside ``root``."""
+    p = Path(entry)
+    if p.is_absolute() and not _inside(p, root):
+        # An old manifest (absolute paths) in a copied or moved folder: the folder's own file.
+        if (root / p.name).is_file():
+            return root / p.name
+        raise DataError(f"{manifest}: lists {entry}, which is outside the dataset folder {root} "
+                        f"(and {root} has no {p.name}); put the file in the folder, or delete "
+                        f"{manifest} to use the folder's .pt files")
+    path = p if p.is_absolute() else root / p
+    if not _inside(path, root):
+        raise DataError(f"{manifest}: lists {entry}, which points outside the dataset folder "
+                        f"{root}; entries must name files in the folder. Fix the entry, or "
+                        f"delete {manifest} to use the folder's .pt files")
+    if not path.is_file():
+        raise DataError(f"{manifest}: lists {entry}, which is missing from {root}; restore it, "
+                        f"or delete {manifest} to use the folder's .pt files")
+    return path
 
 
 def load_record(path: Path) -> dict:

@@ -1,0 +1,54 @@
+"""Checks on output paths, run before anything is written.
+
+A mistyped output path should cost the user one clear line, not a traceback half-way through a
+job with some files already replaced. Each check returns a message naming the path and the fix,
+or None; callers raise their own error type so the CLI and the trainer report it as bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (as a file, folder or link)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _ancestor_problem(path: Path, flag: str, start: Path) -> str | None:
+    anc = _nearest_existing(start)
+    if not anc.is_dir():
+        return (f"{flag} {path}: {anc} is a file, not a folder, so nothing can be written "
+                f"there; choose a path in a folder")
+    if not _writable(anc):
+        return (f"{flag} {path}: no permission to write in {anc}; choose a folder you can "
+                f"write to, or fix its permissions")
+    return None
+
+
+def output_file_problem(path: Path | str, flag: str, example_name: str) -> str | None:
+    """Why a file cannot be written at ``path`` (replacing an existing file is fine)."""
+    path = Path(path)
+    if path.is_dir():
+        return (f"{flag} {path} is a folder; give a file path such as "
+                f"{path / example_name}")
+    if os.path.lexists(path) and not path.is_file():
+        return f"{flag} {path} exists and is not a regular file; choose another file name"
+    return _ancestor_problem(path, flag, path.parent)
+
+
+def output_dir_problem(path: Path | str, flag: str) -> str | None:
+    """Why ``path`` cannot be used (and created if missing) as an output folder."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        return (f"{flag} {path} is a file, not a folder; give a folder path (it is created "
+                f"if missing), or move that file away")
+    return _ancestor_problem(path, flag, path)

@@ -1,0 +1,80 @@
+"""Every ``--help`` in the CLI tree prints and exits 0, and long options are never
+prefix-matched (issue #12)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from sidestep.cli import main
+from sidestep.cli.parser import build_parser
+
+
+def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, parser) for the parser and every subparser below it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _walk(child, path + (name,))
+
+
+ALL_PATHS = [path for path, _ in _walk(build_parser())]
+
+
+def test_tree_covers_the_commands():
+    # guards the walk itself: it must reach nested `presets` actions and the training modes
+    assert ("fixed",) in ALL_PATHS and ("presets", "save") in ALL_PATHS
+    assert len(ALL_PATHS) > 15
+
+
+@pytest.mark.parametrize("path", ALL_PATHS, ids=lambda p: " ".join(p) or "sidestep")
+def test_help_prints(path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*path, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr()
+    assert out.out.strip().startswith("usage:")
+    assert "Traceback" not in out.err
+
+
+def test_tui_help_prints(capsys):
+    from sidestep.launch import build_parser as tui_parser
+
+    with pytest.raises(SystemExit) as exc:
+        tui_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    assert "--demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "sidestep", "--help"],
+    ["-m", "sidestep", "fixed", "--help"],
+    ["-m", "sidestep", "presets", "save", "--help"],
+    ["-c", "from sidestep.launch import entry; entry()", "--help"],
+], ids=["sidestep", "fixed", "presets-save", "sidestep-tui"])
+def test_help_in_a_real_process(argv):
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_parser_allows_abbreviations():
+    for path, parser in _walk(build_parser()):
+        assert parser.allow_abbrev is False, " ".join(path)
+
+
+@pytest.mark.parametrize("argv", [
+    ["fixed", "--epoch", "3", "--print-config"],
+    ["vram-estimate", "--epoch", "3"],
+    ["presets", "save", "x", "--epoch", "3"],
+])
+def test_option_prefix_is_an_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "--epoch" in capsys.readouterr().err
