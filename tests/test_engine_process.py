@@ -14,6 +14,7 @@ import pytest
 
 from conftest import train_config
 from sidestep.engine import checkpointing as ck
+from sidestep.engine.run_dir import summarize
 from sidestep.engine.trainer import Trainer
 
 HERE = Path(__file__).parent
@@ -53,6 +54,9 @@ def test_sigkill_while_saving_keeps_the_previous_checkpoint(demo_root, small_ten
     first = out / "checkpoint-epoch-1"
     second = out / "checkpoint-epoch-2"
     assert ck.read_state(first)["epoch"] == 1  # the previous checkpoint is intact
+    # killed hard: History shows it interrupted, with the intact checkpoint to resume from
+    summary = summarize(out)
+    assert summary.status == "interrupted" and summary.latest_checkpoint == first
     if phase == "before_rename":
         assert not second.exists()
         assert list(out.glob(".checkpoint-epoch-2.tmp-*"))
@@ -109,7 +113,8 @@ def test_sigterm_saves_exits_130_and_resumes(demo_root, small_tensors, tmp_path)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, rest[-2000:]
-    assert "resume with --resume-from" in rest
+    assert "SIGTERM: stopping at the next micro-batch" in rest  # queued by the handler
+    assert "resume with --resume-from" in rest and "Traceback" not in rest
     saved = [p for p in out.glob("checkpoint-step-*")]
     assert len(saved) == 1 and ck.is_complete(saved[0])
     state = ck.read_state(saved[0])
@@ -123,18 +128,24 @@ def test_sigterm_saves_exits_130_and_resumes(demo_root, small_tensors, tmp_path)
 
 
 def test_second_signal_exits_at_once(monkeypatch):
-    """Signals sent back to back merge in the kernel, so the handler is driven directly."""
-    from sidestep.cli.output import Out
+    """Signals sent back to back merge in the kernel, so the handler is driven directly. The
+    handler writes nothing itself (the terminal may be gone): its notice is queued."""
     from sidestep.cli.train_cmd import SignalStop
     from sidestep.engine.control import Control
 
-    exits = []
+    def no_io(*_args):
+        raise OSError(5, "Input/output error")
+
+    exits, notices = [], []
     monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    monkeypatch.setattr(os, "write", no_io)
     control = Control()
-    with SignalStop(control, Out(plain=True)) as stopper:
+    with SignalStop(control, notices.append) as stopper:
         assert signal.getsignal(signal.SIGTERM) == stopper._handle
-        stopper._handle(signal.SIGTERM, None)
+        stopper._handle(signal.SIGHUP, None)
         assert control.stop_requested and exits == []
+        assert control.stop_reason == "SIGHUP received"
+        assert notices and notices[0].startswith("SIGHUP: stopping")
         stopper._handle(signal.SIGINT, None)
         assert exits == [130]
     assert signal.getsignal(signal.SIGTERM) != stopper._handle  # restored afterwards

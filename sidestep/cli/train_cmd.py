@@ -2,7 +2,8 @@
 
 Exit codes: 0 completed, 130 stopped (a checkpoint was saved), 1 failed, 2 bad input.
 SIGINT, SIGTERM and SIGHUP ask the engine to stop and save; a second signal exits at once
-without touching the last complete checkpoint.
+without touching the last complete checkpoint. So does losing the terminal or the pipe that
+stdout goes to: the run stops and saves, and its log file keeps what could not be shown.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def summary_rows(config) -> list[tuple[str, str]]:
     return rows
 
 
+def _shown(e: LogLine) -> bool:
+    """Warnings and library errors. The engine's own errors arrive as ``Problem`` events,
+    which are shown instead (the log line is for the log file)."""
+    return e.level == "warning" or (e.level == "error" and e.source != "sidestep.engine")
+
+
 class PlainProgress:
     """Line output for logs and pipes."""
 
@@ -67,6 +74,7 @@ class PlainProgress:
         self.every = max(1, every)
         self.total = 0
         self.epochs = 0
+        self.fatal_shown = False
 
     def handle(self, e: Event) -> None:
         say = self.out.info
@@ -89,7 +97,8 @@ class PlainProgress:
         elif isinstance(e, Problem):
             text = e.message + (f" (try: {e.remedy})" if e.remedy else "")
             (self.out.error if e.fatal else self.out.warn)(text)
-        elif isinstance(e, LogLine) and e.level in ("warning", "error"):
+            self.fatal_shown = self.fatal_shown or e.fatal
+        elif isinstance(e, LogLine) and _shown(e):
             self.out.warn(e.message)
 
     def close(self) -> None:
@@ -110,6 +119,7 @@ class RichProgress:
             refresh_per_second=4, transient=False)
         self.epoch_task = None
         self.step_task = None
+        self.fatal_shown = False
 
     def handle(self, e: Event) -> None:
         from rich.markup import escape
@@ -136,7 +146,8 @@ class RichProgress:
             color = "red" if e.fatal else "yellow"
             p.console.print(f"[{color}]{escape(e.message)}[/]"
                             + (f"\n  try: {escape(e.remedy)}" if e.remedy else ""))
-        elif isinstance(e, LogLine) and e.level in ("warning", "error"):
+            self.fatal_shown = self.fatal_shown or e.fatal
+        elif isinstance(e, LogLine) and _shown(e):
             p.console.print(f"[yellow]{escape(e.message)}[/]")
         elif isinstance(e, RunFinished):
             p.stop()
@@ -146,11 +157,15 @@ class RichProgress:
 
 
 class SignalStop:
-    """First signal: stop and save. Second: leave at once."""
+    """First signal: stop and save. Second: leave at once.
 
-    def __init__(self, control, out: Out):
+    The handler does no I/O: the terminal may be gone (SIGHUP), and a failed write raised
+    inside the handler would end the training loop it interrupted. It sets the stop request
+    and queues a notice for the event thread (``SimpleQueue.put`` is reentrant)."""
+
+    def __init__(self, control, announce=None):
         self.control = control
-        self.out = out
+        self.announce = announce or (lambda message: None)
         self.count = 0
         self.previous = {}
 
@@ -166,12 +181,11 @@ class SignalStop:
     def _handle(self, signum, _frame) -> None:
         self.count += 1
         if self.count >= 2:
-            os.write(2, b"\nsecond signal: exiting now (the last complete checkpoint is kept)\n")
-            os._exit(EXIT_STOPPED)
+            os._exit(EXIT_STOPPED)  # the last complete checkpoint is kept
         name = signal.Signals(signum).name
-        os.write(2, f"\n{name}: stopping at the next micro-batch and saving a checkpoint; "
-                    "send it again to exit at once\n".encode())
         self.control.request_stop(f"{name} received")
+        self.announce(f"{name}: stopping at the next micro-batch and saving a checkpoint; send "
+                      "it again to exit at once")
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -212,13 +226,20 @@ def confirm(out: Out) -> bool:
 
 
 def run_training(resolved, args, out: Out) -> int:
+    from sidestep.cli.streams import GUARD
     from sidestep.engine.control import Control
+    from sidestep.engine.run_dir import RunDirError, check_output_dir
     from sidestep.engine.trainer import Trainer
 
     config = resolved.config
     if config.mode == "selective":
         out.error("`sidestep selective` arrives with the estimate feature; use `fixed` with "
                   "--attention-type/--target-modules for now")
+        return EXIT_BAD_INPUT
+    try:  # before the summary and the prompt: nothing to confirm for a folder we would refuse
+        check_output_dir(config.output_dir, config.resume_from)
+    except RunDirError as exc:
+        out.error(str(exc))
         return EXIT_BAD_INPUT
     out.table("Side-Step training", ("setting", "value"), summary_rows(config))
     memory_summary(config, out)
@@ -228,8 +249,17 @@ def run_training(resolved, args, out: Out) -> int:
     control = Control()
     sink = PlainProgress(out, config.log_every) if out.plain else RichProgress(out)
     t0 = time.monotonic()
-    with SignalStop(control, out):
-        result = Trainer(config, [sink], control).run()
+    trainer = Trainer(config, [sink], control)
+
+    def output_lost(reason: str) -> None:  # a closed pipe or a vanished terminal
+        control.request_stop(f"output closed ({reason})")
+
+    GUARD.listen(output_lost)
+    try:
+        with SignalStop(control, lambda msg: trainer.emit(LogLine(msg, level="warning"))):
+            result = trainer.run()
+    finally:
+        GUARD.forget(output_lost)
     sink.close()
     took = fmt_duration(time.monotonic() - t0)
     if result.status == "completed":
@@ -239,7 +269,8 @@ def run_training(resolved, args, out: Out) -> int:
         out.info(f"stopped after step {result.step}; resume with --resume-from "
                  f"{result.checkpoint_path}")
         return EXIT_STOPPED
-    out.error(result.error or "training failed")
+    if not sink.fatal_shown:
+        out.error(result.error or "training failed")
     if result.checkpoint_path:
         out.info(f"last state saved to {result.checkpoint_path}")
     return EXIT_BAD_INPUT if result.error_kind == "input" else EXIT_FAILED

@@ -6,6 +6,7 @@ Thread-safe; the trainer checks it every micro-batch. Signal handlers and the TU
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 
 class Control:
@@ -14,6 +15,8 @@ class Control:
         self._save_now = threading.Event()
         self._running = threading.Event()
         self._running.set()  # not paused
+        # Set by every command, so a paused engine wakes at once (to save, resume or stop).
+        self._wake = threading.Event()
         self.stop_reason = ""
 
     # -- commands ------------------------------------------------------------------------------
@@ -23,15 +26,18 @@ class Control:
             self.stop_reason = reason
         self._stop.set()
         self._running.set()  # a paused run must wake up to stop
+        self._wake.set()
 
     def pause(self) -> None:
         self._running.clear()
 
     def resume(self) -> None:
         self._running.set()
+        self._wake.set()
 
     def save_now(self) -> None:
         self._save_now.set()
+        self._wake.set()
 
     # -- queries -------------------------------------------------------------------------------
     @property
@@ -48,9 +54,17 @@ class Control:
             return True
         return False
 
-    def wait_while_paused(self, poll: float = 0.2) -> bool:
-        """Block while paused; returns True if the run was paused at all."""
+    def wait_while_paused(self, poll: float = 0.2,
+                          on_save: Callable[[], object] | None = None) -> bool:
+        """Block while paused; returns True if the run was paused at all. With ``on_save``, a
+        save request made during the pause runs it at once (on this thread) instead of waiting
+        for the resume."""
         was = self.paused
-        while not self._running.wait(poll):
-            pass
-        return was
+        while True:
+            # clear before checking: a command arriving after the checks sets it again
+            self._wake.clear()
+            if on_save is not None and self.take_save_request():
+                on_save()
+            if not self.paused:
+                return was
+            self._wake.wait(poll)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidestep.config.atomic import write_json
+from sidestep.config.atomic import write_bytes, write_json
 
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
@@ -46,20 +49,168 @@ def write_run(run_dir: Path, data: dict[str, Any]) -> None:
     write_json(Path(run_dir) / RUN_FILE, data)
 
 
+# -- who owns a folder ---------------------------------------------------------------------------
+HEARTBEAT_SECONDS = 30.0
+# A run on another host (or from a version without a pid) is judged by its heartbeat alone.
+STALE_AFTER_SECONDS = 10 * HEARTBEAT_SECONDS
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_identity() -> dict[str, Any]:
+    """What ``run.json`` records so that a later look can tell whether the run still lives."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "pid_started": _start_ticks(pid)}
+
+
+def run_is_alive(info: dict[str, Any], run_dir: Path | None = None) -> bool:
+    """Whether the process that wrote a ``running`` run.json is still at it."""
+    pid, host = info.get("pid"), info.get("host")
+    if isinstance(pid, int) and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # someone else's process: it exists
+        started = info.get("pid_started")
+        now_started = _start_ticks(pid)
+        return started is None or now_started is None or started == now_started
+    beats = [info.get("heartbeat_at")]
+    if run_dir is not None:  # older run folders: the newest write stands in for a heartbeat
+        for name in (RUN_FILE, EVENTS_FILE, LOG_FILE):
+            try:
+                beats.append((Path(run_dir) / name).stat().st_mtime)
+            except OSError:
+                pass
+    newest = max((b for b in beats if isinstance(b, (int, float))), default=None)
+    return newest is not None and time.time() - newest < STALE_AFTER_SECONDS
+
+
+def _has_steps(run_dir: Path) -> bool:
+    try:
+        with open(run_dir / EVENTS_FILE, encoding="utf-8", errors="replace") as fh:
+            return any('"type": "step"' in line or '"type":"step"' in line for line in fh)
+    except OSError:
+        return False
+
+
+def _left_by_failed_start(run_dir: Path, info: dict[str, Any] | None) -> bool:
+    """A folder whose run never took a step nor saved anything: nothing there to protect."""
+    if info is None:
+        return False
+    status = info.get("status")
+    if status == "running" and run_is_alive(info, run_dir):
+        return False
+    if status not in ("failed", "running"):
+        return False
+    return not (any(run_dir.glob("checkpoint-*")) or (run_dir / FINAL_ADAPTER).exists()
+                or _has_steps(run_dir))
+
+
 def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
-    """Refuse to start a fresh run on top of another run's files (nothing is overwritten)."""
+    """Refuse, before anything is written, a folder that holds another run's files.
+
+    A fresh run needs a new or empty folder (or one whose only run never took a step). A
+    resumed run continues in its checkpoint's own run folder, or starts a new or empty one.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
-    if resume_from:
-        return
+    from sidestep.data.paths import output_dir_problem
+
+    problem = output_dir_problem(run_dir, "--output-dir")
+    if problem:
+        raise RunDirError(problem)
     existing = read_run(run_dir)
-    has_adapter = (run_dir / FINAL_ADAPTER).exists()
-    has_ckpt = any(run_dir.glob("checkpoint-*")) if run_dir.is_dir() else False
-    if existing or has_adapter or has_ckpt:
+    if existing and existing.get("status") == "running" and run_is_alive(existing, run_dir):
+        who = f"pid {existing.get('pid')} on {existing.get('host')}" if existing.get("pid") \
+            else "another process"
+        raise RunDirError(f"{run_dir}: a run is in progress there ({who}); stop it first, or "
+                          "choose another --output-dir")
+    if _left_by_failed_start(run_dir, existing):
+        return
+    if resume_from:
+        own = Path(resume_from).resolve().parent
+        if run_dir.resolve() == own or not run_dir.exists() or not any(run_dir.iterdir()):
+            return
+        raise RunDirError(f"{run_dir}: holds other files, and --resume-from {resume_from} "
+                          f"belongs to the run in {own}; resume into that folder, or choose a "
+                          "new or empty --output-dir")
+    has_run = existing is not None or (run_dir / EVENTS_FILE).exists() or \
+        (run_dir / FINAL_ADAPTER).exists() or any(run_dir.glob("checkpoint-*"))
+    if has_run:
         status = (existing or {}).get("status", "unknown")
+        if status == "running":
+            status = "interrupted"
         raise RunDirError(f"{run_dir}: already holds a run (status: {status}); choose a new "
                           "--output-dir, or continue it with --resume-from <its checkpoint>")
+
+
+class FolderClaim:
+    """What a starting run is about to add to folders that may already hold things, so that a
+    start which fails before its first step or checkpoint can take all of it back."""
+
+    def __init__(self, run_dir: Path, log_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.roots = []  # topmost folders this run creates: removed whole on rollback
+        for folder in (self.run_dir, Path(log_dir)):
+            top = None
+            probe = folder
+            while not probe.exists() and probe.parent != probe:
+                top = probe
+                probe = probe.parent
+            if top is not None and top not in self.roots:
+                self.roots.append(top)
+        self.run_file = _read_bytes(self.run_dir / RUN_FILE)
+        self.sizes = {name: _size(self.run_dir / name) for name in (EVENTS_FILE, LOG_FILE)}
+        self.log_dir = Path(log_dir)
+        self.log_entries = set(self.log_dir.rglob("*")) if self.log_dir.is_dir() else set()
+
+    def rollback(self) -> None:
+        for top in self.roots:
+            shutil.rmtree(top, ignore_errors=True)
+        if not self.run_dir.is_dir():
+            return
+        run_file = self.run_dir / RUN_FILE
+        if self.run_file is None:
+            run_file.unlink(missing_ok=True)
+        elif _read_bytes(run_file) != self.run_file:
+            write_bytes(run_file, self.run_file)
+        for name, size in self.sizes.items():
+            path = self.run_dir / name
+            if size is None:
+                path.unlink(missing_ok=True)
+            elif _size(path) not in (None, size):
+                with open(path, "r+b") as fh:
+                    fh.truncate(size)
+        if self.log_dir.is_dir():
+            for path in sorted(set(self.log_dir.rglob("*")) - self.log_entries, reverse=True):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -102,6 +253,8 @@ def summarize(run_dir: Path) -> RunSummary | None:
     status = info.get("status") or (finished[-1].status if finished else "unknown")
     if status == "running" and finished:
         status = finished[-1].status
+    if status == "running" and not run_is_alive(info, run_dir):
+        status = "interrupted"  # killed hard: its newest complete checkpoint still resumes
     cfg = info.get("config") or {}
     adapter = info.get("adapter_path")
     if not adapter and (run_dir / FINAL_ADAPTER).is_dir():

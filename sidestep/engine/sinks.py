@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -154,6 +155,32 @@ class EventBus:
                 log.warning("closing %s failed: %s", type(sink).__name__, exc)
 
 
+# Colour and cursor codes some libraries (LyCORIS) put into their log messages.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class PlainFormatter(logging.Formatter):
+    """The log file's format, without terminal colour codes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return strip_ansi(super().format(record))
+
+
+# Library notices that say nothing a user can act on: kept in the log file, not shown as
+# warnings. (logger name prefix, words in the message)
+QUIET = (("bitsandbytes", "No module named 'kernels'"),)
+
+
+def _level(record: logging.LogRecord, message: str) -> str:
+    if any(record.name.startswith(name) and words in message for name, words in QUIET):
+        return "debug"
+    return record.levelname.lower()
+
+
 class LogToEvents(logging.Handler):
     """Routes Python logging (ours, libraries', captured warnings) to ``LogLine`` events."""
 
@@ -167,11 +194,10 @@ class LogToEvents(logging.Handler):
             return
         self._local.busy = True
         try:
-            msg = record.getMessage()
+            msg = strip_ansi(record.getMessage())
             if record.name == "py.warnings":
                 msg = msg.strip().splitlines()[0] if msg.strip() else msg
-            self.bus.emit(LogLine(message=msg, level=record.levelname.lower(),
-                                  source=record.name))
+            self.bus.emit(LogLine(message=msg, level=_level(record, msg), source=record.name))
         except Exception:
             pass
         finally:

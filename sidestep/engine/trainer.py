@@ -9,8 +9,11 @@ stop or save-now at any micro-batch writes a checkpoint that resumes exactly.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import math
 import re
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -25,9 +28,11 @@ from sidestep.engine import checkpointing as ckpt
 from sidestep.engine.control import Control
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunStarted, StepMetrics)
-from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, LOG_FILE, check_output_dir,
-                                     now, read_run, versions, write_run)
-from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
+from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS, LOG_FILE,
+                                     FolderClaim, check_output_dir, now, process_identity,
+                                     versions, write_run)
+from sidestep.engine.sinks import (EventBus, JsonlSink, LogToEvents, PlainFormatter, Sink,
+                                   TensorBoardSink)
 
 log = logging.getLogger("sidestep.engine")
 
@@ -37,6 +42,15 @@ OOM_REMEDY = ("lower --batch-size, --rank (or --lokr-linear-dim) or --chunk-dura
               "--gradient-checkpointing on, or pick a smaller VRAM preset (vram_12gb, vram_8gb)")
 PRECISION_TO_FABRIC = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
 PRECISION_TO_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _ignore_terminal_signals(_worker_id: int) -> None:
+    """Data-loader workers share the terminal's process group: a ctrl+c or a dropped SSH session
+    would kill them mid-batch (and the run with them) while the main process stops and saves."""
+    for name in ("SIGINT", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class InputProblem(ValueError):
@@ -82,6 +96,12 @@ class Trainer:
         self._log_handlers: list[logging.Handler] = []
         self._setup_done = False
         self._started = 0.0
+        self._claim: FolderClaim | None = None  # set once the run folder is ours to write
+        self._saved_any = False
+        self._stepped = False
+        self._run_info: dict[str, Any] = {}
+        self._run_lock = threading.Lock()
+        self._heartbeat_stop = threading.Event()
         self._threads_before: int | None = None  # torch's intra-op threads, for CPU runs
 
     # -- public --------------------------------------------------------------------------------
@@ -106,9 +126,16 @@ class Trainer:
             result = self._finished("failed", error=f"{type(exc).__name__}: {exc}",
                                     error_kind="runtime")
         self.emit(result)
-        self._write_run_json(result.status, result)
+        self._heartbeat_stop.set()
+        # A start that failed before its first step or checkpoint leaves the folders as it
+        # found them (no clutter in History, and the corrected command can use the folder).
+        undo = result.status == "failed" and not self._stepped and not self._saved_any
+        if not undo:
+            self._write_run_json(result.status, result)
         self.bus.close()
         self._detach_logging()
+        if undo and self._claim is not None:
+            self._claim.rollback()
         cpu_threads.restore(self._threads_before)
         self._threads_before = None
         return result
@@ -117,23 +144,21 @@ class Trainer:
         """Everything before the first step. Separate so callers (and tests) can inspect or
         instrument the built model before ``run``."""
         cfg = self.config
-        check_output_dir(self.run_dir, cfg.resume_from)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_partials(self.run_dir)
         self._attach_logging()
+        # Everything that can be checked is checked before the first file is written.
         if self.write_files:
-            self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
-            try:
-                self.bus.add(TensorBoardSink(Path(cfg.log_dir or self.run_dir / "runs"),
-                                             cfg.log_every))
-            except Exception as exc:  # TensorBoard is optional for the run itself
-                log.warning("TensorBoard logging is off: %s", exc)
-        self._write_run_json("running")
+            check_output_dir(self.run_dir, cfg.resume_from)
+        if cfg.resume_from:
+            problem = ckpt.quick_problem(cfg.resume_from)
+            if problem:
+                raise ckpt.CheckpointProblem(problem)
         self._setup_device()
         self._setup_model_config()
         if cfg.preprocess:
             self._run_preprocess()
         self._setup_data()
+        if self.write_files:
+            self._claim_run_dir()
         self._setup_model()
         self._setup_optimizer()
         if cfg.resume_from:
@@ -141,6 +166,30 @@ class Trainer:
         self._setup_done = True
 
     # -- setup ---------------------------------------------------------------------------------
+    def _claim_run_dir(self) -> None:
+        cfg = self.config
+        log_dir = Path(cfg.log_dir or self.run_dir / "runs")
+        self._claim = FolderClaim(self.run_dir, log_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_partials(self.run_dir)
+        self._log_to_file()
+        self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
+        try:
+            self.bus.add(TensorBoardSink(log_dir, cfg.log_every))
+        except Exception as exc:  # TensorBoard is optional for the run itself
+            log.warning("TensorBoard logging is off: %s", exc)
+        self._write_run_json("running")
+        threading.Thread(target=self._heartbeat, name="sidestep-heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        """run.json's ``heartbeat_at``, so a run killed on another host shows as interrupted."""
+        while not self._heartbeat_stop.wait(HEARTBEAT_SECONDS):
+            with self._run_lock:
+                if self._run_info.get("status") != "running":
+                    return
+                self._run_info["heartbeat_at"] = now()
+                self._store_run_info()
+
     def _setup_device(self) -> None:
         from lightning.fabric import Fabric
 
@@ -177,11 +226,14 @@ class Trainer:
                                "`fixed` with --target-modules for now")
 
     def _run_preprocess(self) -> None:
-        from sidestep.cli.data_cmds import samples_from
+        from sidestep.data.dataset_json import samples_from
         from sidestep.data.preprocess import preprocess
 
         cfg = self.config
-        meta, samples = samples_from(cfg.audio_dir, cfg.dataset_json)
+        notes: list[str] = []
+        meta, samples = samples_from(cfg.audio_dir, cfg.dataset_json, notes)
+        for note in notes:
+            log.warning("%s", note)
         log.info("preprocessing %d songs into %s", len(samples), cfg.tensor_output)
         result = preprocess(samples, cfg.checkpoint_dir, cfg.model_variant, cfg.tensor_output,
                             device=self.device_name, precision=self.precision,
@@ -205,9 +257,13 @@ class Trainer:
                                 self.model_config.enc_hidden)
         self.dataset = TensorDataset(files)
         self.batches = EpochBatches(len(files), cfg.batch_size, cfg.seed)
-        workers = cfg.num_workers
+        workers = min(cfg.num_workers, cpu_threads.usable_cores())
+        if workers < cfg.num_workers:
+            log.info("data-loader workers: %d instead of %d (this machine lets the run use %d "
+                     "cores)", workers, cfg.num_workers, cpu_threads.usable_cores())
         kwargs: dict[str, Any] = {}
         if workers > 0:
+            kwargs["worker_init_fn"] = _ignore_terminal_signals
             kwargs["persistent_workers"] = bool(cfg.persistent_workers)
             if cfg.prefetch_factor > 0:
                 kwargs["prefetch_factor"] = cfg.prefetch_factor
@@ -331,10 +387,13 @@ class Trainer:
                 # commands, checked every micro-batch
                 if self.control.paused:
                     self.emit(LogLine("paused"))
-                    self.control.wait_while_paused()
+                    # "save now" while paused saves at once, as it would at this micro-batch
+                    self.control.wait_while_paused(on_save=lambda: self._save_from_snapshot(
+                        snapshot, p.position, "step"))
                     if not self.control.stop_requested:
                         self.emit(LogLine("resumed"))
                 if self.control.stop_requested:
+                    log.warning("%s: stopping and saving a checkpoint", self.control.stop_reason)
                     # p.position is still the start of this accumulation group
                     path = self._save_from_snapshot(snapshot, p.position, "step")
                     return self._finished("stopped", checkpoint=path)
@@ -389,6 +448,7 @@ class Trainer:
                 # end of an accumulation group: one optimizer step
                 metrics = self._optimizer_step(group_valid and bool(group_losses))
                 p.step += 1
+                self._stepped = True
                 p.position = group_end
                 if metrics is not None:
                     loss = sum(group_losses) / len(group_losses)
@@ -527,6 +587,7 @@ class Trainer:
                          step=p.step, epoch=p.epoch,
                          position=p.position if position is None else position, rng=rng,
                          config=self.config.to_dict())
+        self._saved_any = True
         self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
         log.debug("saved %s", path)
         return path
@@ -543,27 +604,33 @@ class Trainer:
 
     # -- files and logging ---------------------------------------------------------------------
     def _write_run_json(self, status: str, result: RunFinished | None = None) -> None:
-        if not self.write_files or not self.run_dir.is_dir():
-            return
-        previous = read_run(self.run_dir) or {}
-        data = {
-            "status": status,
-            "mode": self.config.mode,
-            "config": self.config.to_dict(),
-            "versions": versions(),
-            "started_at": previous.get("started_at") if previous.get("status") == "running"
-            and status != "running" else now(),
-            "device": getattr(self, "device_name", None),
-            "precision": getattr(self, "precision", None),
-            "model_path": str(self.model_ref.path) if hasattr(self, "model_ref") else None,
-        }
-        if result is not None:
-            data.update(finished_at=now(), adapter_path=result.adapter_path,
-                        checkpoint_path=result.checkpoint_path, error=result.error,
-                        best_loss=result.best_loss, last_step=result.step,
-                        last_epoch=result.epoch)
+        if not self.write_files or self._claim is None:
+            return  # the folder is not ours (a refused or failed start writes nothing)
+        with self._run_lock:
+            info = self._run_info
+            if not info:
+                info.update(started_at=now(), **process_identity())
+            info.update({
+                "status": status,
+                "mode": self.config.mode,
+                "config": self.config.to_dict(),
+                "versions": info.get("versions") or versions(),
+                "device": getattr(self, "device_name", None),
+                "precision": getattr(self, "precision", None),
+                "model_path": str(self.model_ref.path) if hasattr(self, "model_ref") else None,
+                "resumed_from": self.config.resume_from,
+                "heartbeat_at": now(),
+            })
+            if result is not None:
+                info.update(finished_at=now(), adapter_path=result.adapter_path,
+                            checkpoint_path=result.checkpoint_path, error=result.error,
+                            best_loss=result.best_loss, last_step=result.step,
+                            last_epoch=result.epoch)
+            self._store_run_info()
+
+    def _store_run_info(self) -> None:
         try:
-            write_run(self.run_dir, data)
+            write_run(self.run_dir, self._run_info)
         except OSError as exc:
             log.warning("cannot write run.json: %s", exc)
 
@@ -578,13 +645,26 @@ class Trainer:
         if root.level > logging.INFO or root.level == logging.NOTSET:
             self._old_root_level = root.level
             root.setLevel(logging.INFO)
-        if self.write_files:
-            fh = logging.FileHandler(self.run_dir / LOG_FILE, encoding="utf-8")
-            fh.setLevel(logging.DEBUG)
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
-                                              "%(message)s"))
-            root.addHandler(fh)
-            self._log_handlers.append(fh)
+        if self.write_files:  # held until the run folder is claimed, then written to the log
+            self._early_log = logging.handlers.MemoryHandler(capacity=100_000,
+                                                             flushLevel=logging.CRITICAL + 1)
+            self._early_log.setLevel(logging.DEBUG)
+            root.addHandler(self._early_log)
+            self._log_handlers.append(self._early_log)
+
+    def _log_to_file(self) -> None:
+        fh = logging.FileHandler(self.run_dir / LOG_FILE, encoding="utf-8")
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(fh)
+        self._log_handlers.append(fh)
+        early = getattr(self, "_early_log", None)
+        if early is not None:
+            root.removeHandler(early)
+            self._log_handlers.remove(early)
+            early.setTarget(fh)
+            early.close()  # flushes the buffered records into the file
 
     def _detach_logging(self) -> None:
         root = logging.getLogger()

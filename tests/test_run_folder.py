@@ -1,0 +1,230 @@
+"""The user's run folders are sacred: a refused or failed start changes nothing that was there,
+resume writes only into its own run or a new folder, and a run killed hard shows as interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import train_config
+from sidestep.cli import main
+from sidestep.engine.run_dir import (RunDirError, check_output_dir, find_runs, run_is_alive,
+                                     summarize)
+from sidestep.engine.trainer import Trainer
+
+
+def tree_hash(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder`` with its bytes' hash and its mode."""
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_dir():
+            out[rel] = f"dir {path.stat().st_mode:o}"
+        else:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() + \
+                f" {path.stat().st_mode:o}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_runs(demo_root, small_tensors, tmp_path_factory):
+    """Run A (stopped-able: it keeps checkpoint-epoch-1) and run B, both completed."""
+    root = tmp_path_factory.mktemp("runs")
+    for name in ("A", "B"):
+        result = Trainer(train_config(demo_root, small_tensors, root / name, epochs=2)).run()
+        assert result.status == "completed", result.error
+    return root
+
+
+def cli(*argv: str) -> int:
+    return main(["--plain", "-y", *argv])
+
+
+def train_flags(demo_root, tensors, out, *extra):
+    return ["fixed", "--checkpoint-dir", str(demo_root / "checkpoints"), "--dataset-dir",
+            str(tensors), "--output-dir", str(out), "--device", "cpu", "--epochs", "2",
+            "--num-workers", "0", "--rank", "4", "--alpha", "8", *extra]
+
+
+def test_resume_into_another_runs_folder_is_refused(two_runs, demo_root, small_tensors,
+                                                    capsys):
+    a, b = two_runs / "A", two_runs / "B"
+    before = tree_hash(two_runs)
+    code = cli(*train_flags(demo_root, small_tensors, b, "--resume-from",
+                            str(a / "checkpoint-epoch-1")))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(b) in err and "resume into that folder" in err and "Traceback" not in err
+    assert tree_hash(two_runs) == before
+    # the engine refuses too (the app starts runs through it, not the CLI)
+    result = Trainer(train_config(demo_root, small_tensors, b, epochs=3,
+                                  resume_from=str(a / "checkpoint-epoch-1"))).run()
+    assert result.status == "failed" and result.error_kind == "input"
+    assert tree_hash(two_runs) == before
+
+
+def test_refused_start_leaves_the_completed_run_unchanged(two_runs, demo_root, small_tensors,
+                                                          capsys):
+    b = two_runs / "B"
+    before = tree_hash(two_runs)
+    assert cli(*train_flags(demo_root, small_tensors, b)) == 2
+    assert "already holds a run (status: completed)" in capsys.readouterr().err
+    result = Trainer(train_config(demo_root, small_tensors, b, epochs=1)).run()
+    assert result.status == "failed" and "already holds a run" in result.error
+    assert tree_hash(two_runs) == before
+    assert json.loads((b / "run.json").read_text())["status"] == "completed"
+
+
+def test_resume_writes_into_its_own_folder_or_a_new_one(two_runs, demo_root, small_tensors,
+                                                        tmp_path):
+    a = two_runs / "A"
+    check_output_dir(a, str(a / "checkpoint-epoch-1"))  # its own run: allowed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    check_output_dir(empty, str(a / "checkpoint-epoch-1"))
+    check_output_dir(tmp_path / "new" / "deeper", str(a / "checkpoint-epoch-1"))
+    (empty / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="new or empty --output-dir"):
+        check_output_dir(empty, str(a / "checkpoint-epoch-1"))
+
+
+@pytest.mark.parametrize("broken", ["dataset", "device", "checkpoint", "weights"])
+def test_a_failed_start_leaves_nothing_and_the_folder_stays_usable(
+        broken, demo_root, small_tensors, tmp_path, capsys):
+    """A typo in any path or setting: exit 2, nothing written, and the corrected command then
+    runs in the same folder (nor does the failed start show up in History)."""
+    checkpoints = demo_root / "checkpoints"
+    tensors, device = small_tensors, "cpu"
+    if broken == "dataset":
+        tensors = tmp_path / "no-such-tensors"
+    elif broken == "device":
+        device = "cuda:7"
+    elif broken == "checkpoint":
+        checkpoints = tmp_path / "no-checkpoints"
+    else:  # weights that do not load: found only after the folder was claimed
+        checkpoints = tmp_path / "checkpoints"
+        shutil.copytree(demo_root / "checkpoints", checkpoints, symlinks=True)
+        for weights in (checkpoints / "acestep-v15-turbo").glob("*.safetensors"):
+            weights.write_bytes(b"not a safetensors file")
+    out = tmp_path / "output" / "my_lora"
+    argv = train_flags(demo_root, tensors, out)
+    argv[argv.index("--checkpoint-dir") + 1] = str(checkpoints)
+    argv[argv.index("--device") + 1] = device
+    assert cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("error: ") == 1, err  # said once, not by the log, the event and the exit
+    assert not (tmp_path / "output").exists(), list((tmp_path / "output").rglob("*"))
+    assert find_runs([tmp_path]) == []
+    # the same folder, once it already exists with the user's file in it
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    before = tree_hash(tmp_path / "output")
+    assert cli(*argv) == 2
+    assert tree_hash(tmp_path / "output") == before
+    assert cli(*train_flags(demo_root, small_tensors, out, "--epochs", "1")) == 0
+    assert (out / "final" / "adapter").is_dir()
+
+
+def test_a_failed_resume_leaves_its_run_as_it_was(demo_root, small_tensors, tmp_path):
+    out = tmp_path / "run"
+    assert Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run().status == \
+        "completed"
+    before = tree_hash(out)
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=2, adapter_type="lokr",
+                                  resume_from=str(out / "checkpoint-epoch-1"))).run()
+    assert result.status == "failed" and "LORA adapter" in result.error
+    assert tree_hash(out) == before
+
+
+def test_leftovers_of_an_older_failed_start_do_not_block_the_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"status": "failed", "pid": 1, "host": "x"}))
+    (out / "events.jsonl").write_text(json.dumps({"type": "log", "message": "x"}) + "\n")
+    check_output_dir(out, None)
+    (out / "events.jsonl").write_text(json.dumps({"type": "step", "step": 1}) + "\n")
+    with pytest.raises(RunDirError, match="already holds a run"):
+        check_output_dir(out, None)
+
+
+def test_run_json_has_the_mode_of_the_other_files(demo_root, small_tensors, tmp_path):
+    out = tmp_path / "run"
+    assert Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run().status == \
+        "completed"
+    info = json.loads((out / "run.json").read_text())
+    assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+    assert info["heartbeat_at"] >= info["started_at"]
+    mode = (out / "run.json").stat().st_mode & 0o777
+    assert mode == (out / "events.jsonl").stat().st_mode & 0o777
+    assert mode & 0o044  # readable by others, like every file the umask lets be
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_whose_process_is_gone_shows_interrupted(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoint-step-3").mkdir(parents=True)
+    for name in ("COMPLETE", "training_state.pt"):
+        (run / "checkpoint-step-3" / name).write_text("3")
+    (run / "checkpoint-step-3" / "adapter").mkdir()
+    here = socket.gethostname()
+    info = {"status": "running", "pid": _dead_pid(), "host": here, "started_at": time.time()}
+    (run / "run.json").write_text(json.dumps(info))
+    summary = summarize(run)
+    assert summary.status == "interrupted"
+    assert summary.latest_checkpoint == run / "checkpoint-step-3"
+    with pytest.raises(RunDirError, match="status: interrupted"):
+        check_output_dir(run, None)
+    check_output_dir(run, str(run / "checkpoint-step-3"))  # resuming it is allowed
+
+    # a live process (this one) is running, and its folder is refused even for resume
+    (run / "run.json").write_text(json.dumps(dict(info, pid=os.getpid())))
+    assert summarize(run).status == "running"
+    with pytest.raises(RunDirError, match="in progress"):
+        check_output_dir(run, str(run / "checkpoint-step-3"))
+
+    # another host: judged by its heartbeat
+    other = dict(info, host=here + "-elsewhere", heartbeat_at=time.time())
+    assert run_is_alive(other)
+    assert not run_is_alive(dict(other, heartbeat_at=time.time() - 3600))
+    # a run.json from before pids were recorded: judged by its files' age
+    (run / "run.json").write_text(json.dumps({"status": "running"}))
+    old = time.time() - 3600
+    for path in run.iterdir():
+        os.utime(path, (old, old))
+    assert summarize(run).status == "interrupted"
+
+
+def test_tensorboard_logs_the_learning_rate_the_console_shows(demo_root, small_tensors,
+                                                              tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import Recorder
+
+    rec = Recorder()
+    out = tmp_path / "run"
+    cfg = train_config(demo_root, small_tensors, out, epochs=1, warmup_steps=2,
+                       learning_rate=1e-3)
+    assert Trainer(cfg, [rec]).run().status == "completed"
+    shown = {e.step: e.lr for e in rec.of("step")}
+    acc = EventAccumulator(str(out / "runs"))
+    acc.Reload()
+    logged = {s.step: s.value for s in acc.Scalars("lr")}
+    assert logged.keys() == shown.keys() and shown[1] == pytest.approx(1e-4)
+    for step, lr in shown.items():
+        assert logged[step] == pytest.approx(lr, rel=1e-6)
