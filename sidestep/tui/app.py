@@ -77,18 +77,21 @@ class SideStepApp(App):
     TITLE = "Side-Step"
     SUB_TITLE = "ACE-Step 1.5 LoRA / LoKR training"
     COMMANDS = App.COMMANDS | {SideStepCommands}
-    # Single letters are ordinary bindings: a focused text input consumes printable keys first,
-    # so typing "q" or "f" into a field never triggers them.
+    # Single letters (either case, shown in capitals as in the spec) act only when no field
+    # has focus: see check_action.
     BINDINGS = [
-        Binding("f", "new_training('fixed')", "Train", id="train_fixed"),
-        Binding("v", "new_training('vanilla')", "Vanilla", id="train_vanilla"),
-        Binding("d", "dashboard", "Dashboard", id="dashboard"),
-        Binding("h", "history", "History", id="history"),
-        Binding("s", "settings", "Settings", id="settings"),
+        Binding("f,F", "new_training('fixed')", "Train", key_display="F", id="train_fixed"),
+        Binding("v,V", "new_training('vanilla')", "Vanilla", key_display="V",
+                id="train_vanilla"),
+        Binding("d,D", "dashboard", "Dashboard", key_display="D", id="dashboard"),
+        Binding("h,H", "history", "History", key_display="H", id="history"),
+        Binding("s,S", "settings", "Settings", key_display="S", id="settings"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
-        Binding("q", "request_quit", "Quit", id="quit"),
-        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
+        Binding("q,Q", "request_quit", "Quit", key_display="Q", id="quit"),
+        Binding("ctrl+q", "quit_anywhere", "Quit", show=False, priority=True),
     ]
+    LETTER_ACTIONS = frozenset({"new_training", "dashboard", "history", "settings", "help",
+                                "request_quit"})
 
     def __init__(self, *, demo: bool = False, demo_dir: Path | None = None,
                  settings_path: Path | None = None, engine_factory=None, gpu_reader=None,
@@ -154,9 +157,25 @@ class SideStepApp(App):
 
         return detect_gpus()
 
+    def get_driver_class(self):
+        driver_class = super().get_driver_class()
+        from textual.drivers.linux_driver import LinuxDriver
+
+        if driver_class is LinuxDriver:
+            from sidestep.tui.terminal import HangupSafeDriver
+
+            return HangupSafeDriver
+        return driver_class
+
+    @property
+    def terminal_dead(self) -> bool:
+        return bool(getattr(self._driver, "terminal_dead", False))
+
     def _install_signal_handlers(self) -> None:
         import asyncio
 
+        # The loop runs these handlers as ordinary callbacks on the UI thread (the C-level
+        # handler only wakes the loop), so they may touch the app.
         loop = asyncio.get_running_loop()
         for name in ("SIGTERM", "SIGHUP"):
             sig = getattr(signal, name, None)
@@ -169,12 +188,24 @@ class SideStepApp(App):
 
     def _on_stop_signal(self, name: str) -> None:
         """SIGTERM/SIGHUP (a dropped SSH session): save the run, then leave."""
-        log.warning("%s received", name)
+        if name == "SIGHUP":
+            self._terminal_gone()
         if self.runner.active:
+            if self.runner.state:
+                self.runner.state.add_log(f"{name}: stopping with a checkpoint, then quitting")
             self.runner.stop()
             self._quit_after_run = True
         else:
             self.exit()
+
+    def _terminal_gone(self) -> None:
+        """The terminal hung up: nothing may be written to it again (writes fail or block)."""
+        from sidestep.tui.terminal import silence_std_streams
+
+        gone = getattr(self._driver, "terminal_gone", None)
+        if gone is not None:
+            gone()
+        silence_std_streams()
 
     def on_unmount(self) -> None:
         # Whatever ends the app (a quit that skipped the dialog, an internal error), an active
@@ -277,11 +308,14 @@ class SideStepApp(App):
         self.goto(MonitorScreen(state, live=True))
 
     def open_history_run(self, path: Path) -> None:
+        from sidestep.tui.screens.history import HistoryScreen
         from sidestep.tui.screens.monitor import MonitorScreen
 
+        # Opened from History, the curves go on top of it, so Esc returns there.
+        origin = self.screen if isinstance(self.screen, HistoryScreen) else None
         state = self.runner.state
         if state is not None and Path(state.run_dir) == Path(path) and state.active:
-            self.goto(MonitorScreen(state, live=True))
+            self._show_monitor(MonitorScreen(state, live=True, back_to=origin), origin)
             return
 
         def load() -> RunState:
@@ -289,7 +323,13 @@ class SideStepApp(App):
 
         worker = self.run_worker(load, thread=True, group="history-load", exit_on_error=False,
                                  name="history-load")
-        worker.sidestep_open = True  # marks the worker whose result opens a monitor
+        worker.sidestep_open = origin or True  # marks the worker whose result opens a monitor
+
+    def _show_monitor(self, monitor, origin) -> None:
+        if origin is not None and self.screen is origin:
+            self.push_screen(monitor)
+        else:
+            self.goto(monitor)
 
     def resume_run(self, run_dir: Path, checkpoint: Path) -> None:
         from sidestep.engine.run_dir import read_run
@@ -327,7 +367,8 @@ class SideStepApp(App):
 
     def _announce(self, finished: RunFinished) -> None:
         if self._quit_after_run:
-            self.exit()
+            # the CLI's exit codes: 0 completed, 130 stopped with a checkpoint, 1 failed
+            self.exit(return_code={"completed": 0, "stopped": 130}.get(finished.status, 1))
             return
         if finished.status == "completed":
             self.notify(f"training completed: adapter in {finished.adapter_path}", timeout=10)
@@ -356,7 +397,9 @@ class SideStepApp(App):
             from sidestep.tui.screens.monitor import MonitorScreen
 
             if event.state == WorkerState.SUCCESS:
-                self.goto(MonitorScreen(worker.result, live=False))
+                origin = worker.sidestep_open if worker.sidestep_open is not True else None
+                self._show_monitor(MonitorScreen(worker.result, live=False, back_to=origin),
+                                   origin)
             elif event.state == WorkerState.ERROR:
                 self.show_error("Cannot open run", str(worker.error))
 
@@ -425,6 +468,18 @@ class SideStepApp(App):
         except Exception:
             super()._handle_exception(error)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The single-letter keys are refused while a field has focus: an Input consumes
+        printable keys itself, but a suggestion list, a Select or a Checkbox does not, and the
+        key would reach these bindings (typing a path jumped to Settings). One check here
+        covers every such widget on every screen. None: shown dimmed in the footer."""
+        if action in self.LETTER_ACTIONS and is_field_widget(self.focused):
+            return None
+        return True
+
+    async def action_quit_anywhere(self) -> None:
+        await self.action_request_quit()
+
     async def action_request_quit(self) -> None:
         from sidestep.tui.screens.dialogs import ConfirmScreen
 
@@ -452,12 +507,33 @@ class SideStepApp(App):
             answer)
 
 
+def is_field_widget(widget) -> bool:
+    """A widget that takes typed keys as input or selection: letters typed there are data."""
+    from textual.screen import Screen
+    from textual.widgets import (Checkbox, Input, ListView, OptionList, RadioButton, RadioSet,
+                                 Select, SelectionList, Switch, TextArea)
+
+    kinds = (Input, TextArea, OptionList, ListView, SelectionList, Select, Checkbox,
+             RadioButton, RadioSet, Switch)
+    node = widget
+    while node is not None and not isinstance(node, Screen):  # a Select's parts: the Select
+        if isinstance(node, kinds):
+            return True
+        node = node.parent
+    return False
+
+
 def _prewarm_engine() -> None:
     """Import the engine's heavy libraries while the user is still in the form."""
     import sidestep.engine.trainer  # noqa: F401
+    from sidestep import bytecode
+
+    bytecode.write_later()  # where Python will not: the next start skips compiling them
 
 
 def run_app(demo: bool = False) -> int:
+    """Run the app; the exit code is 130 when it quit by stopping a run (a signal, or Quit
+    during a run), as for the CLI."""
     app = SideStepApp(demo=demo)
     try:
         app.run()
@@ -465,6 +541,10 @@ def run_app(demo: bool = False) -> int:
         # However the app ended, a running engine finishes its save before the process exits.
         if app.runner.active:
             app.runner.stop()
-            print("waiting for the training run to save a checkpoint…", flush=True)
+            if not app.terminal_dead:
+                try:
+                    print("waiting for the training run to save a checkpoint…", flush=True)
+                except OSError:
+                    pass
             app.runner.wait(timeout=900)
     return app.return_code or 0

@@ -95,7 +95,9 @@ class EngineRunner:
         if self.control and self.active:
             self.control.save_now()
             if self.state:
-                self.state.add_log("saving a checkpoint at the next micro-batch")
+                # a paused engine wakes to save at once (Control.wait_while_paused)
+                self.state.add_log("saving a checkpoint now" if self.state.status == "paused"
+                                   else "saving a checkpoint at the next micro-batch")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)

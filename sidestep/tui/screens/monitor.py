@@ -39,13 +39,14 @@ class MonitorScreen(Screen):
         Binding("space", "toggle_pause", "Pause/resume", id="monitor_pause"),
         Binding("c", "save_now", "Save now"),
         Binding("x", "stop", "Stop & save"),
-        Binding("escape", "dashboard", "Dashboard"),
+        Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, state: RunState, live: bool = True):
+    def __init__(self, state: RunState, live: bool = True, back_to: Screen | None = None):
         super().__init__()
         self.state = state
         self.live = live
+        self.back_to = back_to  # the screen under this one that Esc returns to (History)
         self._drawn_version = -1
         self.chart_period = CHART_PERIOD_S
         self._next_chart = 0.0
@@ -76,7 +77,8 @@ class MonitorScreen(Screen):
             yield Button("Save now (c)", id="save", compact=True)
             yield Button("Stop & save (x)", id="stop", variant="error", compact=True)
             yield Button("Full log (g)", id="log", compact=True)
-            yield Button("Dashboard (esc)", id="dash", compact=True)
+            yield Button("History (esc)" if self.back_to is not None else "Dashboard (esc)",
+                         id="dash", compact=True)
         yield Footer()
 
     def on_screen_resume(self) -> None:
@@ -203,6 +205,14 @@ class MonitorScreen(Screen):
             [("stop", "Stop and save", "error"), ("cancel", "Keep training", "primary")]),
             answer)
 
+    def action_back(self) -> None:
+        stack = self.app.screen_stack
+        if self.back_to is not None and len(stack) > 1 and stack[-1] is self and \
+                stack[-2] is self.back_to:
+            self.app.pop_screen()
+        else:
+            self.app.action_dashboard()
+
     def action_dashboard(self) -> None:
         self.app.action_dashboard()
 
@@ -224,4 +234,4 @@ class MonitorScreen(Screen):
 
     @on(Button.Pressed, "#dash")
     def _dash(self) -> None:
-        self.action_dashboard()
+        self.action_back()

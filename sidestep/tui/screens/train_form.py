@@ -264,7 +264,10 @@ class TrainingFormScreen(Screen):
         """False once the screen is being removed (worker results may still arrive)."""
         return self.is_attached and not self._closing and not self._closed
 
-    def refresh_form(self) -> None:
+    def refresh_form(self, keep_focused: bool = True) -> None:
+        """Resolve and redraw every field. The field holding focus stays shown even when the
+        edit makes it hidden (its error fixed, or a condition changed): hiding it would move
+        focus, and the next keystroke would land in another field."""
         if not self._alive():
             return
         explicit = self.explicit_for_resolve()
@@ -286,6 +289,8 @@ class TrainingFormScreen(Screen):
                 continue
             visible = self._visible_by_condition(s) and (self.advanced or s.level == "basic"
                                                          or s.name in errors)
+            if keep_focused and not visible and field.display and field.has_focus_within:
+                visible = True
             field.display = visible
             if not field.touched:
                 field.show_value(resolved[s.name] if resolved else self._display_value(s))
@@ -369,7 +374,7 @@ class TrainingFormScreen(Screen):
     @on(Checkbox.Changed, "#advanced-switch")
     def advanced_changed(self, event: Checkbox.Changed) -> None:
         self.advanced = event.value
-        self.refresh_form()
+        self.refresh_form(keep_focused=False)  # the user asked for fewer fields
 
     def action_toggle_advanced(self) -> None:
         box = self.query_one("#advanced-switch", Checkbox)

@@ -177,7 +177,8 @@ class ModelField(SettingField):
         ranked = fuzzy_rank(self.entries, query if self.touched else "")
         options.clear_options()
         options.add_options([Option(e.label, id=e.name) for e in ranked[:6]])
-        options.display = bool(ranked) and self._editing
+        # a focused list stays shown even with no match: hiding it would move focus away
+        options.display = (bool(ranked) or options.has_focus) and self._editing
 
     _editing = False
 
@@ -194,6 +195,24 @@ class ModelField(SettingField):
         super().on_input_changed(event)
         if self.entries:
             self._refresh_options(event.value)
+
+    def on_key(self, event) -> None:
+        """Typing while the suggestion list has focus edits the search text, as a combo box
+        does; focus stays on the list (the Input consumes its own keys before this)."""
+        options = self.query_one("#model-options", OptionList)
+        if not options.has_focus:
+            return
+        box = self.control
+        if event.key == "backspace":
+            text = box.value[:-1]
+        elif event.is_printable and event.character:
+            text = box.value + event.character
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+        box.value = text
+        box.cursor_position = len(text)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

@@ -1,0 +1,177 @@
+"""Keys: letters typed into any field stay there (no app shortcut, no focus jump); the app's
+letter keys work in both cases when no field has focus; Esc from a history run's curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Checkbox, Input, OptionList, Select
+
+from conftest import make_app, wait_until
+from sidestep.tui.screens.dashboard import DashboardScreen
+from sidestep.tui.screens.help import HelpScreen
+from sidestep.tui.screens.history import HistoryScreen
+from sidestep.tui.screens.monitor import MonitorScreen
+from sidestep.tui.screens.settings import SettingsScreen
+from sidestep.tui.screens.train_form import TrainingFormScreen
+from test_tui import SIZE, open_form
+from test_tui_snapshots import _write_run
+
+LETTERS = ["f", "v", "d", "h", "s", "q", "F", "V", "D", "H", "S", "Q", "question_mark"]
+TYPED = "fvdhsqFVDHSQ?"
+
+
+async def _type_letters(app, pilot, widget):
+    """Type every shortcut letter into ``widget``: the screen and the focus must not change."""
+    screen = app.screen
+    widget.focus()
+    await pilot.pause(0.1)
+    assert app.focused is widget
+    for key in LETTERS:
+        await pilot.press(key)
+        await pilot.pause(0.05)
+        assert app.screen is screen, f"{key!r} typed into {widget} changed the screen"
+        assert app.focused is widget, f"{key!r} typed into {widget} moved focus " \
+                                      f"to {app.focused}"
+    assert app.is_running
+
+
+async def test_letters_typed_into_fields_stay_there(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot)
+
+        # a text input
+        box = form.query_one("#input-dataset_dir", Input)
+        box.value = ""
+        await _type_letters(app, pilot, box)
+        assert box.value == TYPED
+
+        # the model field's suggestion list: typing there edits the model search text
+        model = form.query_one("#input-model_variant", Input)
+        model.focus()
+        await pilot.pause(0.2)
+        options = form.query_one("#model-options", OptionList)
+        assert options.display and options.option_count > 0
+        model.value = ""
+        await pilot.pause(0.1)
+        await _type_letters(app, pilot, options)
+        assert model.value == TYPED
+        assert options.display
+
+        # a select, closed and open (type-to-search in its list)
+        select = form.query_one("#input-adapter_type", Select)
+        before = select.value
+        await _type_letters(app, pilot, select)
+        assert select.value == before
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert select.expanded
+        overlay = app.focused
+        for key in LETTERS:
+            await pilot.press(key)
+            await pilot.pause(0.05)
+            assert app.screen is form and app.focused is overlay
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert app.screen is form and not select.expanded
+
+        # check boxes: the form's own switch and a boolean setting
+        switch = form.query_one("#advanced-switch", Checkbox)
+        await _type_letters(app, pilot, switch)
+        assert switch.value is False
+        form.action_toggle_advanced()
+        await pilot.pause(0.3)
+        flag = form.query_one("#input-pin_memory", Checkbox)
+        before = flag.value
+        await _type_letters(app, pilot, flag)
+        assert flag.value == before
+        assert app.runner.state is None and app.errors == []
+
+
+async def test_fixing_a_field_shown_for_its_error_keeps_focus(tui_env):
+    """An advanced field shows in Basic mode while it has an error; fixing it must not hide
+    it under the cursor (focus would jump and the next key land in another field)."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot, device="gpu0")
+        field = form.query_one("#field-device")
+        assert not form.advanced and field.display and field.has_class("has-error")
+        box = form.query_one("#input-device", Input)
+        box.focus()
+        box.action_end()
+        await pilot.pause(0.1)
+        for _ in range(len(box.value)):
+            await pilot.press("backspace")
+        await pilot.press("c", "p", "u")
+        await pilot.pause(0.3)
+        assert not field.has_class("has-error")
+        assert app.focused is box and field.display
+        await pilot.press("x")
+        await pilot.pause(0.2)
+        assert app.focused is box and box.value == "cpux"
+        # once focus leaves, Basic mode hides it again (when it is valid)
+        await type_back(pilot, box, "cpu")
+        form.query_one("#input-epochs", Input).focus()
+        await pilot.pause(0.2)
+        form.refresh_form()
+        await pilot.pause(0.2)
+        assert not field.display
+
+
+async def type_back(pilot, box, text):
+    box.action_end()
+    for _ in range(len(box.value)):
+        await pilot.press("backspace")
+    await pilot.press(*list(text))
+    await pilot.pause(0.2)
+
+
+async def test_letter_keys_work_in_both_cases_when_no_field_has_focus(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        for key, screen in (("S", SettingsScreen), ("D", DashboardScreen),
+                            ("H", HistoryScreen), ("d", DashboardScreen),
+                            ("question_mark", HelpScreen), ("D", DashboardScreen)):
+            app.set_focus(None)
+            await pilot.press(key)
+            assert await wait_until(pilot, lambda: isinstance(app.screen, screen), 5), key
+        for key, mode in (("F", "fixed"), ("V", "vanilla")):
+            app.set_focus(None)
+            await pilot.press(key)
+            assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen),
+                                    5), key
+            assert app.screen.mode == mode
+            await pilot.press("escape")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+        # the footer writes the letter keys in capitals, like the help and the spec
+        app.set_focus(None)
+        await pilot.pause(0.3)
+        footer_keys = {b.key_display for b in app._bindings.key_to_bindings.get("F", [])}
+        assert footer_keys == {"F"}
+        await pilot.press("Q")
+        assert await wait_until(pilot, lambda: not app.is_running, 5)
+
+
+async def test_escape_from_a_history_run_returns_to_history(tui_env):
+    _write_run(tui_env / "output", "old-run", "completed", 9, False)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("h")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
+        history = app.screen
+        assert await wait_until(pilot, lambda: len(history.runs) == 1, 10)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        assert not app.screen.live
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is history, 5)
+        # from the dashboard's recent runs, Esc still leads to the dashboard
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+        app.open_history_run(Path("output/old-run"))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+        assert len(app.screen_stack) == 2
