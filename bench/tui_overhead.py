@@ -26,6 +26,7 @@ import json
 import os
 import pty
 import select
+import signal
 import statistics
 import struct
 import subprocess
@@ -293,10 +294,10 @@ def _spread(ratios: list[float]) -> str:
 
 
 def _in_pty(argv: list[str], env: dict | None = None, until: bytes | None = None,
-            timeout: float = 900.0) -> tuple[bytes, float | None]:
+            timeout: float = 900.0, linger: float = 0.0) -> tuple[bytes, float | None]:
     """Run ``argv`` on a fresh pseudo-terminal, reading its output as a terminal would.
     Returns the output and, with ``until``, the seconds until that text first appeared (the
-    process is then killed)."""
+    process is then killed, ``linger`` seconds later)."""
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(SIZE[0]),
            "LINES": str(SIZE[1]), **(env or {})}
     master, slave = pty.openpty()
@@ -318,14 +319,17 @@ def _in_pty(argv: list[str], env: dict | None = None, until: bytes | None = None
                 if not chunk:
                     break
                 buf += chunk
-                if until is not None and until in buf:
+                if seen is None and until is not None and until in buf:
                     seen = time.perf_counter() - t0
+                if seen is not None and time.perf_counter() - t0 >= seen + linger:
                     break
             elif proc.poll() is not None:
                 break
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        try:  # the whole session: `uv run` leaves its child behind when only it is killed
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
         proc.wait()
         os.close(master)
     return bytes(buf), seen
