@@ -36,7 +36,7 @@ def run_case(name: str, device: str, steps: int) -> dict:
     from sidestep.config.resolve import resolve
     from sidestep.engine.sinks import CallbackSink
     from sidestep.engine.trainer import Trainer
-    from sidestep.model.fixtures import write_dit
+    from sidestep.demo import write_dit
 
     case = CASES[name]
     root = Path(tempfile.mkdtemp(prefix=f"sidestep-bench-{name}-"))

@@ -400,7 +400,7 @@ def main() -> None:
     demo = args.demo_dir
     if demo is None:
         from sidestep.config.paths import cache_dir
-        from sidestep.model.fixtures import demo_complete, make_demo
+        from sidestep.demo import demo_complete, make_demo
 
         demo = cache_dir() / "demo"
         if not demo_complete(demo):

@@ -29,7 +29,7 @@ def in_tmp_cwd(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """The full demo tree (tiny checkpoints, 12 clips, tensors), made once per test session."""
-    from sidestep.model.fixtures import make_demo
+    from sidestep.demo import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo"), seed=0, clips=12)
 

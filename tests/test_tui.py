@@ -47,7 +47,7 @@ async def type_into(pilot, app, name, text):
 async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, monkeypatch):
     """--demo with no assets yet: the app builds them (a small set here), opens the form with
     the quick_test preset, ctrl+s trains, the loss falls and the adapter is on disk."""
-    import sidestep.model.fixtures as fixtures
+    import sidestep.demo as fixtures
 
     real = fixtures.make_demo
     monkeypatch.setattr(fixtures, "make_demo",

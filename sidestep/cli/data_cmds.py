@@ -71,7 +71,7 @@ def run_preprocess(config, out: Out) -> int:
 
 
 def run_make_demo(args: argparse.Namespace, out: Out) -> int:
-    from sidestep.model.fixtures import make_demo
+    from sidestep.demo import make_demo
 
     root = Path(args.dir)
     if root.exists() and any(root.iterdir()) and not args.force:

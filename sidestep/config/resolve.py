@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from sidestep.config import schema
 from sidestep.config.schema import BY_NAME, FieldProblem, Problems, Setting
+from sidestep.config.training_config import ConfigBase, TrainingConfig
 from sidestep.config.values import bounds_problem, to_json
 from sidestep.config.variants import VariantError, check_variant_name, detect_family
 
@@ -35,30 +36,14 @@ class ConfigError(ValueError):
 
 
 def _config_class(class_name: str, settings: tuple[Setting, ...], extra: list[tuple]) -> type:
+    """A frozen config class made from a command's settings (the smaller commands)."""
     fields = [(s.name, Any, dataclasses.field(default=None)) for s in settings]
     fields += extra
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
-
-    cls = dataclasses.make_dataclass(class_name, fields, frozen=True,
-                                     namespace={"to_dict": to_dict, "replace": replace})
+    cls = dataclasses.make_dataclass(class_name, fields, frozen=True, bases=(ConfigBase,))
     cls.__module__ = __name__
     return cls
 
 
-# The config the training engine takes: every training setting plus the resolved mode/family.
-TrainingConfig = _config_class("TrainingConfig", schema.training_settings(), [
-    ("mode", str, dataclasses.field(default="fixed")),
-    ("model_family", Any, dataclasses.field(default=None)),
-])
 EstimateConfig = _config_class("EstimateConfig", schema.settings_for("estimate"), [
     ("model_family", Any, dataclasses.field(default=None)),
 ])

@@ -405,7 +405,7 @@ class SideStepApp(App):
 
     # -- demo ----------------------------------------------------------------------------------
     def start_demo(self) -> None:
-        from sidestep.model.fixtures import demo_complete
+        from sidestep.demo import demo_complete
 
         if demo_complete(self.demo_dir):
             self.open_demo_form()
@@ -419,7 +419,7 @@ class SideStepApp(App):
         def build() -> None:
             import shutil
 
-            from sidestep.model.fixtures import make_demo
+            from sidestep.demo import make_demo
 
             if demo_dir.exists():  # an interrupted earlier attempt
                 shutil.rmtree(demo_dir / "checkpoints", ignore_errors=True)

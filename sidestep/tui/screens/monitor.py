@@ -27,7 +27,7 @@ UI_CPU_BUDGET = 0.01        # share of one core the app may take from a running 
 
 
 def fmt_eta(seconds) -> str:
-    from sidestep.cli.train_cmd import fmt_duration
+    from sidestep.engine.describe import fmt_duration
 
     return fmt_duration(seconds)
 

@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Static
 
-from sidestep.cli.train_cmd import summary_rows
+from sidestep.engine.describe import summary_rows
 
 
 class ReviewScreen(ModalScreen[str]):
