@@ -45,6 +45,7 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
     """Profile + preset + explicit flags -> checked config; prints problems, None on error."""
     explicit = explicit_values(args, schema.settings_for(command))
     preset_values: dict[str, Any] = {}
+    profile_layer: dict[str, Any] = {}
     profile = getattr(args, "vram_profile", None)
     if profile:
         from sidestep.config.profiles import profile_values
@@ -56,7 +57,7 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
             return None
         if note:
             out.warn(note) if "not applied" in note else print(note, file=sys.stderr)
-        preset_values.update(values)
+        profile_layer = values
     preset_name = getattr(args, "preset", None)
     if preset_name:
         try:
@@ -64,12 +65,13 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
         except PresetError as exc:
             out.error(str(exc))
             return None
-        preset_values.update(preset.values)
+        preset_values = dict(preset.values)
         if preset.ignored:
             out.warn(f"preset '{preset.name}': ignored unknown fields: "
                      f"{', '.join(preset.ignored)}")
     try:
-        resolved = resolve(command, explicit, preset_values, require_paths=require_paths)
+        resolved = resolve(command, explicit, preset_values, profile=profile_layer,
+                           require_paths=require_paths)
     except ConfigError as exc:
         for problem in exc.problems:
             out.error(str(problem))

@@ -1,9 +1,10 @@
 """From defaults, a preset and explicit values to one frozen, checked config.
 
 Precedence, lowest first: schema default -> platform default (Windows) -> model-family default
-(turbo vs base/sft) -> preset -> explicit values (CLI flags or form fields). Cross-field rules run
-last and either fix a value with a warning (Prodigy's schedule) or refuse with an error that
-names the field and the fix.
+(turbo vs base/sft) -> VRAM profile -> preset -> explicit values (CLI flags or form fields),
+decided in one place, ``layered_values``: ``resolve`` checks its result, and the form shows it
+while its fields are still invalid. Cross-field rules run last and either fix a value with a
+warning (Prodigy's schedule) or refuse with an error that names the field and the fix.
 """
 
 from __future__ import annotations
@@ -74,39 +75,27 @@ class Resolved:
         return {k: v for k, v in full.items() if k in names or k in ("mode", "model_family")}
 
 
-def resolve(command: str, explicit: Mapping[str, Any] | None = None,
-            preset: Mapping[str, Any] | None = None, *, windows: bool | None = None,
-            require_paths: bool = True) -> Resolved:
-    """Resolve the config of a subcommand. Raises ``ConfigError`` listing every problem.
+def _settings_of(command: str) -> tuple[Setting, ...]:
+    return (schema.training_settings() if command in schema.TRAIN_MODES
+            else schema.settings_for(command))
 
-    ``explicit`` and ``preset`` hold already-typed values keyed by schema name (the CLI and the
-    form parse text with ``values.parse_text``; presets are checked by the preset store).
-    """
-    if command not in _CLASS_FOR:
-        raise KeyError(f"unknown command {command!r}")
-    explicit = dict(explicit or {})
-    preset = dict(preset or {})
+
+def layered_values(command: str, explicit: Mapping[str, Any],
+                   preset: Mapping[str, Any] | None = None,
+                   profile: Mapping[str, Any] | None = None, *, windows: bool | None = None
+                   ) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """The precedence, decided once: (values, where each came from, model family), before
+    the cross-field rules and checks. Names the command does not take are left out."""
+    preset, profile = dict(preset or {}), dict(profile or {})
     windows = IS_WINDOWS if windows is None else windows
-    settings = (schema.training_settings() if command in schema.TRAIN_MODES
-                else schema.settings_for(command))
+    settings = _settings_of(command)
     names = {s.name for s in settings}
-    problems = Problems()
-
-    for name in list(explicit) + list(preset):
-        if name not in BY_NAME:
-            raise KeyError(f"{name!r} is not a setting")
-    unknown = [n for n in explicit if n not in names]
-    for n in unknown:
-        problems.error(n, f"not a setting of `{command}`")
-        explicit.pop(n)
-
     family = None
     if "model_variant" in names:
-        variant = explicit.get("model_variant", preset.get("model_variant",
-                                                            BY_NAME["model_variant"].default))
-        base_model = explicit.get("base_model")
-        family, _how = detect_family(variant, base_model, explicit.get("checkpoint_dir"))
-
+        variant = explicit.get("model_variant", preset.get(
+            "model_variant", profile.get("model_variant", BY_NAME["model_variant"].default)))
+        family, _how = detect_family(variant, explicit.get("base_model"),
+                                     explicit.get("checkpoint_dir"))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     # An unknown fine-tune (no --base-model, no readable config.json) gets base/sft defaults:
@@ -117,12 +106,43 @@ def resolve(command: str, explicit: Mapping[str, Any] | None = None,
         source = "default"
         if value != s.default:
             source = "variant" if s.variant_defaults else "platform"
+        if s.name in profile and s.preset:
+            value, source = profile[s.name], "profile"
         if s.name in preset and s.preset:
             value, source = preset[s.name], "preset"
         if s.name in explicit:
             value, source = explicit[s.name], "explicit"
         values[s.name] = value
         sources[s.name] = source
+    return values, sources, family
+
+
+def resolve(command: str, explicit: Mapping[str, Any] | None = None,
+            preset: Mapping[str, Any] | None = None, *, profile: Mapping[str, Any] | None = None,
+            windows: bool | None = None, require_paths: bool = True) -> Resolved:
+    """Resolve the config of a subcommand. Raises ``ConfigError`` listing every problem.
+
+    ``explicit``, ``preset`` and ``profile`` (a VRAM profile's values, under the preset) hold
+    already-typed values keyed by schema name (the CLI and the form parse text with
+    ``values.parse_text``; presets are checked by the preset store).
+    """
+    if command not in _CLASS_FOR:
+        raise KeyError(f"unknown command {command!r}")
+    explicit = dict(explicit or {})
+    settings = _settings_of(command)
+    names = {s.name for s in settings}
+    problems = Problems()
+
+    for name in list(explicit) + list(preset or {}) + list(profile or {}):
+        if name not in BY_NAME:
+            raise KeyError(f"{name!r} is not a setting")
+    unknown = [n for n in explicit if n not in names]
+    for n in unknown:
+        problems.error(n, f"not a setting of `{command}`")
+        explicit.pop(n)
+
+    values, sources, family = layered_values(command, explicit, preset, profile,
+                                             windows=windows)
 
     for s in settings:
         problem = bounds_problem(s, values[s.name])
@@ -179,7 +199,7 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
 
     if v["optimizer_type"] == "prodigy":
         if v["scheduler_type"] != "constant":
-            if src["scheduler_type"] in ("explicit", "preset"):
+            if src["scheduler_type"] in ("explicit", "preset", "profile"):
                 p.warn("scheduler_type", f"Prodigy adapts the step size itself, so the "
                        f"'{v['scheduler_type']}' schedule is replaced by 'constant'")
             v["scheduler_type"] = "constant"

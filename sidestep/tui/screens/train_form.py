@@ -22,9 +22,8 @@ from textual.widgets import Button, Checkbox, Footer, Header, Label, Select, Sta
 from sidestep.config import schema
 from sidestep.config.presets import PresetError, PresetStore
 from sidestep.config.profiles import PROFILE_CHOICES
-from sidestep.config.resolve import ConfigError, Resolved, resolve
+from sidestep.config.resolve import ConfigError, Resolved, layered_values, resolve
 from sidestep.config.values import parse_text
-from sidestep.config.variants import detect_family
 from sidestep.tui.widgets.fields import ModelField, SettingField
 
 SELECTIVE_ONLY = {s.name for s in schema.SETTINGS if s.commands == ("selective",)} | {
@@ -228,17 +227,14 @@ class TrainingFormScreen(Screen):
         found = self.query(f"#field-{name}")
         return found.first() if found else None
 
-    def preset_layers(self) -> dict[str, Any]:
-        """Profile values under the chosen preset's (the preset wins)."""
-        return {**self.profile_values, **self.preset_values}
+    def layered(self) -> dict[str, Any]:
+        """Every field's value by the one precedence ``resolve`` uses (also while the form is
+        invalid): defaults < platform < model family < profile < preset < typed values."""
+        return layered_values(self.mode, self.explicit, self.preset_values,
+                              self.profile_values)[0]
 
     def _value(self, name: str) -> Any:
-        if name in self.explicit:
-            return self.explicit[name]
-        layered = self.preset_layers()
-        if name in layered:
-            return layered[name]
-        return self.by_name[name].default if name in self.by_name else None
+        return self.layered().get(name)
 
     def _visible_by_condition(self, s: schema.Setting) -> bool:
         if not s.shown_when:
@@ -247,14 +243,7 @@ class TrainingFormScreen(Screen):
         return self._value(other) in allowed
 
     def _display_value(self, s: schema.Setting) -> Any:
-        if s.name in self.explicit:
-            return self.explicit[s.name]
-        layered = self.preset_layers()
-        if s.name in layered and s.preset:
-            return layered[s.name]
-        family, _ = detect_family(str(self._value("model_variant")), self._value("base_model"),
-                                  self._value("checkpoint_dir"))
-        return s.default_for(family=family or "base")
+        return self._value(s.name)
 
     def explicit_for_resolve(self) -> dict[str, Any]:
         return {k: v for k, v in self.explicit.items()
@@ -272,7 +261,8 @@ class TrainingFormScreen(Screen):
             return
         explicit = self.explicit_for_resolve()
         try:
-            self.resolved = resolve(self.mode, explicit, self.preset_layers())
+            self.resolved = resolve(self.mode, explicit, self.preset_values,
+                                    profile=self.profile_values)
             self.config_errors = []
         except ConfigError as exc:
             self.resolved = None
