@@ -96,7 +96,7 @@ def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
         from sidestep.cli.data_cmds import run_preprocess
 
         return run_preprocess(resolved.config, out)
-    if command in ("fixed", "vanilla", "selective"):
+    if command in schema.TRAIN_MODES:
         from sidestep.cli.train_cmd import run_training
 
         return run_training(resolved, args, out)

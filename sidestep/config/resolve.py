@@ -25,7 +25,8 @@ IS_WINDOWS = sys.platform.startswith("win")
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _LOKR_FIELDS = tuple(s.name for s in schema.SETTINGS if s.group == "LoKR")
-_LORA_ONLY_FIELDS = ("rank", "alpha", "dropout", "bias")
+_LORA_ONLY_FIELDS = tuple(s.name for s in schema.SETTINGS
+                          if s.shown_when == ("adapter_type", ("lora",)))
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 # Subcommands that train. They share one config class (``TrainingConfig``).
 TRAIN_MODES = ("fixed", "vanilla", "selective")
+# The projections of each attention block that adapters can target (DiT names).
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 COMMANDS = TRAIN_MODES + ("estimate", "preprocess", "build-dataset", "compare-configs")
 
 # Value kinds. "path" is a str that names a file or folder; lists are of plain strings.
@@ -182,10 +184,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("dropout", "float", 0.1, "Dropout on the LoRA path. Higher for tiny datasets.", "LoRA",
        _T, minimum=0.0, maximum=0.9, level=BASIC, preset=True,
        shown_when=("adapter_type", ("lora",)), label="Dropout"),
-    _s("target_modules", "str_list", ("q_proj", "k_proj", "v_proj", "o_proj"),
+    _s("target_modules", "str_list", PROJECTIONS,
        "Projections inside each attention block that get an adapter.", "LoRA", _T,
        level=BASIC, preset=True, preset_key="target_modules_str",
-       choices=("q_proj", "k_proj", "v_proj", "o_proj"), label="Target projections",
+       choices=PROJECTIONS, label="Target projections",
        metavar="PROJ"),
     _s("bias", "str", "none", "Train biases: none, all, lora_only.", "LoRA", _T,
        choices=("none", "all", "lora_only"), preset=True,
@@ -195,11 +197,11 @@ SETTINGS: tuple[Setting, ...] = (
        level=BASIC, preset=True, label="Attention type"),
     _s("self_target_modules", "str_list", None, "Projections for self-attention only (with "
        "--attention-type both).", "LoRA", _T, preset=True,
-       choices=("q_proj", "k_proj", "v_proj", "o_proj"), label="Self-attention projections",
+       choices=PROJECTIONS, label="Self-attention projections",
        shown_when=("attention_type", ("both",)), metavar="PROJ"),
     _s("cross_target_modules", "str_list", None, "Projections for cross-attention only (with "
        "--attention-type both).", "LoRA", _T, preset=True,
-       choices=("q_proj", "k_proj", "v_proj", "o_proj"), label="Cross-attention projections",
+       choices=PROJECTIONS, label="Cross-attention projections",
        shown_when=("attention_type", ("both",)), metavar="PROJ"),
     # --- LoKR ----------------------------------------------------------------------------------
     _s("lokr_linear_dim", "int", 64, "LoKR linear dimension (like LoRA rank).", "LoKR", _T,

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from sidestep.config import schema
+
 MIB = 1024 * 1024
 GIB_MIB = 1024
 
@@ -51,7 +53,7 @@ TIGHT_MARGIN = 0.10
 BNB_BLOCK = 256
 BNB_MIN_8BIT = 4096
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+PROJECTIONS = schema.PROJECTIONS
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 _DTYPE_ALIASES = {"auto": "bf16", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
                   "float32": "fp32", "float": "fp32"}

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sidestep.config.schema import PROJECTIONS
+
 LORA_WEIGHTS = "adapter_model.safetensors"
 LORA_CONFIG = "adapter_config.json"
 LOKR_WEIGHTS = "lokr_weights.safetensors"
@@ -43,7 +45,7 @@ def target_names(num_layers: int, attention_type: str, target_modules, self_modu
                     projs = self_modules
                 if side == "cross_attn" and cross_modules:
                     projs = cross_modules
-            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            for proj in PROJECTIONS:
                 if proj in projs:
                     names.append(f"layers.{i}.{side}.{proj}")
     if not names:

@@ -333,11 +333,11 @@ class SideStepApp(App):
 
     def resume_run(self, run_dir: Path, checkpoint: Path) -> None:
         from sidestep.engine.run_dir import read_run
-        from sidestep.tui.screens.train_form import form_settings
+        from sidestep.tui.screens.train_form import FORM_MODES, form_settings
 
         info = read_run(run_dir) or {}
         cfg = info.get("config") or {}
-        mode = cfg.get("mode") if cfg.get("mode") in ("fixed", "vanilla") else "fixed"
+        mode = cfg.get("mode") if cfg.get("mode") in FORM_MODES else "fixed"
         names = {s.name for s in form_settings(mode)}
         explicit = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()
                     if k in names and v is not None and k not in ("log_dir",)}

@@ -26,8 +26,11 @@ from sidestep.config.resolve import ConfigError, Resolved, layered_values, resol
 from sidestep.config.values import parse_text
 from sidestep.tui.widgets.fields import ModelField, SettingField
 
-SELECTIVE_ONLY = {s.name for s in schema.SETTINGS if s.commands == ("selective",)} | {
-    "estimate_batches", "top_k", "granularity"}
+# The modes the form offers; selective arrives with the estimate screen.
+FORM_MODES = tuple(m for m in schema.TRAIN_MODES if m != "selective")
+# Settings only selective training takes (its module config and estimate settings).
+SELECTIVE_ONLY = {s.name for s in schema.SETTINGS
+                  if "selective" in s.commands and not set(s.commands) & set(FORM_MODES)}
 PATH_CHECKS = ("checkpoint_dir", "dataset_dir", "output_dir", "resume_from")
 
 
