@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -89,6 +90,7 @@ def test_terminal_closed_mid_run_stops_and_saves(demo_root, small_tensors, tmp_p
         reader.join()
         os.close(master)  # the terminal is gone: SIGHUP, and every later write fails
         master = None
+        os.kill(proc.pid, signal.SIGHUP)  # `uv run` forwards its own copy of the hang-up
         assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:

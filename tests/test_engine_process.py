@@ -149,3 +149,31 @@ def test_second_signal_exits_at_once(monkeypatch):
         stopper._handle(signal.SIGINT, None)
         assert exits == [130]
     assert signal.getsignal(signal.SIGTERM) != stopper._handle  # restored afterwards
+
+
+def test_one_event_sent_twice_is_one_request(monkeypatch):
+    """A hung-up terminal's SIGHUP arrives twice under `uv run` (the process group's and uv's
+    forwarded copy): that must still stop and save, not exit at once. Likewise a repeat of the
+    same signal within a second; a later one is a second request."""
+    from sidestep.cli.train_cmd import SignalStop
+    from sidestep.engine.control import Control
+
+    clock = [100.0]
+    exits = []
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    with SignalStop(Control(), lambda _msg: None) as stopper:
+        stopper._handle(signal.SIGHUP, None)
+        stopper._handle(signal.SIGHUP, None)
+        clock[0] += 30
+        stopper._handle(signal.SIGHUP, None)
+        assert exits == [] and stopper.control.stop_requested
+    with SignalStop(Control(), lambda _msg: None) as stopper:
+        stopper._handle(signal.SIGTERM, None)
+        clock[0] += 0.2
+        stopper._handle(signal.SIGTERM, None)  # forwarded copy
+        assert exits == []
+        clock[0] += 5
+        stopper._handle(signal.SIGTERM, None)  # the user means it
+        assert exits == [130]
+    assert signal.getsignal(signal.SIGTERM) != stopper._handle  # restored afterwards

@@ -118,17 +118,25 @@ class RichProgress:
 
 
 class SignalStop:
-    """First signal: stop and save. Second: leave at once.
+    """First signal: stop and save. Another, later: leave at once.
 
     The handler does no I/O: the terminal may be gone (SIGHUP), and a failed write raised
     inside the handler would end the training loop it interrupted. It sets the stop request
-    and queues a notice for the event thread (``SimpleQueue.put`` is reentrant)."""
+    and queues a notice for the event thread (``SimpleQueue.put`` is reentrant).
+
+    One event can arrive as two signals: a hung-up terminal sends SIGHUP to the process group
+    and ``uv run`` forwards its own copy, so a repeat of the same signal within
+    ``DUPLICATE_SECONDS`` is the same request, and SIGHUP never means "exit at once" (no one
+    is there to mean it)."""
+
+    DUPLICATE_SECONDS = 1.0
 
     def __init__(self, control, announce=None):
         self.control = control
         self.announce = announce or (lambda message: None)
         self.count = 0
         self.previous = {}
+        self._last: tuple[int, float] | None = None
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
@@ -140,6 +148,12 @@ class SignalStop:
         return self
 
     def _handle(self, signum, _frame) -> None:
+        now = time.monotonic()
+        last, self._last = self._last, (signum, now)
+        if self.count and (signum == getattr(signal, "SIGHUP", None) or (
+                last is not None and last[0] == signum
+                and now - last[1] < self.DUPLICATE_SECONDS)):
+            return  # the same request again, not a second one
         self.count += 1
         if self.count >= 2:
             os._exit(EXIT_STOPPED)  # the last complete checkpoint is kept
