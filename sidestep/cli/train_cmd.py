@@ -203,17 +203,17 @@ def confirm(out: Out) -> bool:
 def run_training(resolved, args, out: Out) -> int:
     from sidestep.cli.streams import GUARD
     from sidestep.engine.control import Control
-    from sidestep.engine.run_dir import RunDirError, check_output_dir
-    from sidestep.engine.trainer import Trainer
+    from sidestep.engine.preflight import preflight
+    from sidestep.engine.trainer import Trainer, input_error_types
 
     config = resolved.config
     if config.mode == "selective":
         out.error("`sidestep selective` arrives with the estimate feature; use `fixed` with "
                   "--attention-type/--target-modules for now")
         return EXIT_BAD_INPUT
-    try:  # before the summary and the prompt: nothing to confirm for a folder we would refuse
-        check_output_dir(config.output_dir, config.resume_from)
-    except RunDirError as exc:
+    try:  # before the summary and the prompt: nothing to confirm for a run we would refuse
+        preflight(config)
+    except input_error_types() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT
     out.table("Side-Step training", ("setting", "value"), summary_rows(config))

@@ -13,7 +13,7 @@ HELP = """\
 
 Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters.
 
-## Keys (when no text field has focus)
+## Keys (either case; not while a field, list, select or checkbox has focus)
 
 | key | does |
 | --- | --- |
@@ -29,7 +29,7 @@ Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters
 
 In the training form: `ctrl+s` starts, `F3` reviews first, `F2` switches Basic/Advanced,
 `Tab` moves between fields. In the monitor: `space` pauses or resumes, `c` saves a checkpoint
-now, `x` stops and saves, `l` toggles a log-scale loss axis.
+now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole log.
 
 ## How a run works
 

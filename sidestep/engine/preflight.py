@@ -1,0 +1,23 @@
+"""The checks a run can make in a moment, before anything is printed, asked or written: the
+output folder, the checkpoint to resume, the model and the dataset folder. The CLI runs them
+before its summary (a mistyped path should not get a summary and a memory estimate first); the
+trainer runs them again, with the deeper checks, when it starts."""
+
+from __future__ import annotations
+
+
+def preflight(config) -> None:
+    """Raises the engine's input errors (each names the field or file and the fix)."""
+    from sidestep.data.tensors import list_files
+    from sidestep.engine import checkpointing
+    from sidestep.engine.run_dir import check_output_dir
+    from sidestep.model.checkpoints import resolve_model
+
+    check_output_dir(config.output_dir, config.resume_from)
+    if config.resume_from:
+        problem = checkpointing.quick_problem(config.resume_from)
+        if problem:
+            raise checkpointing.CheckpointProblem(problem)
+    resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
+    if not config.preprocess:  # with --preprocess the tensors are made first
+        list_files(config.dataset_dir)
