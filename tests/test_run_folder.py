@@ -231,3 +231,18 @@ def test_tensorboard_logs_the_learning_rate_the_console_shows(demo_root, small_t
     assert logged.keys() == shown.keys() and shown[1] == pytest.approx(1e-4)
     for step, lr in shown.items():
         assert logged[step] == pytest.approx(lr, rel=1e-6)
+
+
+def test_a_run_stopped_before_its_first_step_keeps_nothing(demo_root, small_tensors, tmp_path):
+    """`sidestep fixed ... | head -1` closes the pipe before training starts: the run stops with
+    nothing trained, so it leaves no checkpoint-step-0 that would block the folder."""
+    from sidestep.engine.control import Control
+
+    control = Control()
+    control.request_stop("output closed")
+    out = tmp_path / "run"
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=1), [], control).run()
+    assert result.status == "stopped" and result.checkpoint_path is None
+    assert not out.exists()
+    assert Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run().status == \
+        "completed"

@@ -241,8 +241,11 @@ def run_training(resolved, args, out: Out) -> int:
         out.info(f"done in {took}: adapter in {result.adapter_path}")
         return EXIT_OK
     if result.status == "stopped":
-        out.info(f"stopped after step {result.step}; resume with --resume-from "
-                 f"{result.checkpoint_path}")
+        if result.checkpoint_path is None:
+            out.info("stopped before the first step: nothing was trained, nothing was kept")
+        else:
+            out.info(f"stopped after step {result.step}; resume with --resume-from "
+                     f"{result.checkpoint_path}")
         return EXIT_STOPPED
     if not sink.fatal_shown:
         out.error(result.error or "training failed")

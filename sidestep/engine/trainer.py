@@ -1,9 +1,16 @@
 """The training loop. Plain Python, no UI: events out, ``Control`` commands in.
 
-Read top to bottom: ``run`` prepares the run folder, ``_setup`` builds everything (data checked
+Read top to bottom: ``run`` prepares the run folder, ``setup`` builds everything (data checked
 first, then the model, adapter, optimizer, resume), ``_train`` loops over epochs and
-micro-batches. The random state is snapshotted at the start of every accumulation group, so a
-stop or save-now at any micro-batch writes a checkpoint that resumes exactly.
+``_train_epoch`` over micro-batches, one optimizer step per accumulation group (``_step``). Off
+the normal path: ``_obey_control`` (pause, stop, save-now) and ``_skip`` (the failure policy for
+out-of-memory and non-finite micro-batches).
+
+The random state is snapshotted at the start of every accumulation group and ``position`` only
+moves at the group's optimizer step, so a stop, save-now or give-up at any micro-batch writes a
+checkpoint of the group's start that resumes exactly. A new run stopped before its first
+step has nothing worth keeping: it saves nothing and takes its files back, as a failed start
+does (``run``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import threading
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,6 +47,8 @@ MAX_NAN_STREAK = 5
 MAX_OOM_STREAK = 3
 OOM_REMEDY = ("lower --batch-size, --rank (or --lokr-linear-dim) or --chunk-duration, keep "
               "--gradient-checkpointing on, or pick a smaller VRAM preset (vram_12gb, vram_8gb)")
+NAN_REMEDY = ("lower the learning rate, use --precision fp32 to rule out overflow, and check these "
+              "files")
 PRECISION_TO_FABRIC = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
 PRECISION_TO_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -83,6 +92,17 @@ class _Progress:
     samples: int = 0
 
 
+@dataclass
+class _Group:
+    """One accumulation group: the micro-batches ``[progress.position, end)`` of this epoch."""
+    end: int
+    size: int
+    snapshot: dict  # RNG state at the group's start: saves mid-group resume from here
+    losses: list[float] = field(default_factory=list)
+    weighted: list[float] = field(default_factory=list)
+    valid: bool = True  # False after an OOM: the gradient is partial, so the step is skipped
+
+
 class Trainer:
     def __init__(self, config, sinks: Iterable[Sink] = (), control: Control | None = None,
                  *, write_files: bool = True):
@@ -103,6 +123,17 @@ class Trainer:
         self._run_lock = threading.Lock()
         self._heartbeat_stop = threading.Event()
         self._threads_before: int | None = None  # torch's intra-op threads, for CPU runs
+        self._early_log: logging.handlers.MemoryHandler | None = None
+        self._old_root_level: int | None = None
+        # Built by setup(); None until then, which run.json of a failed start records as such.
+        self.device_name: str | None = None
+        self.precision: str | None = None
+        self.model_ref = None
+        self.resumed_from: str | None = None
+        # The training loop's own state.
+        self._streaks = {"oom": 0, "nan": 0}  # skipped micro-batches in a row, by kind
+        self._loop_t0 = 0.0  # when the loop started, and at which step: throughput and ETA
+        self._loop_step0 = 0
 
     # -- public --------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -127,9 +158,10 @@ class Trainer:
                                     error_kind="runtime")
         self.emit(result)
         self._heartbeat_stop.set()
-        # A start that failed before its first step or checkpoint leaves the folders as it
-        # found them (no clutter in History, and the corrected command can use the folder).
-        undo = result.status == "failed" and not self._stepped and not self._saved_any
+        # A start that failed (or was stopped) before its first step or checkpoint leaves the
+        # folders as it found them: no clutter in History, and the folder stays usable.
+        undo = result.status in ("failed", "stopped") and not self._stepped \
+            and not self._saved_any
         if not undo:
             self._write_run_json(result.status, result)
         self.bus.close()
@@ -305,6 +337,7 @@ class Trainer:
                  len(spec.names), f"{self.trainable:,}")
 
     def _setup_optimizer(self) -> None:
+        from sidestep.engine import objective
         from sidestep.engine.optim import build_optimizer, build_scheduler
 
         cfg = self.config
@@ -316,8 +349,10 @@ class Trainer:
                                          self.total_steps)
         self.timestep_mu = self.model_config.timestep_mu
         self.timestep_sigma = self.model_config.timestep_sigma
+        self.schedule = objective.shifted_schedule(cfg.num_inference_steps, cfg.shift)
 
     def _resume(self, folder: Path) -> None:
+        from sidestep.config import schema
         from sidestep.engine.adapters import read_adapter_dir
 
         state = ckpt.read_state(folder)
@@ -342,8 +377,8 @@ class Trainer:
         saved_cfg = state.get("config") or {}
         for key in ("batch_size", "gradient_accumulation", "seed"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
-                log.warning("resuming with --%s %s (the checkpoint used %s): the data order "
-                            "will differ from the original run", key.replace("_", "-"),
+                log.warning("resuming with %s %s (the checkpoint used %s): the data order "
+                            "will differ from the original run", schema.BY_NAME[key].flags[-1],
                             getattr(self.config, key), saved_cfg[key])
         p = self.progress
         p.step, p.epoch, p.position = int(state["step"]), int(state["epoch"]), \
@@ -355,8 +390,6 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------
     def _train(self) -> RunFinished:
-        from sidestep.engine import objective
-
         cfg = self.config
         p = self.progress
         self.emit(RunStarted(
@@ -365,113 +398,15 @@ class Trainer:
             adapter_type=cfg.adapter_type, trainable_params=self.trainable,
             dataset_size=len(self.dataset), steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps, total_epochs=cfg.epochs, start_step=p.step,
-            start_epoch=p.epoch, resumed_from=getattr(self, "resumed_from", None)))
-        schedule = objective.shifted_schedule(cfg.num_inference_steps, cfg.shift)
-        accum = cfg.gradient_accumulation
-        self.t_loop = time.monotonic()
-        start_step = p.step
-        nan_streak = oom_streak = 0
+            start_epoch=p.epoch, resumed_from=self.resumed_from))
+        self._loop_t0, self._loop_step0 = time.monotonic(), p.step
 
         while p.epoch < cfg.epochs:
             epoch_t0 = time.monotonic()
             epoch_losses: list[float] = []
-            self.batches.set_epoch(p.epoch, p.position)
-            batch_iter = iter(self.loader)
-            group_end = min(p.position + accum, self.batches_per_epoch)
-            group_size = group_end - p.position
-            snapshot = ckpt.rng_snapshot()
-            group_losses: list[float] = []
-            group_weighted: list[float] = []
-            group_valid = True
-            for index in range(p.position, self.batches_per_epoch):
-                # commands, checked every micro-batch
-                if self.control.paused:
-                    self.emit(LogLine("paused"))
-                    # "save now" while paused saves at once, as it would at this micro-batch
-                    self.control.wait_while_paused(on_save=lambda: self._save_from_snapshot(
-                        snapshot, p.position, "step"))
-                    if not self.control.stop_requested:
-                        self.emit(LogLine("resumed"))
-                if self.control.stop_requested:
-                    log.warning("%s: stopping and saving a checkpoint", self.control.stop_reason)
-                    # p.position is still the start of this accumulation group
-                    path = self._save_from_snapshot(snapshot, p.position, "step")
-                    return self._finished("stopped", checkpoint=path)
-                if self.control.take_save_request():
-                    self._save_from_snapshot(snapshot, p.position, "step")
-
-                batch = next(batch_iter)
-                try:
-                    losses = self._micro_step(batch, group_size, schedule)
-                except torch.OutOfMemoryError:
-                    self._free_memory()
-                    group_valid = False
-                    oom_streak += 1
-                    self.emit(Problem(kind="oom", message=f"out of memory on batch "
-                                      f"{', '.join(Path(f).name for f in batch['files'])}; "
-                                      "batch skipped", remedy=OOM_REMEDY,
-                                      files=tuple(batch["files"])))
-                    if oom_streak >= MAX_OOM_STREAK:
-                        msg = f"out of memory {oom_streak} times in a row"
-                        self.emit(Problem(kind="oom", message=msg, remedy=OOM_REMEDY,
-                                          fatal=True, files=tuple(batch["files"])))
-                        path = self._save_from_snapshot(snapshot, p.position, "step")
-                        return self._finished("failed", error=f"{msg}; {OOM_REMEDY}",
-                                              error_kind="runtime", checkpoint=path)
-                    losses = None
-                else:
-                    oom_streak = 0
-                p.samples += len(batch["files"])
-                if losses is None:
-                    pass
-                elif not math.isfinite(losses[0]):
-                    nan_streak += 1
-                    names = ", ".join(Path(f).name for f in batch["files"])
-                    self.emit(Problem(kind="nan", message=f"non-finite loss on {names}; "
-                                      "micro-batch skipped", files=tuple(batch["files"])))
-                    if nan_streak >= MAX_NAN_STREAK:
-                        msg = (f"{nan_streak} non-finite losses in a row (last batch: {names})")
-                        remedy = ("lower the learning rate, use --precision fp32 to rule out "
-                                  "overflow, and check these files")
-                        self.emit(Problem(kind="nan", message=msg, remedy=remedy, fatal=True,
-                                          files=tuple(batch["files"])))
-                        path = self._save_from_snapshot(snapshot, p.position, "step")
-                        return self._finished("failed", error=f"{msg}; {remedy}",
-                                              error_kind="runtime", checkpoint=path)
-                else:
-                    nan_streak = 0
-                    group_losses.append(losses[0])
-                    group_weighted.append(losses[1])
-
-                if index + 1 < group_end:
-                    continue
-                # end of an accumulation group: one optimizer step
-                metrics = self._optimizer_step(group_valid and bool(group_losses))
-                p.step += 1
-                self._stepped = True
-                p.position = group_end
-                if metrics is not None:
-                    loss = sum(group_losses) / len(group_losses)
-                    epoch_losses.append(loss)
-                    p.best_loss = min(p.best_loss, loss)
-                    done = p.step - start_step
-                    elapsed = time.monotonic() - self.t_loop
-                    self.emit(StepMetrics(
-                        step=p.step, epoch=p.epoch + 1, loss=loss,
-                        lr=self.optimizer.param_groups[0]["lr"] if metrics.get("lr") is None
-                        else metrics["lr"], grad_norm=metrics.get("grad_norm"),
-                        samples_per_sec=p.samples / elapsed if elapsed > 0 else None,
-                        eta_seconds=(self.total_steps - p.step) * elapsed / max(done, 1),
-                        epoch_progress=p.position / self.batches_per_epoch,
-                        weighted_loss=(sum(group_weighted) / len(group_weighted)
-                                       if cfg.loss_weighting == "min_snr" else None),
-                        layer_grad_norms=metrics.get("layers")))
-                group_end = min(p.position + accum, self.batches_per_epoch)
-                group_size = group_end - p.position
-                group_losses, group_weighted, group_valid = [], [], True
-                snapshot = ckpt.rng_snapshot()
-
-            # end of epoch
+            ended = self._train_epoch(epoch_losses)
+            if ended is not None:  # stopped, or gave up
+                return ended
             p.epoch += 1
             p.position = 0
             mean = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
@@ -479,6 +414,7 @@ class Trainer:
                                  seconds=time.monotonic() - epoch_t0))
             if p.epoch % cfg.save_every == 0 and p.epoch < cfg.epochs:
                 self._save(f"checkpoint-epoch-{p.epoch}", ckpt.rng_snapshot(), "epoch")
+
         if cfg.epochs % cfg.save_every == 0:
             self._save(f"checkpoint-epoch-{cfg.epochs}", ckpt.rng_snapshot(), "epoch")
         final = self.run_dir / FINAL_ADAPTER
@@ -486,7 +422,120 @@ class Trainer:
         self.emit(CheckpointSaved(path=str(final), step=p.step, epoch=p.epoch, kind="final"))
         return self._finished("completed", adapter=str(final))
 
-    def _micro_step(self, batch: dict, group_size: int, schedule) -> tuple[float, float]:
+    def _train_epoch(self, epoch_losses: list[float]) -> RunFinished | None:
+        """The rest of this epoch, from ``progress.position``; returns a result only when the
+        run ends early."""
+        p = self.progress
+        self.batches.set_epoch(p.epoch, p.position)
+        batches = iter(self.loader)
+        group = self._start_group()
+        for index in range(p.position, self.batches_per_epoch):
+            if self._obey_control(group):
+                if p.step == 0 and p.position == 0 and self.resumed_from is None:
+                    return self._finished("stopped")  # nothing trained yet: nothing to keep
+                return self._finished("stopped", checkpoint=self._save_from_snapshot(group))
+            batch = next(batches)
+            gave_up = self._micro_batch(batch, group)
+            if gave_up is not None:
+                return gave_up
+            if index + 1 < group.end:
+                continue  # still accumulating
+            self._step(group, epoch_losses)
+            group = self._start_group()
+        return None
+
+    def _start_group(self) -> _Group:
+        p = self.progress
+        end = min(p.position + self.config.gradient_accumulation, self.batches_per_epoch)
+        return _Group(end=end, size=end - p.position, snapshot=ckpt.rng_snapshot())
+
+    def _micro_batch(self, batch: dict, group: _Group) -> RunFinished | None:
+        """Forward and backward one micro-batch into ``group``; a result if the run gives up."""
+        self.progress.samples += len(batch["files"])  # throughput counts skipped ones too
+        try:
+            loss, weighted = self._micro_step(batch, group.size)
+        except torch.OutOfMemoryError:
+            self._free_memory()
+            group.valid = False
+            return self._skip("oom", batch, group)
+        self._streaks["oom"] = 0
+        if not math.isfinite(loss):
+            return self._skip("nan", batch, group)
+        self._streaks["nan"] = 0
+        group.losses.append(loss)
+        group.weighted.append(weighted)
+        return None
+
+    def _step(self, group: _Group, epoch_losses: list[float]) -> None:
+        """End of an accumulation group: one optimizer step (skipped if the group has no usable
+        gradient), then its metrics."""
+        cfg = self.config
+        p = self.progress
+        metrics = self._optimizer_step(group.valid and bool(group.losses))
+        p.step += 1
+        self._stepped = True
+        p.position = group.end
+        if metrics is None:
+            return
+        loss = sum(group.losses) / len(group.losses)
+        epoch_losses.append(loss)
+        p.best_loss = min(p.best_loss, loss)
+        done = p.step - self._loop_step0
+        elapsed = time.monotonic() - self._loop_t0
+        self.emit(StepMetrics(
+            step=p.step, epoch=p.epoch + 1, loss=loss,
+            lr=self.optimizer.param_groups[0]["lr"] if metrics.get("lr") is None
+            else metrics["lr"], grad_norm=metrics.get("grad_norm"),
+            samples_per_sec=p.samples / elapsed if elapsed > 0 else None,
+            eta_seconds=(self.total_steps - p.step) * elapsed / max(done, 1),
+            epoch_progress=p.position / self.batches_per_epoch,
+            weighted_loss=(sum(group.weighted) / len(group.weighted)
+                           if cfg.loss_weighting == "min_snr" else None),
+            layer_grad_norms=metrics.get("layers")))
+
+    def _obey_control(self, group: _Group) -> bool:
+        """Pause, save-now and stop, checked before every micro-batch; True means stop (the
+        caller saves). Every save is of the group's start, see ``_save_from_snapshot``."""
+        control = self.control
+        if control.paused:
+            self.emit(LogLine("paused"))
+            # "save now" while paused saves at once, as it would at this micro-batch
+            control.wait_while_paused(on_save=lambda: self._save_from_snapshot(group))
+            if not control.stop_requested:
+                self.emit(LogLine("resumed"))
+        if control.stop_requested:
+            log.warning("%s: stopping and saving a checkpoint", control.stop_reason)
+            return True
+        if control.take_save_request():
+            self._save_from_snapshot(group)
+        return False
+
+    def _skip(self, kind: str, batch: dict, group: _Group) -> RunFinished | None:
+        """The failure policy: a micro-batch that ran out of memory (``oom``) or gave a
+        non-finite loss (``nan``) is skipped; too many in a row and the run gives up, saving the
+        group's start so a resume after the remedy redoes it. Returns the failed result then."""
+        files = tuple(batch["files"])
+        names = ", ".join(Path(f).name for f in files)
+        self._streaks[kind] += 1
+        streak = self._streaks[kind]
+        if kind == "oom":
+            self.emit(Problem(kind="oom", message=f"out of memory on batch {names}; batch "
+                              "skipped", remedy=OOM_REMEDY, files=files))
+            limit, msg, remedy = (MAX_OOM_STREAK, f"out of memory {streak} times in a row",
+                                  OOM_REMEDY)
+        else:
+            self.emit(Problem(kind="nan", message=f"non-finite loss on {names}; micro-batch "
+                              "skipped", files=files))
+            limit, msg, remedy = (MAX_NAN_STREAK, f"{streak} non-finite losses in a row (last "
+                                  f"batch: {names})", NAN_REMEDY)
+        if streak < limit:
+            return None
+        self.emit(Problem(kind=kind, message=msg, remedy=remedy, fatal=True, files=files))
+        path = self._save_from_snapshot(group)
+        return self._finished("failed", error=f"{msg}; {remedy}", error_kind="runtime",
+                              checkpoint=path)
+
+    def _micro_step(self, batch: dict, group_size: int) -> tuple[float, float]:
         """Forward and backward one micro-batch; returns (mse, weighted loss)."""
         from sidestep.data.tensors import random_window
         from sidestep.engine import objective
@@ -498,7 +547,7 @@ class Trainer:
         x0 = batch["target_latents"].to(dev, non_blocking=True)
         bsz = x0.shape[0]
         if cfg.mode == "vanilla":
-            t = objective.discrete_timesteps(bsz, schedule, dev)
+            t = objective.discrete_timesteps(bsz, self.schedule, dev)
         else:
             t = objective.logit_normal_timesteps(bsz, self.timestep_mu, self.timestep_sigma, dev)
         ehs = batch["encoder_hidden_states"].to(dev, non_blocking=True)
@@ -575,17 +624,16 @@ class Trainer:
             torch.cuda.empty_cache()
 
     # -- saving --------------------------------------------------------------------------------
-    def _save_from_snapshot(self, snapshot: dict, position: int, kind: str) -> Path:
-        """Checkpoint at the start of the current accumulation group: weights and optimizer
-        have not changed since then, and the RNG snapshot makes the redo identical."""
-        return self._save(f"checkpoint-step-{self.progress.step}", snapshot, kind,
-                          position=position)
+    def _save_from_snapshot(self, group: _Group) -> Path:
+        """Checkpoint at the start of the current accumulation group: ``progress.position``,
+        the weights and the optimizer only move at the group's optimizer step, and the group's
+        RNG snapshot makes the redo identical."""
+        return self._save(f"checkpoint-step-{self.progress.step}", group.snapshot, "step")
 
-    def _save(self, name: str, rng: dict, kind: str, position: int | None = None) -> Path:
+    def _save(self, name: str, rng: dict, kind: str) -> Path:
         p = self.progress
         path = ckpt.save(self.run_dir, name, self.adapted, self.optimizer, self.scheduler,
-                         step=p.step, epoch=p.epoch,
-                         position=p.position if position is None else position, rng=rng,
+                         step=p.step, epoch=p.epoch, position=p.position, rng=rng,
                          config=self.config.to_dict())
         self._saved_any = True
         self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
@@ -615,9 +663,9 @@ class Trainer:
                 "mode": self.config.mode,
                 "config": self.config.to_dict(),
                 "versions": info.get("versions") or versions(),
-                "device": getattr(self, "device_name", None),
-                "precision": getattr(self, "precision", None),
-                "model_path": str(self.model_ref.path) if hasattr(self, "model_ref") else None,
+                "device": self.device_name,
+                "precision": self.precision,
+                "model_path": str(self.model_ref.path) if self.model_ref is not None else None,
                 "resumed_from": self.config.resume_from,
                 "heartbeat_at": now(),
             })
@@ -659,7 +707,7 @@ class Trainer:
         root = logging.getLogger()
         root.addHandler(fh)
         self._log_handlers.append(fh)
-        early = getattr(self, "_early_log", None)
+        early = self._early_log
         if early is not None:
             root.removeHandler(early)
             self._log_handlers.remove(early)
@@ -673,5 +721,5 @@ class Trainer:
             handler.close()
         self._log_handlers.clear()
         logging.captureWarnings(False)
-        if hasattr(self, "_old_root_level"):
+        if self._old_root_level is not None:
             root.setLevel(self._old_root_level)

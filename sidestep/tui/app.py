@@ -373,7 +373,9 @@ class SideStepApp(App):
         if finished.status == "completed":
             self.notify(f"training completed: adapter in {finished.adapter_path}", timeout=10)
         elif finished.status == "stopped":
-            self.notify(f"training stopped; checkpoint {finished.checkpoint_path}", timeout=10)
+            self.notify(f"training stopped; checkpoint {finished.checkpoint_path}"
+                        if finished.checkpoint_path else
+                        "training stopped before its first step; nothing was kept", timeout=10)
         else:
             hint = ("Fix the input and start again." if finished.error_kind == "input" else
                     "The run folder's sidestep.log has the details.")
