@@ -86,10 +86,16 @@ def test_vram_profile_flag_applies_the_tier_preset(capsys, monkeypatch):
     assert code == 2 and "--vram-profile" in err
 
 
-def test_training_summary_warns_when_it_will_not_fit(capsys, ckpt_root, monkeypatch):
+def test_training_summary_warns_when_it_will_not_fit(capsys, ckpt_root, monkeypatch,
+                                                     tmp_path):
     monkeypatch.setattr("sidestep.config.profiles.detect_gpus", card(8, 1))
+    # the paths are checked before the summary: a weights file and a tensor file to find
+    (ckpt_root / "acestep-v15-turbo" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "song.pt").write_bytes(b"")
     code, out, err = run(capsys, ["--plain", "fixed", "--checkpoint-dir", str(ckpt_root),
-                                  "--dataset-dir", "d", "--output-dir", "o", "--rank", "64"])
+                                  "--dataset-dir", str(tmp_path / "d"), "--output-dir",
+                                  str(tmp_path / "o"), "--rank", "64"])
     text = out + err
     assert "estimated peak VRAM" in text and "will not fit in 1.0 GiB free" in text
     assert "will probably not fit" in text
