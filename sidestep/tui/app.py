@@ -10,19 +10,19 @@ import logging
 import signal
 import traceback
 from pathlib import Path
-from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
 from sidestep.config import paths
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
+from sidestep.tui.commands import SideStepCommands
 from sidestep.tui.runner import EngineRunner
 from sidestep.tui.state import RunState
+from sidestep.tui.widgets.fields import is_field_widget
 
 log = logging.getLogger("sidestep.tui")
 
@@ -35,41 +35,6 @@ THEMES = [
           warning="#af8700", error="#d70000", success="#008700", foreground="#1c1c1c",
           background="#eeeeee", surface="#e4e4e4", panel="#d0d0d0", dark=False),
 ]
-
-
-class SideStepCommands(Provider):
-    """Command palette entries for every screen and run action."""
-
-    def _commands(self) -> list[tuple[str, Any, str]]:
-        app = self.app
-        return [
-            ("Dashboard", app.action_dashboard, "quick actions, recent runs, models"),
-            ("New training (fixed)", lambda: app.action_new_training("fixed"),
-             "corrected training: logit-normal timesteps, CFG dropout"),
-            ("New training (vanilla)", lambda: app.action_new_training("vanilla"),
-             "original discrete 8-step turbo training"),
-            ("Monitor", app.action_monitor, "the current run's progress and charts"),
-            ("History", app.action_history, "past runs, curves, resume"),
-            ("Presets", app.action_presets, "list, load, save, import, export presets"),
-            ("Settings", app.action_settings, "folders, theme, refresh rate"),
-            ("Help", app.action_help, "keys and how runs work"),
-            ("Pause training", app.action_pause_run, "pause at the next micro-batch"),
-            ("Resume training", app.action_resume_run, "continue a paused run"),
-            ("Save checkpoint now", app.action_save_now, "write checkpoint-step-N"),
-            ("Stop and save", app.action_stop_run, "stop the run with a checkpoint"),
-            ("Quit", app.action_request_quit, "leave Side-Step"),
-        ]
-
-    async def discover(self) -> Hits:
-        for name, callback, help_text in self._commands():
-            yield DiscoveryHit(name, callback, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for name, callback, help_text in self._commands():
-            score = matcher.match(name)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
 class SideStepApp(App):
@@ -507,22 +472,6 @@ class SideStepApp(App):
             "Quit now? The run stops at the next micro-batch and saves a checkpoint first.",
             [("stop", "Stop, save and quit", "error"), ("cancel", "Cancel", "primary")]),
             answer)
-
-
-def is_field_widget(widget) -> bool:
-    """A widget that takes typed keys as input or selection: letters typed there are data."""
-    from textual.screen import Screen
-    from textual.widgets import (Checkbox, Input, ListView, OptionList, RadioButton, RadioSet,
-                                 Select, SelectionList, Switch, TextArea)
-
-    kinds = (Input, TextArea, OptionList, ListView, SelectionList, Select, Checkbox,
-             RadioButton, RadioSet, Switch)
-    node = widget
-    while node is not None and not isinstance(node, Screen):  # a Select's parts: the Select
-        if isinstance(node, kinds):
-            return True
-        node = node.parent
-    return False
 
 
 def _prewarm_engine() -> None:

@@ -220,3 +220,19 @@ class ModelField(SettingField):
         self.show_value(name)
         self._edited(name, force=True)
         self.post_message(self.Picked(name))
+
+
+def is_field_widget(widget) -> bool:
+    """A widget that takes typed keys as input or selection: letters typed there are data."""
+    from textual.screen import Screen
+    from textual.widgets import (Checkbox, Input, ListView, OptionList, RadioButton, RadioSet,
+                                 Select, SelectionList, Switch, TextArea)
+
+    kinds = (Input, TextArea, OptionList, ListView, SelectionList, Select, Checkbox,
+             RadioButton, RadioSet, Switch)
+    node = widget
+    while node is not None and not isinstance(node, Screen):  # a Select's parts: the Select
+        if isinstance(node, kinds):
+            return True
+        node = node.parent
+    return False
