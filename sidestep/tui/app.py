@@ -75,6 +75,7 @@ class SideStepApp(App):
         self._quit_after_run = False
         self._announced: int | None = None
         self._last_form = None
+        self._open_origin = None  # the screen a run opened from History returns to
         for theme in THEMES:
             self.register_theme(theme)
 
@@ -286,9 +287,9 @@ class SideStepApp(App):
         def load() -> RunState:
             return RunState.from_run_dir(Path(path))
 
-        worker = self.run_worker(load, thread=True, group="history-load", exit_on_error=False,
-                                 name="history-load")
-        worker.sidestep_open = origin or True  # marks the worker whose result opens a monitor
+        self._open_origin = origin  # where Esc returns once the run is shown
+        self.run_worker(load, thread=True, group="history-load", exit_on_error=False,
+                        exclusive=True, name="history-load")
 
     def _show_monitor(self, monitor, origin) -> None:
         if origin is not None and self.screen is origin:
@@ -347,27 +348,31 @@ class SideStepApp(App):
             self.show_error("Training failed", finished.error or "unknown error", hint)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place that reacts to a finished worker, by its name."""
         worker = event.worker
-        if worker is self.runner.worker and event.state == WorkerState.ERROR:
+        if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        failed = event.state == WorkerState.ERROR
+        if worker.name == "training" and worker is self.runner.worker and failed:
             state = self.runner.state
             error = f"{type(worker.error).__name__}: {worker.error}"
             log.error("engine worker failed: %s", error)
             if state is not None and state.finished is None:
                 state.apply(RunFinished(status="failed", error=error, error_kind="runtime"))
-        elif getattr(worker, "sidestep_demo", False):
-            if event.state == WorkerState.SUCCESS:
+        elif worker.name == "demo-build":
+            if not failed:
                 self.open_demo_form()
-            elif event.state == WorkerState.ERROR:
+            else:
                 self.show_error("Demo setup failed", f"{type(worker.error).__name__}: "
                                 f"{worker.error}", "Run `sidestep make-demo DIR` for details.")
-        elif getattr(worker, "sidestep_open", False):
+        elif worker.name == "history-load":
             from sidestep.tui.screens.monitor import MonitorScreen
 
-            if event.state == WorkerState.SUCCESS:
-                origin = worker.sidestep_open if worker.sidestep_open is not True else None
+            if not failed:
+                origin = self._open_origin
                 self._show_monitor(MonitorScreen(worker.result, live=False, back_to=origin),
                                    origin)
-            elif event.state == WorkerState.ERROR:
+            else:
                 self.show_error("Cannot open run", str(worker.error))
 
     # -- demo ----------------------------------------------------------------------------------
@@ -395,9 +400,8 @@ class SideStepApp(App):
             make_demo(demo_dir, progress=lambda msg: self.call_from_thread(screen.add_line,
                                                                           msg))
 
-        worker = self.run_worker(build, thread=True, group="demo", exit_on_error=False,
-                                 name="demo-build")
-        worker.sidestep_demo = True
+        self.run_worker(build, thread=True, group="demo", exit_on_error=False,
+                        name="demo-build")
 
     def open_demo_form(self) -> None:
         from sidestep.tui.screens.train_form import fresh_run_dir
