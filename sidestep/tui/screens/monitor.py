@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -73,12 +72,14 @@ class MonitorScreen(Screen):
             yield LossChart(id="loss-chart")
             yield LrChart(id="lr-chart")
         with Horizontal(id="monitor-actions"):
-            yield Button("Pause (space)", id="pause", compact=True)
-            yield Button("Save now (c)", id="save", compact=True)
-            yield Button("Stop & save (x)", id="stop", variant="error", compact=True)
-            yield Button("Full log (g)", id="log", compact=True)
+            yield Button("Pause (space)", id="pause", compact=True,
+                         action="screen.toggle_pause")
+            yield Button("Save now (c)", id="save", compact=True, action="screen.save_now")
+            yield Button("Stop & save (x)", id="stop", variant="error", compact=True,
+                         action="screen.stop")
+            yield Button("Full log (g)", id="log", compact=True, action="screen.full_log")
             yield Button("History (esc)" if self.back_to is not None else "Dashboard (esc)",
-                         id="dash", compact=True)
+                         id="dash", compact=True, action="screen.back")
         yield Footer()
 
     def on_screen_resume(self) -> None:
@@ -215,23 +216,3 @@ class MonitorScreen(Screen):
 
     def action_dashboard(self) -> None:
         self.app.action_dashboard()
-
-    @on(Button.Pressed, "#pause")
-    def _pause(self) -> None:
-        self.action_toggle_pause()
-
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
-        self.action_save_now()
-
-    @on(Button.Pressed, "#stop")
-    def _stop(self) -> None:
-        self.action_stop()
-
-    @on(Button.Pressed, "#log")
-    def _log(self) -> None:
-        self.action_full_log()
-
-    @on(Button.Pressed, "#dash")
-    def _dash(self) -> None:
-        self.action_back()

@@ -104,9 +104,11 @@ class TrainingFormScreen(Screen):
         yield Static("", id="vram-estimate", markup=False)
         yield Static("", id="form-status")
         with Horizontal(id="form-actions"):
-            yield Button("Start (ctrl+s)", id="start", variant="success", compact=True)
-            yield Button("Review (F3)", id="review", variant="primary", compact=True)
-            yield Button("Back", id="back", compact=True)
+            yield Button("Start (ctrl+s)", id="start", variant="success", compact=True,
+                         action="screen.start")
+            yield Button("Review (F3)", id="review", variant="primary", compact=True,
+                         action="screen.review")
+            yield Button("Back", id="back", compact=True, action="screen.back")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -481,18 +483,6 @@ class TrainingFormScreen(Screen):
 
     def action_back(self) -> None:
         self.app.action_dashboard()
-
-    @on(Button.Pressed, "#start")
-    def start_pressed(self) -> None:
-        self.action_start()
-
-    @on(Button.Pressed, "#review")
-    def review_pressed(self) -> None:
-        self.action_review()
-
-    @on(Button.Pressed, "#back")
-    def back_pressed(self) -> None:
-        self.action_back()
 
 
 def _check(name: str, value: Any, resume: Any) -> tuple[str | None, str | None, list | None]:
