@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sidestep"
 
 # Modules at the package root, by what they are: helpers any layer may use (they import no
 # other part of sidestep), the demo builder (above model and data), and the entry points.
-BASE = {"__init__", "cpu_threads", "cpu_malloc", "bytecode"}
+BASE = {"__init__", "cpu_threads", "cpu_malloc", "bytecode", "devnull"}
 RANK = {"telemetry": 1, "config": 2, "model": 3, "data": 4, "engine": 5, "demo": 5,
         "cli": 6, "tui": 6, "__main__": 7, "launch": 7}
 UI_ONLY = ("textual", "rich", "textual_plotext", "plotext")

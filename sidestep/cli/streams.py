@@ -9,10 +9,11 @@ stop and save. The log file in the run folder keeps everything.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from typing import Callable, TextIO
+
+from sidestep.devnull import send_to_devnull
 
 
 class GuardedStream:
@@ -52,11 +53,7 @@ class GuardedStream:
     def _lose(self, exc: BaseException) -> None:
         self.lost = True
         try:  # later writes to the descriptor (C code, the final flush) go nowhere, quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, self._stream.fileno())
-            finally:
-                os.close(devnull)
+            send_to_devnull(self._stream.fileno())
         except (OSError, ValueError, AttributeError):
             pass
         try:  # drop what is buffered for the dead descriptor

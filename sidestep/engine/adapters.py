@@ -12,6 +12,7 @@ both; ``--self/--cross-target-modules`` narrow each side). Saved formats:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,8 +211,21 @@ def lycoris_preset(names) -> dict[str, Any]:
             "use_fnmatch": False, "exclude_name": [], "lora_prefix": "lycoris"}
 
 
-def _attach_lokr(decoder: nn.Module, spec: AdapterSpec):
+def _lycoris_network_class():
+    """LyCORIS logs through a coloured stdout handler of its own with propagation off, so its
+    lines (ANSI codes and all) bypassed the run's log and landed in --plain output and on the
+    app's screen. Its records go through the normal logging tree instead."""
     from lycoris import LycorisNetwork
+
+    own = logging.getLogger("LyCORIS")
+    for handler in list(own.handlers):
+        own.removeHandler(handler)
+    own.propagate = True
+    return LycorisNetwork
+
+
+def _attach_lokr(decoder: nn.Module, spec: AdapterSpec):
+    LycorisNetwork = _lycoris_network_class()
 
     # LyCORIS keeps its targeting as class state; set it for exactly this call.
     LycorisNetwork.apply_preset(lycoris_preset(spec.names))

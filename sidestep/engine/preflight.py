@@ -6,14 +6,16 @@ trainer runs them again, with the deeper checks, when it starts."""
 from __future__ import annotations
 
 
-def preflight(config) -> None:
-    """Raises the engine's input errors (each names the field or file and the fix)."""
+def preflight(config, output_dir: bool = True) -> None:
+    """Raises the engine's input errors (each names the field or file and the fix).
+    ``output_dir=False`` skips the folder check, for runs that write no files."""
     from sidestep.data.tensors import list_files
     from sidestep.engine import checkpointing
     from sidestep.engine.run_dir import check_output_dir
     from sidestep.model.checkpoints import resolve_model
 
-    check_output_dir(config.output_dir, config.resume_from)
+    if output_dir:
+        check_output_dir(config.output_dir, config.resume_from)
     if config.resume_from:
         problem = checkpointing.quick_problem(config.resume_from)
         if problem:

@@ -103,13 +103,9 @@ def _has_steps(run_dir: Path) -> bool:
 
 
 def _left_by_failed_start(run_dir: Path, info: dict[str, Any] | None) -> bool:
-    """A folder whose run never took a step nor saved anything: nothing there to protect."""
-    if info is None:
-        return False
-    status = info.get("status")
-    if status == "running" and run_is_alive(info, run_dir):
-        return False
-    if status not in ("failed", "running"):
+    """A folder whose run (failed, or gone while running: the caller has ruled out a live one)
+    never took a step nor saved anything: nothing there to protect."""
+    if info is None or info.get("status") not in ("failed", "running"):
         return False
     return not (any(run_dir.glob("checkpoint-*")) or (run_dir / FINAL_ADAPTER).exists()
                 or _has_steps(run_dir))
@@ -121,16 +117,17 @@ def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
     A fresh run needs a new or empty folder (or one whose only run never took a step). A
     resumed run continues in its checkpoint's own run folder, or starts a new or empty one.
     """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: exists and is not a folder; choose another --output-dir")
     from sidestep.data.paths import output_dir_problem
+
+    run_dir = Path(run_dir)
 
     problem = output_dir_problem(run_dir, "--output-dir")
     if problem:
         raise RunDirError(problem)
     existing = read_run(run_dir)
-    if existing and existing.get("status") == "running" and run_is_alive(existing, run_dir):
+    live = bool(existing) and existing.get("status") == "running" and \
+        run_is_alive(existing, run_dir)
+    if live:
         who = f"pid {existing.get('pid')} on {existing.get('host')}" if existing.get("pid") \
             else "another process"
         raise RunDirError(f"{run_dir}: a run is in progress there ({who}); stop it first, or "

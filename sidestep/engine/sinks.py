@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -155,21 +154,6 @@ class EventBus:
                 log.warning("closing %s failed: %s", type(sink).__name__, exc)
 
 
-# Colour and cursor codes some libraries (LyCORIS) put into their log messages.
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-class PlainFormatter(logging.Formatter):
-    """The log file's format, without terminal colour codes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return strip_ansi(super().format(record))
-
-
 # Library notices that say nothing a user can act on: kept in the log file, not shown as
 # warnings. (logger name prefix, words in the message)
 QUIET = (("bitsandbytes", "No module named 'kernels'"),)
@@ -194,7 +178,7 @@ class LogToEvents(logging.Handler):
             return
         self._local.busy = True
         try:
-            msg = strip_ansi(record.getMessage())
+            msg = record.getMessage()
             if record.name == "py.warnings":
                 msg = msg.strip().splitlines()[0] if msg.strip() else msg
             self.bus.emit(LogLine(message=msg, level=_level(record, msg), source=record.name))

@@ -33,13 +33,12 @@ import torch
 from sidestep import cpu_threads
 from sidestep.engine import checkpointing as ckpt
 from sidestep.engine.control import Control
+from sidestep.engine.preflight import preflight
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunStarted, StepMetrics)
 from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS, LOG_FILE,
-                                     FolderClaim, check_output_dir, now, process_identity,
-                                     versions, write_run)
-from sidestep.engine.sinks import (EventBus, JsonlSink, LogToEvents, PlainFormatter, Sink,
-                                   TensorBoardSink)
+                                     FolderClaim, now, process_identity, versions, write_run)
+from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
 
 log = logging.getLogger("sidestep.engine")
 
@@ -178,12 +177,7 @@ class Trainer:
         cfg = self.config
         self._attach_logging()
         # Everything that can be checked is checked before the first file is written.
-        if self.write_files:
-            check_output_dir(self.run_dir, cfg.resume_from)
-        if cfg.resume_from:
-            problem = ckpt.quick_problem(cfg.resume_from)
-            if problem:
-                raise ckpt.CheckpointProblem(problem)
+        preflight(cfg, output_dir=self.write_files)
         self._setup_device()
         self._setup_model_config()
         if cfg.preprocess:
@@ -703,7 +697,7 @@ class Trainer:
     def _log_to_file(self) -> None:
         fh = logging.FileHandler(self.run_dir / LOG_FILE, encoding="utf-8")
         fh.setLevel(logging.DEBUG)
-        fh.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(fh)
         self._log_handlers.append(fh)

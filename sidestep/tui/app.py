@@ -159,7 +159,7 @@ class SideStepApp(App):
         if self.runner.active:
             if self.runner.state:
                 self.runner.state.add_log(f"{name}: stopping with a checkpoint, then quitting")
-            self.runner.stop()
+            self.runner.stop(f"{name} received")
             self._quit_after_run = True
         else:
             self.exit()

@@ -74,9 +74,9 @@ class EngineRunner:
         return n
 
     # -- commands ------------------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped from the app") -> None:
         if self.control and self.active:
-            self.control.request_stop("stopped from the app")
+            self.control.request_stop(reason)
             if self.state:
                 self.state.status = "stopping"
                 self.state.add_log("stopping: saving a checkpoint at the next micro-batch")

@@ -11,10 +11,11 @@ the terminal at all.
 
 from __future__ import annotations
 
-import os
 from typing import IO
 
 from textual.drivers.linux_driver import LinuxDriver
+
+from sidestep.devnull import send_to_devnull
 
 
 class TerminalOut:
@@ -85,17 +86,6 @@ class HangupSafeDriver(LinuxDriver):
 
 
 def silence_std_streams() -> None:
-    """Point fds 1 and 2 at /dev/null once the terminal is gone, so that late output (the
-    interpreter's final flush of stdout, a warning) neither fails nor changes the exit code."""
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    try:
-        for fd in (1, 2):
-            try:
-                os.dup2(null, fd)
-            except OSError:
-                pass
-    finally:
-        os.close(null)
+    """Once the terminal is gone, late output (the interpreter's final flush of stdout, a
+    warning) neither fails nor changes the exit code."""
+    send_to_devnull(1, 2)

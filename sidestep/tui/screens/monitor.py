@@ -213,6 +213,3 @@ class MonitorScreen(Screen):
             self.app.pop_screen()
         else:
             self.app.action_dashboard()
-
-    def action_dashboard(self) -> None:
-        self.app.action_dashboard()
