@@ -22,13 +22,13 @@ and ``precision: auto`` means bf16 (a CUDA card with compute capability >= 8.0).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from sidestep.config import schema
+from sidestep.config.dims import ModelDims
 
 MIB = 1024 * 1024
 GIB_MIB = 1024
@@ -70,80 +70,6 @@ PROFILES: dict[str, tuple[str, int]] = {
 # the nominal size; 20 GiB cards (RTX 3080 20GB, RTX 4000 Ada) get the 24 GB tier.
 PROFILE_THRESHOLDS_GIB: tuple[tuple[str, float], ...] = (
     ("24gb", 20.0), ("16gb", 14.0), ("12gb", 10.0), ("8gb", 0.0))
-
-
-# -- model dimensions ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelDims:
-    """The few ``config.json`` fields the estimate needs. Defaults are the 2B model's."""
-
-    hidden_size: int = 2048
-    intermediate_size: int = 6144
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 16
-    num_key_value_heads: int = 8
-    head_dim: int = 128
-    patch_size: int = 2
-    in_channels: int = 192
-    audio_acoustic_hidden_dim: int = 64
-    encoder_hidden_size: int | None = None
-    attention_bias: bool = False
-    use_sliding_window: bool = True
-    sliding_window: int = 128
-    layer_types: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, model_config: Any) -> "ModelDims":
-        """From an ``AceStepConfig``, a ``config.json`` dict (optionally wrapped under "config",
-        as the reference files are), another ``ModelDims``, or None (the 2B model).
-
-        Duck-typed: importing ``sidestep.model`` would import torch.
-        """
-        if model_config is None:
-            return cls()
-        if isinstance(model_config, cls):
-            return model_config
-        if isinstance(model_config, Mapping):
-            data = model_config
-            if "hidden_size" not in data and isinstance(data.get("config"), Mapping):
-                data = data["config"]
-            get = data.get
-        else:
-            def get(name):
-                return getattr(model_config, name, None)
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = get(f.name)
-            if value is None:
-                continue
-            values[f.name] = tuple(value) if f.name == "layer_types" else value
-        return cls(**values)
-
-    @property
-    def attn_width(self) -> int:
-        return self.num_attention_heads * self.head_dim
-
-    @property
-    def kv_width(self) -> int:
-        return self.num_key_value_heads * self.head_dim
-
-    @property
-    def enc_hidden(self) -> int:
-        return self.encoder_hidden_size or self.hidden_size
-
-    def is_sliding(self, index: int) -> bool:
-        """Mirrors ``AceStepConfig.layer_type``: even layers use the band mask by default."""
-        if not self.use_sliding_window:
-            return False
-        if self.layer_types and index < len(self.layer_types):
-            return self.layer_types[index] == "sliding_attention"
-        return index % 2 == 0
-
-    def proj_shape(self, proj: str) -> tuple[int, int]:
-        """(out_features, in_features) of an attention projection (self and cross alike: the
-        condition is embedded to ``hidden_size`` before cross-attention)."""
-        h, a, k = self.hidden_size, self.attn_width, self.kv_width
-        return {"q_proj": (a, h), "k_proj": (k, h), "v_proj": (k, h), "o_proj": (h, a)}[proj]
 
 
 def decoder_param_count(model_config: Any = None) -> int:

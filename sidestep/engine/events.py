@@ -94,6 +94,21 @@ class LogLine(Event):
 
 
 @dataclass(frozen=True)
+class RunPaused(Event):
+    """The engine is waiting at a micro-batch boundary for resume, save-now or stop."""
+    type = "paused"
+    step: int = 0
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class RunResumed(Event):
+    type = "resumed"
+    step: int = 0
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class Problem(Event):
     type = "problem"
     kind: str                  # nan | oom | data | input | checkpoint | sink | error
@@ -120,7 +135,7 @@ class RunFinished(Event):
 
 
 EVENT_TYPES = {cls.type: cls for cls in (RunStarted, StepMetrics, EpochEnded, CheckpointSaved,
-                                          LogLine, Problem, RunFinished)}
+                                          LogLine, RunPaused, RunResumed, Problem, RunFinished)}
 
 
 def to_json(event: Event) -> str:

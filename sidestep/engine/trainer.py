@@ -35,7 +35,8 @@ from sidestep.engine import checkpointing as ckpt
 from sidestep.engine.control import Control
 from sidestep.engine.preflight import preflight
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
-                                    RunFinished, RunStarted, StepMetrics)
+                                    RunFinished, RunPaused, RunResumed, RunStarted,
+                                    StepMetrics)
 from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS, LOG_FILE,
                                      FolderClaim, now, process_identity, versions, write_run)
 from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
@@ -492,10 +493,13 @@ class Trainer:
         caller saves). Every save is of the group's start, see ``_save_from_snapshot``."""
         control = self.control
         if control.paused:
+            # the typed event drives the UIs; the log line keeps the pause in the run's log
+            self.emit(RunPaused(step=self.progress.step))
             self.emit(LogLine("paused"))
             # "save now" while paused saves at once, as it would at this micro-batch
             control.wait_while_paused(on_save=lambda: self._save_from_snapshot(group))
             if not control.stop_requested:
+                self.emit(RunResumed(step=self.progress.step))
                 self.emit(LogLine("resumed"))
         if control.stop_requested:
             log.warning("%s: stopping and saving a checkpoint", control.stop_reason)

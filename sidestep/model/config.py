@@ -10,34 +10,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from sidestep.config.dims import ModelDims
+
 
 class ModelConfigError(ValueError):
     pass
 
 
 @dataclass(frozen=True)
-class AceStepConfig:
-    hidden_size: int = 2048
-    intermediate_size: int = 6144
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 16
-    num_key_value_heads: int = 8
-    head_dim: int = 128
+class AceStepConfig(ModelDims):
+    """``ModelDims`` (the sizes, declared once in the config layer for the VRAM estimate) and
+    what only the model needs."""
+
     rms_norm_eps: float = 1e-6
     rope_theta: float = 1_000_000.0
-    attention_bias: bool = False
-    use_sliding_window: bool = True
-    sliding_window: int = 128
-    layer_types: tuple[str, ...] = ()
-    patch_size: int = 2
-    in_channels: int = 192
-    audio_acoustic_hidden_dim: int = 64
     text_hidden_dim: int = 1024
     timbre_hidden_dim: int = 64
     num_lyric_encoder_hidden_layers: int = 8
     num_timbre_encoder_hidden_layers: int = 4
-    # XL: the condition encoder runs at its own width (absent on 2B configs).
-    encoder_hidden_size: int | None = None
     encoder_intermediate_size: int | None = None
     encoder_num_attention_heads: int | None = None
     encoder_num_key_value_heads: int | None = None
@@ -52,15 +42,6 @@ class AceStepConfig:
 
     # -- derived ------------------------------------------------------------------------------
     @property
-    def is_xl(self) -> bool:
-        """XL checkpoints name an encoder width; their timbre encoder prepends a CLS token."""
-        return self.encoder_hidden_size is not None
-
-    @property
-    def enc_hidden(self) -> int:
-        return self.encoder_hidden_size or self.hidden_size
-
-    @property
     def enc_intermediate(self) -> int:
         return self.encoder_intermediate_size or self.intermediate_size
 
@@ -71,16 +52,6 @@ class AceStepConfig:
     @property
     def enc_kv_heads(self) -> int:
         return self.encoder_num_key_value_heads or self.num_key_value_heads
-
-    def layer_type(self, index: int) -> str:
-        if not self.use_sliding_window:
-            return "full_attention"
-        if self.layer_types and index < len(self.layer_types):
-            return self.layer_types[index]
-        return "sliding_attention" if index % 2 == 0 else "full_attention"
-
-    def window_for(self, index: int) -> int | None:
-        return self.sliding_window if self.layer_type(index) == "sliding_attention" else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "config.json") -> "AceStepConfig":

@@ -1,4 +1,6 @@
-"""The Side-Step app: screens, keys, the training engine's thread, GPU sampling, signals.
+"""The Side-Step app: screens, keys, navigation, and the one handler for its workers. The run's
+lifecycle and signals live in ``runner.py``, the demo build in ``demo.py``, the command palette
+in ``commands.py``.
 
 Start-up imports only Textual and the light parts of Side-Step; torch and the engine load in a
 background thread after the first frame (and are needed only when a run starts).
@@ -7,7 +9,6 @@ background thread after the first frame (and are needed only when a run starts).
 from __future__ import annotations
 
 import logging
-import signal
 import traceback
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from sidestep.config import paths
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
 from sidestep.tui.commands import SideStepCommands
-from sidestep.tui.runner import EngineRunner
+from sidestep.tui.demo import DEMO_BUILD, open_demo_form, start_demo
+from sidestep.tui.runner import (EngineRunner, announce, install_stop_signals, save_before_exit,
+                                 stop_for_signal)
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.fields import is_field_widget
 
@@ -72,8 +75,6 @@ class SideStepApp(App):
         self.prewarm = prewarm
         self.install_signals = install_signals
         self.errors: list[BaseException] = []
-        self._quit_after_run = False
-        self._announced: int | None = None
         self._last_form = None
         self._open_origin = None  # the screen a run opened from History returns to
         for theme in THEMES:
@@ -93,13 +94,13 @@ class SideStepApp(App):
         self.set_interval(1.0, self.drain_events)
         self.push_screen(DashboardScreen(id="dashboard"))
         if self.install_signals:
-            self._install_signal_handlers()
+            install_stop_signals(self)
         if self.prewarm:
             # After the first frame: the imports (torch, peft, lightning) hold the GIL for
             # seconds and would otherwise delay the dashboard's first paint.
             self.call_after_refresh(self.set_timer, 0.5, self._start_prewarm)
         if self.demo:
-            self.start_demo()
+            start_demo(self)
 
     def _start_prewarm(self) -> None:
         self.run_worker(_prewarm_engine, thread=True, group="prewarm", exit_on_error=False)
@@ -137,32 +138,11 @@ class SideStepApp(App):
     def terminal_dead(self) -> bool:
         return bool(getattr(self._driver, "terminal_dead", False))
 
-    def _install_signal_handlers(self) -> None:
-        import asyncio
-
-        # The loop runs these handlers as ordinary callbacks on the UI thread (the C-level
-        # handler only wakes the loop), so they may touch the app.
-        loop = asyncio.get_running_loop()
-        for name in ("SIGTERM", "SIGHUP"):
-            sig = getattr(signal, name, None)
-            if sig is None:
-                continue
-            try:
-                loop.add_signal_handler(sig, self._on_stop_signal, name)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
     def _on_stop_signal(self, name: str) -> None:
         """SIGTERM/SIGHUP (a dropped SSH session): save the run, then leave."""
         if name == "SIGHUP":
             self._terminal_gone()
-        if self.runner.active:
-            if self.runner.state:
-                self.runner.state.add_log(f"{name}: stopping with a checkpoint, then quitting")
-            self.runner.stop(f"{name} received")
-            self._quit_after_run = True
-        else:
-            self.exit()
+        stop_for_signal(self, name)
 
     def _terminal_gone(self) -> None:
         """The terminal hung up: nothing may be written to it again (writes fail or block)."""
@@ -218,7 +198,8 @@ class SideStepApp(App):
 
     def action_new_training(self, mode: str = "fixed", explicit: dict | None = None,
                             preset: str | None = None) -> None:
-        from sidestep.tui.screens.train_form import TrainingFormScreen, fresh_run_dir
+        from sidestep.tui.form_model import fresh_run_dir
+        from sidestep.tui.screens.train_form import TrainingFormScreen
 
         values = {"checkpoint_dir": str(self.checkpoint_root()),
                   "output_dir": fresh_run_dir(Path(self.settings.output_root).expanduser())}
@@ -269,7 +250,6 @@ class SideStepApp(App):
             self.show_error("A run is active", "Only one training run at a time: stop the "
                             "current one first (Monitor → Stop & save).")
             return
-        self._announced = None
         state = self.runner.start(config)
         self.goto(MonitorScreen(state, live=True))
 
@@ -299,7 +279,7 @@ class SideStepApp(App):
 
     def resume_run(self, run_dir: Path, checkpoint: Path) -> None:
         from sidestep.engine.run_dir import read_run
-        from sidestep.tui.screens.train_form import FORM_MODES, form_settings
+        from sidestep.tui.form_model import FORM_MODES, form_settings
 
         info = read_run(run_dir) or {}
         cfg = info.get("config") or {}
@@ -325,27 +305,9 @@ class SideStepApp(App):
 
     def drain_events(self) -> None:
         self.runner.drain()
-        state = self.runner.state
-        if state is not None and state.finished is not None and \
-                self._announced != id(state.finished):
-            self._announced = id(state.finished)
-            self._announce(state.finished)
-
-    def _announce(self, finished: RunFinished) -> None:
-        if self._quit_after_run:
-            # the CLI's exit codes: 0 completed, 130 stopped with a checkpoint, 1 failed
-            self.exit(return_code={"completed": 0, "stopped": 130}.get(finished.status, 1))
-            return
-        if finished.status == "completed":
-            self.notify(f"training completed: adapter in {finished.adapter_path}", timeout=10)
-        elif finished.status == "stopped":
-            self.notify(f"training stopped; checkpoint {finished.checkpoint_path}"
-                        if finished.checkpoint_path else
-                        "training stopped before its first step; nothing was kept", timeout=10)
-        else:
-            hint = ("Fix the input and start again." if finished.error_kind == "input" else
-                    "The run folder's sidestep.log has the details.")
-            self.show_error("Training failed", finished.error or "unknown error", hint)
+        finished = self.runner.take_finished()
+        if finished is not None:
+            announce(self, finished)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place that reacts to a finished worker, by its name."""
@@ -359,9 +321,9 @@ class SideStepApp(App):
             log.error("engine worker failed: %s", error)
             if state is not None and state.finished is None:
                 state.apply(RunFinished(status="failed", error=error, error_kind="runtime"))
-        elif worker.name == "demo-build":
+        elif worker.name == DEMO_BUILD:
             if not failed:
-                self.open_demo_form()
+                open_demo_form(self)
             else:
                 self.show_error("Demo setup failed", f"{type(worker.error).__name__}: "
                                 f"{worker.error}", "Run `sidestep make-demo DIR` for details.")
@@ -374,43 +336,6 @@ class SideStepApp(App):
                                    origin)
             else:
                 self.show_error("Cannot open run", str(worker.error))
-
-    # -- demo ----------------------------------------------------------------------------------
-    def start_demo(self) -> None:
-        from sidestep.demo import demo_complete
-
-        if demo_complete(self.demo_dir):
-            self.open_demo_form()
-            return
-        from sidestep.tui.screens.demo_setup import DemoSetupScreen
-
-        screen = DemoSetupScreen(id="demo-setup-screen")
-        self.goto(screen)
-        demo_dir = self.demo_dir
-
-        def build() -> None:
-            import shutil
-
-            from sidestep.demo import make_demo
-
-            if demo_dir.exists():  # an interrupted earlier attempt
-                shutil.rmtree(demo_dir / "checkpoints", ignore_errors=True)
-                shutil.rmtree(demo_dir / "tensors", ignore_errors=True)
-                shutil.rmtree(demo_dir / "audio", ignore_errors=True)
-            make_demo(demo_dir, progress=lambda msg: self.call_from_thread(screen.add_line,
-                                                                          msg))
-
-        self.run_worker(build, thread=True, group="demo", exit_on_error=False,
-                        name="demo-build")
-
-    def open_demo_form(self) -> None:
-        from sidestep.tui.screens.train_form import fresh_run_dir
-
-        explicit = {"checkpoint_dir": str(self.demo_dir / "checkpoints"),
-                    "model_variant": "turbo", "dataset_dir": str(self.demo_dir / "tensors"),
-                    "output_dir": fresh_run_dir(self.demo_dir / "runs", "demo"),
-                    "num_workers": 0}
-        self.action_new_training("fixed", explicit, preset="quick_test")
 
     # -- errors and quitting -------------------------------------------------------------------
     def show_error(self, title: str, message: str, hint: str = "") -> None:
@@ -467,7 +392,7 @@ class SideStepApp(App):
         def answer(choice: str) -> None:
             if choice == "stop":
                 self.runner.stop()
-                self._quit_after_run = True
+                self.runner.quit_after_run = True
                 self.notify("saving a checkpoint; the app closes when it is written",
                             timeout=30)
 
@@ -493,13 +418,5 @@ def run_app(demo: bool = False) -> int:
     try:
         app.run()
     finally:
-        # However the app ended, a running engine finishes its save before the process exits.
-        if app.runner.active:
-            app.runner.stop()
-            if not app.terminal_dead:
-                try:
-                    print("waiting for the training run to save a checkpoint…", flush=True)
-                except OSError:
-                    pass
-            app.runner.wait(timeout=900)
+        save_before_exit(app)
     return app.return_code or 0

@@ -1,13 +1,16 @@
 """The App's one training engine: a thread worker attached to the App (never to a Screen, whose
-workers die when it is popped), events through a queue the App drains on a timer."""
+workers die when it is popped), events through a queue the App drains on a timer; how a run's
+end is announced; the signals that stop it; the wait for its save when the app exits."""
 
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from typing import Any, Callable
 
 from sidestep.engine.control import Control
+from sidestep.engine.events import RunFinished
 from sidestep.engine.sinks import QueueSink
 from sidestep.tui.state import RunState
 
@@ -31,6 +34,8 @@ class EngineRunner:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.done = threading.Event()
         self.done.set()
+        self.quit_after_run = False  # a signal or Quit asked the app to leave once it saved
+        self._announced: RunFinished | None = None
 
     @property
     def active(self) -> bool:
@@ -40,6 +45,7 @@ class EngineRunner:
         if self.active:
             raise RuntimeError("a training run is already active")
         self.config = config
+        self._announced = None
         self.control = Control()
         self._queue = queue.SimpleQueue()
         self.state = RunState(run_dir=str(config.output_dir), title=str(config.output_dir))
@@ -101,3 +107,69 @@ class EngineRunner:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
+
+    def take_finished(self) -> RunFinished | None:
+        """The run's end the first time it is asked for after it arrived (announced once)."""
+        state = self.state
+        if state is None or state.finished is None or state.finished is self._announced:
+            return None
+        self._announced = state.finished
+        return state.finished
+
+
+def announce(app, finished: RunFinished) -> None:
+    if app.runner.quit_after_run:
+        # the CLI's exit codes: 0 completed, 130 stopped with a checkpoint, 1 failed
+        app.exit(return_code={"completed": 0, "stopped": 130}.get(finished.status, 1))
+        return
+    if finished.status == "completed":
+        app.notify(f"training completed: adapter in {finished.adapter_path}", timeout=10)
+    elif finished.status == "stopped":
+        app.notify(f"training stopped; checkpoint {finished.checkpoint_path}"
+                   if finished.checkpoint_path else
+                   "training stopped before its first step; nothing was kept", timeout=10)
+    else:
+        hint = ("Fix the input and start again." if finished.error_kind == "input" else
+                "The run folder's sidestep.log has the details.")
+        app.show_error("Training failed", finished.error or "unknown error", hint)
+
+
+def install_stop_signals(app) -> None:
+    """SIGTERM and SIGHUP go to ``app._on_stop_signal``. The loop runs the handlers as ordinary
+    callbacks on the UI thread (the C-level handler only wakes the loop), so they may touch
+    the app."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            loop.add_signal_handler(sig, app._on_stop_signal, name)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+
+def stop_for_signal(app, name: str) -> None:
+    """SIGTERM/SIGHUP (a dropped SSH session): save the run, then leave."""
+    runner = app.runner
+    if runner.active:
+        if runner.state:
+            runner.state.add_log(f"{name}: stopping with a checkpoint, then quitting")
+        runner.stop(f"{name} received")
+        runner.quit_after_run = True
+    else:
+        app.exit()
+
+
+def save_before_exit(app) -> None:
+    """However the app ended, a running engine finishes its save before the process exits."""
+    if app.runner.active:
+        app.runner.stop()
+        if not app.terminal_dead:
+            try:
+                print("waiting for the training run to save a checkpoint…", flush=True)
+            except OSError:
+                pass
+        app.runner.wait(timeout=900)

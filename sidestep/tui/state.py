@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
-                                    RunFinished, RunStarted, StepMetrics, read_events)
+                                    RunFinished, RunPaused, RunResumed, RunStarted, StepMetrics,
+                                    read_events)
 
 LOG_LIMIT = 5000
 
@@ -97,11 +98,11 @@ class RunState:
         elif isinstance(event, CheckpointSaved):
             self.checkpoints.append(event)
             self.add_log(f"saved {event.kind} checkpoint: {event.path}")
+        elif isinstance(event, RunPaused):
+            self.status = "paused"  # the engine's own "paused" log line follows
+        elif isinstance(event, RunResumed):
+            self.status = "running"
         elif isinstance(event, LogLine):
-            if event.message == "paused":
-                self.status = "paused"
-            elif event.message == "resumed":
-                self.status = "running"
             self.add_log(event.message, event.level)
         elif isinstance(event, Problem):
             self.problems.append(event)

@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
+from sidestep.tui.messages import ModelsFound, RunsFound
 from sidestep.tui.redraw import TextLine, shown
 from sidestep.tui.widgets.tables import fill_table
 
@@ -22,12 +23,15 @@ class DashboardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="quick-actions"):
-            yield Button("Train — fixed (F)", id="go-fixed", variant="primary")
-            yield Button("Train — vanilla (V)", id="go-vanilla")
-            yield Button("Monitor", id="go-monitor")
-            yield Button("History (H)", id="go-history")
-            yield Button("Presets", id="go-presets")
-            yield Button("Settings (S)", id="go-settings")
+            # the app's own actions: a button is one more way to press the key
+            yield Button("Train — fixed (F)", id="go-fixed", variant="primary",
+                         action="app.new_training('fixed')")
+            yield Button("Train — vanilla (V)", id="go-vanilla",
+                         action="app.new_training('vanilla')")
+            yield Button("Monitor", id="go-monitor", action="app.monitor")
+            yield Button("History (H)", id="go-history", action="app.history")
+            yield Button("Presets", id="go-presets", action="app.presets")
+            yield Button("Settings (S)", id="go-settings", action="app.settings")
         yield TextLine("", id="active-run")
         with Horizontal(id="dash-panels"):
             with Vertical(id="dash-runs"):
@@ -79,10 +83,11 @@ class DashboardScreen(Screen):
     def load_runs(self) -> None:
         from sidestep.engine.run_dir import find_runs
 
-        runs = find_runs(self.app.run_roots())
-        self.app.call_from_thread(self._show_runs, runs[:12])
+        roots = self.app.run_roots()
+        self.post_message(RunsFound(roots, find_runs(roots)[:12]))
 
-    def _show_runs(self, runs) -> None:
+    def on_runs_found(self, message: RunsFound) -> None:
+        runs = message.runs
         rows = [(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
                  fmt_loss(r.best_loss)) for r in runs] or [("(no runs yet)", "", "", "")]
         keys = [str(r.path) for r in runs] or [None]
@@ -98,10 +103,12 @@ class DashboardScreen(Screen):
             entries, error = list_models(root), None
         except DiscoveryError as exc:
             entries, error = [], str(exc)
-        self.app.call_from_thread(self._show_models, root, entries, error)
+        self.post_message(ModelsFound(root, entries, error))
 
-    def _show_models(self, root, entries, error) -> None:
+    def on_models_found(self, message: ModelsFound) -> None:
         from sidestep.config.paths import short
+
+        root, entries, error = message.root, message.entries, message.error
 
         self.query_one("#models-root", Static).update(short(root) + (f"\n{error}" if error
                                                                      else ""))
@@ -120,14 +127,3 @@ class DashboardScreen(Screen):
     def train_model(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
             self.app.action_new_training("fixed", {"model_variant": event.row_key.value})
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        actions = {"go-fixed": lambda: self.app.action_new_training("fixed"),
-                   "go-vanilla": lambda: self.app.action_new_training("vanilla"),
-                   "go-monitor": self.app.action_monitor, "go-history": self.app.action_history,
-                   "go-presets": self.app.action_presets,
-                   "go-settings": self.app.action_settings}
-        action = actions.get(event.button.id or "")
-        if action:
-            action()

@@ -31,6 +31,8 @@ class ConfirmScreen(ModalScreen[str]):
     def on_mount(self) -> None:
         self.query(Button).first().focus()
 
+    # One handler, not one action per button: the choices are the caller's, and the answer is
+    # the chosen button's id.
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id or "cancel")
 
@@ -54,13 +56,10 @@ class ErrorScreen(ModalScreen[None]):
             if self.hint:
                 yield Static(self.hint, classes="dialog-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Close", id="close", variant="primary")
+                yield Button("Close", id="close", variant="primary", action="screen.close")
 
     def on_mount(self) -> None:
         self.query_one("#close", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(None)
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -84,8 +83,8 @@ class PromptScreen(ModalScreen[str | None]):
             yield Label(self.label)
             yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("OK", id="ok", variant="primary")
-                yield Button("Cancel", id="cancel")
+                yield Button("OK", id="ok", variant="primary", action="screen.submit")
+                yield Button("Cancel", id="cancel", action="screen.cancel")
 
     def on_mount(self) -> None:
         self.query_one("#prompt-input", Input).focus()
@@ -93,9 +92,8 @@ class PromptScreen(ModalScreen[str | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.query_one("#prompt-input", Input).value if event.button.id == "ok"
-                     else None)
+    def action_submit(self) -> None:
+        self.dismiss(self.query_one("#prompt-input", Input).value)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

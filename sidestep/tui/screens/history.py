@@ -11,6 +11,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
+from sidestep.tui.messages import RunsFound
 from sidestep.tui.screens.dashboard import fmt_loss
 from sidestep.tui.widgets.tables import fill_table
 
@@ -33,10 +34,12 @@ class HistoryScreen(Screen):
         yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="history-detail", markup=False)
         with Horizontal(id="history-actions"):
-            yield Button("Open curves (O)", id="open", variant="primary", compact=True)
-            yield Button("Resume (R)", id="resume", variant="success", compact=True)
-            yield Button("Refresh", id="refresh", compact=True)
-            yield Button("Dashboard", id="dash", compact=True)
+            yield Button("Open curves (O)", id="open", variant="primary", compact=True,
+                         action="screen.open")
+            yield Button("Resume (R)", id="resume", variant="success", compact=True,
+                         action="screen.resume")
+            yield Button("Refresh", id="refresh", compact=True, action="screen.refresh")
+            yield Button("Dashboard", id="dash", compact=True, action="screen.dashboard")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -49,10 +52,10 @@ class HistoryScreen(Screen):
         from sidestep.engine.run_dir import find_runs
 
         roots = self.app.run_roots()
-        runs = find_runs(roots)
-        self.app.call_from_thread(self._show, roots, runs)
+        self.post_message(RunsFound(roots, find_runs(roots)))
 
-    def _show(self, roots, runs) -> None:
+    def on_runs_found(self, message: RunsFound) -> None:
+        roots, runs = message.roots, message.runs
         self.runs = runs
         from sidestep.config.paths import short
 
@@ -107,10 +110,8 @@ class HistoryScreen(Screen):
             return
         self.app.resume_run(r.path, r.latest_checkpoint)
 
+    def action_refresh(self) -> None:
+        self.reload()
+
     def action_dashboard(self) -> None:
         self.app.action_dashboard()
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        {"open": self.action_open, "resume": self.action_resume, "refresh": self.reload,
-         "dash": self.action_dashboard}.get(event.button.id or "", lambda: None)()

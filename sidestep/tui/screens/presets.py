@@ -15,6 +15,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from sidestep.config import schema
 from sidestep.config.presets import PresetError, PresetStore
 from sidestep.config.values import to_text
+from sidestep.tui.messages import PresetsListed
 from sidestep.tui.widgets.tables import fill_table
 
 
@@ -32,12 +33,14 @@ class PresetsScreen(Screen):
             yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="preset-values", show_cursor=False)
         with Horizontal(id="preset-actions"):
-            yield Button("Load in form", id="load", variant="primary", compact=True)
-            yield Button("Save form…", id="save", compact=True)
-            yield Button("Delete", id="delete", variant="error", compact=True)
-            yield Button("Import…", id="import", compact=True)
-            yield Button("Export…", id="export", compact=True)
-            yield Button("Back", id="dash", compact=True)
+            yield Button("Load in form", id="load", variant="primary", compact=True,
+                         action="screen.load")
+            yield Button("Save form…", id="save", compact=True, action="screen.save_form")
+            yield Button("Delete", id="delete", variant="error", compact=True,
+                         action="screen.delete_preset")
+            yield Button("Import…", id="import", compact=True, action="screen.import_preset")
+            yield Button("Export…", id="export", compact=True, action="screen.export_preset")
+            yield Button("Back", id="dash", compact=True, action="screen.dashboard")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -47,10 +50,10 @@ class PresetsScreen(Screen):
     @work(thread=True, exclusive=True, group="presets")
     def reload(self) -> None:
         store = PresetStore()
-        infos = store.list()
-        self.app.call_from_thread(self._show, store, infos)
+        self.post_message(PresetsListed(store, store.list()))
 
-    def _show(self, store, infos) -> None:
+    def on_presets_listed(self, message: PresetsListed) -> None:
+        store, infos = message.store, message.infos
         self.infos = infos
         from sidestep.config.paths import short
 
@@ -109,43 +112,48 @@ class PresetsScreen(Screen):
         self.notify(ok.format(result=result))
         self.reload()
 
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        bid = event.button.id
-        info = self.selected()
+    def action_save_form(self) -> None:
+        values = self.app.last_form_values()
+        if not values:
+            self.app.show_error("Nothing to save", "Open the training form first (F), "
+                                "set it up, then save it here or from the form.")
+            return
         store = PresetStore()
-        if bid == "load":
-            self.action_load()
-        elif bid == "dash":
-            self.action_dashboard()
-        elif bid == "save":
-            values = self.app.last_form_values()
-            if not values:
-                self.app.show_error("Nothing to save", "Open the training form first (F), "
-                                    "set it up, then save it here or from the form.")
-                return
-            self._prompt("Save preset", "Name for a new local preset:", "",
-                         lambda name: name and self._do(
-                             lambda: store.save(name, values, "saved from the app"),
-                             "saved {result}"))
-        elif bid == "delete" and info is not None:
-            from sidestep.tui.screens.dialogs import ConfirmScreen
+        self._prompt("Save preset", "Name for a new local preset:", "",
+                     lambda name: name and self._do(
+                         lambda: store.save(name, values, "saved from the app"),
+                         "saved {result}"))
 
-            def answer(choice: str) -> None:
-                if choice == "delete":
-                    self._do(lambda: store.delete(info.name)[1], "deleted {result}")
+    def action_delete_preset(self) -> None:
+        from sidestep.tui.screens.dialogs import ConfirmScreen
 
-            self.app.push_screen(ConfirmScreen(
-                "Delete preset?", f"Delete {info.source} preset '{info.name}'?",
-                [("delete", "Delete", "error"), ("cancel", "Cancel", "primary")]), answer)
-        elif bid == "import":
-            self._prompt("Import preset", "Path of a preset JSON file:", "",
-                         lambda path: path and self._do(
-                             lambda: store.import_file(Path(path).expanduser())[1],
-                             "imported to {result}"))
-        elif bid == "export" and info is not None:
-            self._prompt("Export preset", f"Write '{info.name}' to (file or folder):",
-                         f"./{info.name}.json",
-                         lambda path: path and self._do(
-                             lambda: store.export(info.name, Path(path).expanduser()),
-                             "exported to {result}"))
+        info = self.selected()
+        if info is None:
+            return
+        store = PresetStore()
+
+        def answer(choice: str) -> None:
+            if choice == "delete":
+                self._do(lambda: store.delete(info.name)[1], "deleted {result}")
+
+        self.app.push_screen(ConfirmScreen(
+            "Delete preset?", f"Delete {info.source} preset '{info.name}'?",
+            [("delete", "Delete", "error"), ("cancel", "Cancel", "primary")]), answer)
+
+    def action_import_preset(self) -> None:
+        store = PresetStore()
+        self._prompt("Import preset", "Path of a preset JSON file:", "",
+                     lambda path: path and self._do(
+                         lambda: store.import_file(Path(path).expanduser())[1],
+                         "imported to {result}"))
+
+    def action_export_preset(self) -> None:
+        info = self.selected()
+        if info is None:
+            return
+        store = PresetStore()
+        self._prompt("Export preset", f"Write '{info.name}' to (file or folder):",
+                     f"./{info.name}.json",
+                     lambda path: path and self._do(
+                         lambda: store.export(info.name, Path(path).expanduser()),
+                         "exported to {result}"))

@@ -30,8 +30,9 @@ class ReviewScreen(ModalScreen[str]):
                 if self.estimate_line:
                     yield Static(self.estimate_line, id="review-estimate", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Start (ctrl+s)", id="start", variant="success")
-                yield Button("Back", id="back")
+                yield Button("Start (ctrl+s)", id="start", variant="success",
+                             action="screen.start")
+                yield Button("Back", id="back", action="screen.back")
 
     def on_mount(self) -> None:
         table = self.query_one("#review-table", DataTable)
@@ -39,9 +40,6 @@ class ReviewScreen(ModalScreen[str]):
         for key, value in summary_rows(self.resolved.config):
             table.add_row(key, value)
         self.query_one("#start", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id or "back")
 
     def action_start(self) -> None:
         self.dismiss("start")

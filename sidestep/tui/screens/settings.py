@@ -56,8 +56,9 @@ class SettingsScreen(Screen):
                         yield Input(str(value), id=f"set-{key}", compact=True)
         yield Static("", id="settings-error")
         with Horizontal(id="settings-actions"):
-            yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True)
-            yield Button("Dashboard", id="dash", compact=True)
+            yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True,
+                         action="screen.save")
+            yield Button("Dashboard", id="dash", compact=True, action="screen.dashboard")
         yield Footer()
 
     def collect(self) -> dict:
@@ -99,13 +100,6 @@ class SettingsScreen(Screen):
 
     def action_dashboard(self) -> None:
         self.app.action_dashboard()
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            self.action_save()
-        elif event.button.id == "dash":
-            self.action_dashboard()
 
 
 def settings_dict(settings: Settings) -> dict:

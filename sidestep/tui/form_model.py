@@ -1,0 +1,265 @@
+"""The training form's state and rules, without Textual.
+
+The form is a view over ``resolve(mode, explicit, preset, profile)``, the same function the CLI
+uses: fields the user edited are explicit values, a loaded preset fills the rest, a VRAM profile
+sits under the preset, and untouched fields show what resolution gives (so shift and CFG follow
+the model variant). While the form is invalid, fields show ``layered_values``: the same
+precedence, without the checks. Start is refused while any problem blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sidestep.config import schema
+from sidestep.config.resolve import ConfigError, Resolved, layered_values, resolve
+from sidestep.config.values import parse_text
+
+# The modes the form offers; selective arrives with the estimate screen.
+FORM_MODES = tuple(m for m in schema.TRAIN_MODES if m != "selective")
+# Settings only selective training takes (its module config and estimate settings).
+SELECTIVE_ONLY = {s.name for s in schema.SETTINGS
+                  if "selective" in s.commands and not set(s.commands) & set(FORM_MODES)}
+PATH_CHECKS = ("checkpoint_dir", "dataset_dir", "output_dir", "resume_from")
+
+
+def form_settings(mode: str) -> list[schema.Setting]:
+    return [s for s in schema.settings_for(mode) if s.name not in SELECTIVE_ONLY]
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """What one field shows. ``visible`` is the rules' answer; the screen may keep a focused
+    field shown anyway."""
+
+    visible: bool
+    value: Any
+    error: str | None
+    note: str | None
+    note_kind: str  # warning | info
+
+
+class FormModel:
+    def __init__(self, mode: str = "fixed", explicit: dict[str, Any] | None = None,
+                 preset: str | None = None, advanced: bool | None = None):
+        self.mode = mode
+        self.settings = form_settings(mode)
+        self.by_name = {s.name: s for s in self.settings}
+        self.explicit: dict[str, Any] = {k: v for k, v in (explicit or {}).items()
+                                         if k in self.by_name}
+        self.preset_name = preset
+        self.preset_values: dict[str, Any] = {}
+        self.profile_values: dict[str, Any] = {}
+        self.profile_note: str | None = None
+        self.parse_errors: dict[str, str] = {}
+        self.path_errors: dict[str, str] = {}
+        self.path_notes: dict[str, str] = {}
+        self.resolved: Resolved | None = None
+        self.config_errors: list = []
+        self.tried_start = False
+        self.advanced = advanced
+        self.gpus: list[dict] = []
+        self.model_cfg: dict | None = None
+
+    # -- inputs --------------------------------------------------------------------------------
+    def edit(self, name: str, raw: Any) -> None:
+        """A typed value (text is parsed; a bad one is a blocking problem, not a value)."""
+        s = self.by_name[name]
+        try:
+            value = parse_text(s, raw) if isinstance(raw, str) else raw
+        except ValueError as exc:
+            self.parse_errors[name] = str(exc)
+            self.explicit.pop(name, None)
+        else:
+            self.parse_errors.pop(name, None)
+            self.explicit[name] = value
+
+    def set_preset(self, name: str, values: dict[str, Any]) -> list[str]:
+        """Load a preset; returns the fields it now decides (typed values there are dropped)."""
+        self.preset_name = name
+        self.preset_values = {k: v for k, v in values.items() if k in self.by_name}
+        for key in self.preset_values:
+            self.explicit.pop(key, None)
+            self.parse_errors.pop(key, None)
+        return list(self.preset_values)
+
+    def set_profile(self, values: dict[str, Any], note: str | None, gpus: list[dict]) -> None:
+        self.gpus = gpus
+        self.profile_values = {k: v for k, v in values.items() if k in self.by_name}
+        self.profile_note = note
+
+    def set_path_check(self, name: str, error: str | None, note: str | None) -> None:
+        for store, value in ((self.path_errors, error), (self.path_notes, note)):
+            if value:
+                store[name] = value
+            else:
+                store.pop(name, None)
+
+    # -- resolution ----------------------------------------------------------------------------
+    def layered(self) -> dict[str, Any]:
+        """Every field's value by the one precedence ``resolve`` uses (also while the form is
+        invalid): defaults < platform < model family < profile < preset < typed values."""
+        return layered_values(self.mode, self.explicit, self.preset_values,
+                              self.profile_values)[0]
+
+    def value(self, name: str) -> Any:
+        return self.layered().get(name)
+
+    def visible_by_condition(self, s: schema.Setting, values: dict | None = None) -> bool:
+        """``values``: the layered values when the caller has them (they cost a resolve)."""
+        if not s.shown_when:
+            return True
+        other, allowed = s.shown_when
+        return (values if values is not None else self.layered()).get(other) in allowed
+
+    def explicit_for_resolve(self) -> dict[str, Any]:
+        """Typed values of fields their condition hides do not count."""
+        return {k: v for k, v in self.explicit.items()
+                if self.visible_by_condition(self.by_name[k])}
+
+    def resolve(self) -> Resolved | None:
+        try:
+            self.resolved = resolve(self.mode, self.explicit_for_resolve(), self.preset_values,
+                                    profile=self.profile_values)
+            self.config_errors = []
+        except ConfigError as exc:
+            self.resolved = None
+            self.config_errors = exc.problems
+        return self.resolved
+
+    def current_values(self) -> dict[str, Any]:
+        """Every field's current value (resolved where the form is valid)."""
+        if self.resolved is not None:
+            return self.resolved.config.to_dict()
+        layered = self.layered()
+        return {s.name: layered.get(s.name) for s in self.settings}
+
+    def field_views(self, touched) -> dict[str, FieldView]:
+        """What each field shows after ``resolve``; ``touched(name)``: the user set it."""
+        layered = self.layered()
+        shown = self.resolved.config.to_dict() if self.resolved else layered
+        warnings = {w.field: w.message for w in (self.resolved.warnings if self.resolved
+                                                  else ())}
+        errors: dict[str, str] = {}
+        for problem in self.config_errors:
+            errors.setdefault(problem.field, problem.message)
+        out = {}
+        for s in self.settings:
+            visible = self.visible_by_condition(s, layered) and (self.advanced or s.level == "basic"
+                                                        or s.name in errors)
+            message = self.parse_errors.get(s.name) or self.path_errors.get(s.name)
+            # "is required" waits for a first edit or a start: a new form is not all red
+            if message is None and s.name in errors and (touched(s.name) or self.tried_start
+                                                         or errors[s.name] != "is required"):
+                message = errors[s.name]
+            note, kind = None, "info"
+            if not message:
+                if s.name in warnings:
+                    note, kind = warnings[s.name], "warning"
+                else:
+                    note = self.path_notes.get(s.name)
+            out[s.name] = FieldView(bool(visible), shown.get(s.name), message, note, kind)
+        return out
+
+    def blocking_problems(self) -> list[str]:
+        out = []
+        for name, msg in list(self.parse_errors.items()) + list(self.path_errors.items()):
+            s = self.by_name.get(name)
+            out.append(f"{s.label if s else name}: {msg}")
+        for problem in self.config_errors:
+            if problem.field in self.parse_errors or problem.field in self.path_errors:
+                continue
+            s = self.by_name.get(problem.field)
+            out.append(f"{s.label if s else problem.field}: {problem.message}")
+        return out
+
+    def status_line(self) -> tuple[str, bool]:
+        """(the status line, whether it reports a problem)."""
+        problems = self.blocking_problems()
+        if problems:
+            shown = problems[0] if len(problems) == 1 else \
+                f"{len(problems)} fields need attention; first: {problems[0]}"
+            return f"✗ {shown}", True
+        cfg = self.resolved.config if self.resolved else None
+        line = "✓ ready"
+        if cfg is not None:
+            line += f": {cfg.mode} {cfg.adapter_type}, {cfg.epochs} epochs, " \
+                    f"lr {cfg.learning_rate:g}, model {cfg.model_variant}"
+        return line, False
+
+    def estimate_line(self) -> tuple[str, str | None]:
+        """(the VRAM estimate line, the verdict: fits, tight, will not fit, "" for none, or
+        None when there is no estimate, and the line keeps its last colour)."""
+        if self.resolved is None:
+            return "VRAM estimate: — (fix the fields first)", None
+        from sidestep.config.vram import GIB_MIB, estimate
+
+        try:
+            est = estimate(self.resolved.config, self.model_cfg)
+        except ValueError as exc:
+            return f"VRAM estimate: {exc}", None
+        text = f"VRAM estimate: {est.total_gib:.1f} GiB peak"
+        free = self.gpus[0].get("free_mib") if self.gpus else None
+        verdict = est.verdict(free) if free else None
+        if verdict:
+            text += f" — {verdict} ({free / GIB_MIB:.1f} GiB free on " \
+                    f"{self.gpus[0].get('name') or 'GPU 0'})"
+            if self.profile_note:
+                text += f" · {self.profile_note}"
+        else:
+            text += " — no GPU detected" + (" (auto profile not applied)"
+                                            if self.profile_note else "")
+        return text, verdict or ""
+
+
+def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | None, list | None]:
+    """(error, note, model entries) for a path field; blocking I/O, for a worker thread."""
+    if not value:
+        return None, None, ([] if name == "checkpoint_dir" else None)
+    path = Path(str(value)).expanduser()
+    if name == "checkpoint_dir":
+        from sidestep.model.checkpoints import DiscoveryError, list_models
+
+        try:
+            entries = list_models(path)
+        except DiscoveryError as exc:
+            return str(exc), None, []
+        if not entries:
+            return (f"{path}: no ACE-Step model folders here (acestep-v15-turbo/, ...)", None,
+                    [])
+        return None, f"{len(entries)} model(s): " + ", ".join(e.name for e in entries[:4]), \
+            entries
+    if name == "dataset_dir":
+        from sidestep.data.tensors import DataError, list_files
+
+        try:
+            files = list_files(path)
+        except DataError as exc:
+            return str(exc), None, None
+        return None, f"{len(files)} preprocessed songs", None
+    if name == "output_dir":
+        from sidestep.engine.run_dir import RunDirError, check_output_dir
+
+        try:
+            check_output_dir(path, resume)
+        except RunDirError as exc:
+            return str(exc), None, None
+        return None, ("new folder" if not path.exists() else None), None
+    if name == "resume_from":
+        from sidestep.engine.checkpointing import quick_problem
+
+        return quick_problem(path), None, None
+    return None, None, None
+
+
+def fresh_run_dir(root: Path | str, prefix: str = "run") -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = Path(root) / f"{prefix}-{stamp}"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(root) / f"{prefix}-{stamp}-{n}"
+    return str(candidate)

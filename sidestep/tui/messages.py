@@ -1,0 +1,57 @@
+"""What screen workers post back to their screen (harlequin's pattern): a worker thread never
+touches widgets; it posts one of these and the screen's ``on_...`` handler, on the UI thread,
+shows it. A message posted to a screen that has closed is dropped, so a late result is
+harmless."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+
+class _Result(Message, bubble=False):
+    """A worker's result for the screen that started it (no one above it wants it; each
+    subclass says bubble=False again, as Textual resets it per class)."""
+
+
+@dataclass
+class RunsFound(_Result, bubble=False):
+    roots: list[Path]
+    runs: list[Any]               # engine.run_dir.RunSummary
+
+
+@dataclass
+class ModelsFound(_Result, bubble=False):
+    root: Path
+    entries: list[Any]            # model.checkpoints entries
+    error: str | None
+
+
+@dataclass
+class PresetsListed(_Result, bubble=False):
+    store: Any                    # config.presets.PresetStore
+    infos: list[Any]
+
+
+@dataclass
+class ProfileApplied(_Result, bubble=False):
+    name: str
+    values: dict[str, Any]
+    note: str | None
+    gpus: list[dict]
+
+
+@dataclass
+class PathChecked(_Result, bubble=False):
+    name: str
+    error: str | None
+    note: str | None
+    entries: list[Any] | None     # the checkpoint folder's models (checkpoint_dir only)
+
+
+@dataclass
+class ModelConfigLoaded(_Result, bubble=False):
+    config: dict | None

@@ -1,0 +1,97 @@
+"""The training form's model without Textual: values, validation and display by the one
+precedence ``resolve`` uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from sidestep.config import resolve as resolve_mod
+from sidestep.config.resolve import resolve
+from sidestep.tui.form_model import FormModel, check_path, form_settings, fresh_run_dir
+
+PATHS = {"checkpoint_dir": "/ckpt", "dataset_dir": "/data", "output_dir": "/out"}
+
+
+def test_the_model_imports_no_textual():
+    code = ("import sys, sidestep.tui.form_model; "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'textual'], 'textual'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_invalid_value_blocks_and_names_its_field():
+    form = FormModel("fixed", PATHS, advanced=True)
+    form.edit("rank", "sixty")
+    assert form.resolve() is not None  # the bad text is not a value: rank keeps its default
+    problems = form.blocking_problems()
+    label = form.by_name["rank"].label
+    assert len(problems) == 1 and problems[0].startswith(f"{label}: ")
+    assert form.field_views(lambda name: True)["rank"].error
+    assert form.status_line()[1] is True
+    form.edit("rank", "8")
+    assert not form.blocking_problems() and form.resolve().config.rank == 8
+
+
+def test_required_fields_wait_for_an_edit_or_a_start():
+    form = FormModel("fixed", {k: v for k, v in PATHS.items() if k != "dataset_dir"},
+                     advanced=False)
+    assert form.resolve() is None and form.blocking_problems()
+    assert form.field_views(lambda name: False)["dataset_dir"].error is None
+    form.tried_start = True
+    view = form.field_views(lambda name: False)["dataset_dir"]
+    assert view.error and view.visible
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_an_invalid_form_shows_what_resolve_gives(windows, monkeypatch):
+    monkeypatch.setattr(resolve_mod, "IS_WINDOWS", windows)
+    profile = {"batch_size": 2, "rank": 32}
+    form = FormModel("fixed", {**PATHS, "model_variant": "base"})
+    form.set_profile(profile, None, [])
+    form.set_preset("p", {"rank": 16, "epochs": 7, "not_a_field": 1})
+    expected = resolve("fixed", {**PATHS, "model_variant": "base"}, {"rank": 16, "epochs": 7},
+                       profile=profile, windows=windows)
+    assert form.resolve() is not None
+    assert form.current_values() == expected.config.to_dict()
+    form.edit("dataset_dir", "")  # resolve refuses a run without a dataset
+    assert form.resolve() is None
+    shown = form.current_values()
+    views = form.field_views(lambda name: False)
+    for s in form_settings("fixed"):
+        if s.name == "dataset_dir" or expected.sources[s.name] == "rule":
+            continue
+        assert shown[s.name] == getattr(expected.config, s.name), s.name
+        assert views[s.name].value == shown[s.name], s.name
+    assert shown["num_workers"] == (0 if windows else 4)
+    assert (shown["rank"], shown["batch_size"], shown["epochs"]) == (16, 2, 7)
+
+
+def test_a_preset_takes_over_typed_values():
+    form = FormModel("fixed", {**PATHS, "rank": 8, "epochs": 3})
+    form.edit("epochs", "three")
+    assert form.set_preset("p", {"epochs": 5, "rank": 16}) == ["epochs", "rank"]
+    assert "rank" not in form.explicit and not form.parse_errors
+    assert form.resolve().config.epochs == 5
+
+
+def test_path_checks(tmp_path):
+    assert check_path("dataset_dir", "", None) == (None, None, None)
+    assert check_path("checkpoint_dir", "", None) == (None, None, [])
+    error, _note, entries = check_path("checkpoint_dir", str(tmp_path), None)
+    assert error and "no ACE-Step model folders" in error and entries == []
+    error, note, _ = check_path("output_dir", str(tmp_path / "new"), None)
+    assert error is None and note == "new folder"
+    form = FormModel("fixed", PATHS)
+    form.set_path_check("dataset_dir", "missing", None)
+    assert form.blocking_problems() == [f"{form.by_name['dataset_dir'].label}: missing"]
+    form.set_path_check("dataset_dir", None, "3 preprocessed songs")
+    assert not form.blocking_problems() and form.path_notes["dataset_dir"]
+
+
+def test_fresh_run_dir_never_reuses_a_folder(tmp_path):
+    first = fresh_run_dir(tmp_path, "demo")
+    (tmp_path / first).mkdir()
+    second = fresh_run_dir(tmp_path, "demo")
+    assert second != first and second.startswith(first)
