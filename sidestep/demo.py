@@ -239,8 +239,8 @@ def make_demo(root: Path | str, seed: int = 0, clips: int = 12,
         say("preprocessing audio into tensors")
         result = preprocess(samples, root / "checkpoints", "turbo", root / "tensors",
                             seed=seed, dataset_meta=meta.__dict__,
-                            progress=lambda phase, done, total, msg: say(
-                                f"preprocess {phase} {done}/{total} {msg}"))
+                            progress=lambda e: say(
+                                f"preprocess {e.phase} {e.done}/{e.total} {e.file or e.message}"))
         if result.failed:
             raise RuntimeError(f"demo preprocessing failed: {result.failed[0]}")
         (root / DEMO_MARKER).write_text(json.dumps({"version": DEMO_VERSION, "seed": seed,

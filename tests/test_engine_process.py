@@ -130,7 +130,7 @@ def test_sigterm_saves_exits_130_and_resumes(demo_root, small_tensors, tmp_path)
 def test_second_signal_exits_at_once(monkeypatch):
     """Signals sent back to back merge in the kernel, so the handler is driven directly. The
     handler writes nothing itself (the terminal may be gone): its notice is queued."""
-    from sidestep.cli.train_cmd import SignalStop
+    from sidestep.cli.signals import SignalStop
     from sidestep.engine.control import Control
 
     def no_io(*_args):
@@ -155,7 +155,7 @@ def test_one_event_sent_twice_is_one_request(monkeypatch):
     """A hung-up terminal's SIGHUP arrives twice under `uv run` (the process group's and uv's
     forwarded copy): that must still stop and save, not exit at once. Likewise a repeat of the
     same signal within a second; a later one is a second request."""
-    from sidestep.cli.train_cmd import SignalStop
+    from sidestep.cli.signals import SignalStop
     from sidestep.engine.control import Control
 
     clock = [100.0]

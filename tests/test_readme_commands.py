@@ -28,6 +28,7 @@ SIDESTEP_TUI = str(BIN / "sidestep-tui")
 COVERED = {
     ("sidestep-tui", "--help"), ("sidestep-tui", "--demo"), ("sidestep-tui", ""),
     ("sidestep", "--help"), ("sidestep", "build-dataset"), ("sidestep", "preprocess"),
+    ("sidestep", "check-dataset"),
     ("sidestep", "fixed"), ("sidestep", "make-demo"), ("sidestep", "gpu"),
     ("sidestep", "vram-estimate"), ("sidestep", "presets"),
 }
@@ -82,6 +83,8 @@ TRAIN = ["--checkpoint-dir", "./checkpoints", "--model-variant", "turbo",
 
 
 def test_songs_to_adapter(ws):
+    report = ws(SIDESTEP, "--plain", "check-dataset", "./songs").stdout
+    assert "usable" in report and "too_short" in report  # the demo's clips are 1.6 s
     ws(SIDESTEP, "--plain", "build-dataset", "-i", "./songs", "--tag", "my-style",
        "--output", "./songs/dataset.json")
     doc = json.loads((ws.cwd / "songs" / "dataset.json").read_text())

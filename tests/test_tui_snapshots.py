@@ -181,3 +181,54 @@ def test_demo_setup(snap_env, snap_compare):
         await _settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def _dataset_folder(root: Path, demo_root: Path) -> Path:
+    import shutil
+
+    audio = root / "audio"
+    audio.mkdir()
+    for name in ("clip_00", "clip_03", "clip_07"):
+        for f in (demo_root / "audio").glob(f"{name}.*"):
+            shutil.copy(f, audio / f.name)
+    (audio / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" * 8)
+    return audio
+
+
+def test_dataset_browser(snap_env, demo_root, snap_compare):
+    _dataset_folder(snap_env, demo_root)
+
+    async def run(pilot):
+        pilot.app.action_dataset("audio")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_preprocess_progress(snap_env, demo_root, snap_compare):
+    """Mid pass 1, fed the engine's events by hand (a real run's timing is not stable)."""
+    from sidestep.config.resolve import resolve
+    from sidestep.data.preprocess import PreprocessEvent
+    from sidestep.tui.messages import PreprocessNote, PreprocessProgress
+    from sidestep.tui.screens.preprocess import PreprocessScreen
+
+    _dataset_folder(snap_env, demo_root)
+    config = resolve("preprocess", {"checkpoint_dir": "./checkpoints", "audio_dir": "audio",
+                                    "tensor_output": "audio_tensors"}).config
+
+    async def run(pilot):
+        screen = PreprocessScreen(config, start=False)
+        pilot.app.push_screen(screen)
+        await pilot.pause(0.3)
+        for message in (
+                PreprocessNote("skipped: audio/broken.wav: cannot read audio header"),
+                PreprocessProgress(PreprocessEvent(
+                    "plan", 1, 3, message="3 songs on cpu (fp32) into audio_tensors: 1 "
+                                          "already done, 2 to encode")),
+                PreprocessProgress(PreprocessEvent("load", 0, 2,
+                                                   message="loading VAE and text encoder")),
+                PreprocessProgress(PreprocessEvent("encode", 1, 2, "clip_07.wav", eta_s=14))):
+            screen.post_message(message)
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)

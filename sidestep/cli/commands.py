@@ -30,6 +30,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
         resolved = resolve_from_args(args.mode, args, out, require_paths=False)
         return EXIT_BAD_INPUT if resolved is None else run_vram_estimate(resolved, args, out)
+    if command == "check-dataset":
+        from sidestep.cli.data_cmds import run_check_dataset
+
+        return run_check_dataset(args, out)
     if command == "make-demo":
         from sidestep.cli.data_cmds import run_make_demo
 

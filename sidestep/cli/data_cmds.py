@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from pathlib import Path
 
-from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from sidestep.cli.output import Out
 
 
@@ -30,44 +31,91 @@ def run_build_dataset(config, out: Out) -> int:
 
 
 def run_preprocess(config, out: Out) -> int:
-    from sidestep.config.device import DeviceError, probe, resolve_device, resolve_precision
-    from sidestep.data.audio import AudioError
-    from sidestep.data.dataset_json import DatasetError
-    from sidestep.data.dataset_json import samples_from
-    from sidestep.data.preprocess import PreprocessError, check_output_dir, preprocess
-    from sidestep.model.checkpoints import DiscoveryError
-    from sidestep.model.loading import CheckpointError
+    from sidestep.cli.signals import SignalStop
+    from sidestep.cli.streams import GUARD
+    from sidestep.data.preprocess import input_errors, preprocess_config
 
-    warnings: list[str] = []
+    cancel = threading.Event()
+    notices: list[str] = []  # from the signal handler, printed with the next progress line
+
+    class _Stop:
+        def request_stop(self, reason: str) -> None:
+            cancel.set()
+
+    def show(e) -> None:
+        while notices:
+            out.warn(notices.pop(0))
+        out.info(progress_line(e))
+
+    stop = _Stop()
+    t0 = time.monotonic()
+    GUARD.listen(stop.request_stop)  # a closed pipe or terminal: stop after this song
     try:
-        check_output_dir(config.tensor_output)  # before the slow parts
-        info = probe()
-        device = resolve_device(config.device, info)
-        precision, note = resolve_precision(config.precision, device, info)
-        if note:
-            out.warn(note)
-        meta, samples = samples_from(config.audio_dir, config.dataset_json, warnings)
-        for msg in warnings:
-            out.warn(msg)
-        out.info(f"preprocessing {len(samples)} songs on {device} ({precision}) into "
-                 f"{config.tensor_output}")
-        t0 = time.monotonic()
-        result = preprocess(
-            samples, config.checkpoint_dir, config.model_variant, config.tensor_output,
-            device=device, precision=precision, max_duration=config.max_duration,
-            normalize=config.normalize, dataset_meta=meta.__dict__,
-            tag_position=meta.tag_position, genre_ratio=meta.genre_ratio,
-            progress=lambda phase, done, total, msg: out.info(
-                f"[{phase} {done + (phase not in ('load', 'done'))}/{total}] {msg}"))
-    except (DeviceError, DatasetError, PreprocessError, DiscoveryError, CheckpointError,
-            AudioError) as exc:
+        with SignalStop(stop, notices.append,
+                        notice="{name}: stopping after this song; finished files are kept and "
+                               "a rerun encodes the rest. Send it again to exit at once"):
+            result = preprocess_config(config, progress=show, cancel=cancel.is_set,
+                                       warn=out.warn)
+    except input_errors() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT
+    finally:
+        GUARD.forget(stop.request_stop)
     for path, reason in result.failed:
         out.warn(f"failed: {path}: {reason}")
-    out.info(f"wrote {len(result.written)} tensor files and {result.manifest} in "
+    done = len(result.written) + len(result.reused)
+    if result.cancelled:
+        out.info(f"cancelled: {done} of {result.total} songs are done (no partial files); run "
+                 "the same command again to encode the rest")
+        return EXIT_STOPPED
+    kept = f" (kept {len(result.reused)} finished earlier)" if result.reused else ""
+    out.info(f"wrote {len(result.written)} tensor files{kept} and {result.manifest} in "
              f"{time.monotonic() - t0:.1f} s")
-    return EXIT_OK if result.written else EXIT_FAILED
+    return EXIT_OK if done else EXIT_FAILED
+
+
+def progress_line(e) -> str:
+    """One preprocessing event as a log line: ``[encode 3/12] song.wav (1:05 left)``."""
+    from sidestep.engine.describe import fmt_duration
+
+    if e.phase in ("encode", "condition"):
+        left = f" ({fmt_duration(e.eta_s)} left)" if e.eta_s is not None else ""
+        return f"[{e.phase} {e.done + 1}/{e.total}] {e.file}{left}"
+    return f"[{e.phase}] {e.message}"
+
+
+def run_check_dataset(args: argparse.Namespace, out: Out) -> int:
+    from sidestep.data.check import ERROR, WARNING, check_dataset
+
+    widths: dict[str, int] = {}
+    root = getattr(args, "checkpoint_dir", None)
+    if root:
+        import json
+
+        from sidestep.model.checkpoints import DiscoveryError, resolve_model
+        from sidestep.model.config import AceStepConfig
+
+        try:
+            model = resolve_model(root, getattr(args, "model_variant", "turbo"))
+            path = model.path / "config.json"
+            cfg = AceStepConfig.from_dict(json.loads(path.read_text(encoding="utf-8")),
+                                          str(path))
+        except (DiscoveryError, OSError, ValueError) as exc:
+            out.error(f"--checkpoint-dir: {exc}")
+            return EXIT_BAD_INPUT
+        widths = {"latent_width": cfg.audio_acoustic_hidden_dim, "cond_width": cfg.enc_hidden}
+    chunk = getattr(args, "chunk_duration", None)
+    report = check_dataset(args.folder, chunk_duration=chunk, **widths)
+    if args.json:
+        out.json(report.to_json())
+    else:
+        for p in report.problems:  # the findings are the output: stdout, like a linter's
+            out.info(f"{p.severity if p.severity != 'info' else 'note'}: [{p.kind}] {p.message}")
+        counts = {s: sum(p.severity == s for p in report.problems) for s in (ERROR, WARNING)}
+        verdict = "usable" if report.usable else "NOT usable until the errors are fixed"
+        out.info(f"{report.folder}: {len(report.audio)} audio files, {len(report.tensors)} "
+                 f".pt files; {counts[ERROR]} errors, {counts[WARNING]} warnings: {verdict}")
+    return EXIT_OK if report.usable else EXIT_BAD_INPUT
 
 
 def run_make_demo(args: argparse.Namespace, out: Out) -> int:

@@ -150,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training mode (default: fixed)")
     add_settings(vram, schema.settings_for("fixed"))
 
+    check = sub.add_parser("check-dataset", formatter_class=_Formatter,
+                           help="Find problems in a dataset folder before training on it.",
+                           description="Check a folder of audio (with sidecars and dataset.json) "
+                                       "and/or preprocessed .pt files: unreadable, empty, silent, "
+                                       "clipped, short or duplicate audio, bad sidecars, lyrics "
+                                       "on instrumentals, tensors made for another model. Exit 0 "
+                                       "when the dataset is usable, 2 when a problem blocks "
+                                       "training.")
+    check.add_argument("folder", metavar="FOLDER", help="the dataset folder")
+    check.add_argument("--json", action="store_true",
+                       help="print JSON with a 'problems' list (file, kind, severity, message)")
+    for name in ("chunk_duration", "checkpoint_dir", "model_variant"):
+        add_setting(check, schema.BY_NAME[name])
+
     demo = sub.add_parser("make-demo", help="Write the tiny demo checkpoint root and dataset.",
                           description="Write a tiny but complete ACE-Step checkpoint root "
                                       "(turbo and base DiT, VAE, text encoder) plus synthetic "

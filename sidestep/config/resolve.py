@@ -158,9 +158,10 @@ def resolve(command: str, explicit: Mapping[str, Any] | None = None,
         _device_rule(values, problems)
     elif command == "preprocess":
         _device_rule(values, problems)
-        for need in ("audio_dir", "tensor_output"):
-            if not values.get(need):
-                problems.error(need, "is required for preprocessing")
+        if not values.get("audio_dir") and not values.get("dataset_json"):
+            problems.error("audio_dir", "is required for preprocessing (or give --dataset-json)")
+        if not values.get("tensor_output"):
+            problems.error("tensor_output", "is required for preprocessing")
     elif command == "compare-configs":
         if values["configs"] is not None and len(values["configs"]) < 2:
             problems.error("configs", "give at least two module config files to compare")
@@ -244,9 +245,10 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
                                  "`sidestep estimate`) or --auto-estimate")
 
     if v["preprocess"]:
-        for need in ("audio_dir", "tensor_output"):
-            if not v[need]:
-                p.error(need, "is required with --preprocess")
+        if not v["audio_dir"] and not v["dataset_json"]:
+            p.error("audio_dir", "is required with --preprocess (or give --dataset-json)")
+        if not v["tensor_output"]:
+            p.error("tensor_output", "is required with --preprocess")
         if not v["dataset_dir"] and v["tensor_output"]:
             v["dataset_dir"] = v["tensor_output"]
             src["dataset_dir"] = "rule"

@@ -266,5 +266,15 @@ def samples_from(audio_dir: str | None, dataset_json: str | None,
     files = find_audio(root)
     if not files:
         raise DatasetError(f"{root}: no audio files found")
-    samples = [sample_for(f, root, warnings=warnings) for f in files]
-    return DatasetMeta(name=root.name, num_samples=len(files)), samples
+    samples, skipped = [], []
+    for f in files:  # one unreadable song must not stop the others
+        try:
+            samples.append(sample_for(f, root, warnings=warnings))
+        except (AudioError, DatasetError) as exc:
+            skipped.append(str(exc))
+    if not samples:
+        raise DatasetError(f"{root}: none of the {len(files)} audio files could be read: "
+                           f"{skipped[0]}")
+    if warnings is not None:
+        warnings.extend(f"skipped: {m}" for m in skipped)
+    return DatasetMeta(name=root.name, num_samples=len(samples)), samples

@@ -15,8 +15,11 @@ plus ``manifest.json``. Two passes keep peak memory low: the VAE and the text en
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +30,10 @@ DIT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 TEXT_MAX_TOKENS = 256
 LYRIC_MAX_TOKENS = 512
 _PASS1_DIR = ".sidestep-pass1"
+STATE_FILE = ".sidestep-preprocess.json"  # id -> fingerprint of what each .pt was made from
+TILE_SECONDS = 30.0          # VAE tile length on a GPU (bounded activation memory)
+CPU_TILE_SECONDS = 10.0      # on a CPU: the encoder's first layers hold 128 x samples floats
+TILE_OVERLAP_FRAMES = 25     # one second each side at 25 latent frames per second
 
 
 class PreprocessError(ValueError):
@@ -48,12 +55,34 @@ def text_prompt(sample: Sample, caption: str) -> str:
 
 @dataclass
 class PreprocessResult:
-    written: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)   # encoded by this call
+    reused: list[Path] = field(default_factory=list)    # finished earlier, left untouched
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     manifest: Path | None = None
+    cancelled: bool = False
+    total: int = 0                                      # songs asked for
+    device: str = ""
+    precision: str = ""
 
 
-Progress = Callable[[str, int, int, str], None]  # (phase, done, total, message)
+@dataclass(frozen=True)
+class PreprocessEvent:
+    """Progress, as the CLI prints it and the app draws it.
+
+    ``phase``: ``plan`` (what is already done), ``load`` (a model is loading), ``encode``
+    (pass 1: VAE + text encoder), ``condition`` (pass 2: condition encoder), ``done`` or
+    ``cancelled``. ``done``/``total`` count files in the current pass; ``eta_s`` is the time
+    left in this pass at its rate so far (None until one file has finished).
+    """
+    phase: str
+    done: int
+    total: int
+    file: str = ""
+    message: str = ""
+    eta_s: float | None = None
+
+
+Progress = Callable[[PreprocessEvent], None]
 
 
 def load_vae(path: Path, device, dtype):
@@ -72,10 +101,21 @@ def load_text_encoder(path: Path, device, dtype):
     return tokenizer, model.to(device).eval()
 
 
-def vae_encode(vae, audio, generator=None):
-    """[2, samples] -> [T, 64] latents (a sample of the posterior, as upstream does)."""
+def vae_encode(vae, audio, generator=None, tile_seconds: float = TILE_SECONDS):
+    """[2, samples] -> [T, 64] latents (a sample of the posterior, as upstream does).
+
+    Audio longer than ``tile_seconds`` is encoded in overlapping tiles (diffusers' own 1-D
+    tiling; each tile's edges are trimmed away), so activation memory depends on the tile, not
+    on the song. The noise is drawn once for the whole song, so tiling changes only the
+    posterior's mean and scale near tile joins, by far less than the noise itself.
+    """
     import torch
 
+    hop = int(getattr(vae, "hop_length", 1920))
+    tile_frames = max(int(tile_seconds * vae.config.sampling_rate / hop), 4 * TILE_OVERLAP_FRAMES)
+    vae.use_tiling = True
+    vae.tile_sample_min_length = tile_frames * hop
+    vae.tile_sample_overlap = TILE_OVERLAP_FRAMES * hop
     with torch.no_grad():
         dist = vae.encode(audio[None].to(device=vae.device, dtype=vae.dtype)).latent_dist
         latents = dist.sample(generator=generator)
@@ -115,8 +155,15 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                output_dir: Path | str, *, device: str = "cpu", precision: str = "fp32",
                max_duration: float = 0.0, normalize: str = "none", tag_position: str = "prepend",
                genre_ratio: int = 0, seed: int = 0, dataset_meta: dict | None = None,
-               progress: Progress | None = None) -> PreprocessResult:
-    """Run both passes. A song that fails is reported and skipped; the others are written."""
+               progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+               tile_seconds: float | None = None) -> PreprocessResult:
+    """Encode ``samples`` into ``output_dir``; the CLI, the trainer and the app all call this.
+
+    Resumable: a song whose ``.pt`` was finished from the same audio bytes and settings is
+    left as it is, so a rerun after a crash or a cancel encodes only what is missing. Each file
+    appears whole or not at all. ``cancel`` is polled between songs. A song that fails is
+    reported and skipped; the others are written.
+    """
     import torch
 
     from sidestep.config import atomic
@@ -125,98 +172,120 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     from sidestep.model.checkpoints import (load_silence_latent, resolve_model,
                                             text_encoder_dir, vae_dir)
 
-    say = progress or (lambda *a: None)
+    say = progress or (lambda event: None)
+    stopped = cancel or (lambda: False)
+    out = Path(output_dir)
+    check_output_dir(out)
+    clash = _id_clashes(samples)
+    if clash:
+        raise PreprocessError(clash)
+    model = resolve_model(checkpoint_dir, model_variant)  # a bad model fails before any write
     if device == "cpu":
         from sidestep.cpu_malloc import keep_freed_memory
 
         keep_freed_memory()
-    out = Path(output_dir)
-    check_output_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / _PASS1_DIR
-        tmp.mkdir(exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # ours: left by a run that was killed
+        for stale in out.glob(".*.pt.tmp"):     # ours too: a write cut off by kill -9
+            stale.unlink(missing_ok=True)
+        tmp.mkdir()
     except OSError as exc:
         raise PreprocessError(f"--tensor-output {out}: cannot create it "
                               f"({exc.strerror or exc}); choose another folder") from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = resolve_model(checkpoint_dir, model_variant)
-    silence = load_silence_latent(model.path)
-    result = PreprocessResult()
+    tile = tile_seconds or (CPU_TILE_SECONDS if device == "cpu" else TILE_SECONDS)
+    max_duration = max(max_duration, 0.0)
     use_genre = genre_indices(len(samples), genre_ratio)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    if max_duration <= 0:
-        max_duration = 0.0
+    settings = {"model": model.path.name, "precision": precision, "normalize": normalize,
+                "max_duration": max_duration, "seed": seed, "version": 1}
+    captions = {s.id: s.training_caption(tag_position, use_genre=i in use_genre)
+                for i, s in enumerate(samples)}
 
-    # Pass 1: VAE and text encoder.
-    say("load", 0, len(samples), "loading VAE and text encoder")
-    vae = load_vae(vae_dir(checkpoint_dir), device, dtype)
-    tokenizer, text_encoder = load_text_encoder(text_encoder_dir(checkpoint_dir), device, dtype)
-    pass1: list[tuple[Sample, Path, str]] = []
-    for i, sample in enumerate(samples):
-        say("encode", i, len(samples), sample.filename)
+    result = PreprocessResult(total=len(samples), device=device, precision=precision)
+    state = _read_state(out)
+    todo: list[tuple[Sample, str]] = []
+    for sample in samples:
+        target = out / f"{sample.id}.pt"
         try:
-            audio = load_audio(sample.audio_path, max_duration or None, normalize)
-            latents = vae_encode(vae, audio, generator if device == "cpu" else None)
-            caption = sample.training_caption(tag_position, use_genre=i in use_genre)
-            th, tm, lh, lm = encode_text(tokenizer, text_encoder, text_prompt(sample, caption),
-                                         sample.lyrics_text())
-            part = tmp / f"{i:05d}.pt"
-            torch.save({"target_latents": latents, "text_hidden_states": th,
-                        "text_attention_mask": tm, "lyric_hidden_states": lh,
-                        "lyric_attention_mask": lm}, part)
-            pass1.append((sample, part, caption))
-        except Exception as exc:  # one bad song must not lose the others
-            result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
-    del vae, text_encoder
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+            fp = _fingerprint(sample, captions[sample.id], settings)
+        except OSError as exc:
+            result.failed.append((sample.audio_path, f"cannot read it ({exc.strerror or exc})"))
+            continue
+        if target.is_file() and state.get(sample.id) == fp:
+            result.reused.append(target)
+        else:
+            todo.append((sample, fp))
+    say(PreprocessEvent("plan", len(result.reused), len(samples),
+                        message=f"{len(samples)} songs on {device} ({precision}) into {out}: "
+                                f"{len(result.reused)} already done, {len(todo)} to encode"))
 
-    # Pass 2: condition encoder.
-    say("load", 0, len(pass1), "loading condition encoder")
-    encoder_model = load_acestep(model.path, device=device, dtype=dtype, parts=("encoder",))
-    enc = encoder_model.encoder.eval()
-    timbre_dim = encoder_model.config.timbre_hidden_dim
-    for j, (sample, part, caption) in enumerate(pass1):
-        say("condition", j, len(pass1), sample.filename)
-        try:
-            d = torch.load(part, map_location="cpu", weights_only=True)
-            with torch.no_grad():
-                ehs, eam = enc(
-                    text_hidden_states=d["text_hidden_states"][None].to(device, dtype),
-                    text_attention_mask=d["text_attention_mask"][None].to(device),
-                    lyric_hidden_states=d["lyric_hidden_states"][None].to(device, dtype),
-                    lyric_attention_mask=d["lyric_attention_mask"][None].to(device),
-                    # text2music: one all-zero reference frame, as upstream preprocessing does
-                    refer_audio_acoustic_hidden_states_packed=torch.zeros(
-                        1, 1, timbre_dim, device=device, dtype=dtype),
-                    refer_audio_order_mask=torch.zeros(1, dtype=torch.long, device=device))
-            latents = d["target_latents"]
-            record = {
-                "target_latents": latents,
-                "attention_mask": torch.ones(latents.shape[0]),
-                "encoder_hidden_states": ehs[0].float().cpu(),
-                "encoder_attention_mask": eam[0].cpu(),
-                "context_latents": context_latents(silence, latents.shape[0]),
-                "metadata": {
-                    "audio_path": sample.audio_path, "filename": sample.filename,
-                    "caption": caption, "lyrics": sample.lyrics_text(),
-                    "duration": sample.duration, "bpm": sample.bpm,
-                    "keyscale": sample.keyscale, "timesignature": sample.timesignature,
-                    "language": sample.language, "is_instrumental": sample.is_instrumental,
-                },
-            }
-            target = out / f"{sample.id}.pt"
-            _save_atomic(record, target)
-            result.written.append(target)
-        except Exception as exc:
-            result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
+    # Pass 1: VAE and text encoder; their outputs wait in temporary files.
+    pass1: list[tuple[Sample, str, Path]] = []
+    if todo and not stopped():
+        say(PreprocessEvent("load", 0, len(todo), message="loading VAE and text encoder"))
+        vae = load_vae(vae_dir(checkpoint_dir), device, dtype)
+        tokenizer, text_encoder = load_text_encoder(text_encoder_dir(checkpoint_dir), device,
+                                                    dtype)
+        clock = _Clock(len(todo))
+        for i, (sample, fp) in enumerate(todo):
+            if stopped():
+                break
+            say(PreprocessEvent("encode", i, len(todo), sample.filename, eta_s=clock.eta(i)))
+            try:
+                audio = load_audio(sample.audio_path, max_duration or None, normalize)
+                gen = torch.Generator(device="cpu").manual_seed(_song_seed(seed, sample.id))
+                latents = vae_encode(vae, audio, gen if device == "cpu" else None, tile)
+                del audio
+                th, tm, lh, lm = encode_text(tokenizer, text_encoder,
+                                             text_prompt(sample, captions[sample.id]),
+                                             sample.lyrics_text())
+                part = tmp / f"{i:05d}.pt"
+                torch.save({"target_latents": latents, "text_hidden_states": th,
+                            "text_attention_mask": tm, "lyric_hidden_states": lh,
+                            "lyric_attention_mask": lm}, part)
+                pass1.append((sample, fp, part))
+            except Exception as exc:  # one bad song must not lose the others
+                result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
+            clock.tick()
+        del vae, text_encoder
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    # Pass 2: condition encoder, loaded only now that the VAE and text encoder are gone.
+    if pass1 and not stopped():
+        say(PreprocessEvent("load", 0, len(pass1), message="loading condition encoder"))
+        encoder_model = load_acestep(model.path, device=device, dtype=dtype, parts=("encoder",))
+        enc = encoder_model.encoder.eval()
+        timbre_dim = encoder_model.config.timbre_hidden_dim
+        silence = load_silence_latent(model.path)
+        clock = _Clock(len(pass1))
+        for j, (sample, fp, part) in enumerate(pass1):
+            if stopped():
+                break
+            say(PreprocessEvent("condition", j, len(pass1), sample.filename, eta_s=clock.eta(j)))
+            try:
+                record = _condition(enc, timbre_dim, silence, part, sample,
+                                    captions[sample.id], device, dtype)
+                target = out / f"{sample.id}.pt"
+                _save_atomic(record, target)
+                state[sample.id] = fp
+                _write_state(out, state)
+                result.written.append(target)
+            except Exception as exc:
+                result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
+            clock.tick()
+        del encoder_model, enc
     shutil.rmtree(tmp, ignore_errors=True)
+    result.cancelled = stopped()
+
+    done = {p.name for p in result.written + result.reused}
     manifest = {
         "metadata": dataset_meta or {},
         # relative to the folder, so a copied or moved folder trains on its own files
-        "samples": [p.relative_to(out).as_posix() for p in result.written],
-        "num_samples": len(result.written),
+        "samples": [f"{s.id}.pt" for s in samples if f"{s.id}.pt" in done],
+        "num_samples": len(done),
     }
     result.manifest = out / "manifest.json"
     try:
@@ -225,8 +294,150 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
         raise PreprocessError(f"{result.manifest}: cannot write it ({exc.strerror or exc}); "
                               "free space or fix the folder's permissions and run this "
                               "again") from None
-    say("done", len(result.written), len(samples), f"wrote {len(result.written)} files")
+    phase = "cancelled" if result.cancelled else "done"
+    say(PreprocessEvent(phase, len(done), len(samples),
+                        message=f"wrote {len(result.written)}, kept {len(result.reused)}, "
+                                f"failed {len(result.failed)}"))
     return result
+
+
+def preprocess_config(config, *, progress: Progress | None = None,
+                      cancel: Callable[[], bool] | None = None,
+                      warn: Callable[[str], None] | None = None) -> PreprocessResult:
+    """The ``preprocess`` command for a resolved config: the CLI and the app both call this.
+
+    Checks the output folder before anything slow, picks the device and precision, reads the
+    songs (dataset.json or a folder scan), then runs :func:`preprocess`. Notes that are not
+    errors (a precision fallback, an unreadable sidecar) go to ``warn``.
+    """
+    from sidestep.config.device import probe, resolve_device, resolve_precision
+    from sidestep.data.dataset_json import samples_from
+
+    say_warning = warn or (lambda message: None)
+    check_output_dir(config.tensor_output)
+    info = probe()
+    device = resolve_device(config.device, info)
+    precision, note = resolve_precision(config.precision, device, info)
+    if note:
+        say_warning(note)
+    notes: list[str] = []
+    meta, samples = samples_from(config.audio_dir, config.dataset_json, notes)
+    for message in notes:
+        say_warning(message)
+    return preprocess(samples, config.checkpoint_dir, config.model_variant,
+                      config.tensor_output, device=device, precision=precision,
+                      max_duration=config.max_duration, normalize=config.normalize,
+                      dataset_meta=meta.__dict__, tag_position=meta.tag_position,
+                      genre_ratio=meta.genre_ratio, progress=progress, cancel=cancel)
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """What :func:`preprocess_config` raises for bad input (shown as a message, exit 2)."""
+    from sidestep.config.device import DeviceError
+    from sidestep.data.audio import AudioError
+    from sidestep.data.dataset_json import DatasetError
+    from sidestep.model.checkpoints import DiscoveryError
+    from sidestep.model.loading import CheckpointError
+
+    return (DeviceError, DatasetError, PreprocessError, DiscoveryError, CheckpointError,
+            AudioError)
+
+
+def _condition(enc, timbre_dim: int, silence, part: Path, sample: Sample, caption: str,
+               device: str, dtype) -> dict:
+    """One song's training record from its pass-1 tensors."""
+    import torch
+
+    d = torch.load(part, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        ehs, eam = enc(
+            text_hidden_states=d["text_hidden_states"][None].to(device, dtype),
+            text_attention_mask=d["text_attention_mask"][None].to(device),
+            lyric_hidden_states=d["lyric_hidden_states"][None].to(device, dtype),
+            lyric_attention_mask=d["lyric_attention_mask"][None].to(device),
+            # text2music: one all-zero reference frame, as upstream preprocessing does
+            refer_audio_acoustic_hidden_states_packed=torch.zeros(
+                1, 1, timbre_dim, device=device, dtype=dtype),
+            refer_audio_order_mask=torch.zeros(1, dtype=torch.long, device=device))
+    latents = d["target_latents"]
+    return {
+        "target_latents": latents,
+        "attention_mask": torch.ones(latents.shape[0]),
+        "encoder_hidden_states": ehs[0].float().cpu(),
+        "encoder_attention_mask": eam[0].cpu(),
+        "context_latents": context_latents(silence, latents.shape[0]),
+        "metadata": {
+            "audio_path": sample.audio_path, "filename": sample.filename,
+            "caption": caption, "lyrics": sample.lyrics_text(),
+            "duration": sample.duration, "bpm": sample.bpm,
+            "keyscale": sample.keyscale, "timesignature": sample.timesignature,
+            "language": sample.language, "is_instrumental": sample.is_instrumental,
+        },
+    }
+
+
+class _Clock:
+    """Time left in a pass, from the pace of the files finished so far."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.start = time.monotonic()
+        self.finished = 0
+
+    def tick(self) -> None:
+        self.finished += 1
+
+    def eta(self, done: int) -> float | None:
+        if not self.finished:
+            return None
+        per_file = (time.monotonic() - self.start) / self.finished
+        return per_file * (self.total - done)
+
+
+def _id_clashes(samples: list[Sample]) -> str | None:
+    """Two songs that would write the same ``.pt`` (``a.wav`` and ``a.flac``)."""
+    seen: dict[str, str] = {}
+    for s in samples:
+        if s.id in seen:
+            return (f"{seen[s.id]} and {s.audio_path} would both be written as {s.id}.pt; "
+                    "rename one of them (or remove the duplicate) and run this again")
+        seen[s.id] = s.audio_path
+    return None
+
+
+def _song_seed(seed: int, song_id: str) -> int:
+    """A per-song seed, so a song's latents do not depend on which others were encoded."""
+    digest = hashlib.blake2b(f"{seed}:{song_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _fingerprint(sample: Sample, caption: str, settings: dict) -> str:
+    """What a finished ``.pt`` was made from: the audio's bytes, its text, the settings.
+    Content, not mtimes, so a copied folder still counts as done."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(sample.audio_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    text = json.dumps({"caption": caption, "lyrics": sample.lyrics_text(), "bpm": sample.bpm,
+                       "keyscale": sample.keyscale, "timesignature": sample.timesignature,
+                       "duration": sample.duration, "settings": settings}, sort_keys=True)
+    h.update(text.encode())
+    return h.hexdigest()
+
+
+def _read_state(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+        files = data.get("files", {})
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}  # no record: every file is encoded again, which is always safe
+
+
+def _write_state(out: Path, state: dict[str, str]) -> None:
+    from sidestep.config import atomic
+
+    atomic.write_json(out / STATE_FILE, {"version": 1, "files": dict(sorted(state.items()))})
 
 
 def check_output_dir(path: Path | str) -> None:
@@ -241,6 +452,16 @@ def check_output_dir(path: Path | str) -> None:
 def _save_atomic(obj, path: Path) -> None:
     import torch
 
+    from sidestep.config.atomic import fsync_dir
+
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave half a file behind
+        raise
+    fsync_dir(path.parent)

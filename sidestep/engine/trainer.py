@@ -53,6 +53,10 @@ PRECISION_TO_FABRIC = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-tru
 PRECISION_TO_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def _log_preprocess(e) -> None:
+    log.info("preprocess %s %d/%d %s", e.phase, e.done, e.total, e.file or e.message)
+
+
 def _ignore_terminal_signals(_worker_id: int) -> None:
     """Data-loader workers share the terminal's process group: a ctrl+c or a dropped SSH session
     would kill them mid-batch (and the run with them) while the main process stops and saves."""
@@ -265,12 +269,11 @@ class Trainer:
         result = preprocess(samples, cfg.checkpoint_dir, cfg.model_variant, cfg.tensor_output,
                             device=self.device_name, precision=self.precision,
                             max_duration=cfg.max_duration, normalize=cfg.normalize,
-                            dataset_meta=meta.__dict__,
-                            progress=lambda ph, d, t, m: log.info("preprocess %s %d/%d %s",
-                                                                  ph, d, t, m))
+                            dataset_meta=meta.__dict__, tag_position=meta.tag_position,
+                            genre_ratio=meta.genre_ratio, progress=_log_preprocess)
         for path, reason in result.failed:
             self.emit(Problem(kind="data", message=f"{path}: {reason}"))
-        if not result.written:
+        if not (result.written or result.reused):
             raise InputProblem("preprocessing produced no tensor files")
 
     def _setup_data(self) -> None:

@@ -21,6 +21,8 @@ from sidestep.config import paths
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
 from sidestep.tui.commands import SideStepCommands
+from sidestep.tui.preprocessing import WORKER as PREPROCESS
+from sidestep.tui.preprocessing import PreprocessJob
 from sidestep.tui.demo import DEMO_BUILD, open_demo_form, start_demo
 from sidestep.tui.runner import (EngineRunner, announce, install_stop_signals, save_before_exit,
                                  stop_for_signal)
@@ -52,13 +54,15 @@ class SideStepApp(App):
         Binding("v,V", "new_training('vanilla')", "Vanilla", key_display="V",
                 id="train_vanilla"),
         Binding("d,D", "dashboard", "Dashboard", key_display="D", id="dashboard"),
+        Binding("p,P", "dataset", "Dataset", key_display="P", id="dataset"),
         Binding("h,H", "history", "History", key_display="H", id="history"),
         Binding("s,S", "settings", "Settings", key_display="S", id="settings"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q,Q", "request_quit", "Quit", key_display="Q", id="quit"),
         Binding("ctrl+q", "quit_anywhere", "Quit", show=False, priority=True),
     ]
-    LETTER_ACTIONS = frozenset({"new_training", "dashboard", "history", "settings", "help",
+    LETTER_ACTIONS = frozenset({"new_training", "dashboard", "dataset", "history", "settings",
+                                "help",
                                 "request_quit"})
 
     def __init__(self, *, demo: bool = False, demo_dir: Path | None = None,
@@ -70,6 +74,7 @@ class SideStepApp(App):
         self.settings_store = SettingsStore(settings_path)
         self.settings, self._settings_warnings = self.settings_store.load()
         self.runner = EngineRunner(self, engine_factory)
+        self.preprocessing = PreprocessJob(self)
         self.gpu_reader = gpu_reader
         self.gpu = None
         self.prewarm = prewarm
@@ -158,6 +163,7 @@ class SideStepApp(App):
         # run stops with a checkpoint: Python waits for the engine thread before it exits, and
         # a run that never stops would hang the process with nothing saved.
         self.runner.stop()
+        self.preprocessing.stop()
         if self.gpu:
             self.gpu.stop(timeout=2.0)
 
@@ -218,6 +224,17 @@ class SideStepApp(App):
             return
         self.goto(MonitorScreen(self.runner.state, live=True))
 
+    def action_dataset(self, folder: str | None = None) -> None:
+        from sidestep.tui.screens.dataset import DatasetScreen
+
+        if folder is None:
+            demo_audio = self.demo_dir / "audio"
+            if self.demo and demo_audio.is_dir():
+                folder = str(demo_audio)
+            else:
+                folder = self.settings.dataset_root or str(Path.cwd())
+        self.goto(DatasetScreen(folder))
+
     def action_history(self) -> None:
         from sidestep.tui.screens.history import HistoryScreen
 
@@ -241,6 +258,34 @@ class SideStepApp(App):
     def last_form_values(self) -> dict | None:
         form = self._last_form
         return form.current_values() if form is not None else None
+
+    def model_widths(self) -> dict[str, int]:
+        """The default model's latent and condition widths, to check ``.pt`` files against;
+        {} when the checkpoint folder cannot tell (the files are then compared with each
+        other). Reads a file: call it from a worker."""
+        import json
+
+        from sidestep.model.checkpoints import resolve_model
+        from sidestep.model.config import AceStepConfig
+
+        try:
+            model = resolve_model(self.checkpoint_root(), "turbo")
+            path = model.path / "config.json"
+            cfg = AceStepConfig.from_dict(json.loads(path.read_text(encoding="utf-8")),
+                                          str(path))
+        except Exception:  # no usable model here: not the dataset's problem
+            return {}
+        return {"latent_width": cfg.audio_acoustic_hidden_dim, "cond_width": cfg.enc_hidden}
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def start_preprocess(self, config, screen) -> None:
+        if not self.preprocessing.start(config, screen):
+            self.show_error("Preprocessing is running",
+                            "The previous preprocessing is still finishing its current song; "
+                            "try again in a moment.")
+
+    def cancel_preprocess(self) -> None:
+        self.preprocessing.stop()
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, config) -> None:
@@ -327,6 +372,8 @@ class SideStepApp(App):
             else:
                 self.show_error("Demo setup failed", f"{type(worker.error).__name__}: "
                                 f"{worker.error}", "Run `sidestep make-demo DIR` for details.")
+        elif worker.name == PREPROCESS:
+            self.preprocessing.finished(worker, failed)
         elif worker.name == "history-load":
             from sidestep.tui.screens.monitor import MonitorScreen
 

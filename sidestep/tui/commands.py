@@ -19,6 +19,8 @@ class SideStepCommands(Provider):
             ("New training (vanilla)", lambda: app.action_new_training("vanilla"),
              "original discrete 8-step turbo training"),
             ("Monitor", app.action_monitor, "the current run's progress and charts"),
+            ("Dataset browser", app.action_dataset,
+             "check audio and .pt files, build dataset.json, preprocess"),
             ("History", app.action_history, "past runs, curves, resume"),
             ("Presets", app.action_presets, "list, load, save, import, export presets"),
             ("Settings", app.action_settings, "folders, theme, refresh rate"),

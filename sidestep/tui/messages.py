@@ -55,3 +55,48 @@ class PathChecked(_Result, bubble=False):
 @dataclass
 class ModelConfigLoaded(_Result, bubble=False):
     config: dict | None
+
+
+# -- the dataset browser and preprocessing ------------------------------------------------------
+@dataclass
+class FolderListed(_Result, bubble=False):
+    folder: Path
+    listing: Any                  # data.scan.FolderListing
+
+
+@dataclass
+class FileScanned(_Result, bubble=False):
+    folder: Path
+    facts: Any                    # data.scan.AudioFacts | TensorFacts
+    done: int
+    total: int
+
+
+@dataclass
+class ScanFinished(_Result, bubble=False):
+    folder: Path
+    report: Any                   # data.check.CheckReport
+
+
+@dataclass
+class DatasetBuilt(_Result, bubble=False):
+    path: Path | None
+    songs: int
+    warnings: list[str]
+    error: str | None
+
+
+@dataclass
+class PreprocessProgress(_Result, bubble=False):
+    event: Any                    # data.preprocess.PreprocessEvent
+
+
+@dataclass
+class PreprocessNote(_Result, bubble=False):
+    text: str
+
+
+@dataclass
+class PreprocessFinished(_Result, bubble=False):
+    result: Any                   # data.preprocess.PreprocessResult, None on error
+    error: str | None

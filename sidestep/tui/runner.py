@@ -165,6 +165,8 @@ def stop_for_signal(app, name: str) -> None:
 
 def save_before_exit(app) -> None:
     """However the app ended, a running engine finishes its save before the process exits."""
+    app.preprocessing.stop()
+    app.preprocessing.wait(timeout=300)  # the song under way is written whole, or not at all
     if app.runner.active:
         app.runner.stop()
         if not app.terminal_dead:

@@ -24,11 +24,12 @@ class DashboardScreen(Screen):
         yield Header()
         with Horizontal(id="quick-actions"):
             # the app's own actions: a button is one more way to press the key
-            yield Button("Train — fixed (F)", id="go-fixed", variant="primary",
+            yield Button("Train (F)", id="go-fixed", variant="primary",
                          action="app.new_training('fixed')")
-            yield Button("Train — vanilla (V)", id="go-vanilla",
+            yield Button("Vanilla (V)", id="go-vanilla",
                          action="app.new_training('vanilla')")
             yield Button("Monitor", id="go-monitor", action="app.monitor")
+            yield Button("Dataset (P)", id="go-dataset", action="app.dataset")
             yield Button("History (H)", id="go-history", action="app.history")
             yield Button("Presets", id="go-presets", action="app.presets")
             yield Button("Settings (S)", id="go-settings", action="app.settings")

@@ -20,6 +20,7 @@ Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters
 | `F` | new training, fixed (corrected) mode |
 | `V` | new training, vanilla mode |
 | `D` | dashboard |
+| `P` | dataset browser: check audio and .pt files, build dataset.json, preprocess |
 | `H` | run history |
 | `S` | settings |
 | `?` | this help |
@@ -30,6 +31,8 @@ Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters
 In the training form: `ctrl+s` starts, `F3` reviews first, `F2` switches Basic/Advanced,
 `Tab` moves between fields. In the monitor: `space` pauses or resumes, `c` saves a checkpoint
 now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole log.
+In the dataset browser: `b` builds dataset.json, `p` preprocesses, `t` trains on the folder's
+`.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
 
 ## How a run works
 

@@ -1,0 +1,65 @@
+"""Ctrl+C, SIGTERM and a hung-up terminal, for commands that stop cleanly (training,
+preprocessing): the first asks the work to stop at a safe point, another exits at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from sidestep.cli import EXIT_STOPPED
+
+
+class SignalStop:
+    """First signal: stop and save. Another, later: leave at once.
+
+    The handler does no I/O: the terminal may be gone (SIGHUP), and a failed write raised
+    inside the handler would end the training loop it interrupted. It sets the stop request
+    and queues a notice for the event thread (``SimpleQueue.put`` is reentrant).
+
+    One event can arrive as two signals: a hung-up terminal sends SIGHUP to the process group
+    and ``uv run`` forwards its own copy, so a repeat of the same signal within
+    ``DUPLICATE_SECONDS`` is the same request, and SIGHUP never means "exit at once" (no one
+    is there to mean it)."""
+
+    DUPLICATE_SECONDS = 1.0
+
+    NOTICE = ("{name}: stopping at the next micro-batch and saving a checkpoint; send it again "
+              "to exit at once")
+
+    def __init__(self, control, announce=None, notice: str | None = None):
+        self.control = control
+        self.notice = notice or self.NOTICE
+        self.announce = announce or (lambda message: None)
+        self.count = 0
+        self.previous = {}
+        self._last: tuple[int, float] | None = None
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        now = time.monotonic()
+        last, self._last = self._last, (signum, now)
+        if self.count and (signum == getattr(signal, "SIGHUP", None) or (
+                last is not None and last[0] == signum
+                and now - last[1] < self.DUPLICATE_SECONDS)):
+            return  # the same request again, not a second one
+        self.count += 1
+        if self.count >= 2:
+            os._exit(EXIT_STOPPED)  # what was saved is complete: writes are atomic
+        name = signal.Signals(signum).name
+        self.control.request_stop(f"{name} received")
+        self.announce(self.notice.format(name=name))
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False

@@ -1,0 +1,345 @@
+"""The dataset browser (``P``): a folder's audio and ``.pt`` files with what the check found,
+and the way on from there: build dataset.json, preprocess, train on the tensors.
+
+The scan runs in a worker and fills the table as it goes: the file list first (one directory
+walk), then each file's measurements as it is decoded, so a folder of 500 songs is browsable
+at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.suggester import Suggester
+from textual.coordinate import Coordinate
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets.data_table import CellDoesNotExist
+
+from sidestep.tui.messages import DatasetBuilt, FileScanned, FolderListed, ScanFinished
+
+# (header, width): updated cells do not widen a column, so widths are set up front
+COLUMNS = (("file", 0), ("length", 6), ("rate", 6), ("ch", 2), ("peak", 6), ("LUFS", 6),
+           ("text", 4), ("check", 26))
+_SEVERITY_MARK = {"error": "✗", "warning": "!", "info": "·"}
+
+
+class PathSuggester(Suggester):
+    """Completes the last part of a folder path from what is on disk (→ accepts)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        expanded = os.path.expanduser(value)
+        head, part = os.path.split(expanded)
+        try:
+            names = sorted(e.name for e in os.scandir(head or ".")
+                           if e.is_dir() and e.name.startswith(part)
+                           and (part.startswith(".") or not e.name.startswith(".")))
+        except OSError:
+            return None
+        if not names:
+            return None
+        return value + names[0][len(part):] + "/"  # a whole name: just the slash
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def fmt_db(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "-inf" if value == -math.inf else f"{value:.1f}"
+
+
+def audio_row(facts, problems) -> tuple[str, ...]:
+    text = ("C" if facts.caption else "-") + ("L" if facts.lyrics else "-")
+    return (facts.path.name, fmt_seconds(facts.duration) if facts.sample_rate else "?",
+            f"{facts.sample_rate / 1000:g}k" if facts.sample_rate else "?",
+            str(facts.channels or "?"), fmt_db(facts.peak_dbfs), fmt_db(facts.lufs), text,
+            check_cell(problems))
+
+
+def tensor_row(facts, problems) -> tuple[str, ...]:
+    length = fmt_seconds(facts.seconds) if facts.frames else "?"
+    return (facts.path.name, length, f"{facts.frames} fr", "", "", "", "",
+            check_cell(problems) if problems else ("ok" if facts.ok else "invalid"))
+
+
+def check_cell(problems) -> str:
+    if not problems:
+        return "ok"
+    worst = min(problems, key=lambda p: ("error", "warning", "info").index(p.severity))
+    more = f" +{len(problems) - 1}" if len(problems) > 1 else ""
+    return f"{_SEVERITY_MARK[worst.severity]} {worst.kind}{more}"
+
+
+class DatasetScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("b", "build", "Build dataset.json"),
+        Binding("p", "preprocess", "Preprocess"),
+        Binding("t", "train", "Train on these"),
+        Binding("ctrl+r", "scan", "Rescan"),
+    ]
+
+    def __init__(self, folder: Path | str | None = None):
+        super().__init__()
+        self.folder = Path(folder) if folder else Path.cwd()
+        self.report = None          # data.check.CheckReport once a scan has finished
+        self.rows: dict[str, object] = {}   # row key (path) -> facts
+        self.problems: dict[str, list] = {}  # path -> problems on that file
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="dataset-path-row"):
+            yield Label("Folder ", id="dataset-path-label")
+            yield Input(str(self.folder), id="dataset-path", suggester=PathSuggester(),
+                        placeholder="a folder of audio (with sidecars) or of .pt files")
+            yield Button("Scan", id="dataset-scan", compact=True, action="screen.scan")
+        yield Static("", id="dataset-summary", markup=False)
+        yield DataTable(id="dataset-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="dataset-detail", markup=False)
+        with Horizontal(id="dataset-actions"):
+            yield Button("Build dataset.json (B)", id="dataset-build", compact=True,
+                         action="screen.build")
+            yield Button("Preprocess (P)", id="dataset-preprocess", variant="primary",
+                         compact=True, action="screen.preprocess")
+            yield Button("Train on these (T)", id="dataset-train", variant="success",
+                         compact=True, action="screen.train", disabled=True)
+            yield Button("Back", id="dataset-back", compact=True, action="screen.back")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_scan()
+        self.query_one("#dataset-table", DataTable).focus()
+
+    # -- scanning ------------------------------------------------------------------------------
+    @on(Input.Submitted, "#dataset-path")
+    def path_submitted(self) -> None:
+        self.action_scan()
+        self.query_one("#dataset-table", DataTable).focus()
+
+    def action_scan(self) -> None:
+        text = self.query_one("#dataset-path", Input).value.strip()
+        self.folder = Path(os.path.expanduser(text)) if text else Path.cwd()
+        self.report = None
+        self.rows.clear()
+        self.problems.clear()
+        self.query_one("#dataset-table", DataTable).clear(columns=True)
+        self.query_one("#dataset-summary", Static).update(f"scanning {self.folder} ...")
+        self.query_one("#dataset-detail", Static).update("")
+        self._update_buttons()
+        self.scan(self.folder)
+
+    @work(thread=True, exclusive=True, group="dataset-scan")
+    def scan(self, folder: Path) -> None:
+        from textual.worker import get_current_worker
+
+        from sidestep.data.check import check_dataset
+        from sidestep.data.scan import list_folder
+
+        worker = get_current_worker()
+        listing = list_folder(folder)
+        self.post_message(FolderListed(folder, listing))
+        widths = self.app.model_widths() if listing.tensors else {}
+        report = check_dataset(folder, listing=listing, **widths,
+                               on_file=lambda facts, done, total: self.post_message(
+                                   FileScanned(folder, facts, done, total)),
+                               cancel=lambda: worker.is_cancelled)
+        if not report.cancelled:
+            self.post_message(ScanFinished(folder, report))
+
+    def on_folder_listed(self, message: FolderListed) -> None:
+        if message.folder != self.folder:
+            return
+        table = self.query_one("#dataset-table", DataTable)
+        listing = message.listing
+        paths = [*listing.audio, *listing.tensors]
+        names = [str(p.relative_to(message.folder)) if p.is_relative_to(message.folder)
+                 else p.name for p in paths]
+        table.clear(columns=True)
+        for header, width in COLUMNS:
+            table.add_column(header, width=width or min(40, max([len(n) for n in names] + [8])))
+        for path, name in zip(paths, names):
+            table.add_row(name, *("" for _ in COLUMNS[1:-1]), "...", key=str(path))
+        self.query_one("#dataset-summary", Static).update(
+            f"{self.folder}: {len(listing.audio)} audio files, {len(listing.tensors)} .pt "
+            "files; reading them ...")
+
+    def on_file_scanned(self, message: FileScanned) -> None:
+        from sidestep.data.check import audio_problems
+        from sidestep.data.scan import AudioFacts
+
+        if message.folder != self.folder:
+            return
+        facts = message.facts
+        key = str(facts.path)
+        self.rows[key] = facts
+        problems = audio_problems(facts) if isinstance(facts, AudioFacts) else []
+        self._show_row(key, problems)
+        self.query_one("#dataset-summary", Static).update(
+            f"{self.folder}: reading {message.done}/{message.total} ...")
+
+    def _show_row(self, key: str, problems: list) -> None:
+        from sidestep.data.scan import AudioFacts
+
+        facts = self.rows[key]
+        self.problems[key] = problems
+        cells = audio_row(facts, problems) if isinstance(facts, AudioFacts) else \
+            tensor_row(facts, problems)
+        table = self.query_one("#dataset-table", DataTable)
+        try:
+            for column, value in zip(list(table.columns)[1:], cells[1:]):
+                table.update_cell(key, column, value)
+        except CellDoesNotExist:  # the row went away with a rescan
+            return
+
+    def on_scan_finished(self, message: ScanFinished) -> None:
+        if message.folder != self.folder:
+            return
+        self.report = message.report
+        by_file: dict[str, list] = {}
+        for p in self.report.problems:
+            by_file.setdefault(p.file, []).append(p)
+        for key in self.rows:
+            self._show_row(key, by_file.get(key, []))
+        self.query_one("#dataset-summary", Static).update(self.summary())
+        self._update_buttons()
+        self._detail()
+
+    def summary(self) -> str:
+        r = self.report
+        seconds = sum(a.duration for a in r.audio)
+        errors = sum(p.severity == "error" for p in r.problems)
+        warnings = sum(p.severity == "warning" for p in r.problems)
+        verdict = "usable" if r.usable else "not usable until the errors are fixed"
+        parts = [f"{len(r.audio)} audio files ({fmt_seconds(seconds)})" if r.audio else "",
+                 f"{len(r.tensors)} .pt files" if r.tensors else ""]
+        what = ", ".join(p for p in parts if p) or "nothing to train on"
+        return f"{self.folder}: {what}; {errors} errors, {warnings} warnings: {verdict}"
+
+    def _update_buttons(self) -> None:
+        r = self.report
+        self.query_one("#dataset-train", Button).disabled = not (
+            r and any(t.ok for t in r.tensors))
+        has_audio = bool(r and any(a.ok for a in r.audio))
+        self.query_one("#dataset-build", Button).disabled = not has_audio
+        self.query_one("#dataset-preprocess", Button).disabled = not has_audio
+
+    @on(DataTable.RowHighlighted, "#dataset-table")
+    def _detail(self) -> None:
+        table = self.query_one("#dataset-table", DataTable)
+        detail = self.query_one("#dataset-detail", Static)
+        if table.row_count == 0 or table.cursor_row is None:
+            detail.update("")
+            return
+        try:
+            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        except CellDoesNotExist:
+            return
+        problems = self.problems.get(key or "", [])
+        folder_wide = [p for p in (self.report.problems if self.report else ())
+                       if p.file == str(self.folder)]
+        lines = [f"{p.severity}: {p.message}" for p in [*problems, *folder_wide]]
+        detail.update("\n".join(lines) or "no problems found in this file")
+
+    # -- the way on ----------------------------------------------------------------------------
+    def _blocked(self, what: str) -> bool:
+        if self.report is None:
+            self.notify("the scan has not finished yet", severity="warning")
+            return True
+        if not any(a.ok for a in self.report.audio):
+            self.notify(f"no usable audio files here to {what}", severity="warning")
+            return True
+        return False
+
+    def action_build(self) -> None:
+        from sidestep.tui.screens.settings_dialog import SettingsDialog
+
+        if self._blocked("build a dataset from"):
+            return
+        folder = self.folder
+        dialog = SettingsDialog("build-dataset", "Build dataset.json",
+                                ("tag", "tag_position", "genre_ratio", "name"),
+                                fixed={"input": str(folder)},
+                                note=f"writes {folder / 'dataset.json'} from the audio files "
+                                     "and their sidecars", ok_label="Build")
+        self.app.push_screen(dialog, self._build)
+
+    def _build(self, config) -> None:
+        if config is not None:
+            self.build(config)
+
+    @work(thread=True, exclusive=True, group="dataset-build")
+    def build(self, config) -> None:
+        from sidestep.data.dataset_json import DatasetError, build_dataset
+
+        try:
+            path, doc, warnings = build_dataset(config.input, tag=config.tag,
+                                                tag_position=config.tag_position,
+                                                genre_ratio=config.genre_ratio,
+                                                name=config.name, output=config.output)
+        except DatasetError as exc:
+            self.post_message(DatasetBuilt(None, 0, [], str(exc)))
+            return
+        self.post_message(DatasetBuilt(path, len(doc["samples"]), warnings, None))
+
+    def on_dataset_built(self, message: DatasetBuilt) -> None:
+        if message.error:
+            self.app.show_error("Build dataset.json", message.error)
+            return
+        self.notify(f"wrote {message.path}: {message.songs} songs"
+                    + (f" ({len(message.warnings)} notes)" if message.warnings else ""))
+        for warning in message.warnings[:3]:
+            self.notify(warning, severity="warning")
+        self.action_scan()
+
+    def action_preprocess(self) -> None:
+        from sidestep.tui.screens.settings_dialog import SettingsDialog
+
+        if self._blocked("preprocess"):
+            return
+        folder = self.folder
+        source = {"audio_dir": str(folder)}
+        if (folder / "dataset.json").is_file():
+            source["dataset_json"] = str(folder / "dataset.json")
+        values = {"checkpoint_dir": str(self.app.checkpoint_root()),
+                  "tensor_output": str(folder.parent / f"{folder.name}_tensors")}
+        dialog = SettingsDialog(
+            "preprocess", "Preprocess", ("checkpoint_dir", "model_variant", "tensor_output",
+                                         "normalize", "max_duration"),
+            values=values, fixed=source, ok_label="Start",
+            note="encodes " + ("dataset.json's songs" if "dataset_json" in source else
+                               "the folder's audio") + "; finished files are kept, so a "
+                                                       "rerun does only what is missing")
+        self.app.push_screen(dialog, self._preprocess)
+
+    def _preprocess(self, config) -> None:
+        if config is not None:
+            from sidestep.tui.screens.preprocess import PreprocessScreen
+
+            self.app.push_screen(PreprocessScreen(config))
+
+    def action_train(self) -> None:
+        if not (self.report and any(t.ok for t in self.report.tensors)):
+            self.notify("no valid .pt files here: preprocess the audio first (P)",
+                        severity="warning")
+            return
+        self.app.action_new_training("fixed", {"dataset_dir": str(self.folder)})
+
+    def action_back(self) -> None:
+        self.app.action_dashboard()

@@ -1,0 +1,94 @@
+"""A dialog of one command's schema settings (build-dataset, preprocess), checked by the same
+``resolve`` the CLI uses; it dismisses with the resolved config, or None when cancelled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Label, Select, Static
+
+from sidestep.config.schema import BY_NAME
+from sidestep.tui.widgets.fields import SettingField
+
+
+class SettingsDialog(ModalScreen[Any]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "ok", "OK")]
+
+    def __init__(self, command: str, title: str, names: tuple[str, ...], *,
+                 values: dict[str, Any] | None = None, fixed: dict[str, Any] | None = None,
+                 note: str = "", ok_label: str = "OK"):
+        super().__init__(classes="dialog-screen")
+        self.command = command
+        self.title_text = title
+        self.names = names
+        self.values = values or {}
+        self.fixed = fixed or {}   # settings the caller decides (not shown)
+        self.note = note
+        self.ok_label = ok_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog settings-dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            if self.note:
+                yield Static(self.note, classes="dialog-body", markup=False)
+            with VerticalScroll(classes="settings-dialog-fields"):
+                for name in self.names:
+                    s = BY_NAME[name]
+                    yield SettingField(s, self.values.get(name, s.default))
+            yield Static("", id="settings-dialog-error", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.ok_label, id="ok", variant="primary", action="screen.ok")
+                yield Button("Cancel", id="cancel", action="screen.cancel")
+
+    def on_mount(self) -> None:
+        self.query(SettingField).first().control.focus()
+
+    def explicit(self) -> dict[str, Any] | None:
+        """The typed values of the fields; None (with the field's error shown) when one does
+        not parse."""
+        from sidestep.config.values import parse_text
+
+        out: dict[str, Any] = dict(self.fixed)
+        ok = True
+        for field in self.query(SettingField):
+            raw = field.raw_value()
+            field.set_error(None)
+            if isinstance(field.control, (Checkbox, Select)):
+                value = raw
+            else:
+                try:
+                    value = parse_text(field.setting, raw)
+                except ValueError as exc:
+                    field.set_error(str(exc))
+                    ok = False
+                    continue
+            if value is not None:
+                out[field.setting.name] = value
+        return out if ok else None
+
+    def action_ok(self) -> None:
+        from sidestep.config.resolve import ConfigError, resolve
+
+        explicit = self.explicit()
+        if explicit is None:
+            return
+        try:
+            resolved = resolve(self.command, explicit)
+        except ConfigError as exc:
+            fields = {f.setting.name: f for f in self.query(SettingField)}
+            general = []
+            for problem in exc.problems:
+                if problem.field in fields:
+                    fields[problem.field].set_error(problem.message)
+                else:
+                    general.append(str(problem))
+            self.query_one("#settings-dialog-error", Static).update("\n".join(general))
+            return
+        self.dismiss(resolved.config)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

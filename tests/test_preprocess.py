@@ -1,0 +1,195 @@
+"""Preprocessing (issue #14): resumable (a rerun encodes only what is missing), atomic per file,
+cancellable without partial files, one bad song reported while the rest are written, and long
+audio encoded in tiles that agree with a whole-song encode."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sidestep.data.dataset_json import load_dataset_json
+from sidestep.data.preprocess import (STATE_FILE, PreprocessError, load_vae, preprocess,
+                                      vae_encode)
+from sidestep.data.tensors import list_files, validate
+from sidestep.model.checkpoints import DiscoveryError
+
+
+@pytest.fixture(scope="module")
+def songs(demo_root, tmp_path_factory):
+    """Three demo songs in a folder of their own (their dataset.json records point to it)."""
+    _meta, samples = load_dataset_json(demo_root / "audio" / "dataset.json")
+    return samples[:3]
+
+
+def run(samples, demo_root, out, **kw):
+    events = []
+    result = preprocess(samples, demo_root / "checkpoints", "turbo", out,
+                        progress=events.append, **kw)
+    return result, events
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name.endswith(".tmp") or p.name == ".sidestep-pass1")
+
+
+def test_rerun_encodes_only_the_missing_file(songs, demo_root, tmp_path):
+    out = tmp_path / "t"
+    first, events = run(songs, demo_root, out)
+    assert len(first.written) == 3 and not first.failed
+    assert [e.phase for e in events if e.phase in ("plan", "done")] == ["plan", "done"]
+    assert {e.phase for e in events} >= {"encode", "condition", "load"}
+    before = mtimes(out)
+    (out / f"{songs[1].id}.pt").unlink()
+
+    second, events = run(songs, demo_root, out)
+    assert [p.name for p in second.written] == [f"{songs[1].id}.pt"]
+    assert sorted(p.name for p in second.reused) == sorted(
+        f"{s.id}.pt" for s in (songs[0], songs[2]))
+    after = mtimes(out)
+    assert after[f"{songs[0].id}.pt"] == before[f"{songs[0].id}.pt"]
+    assert after[f"{songs[2].id}.pt"] == before[f"{songs[2].id}.pt"]
+    assert after[f"{songs[1].id}.pt"] != before[f"{songs[1].id}.pt"]
+    assert sum(e.phase == "encode" for e in events) == 1
+    # the manifest lists all three, in dataset order, and training accepts them
+    assert [p.name for p in list_files(out)] == [f"{s.id}.pt" for s in songs]
+    assert len(validate(list_files(out), 64, 128)) == 3
+
+    # a changed caption is a changed input: that song alone is encoded again
+    songs_edited = [songs[0], songs[1], type(songs[2])(**{**songs[2].__dict__,
+                                                          "caption": "a new caption"})]
+    third, _ = run(songs_edited, demo_root, out)
+    assert [p.name for p in third.written] == [f"{songs[2].id}.pt"]
+    assert not leftovers(out)
+
+
+def test_latents_do_not_depend_on_which_songs_were_encoded(songs, demo_root, tmp_path):
+    run(songs, demo_root, tmp_path / "all")
+    run(songs[2:], demo_root, tmp_path / "one")
+    name = f"{songs[2].id}.pt"
+    a = torch.load(tmp_path / "all" / name, weights_only=True)
+    b = torch.load(tmp_path / "one" / name, weights_only=True)
+    assert torch.equal(a["target_latents"], b["target_latents"])
+
+
+@pytest.mark.parametrize("stop_in", ["encode", "condition"])
+def test_cancel_leaves_no_partial_file_and_a_rerun_finishes(songs, demo_root, tmp_path,
+                                                            stop_in):
+    out = tmp_path / "t"
+    seen = []
+
+    def progress(e):
+        seen.append(e.phase)
+
+    def cancel():  # asked while the second song of the chosen pass is under way
+        return seen.count(stop_in) >= 2
+
+    result = preprocess(songs, demo_root / "checkpoints", "turbo", out, progress=progress,
+                        cancel=cancel)
+    assert result.cancelled and seen[-1] == "cancelled"
+    done = sorted(p.name for p in out.glob("*.pt"))
+    # the song under way finishes (whole); the third is never started
+    assert len(done) == (2 if stop_in == "condition" else 0)
+    assert [p.name for p in result.written] == done
+    assert not leftovers(out)
+    for name in done:  # complete, loadable files only
+        torch.load(out / name, weights_only=True)
+
+    again, _ = run(songs, demo_root, out)
+    assert len(again.written) == 3 - len(done) and len(again.reused) == len(done)
+
+
+def test_a_corrupt_song_is_reported_and_the_others_written(songs, demo_root, tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    bad_audio = folder / "broken.wav"
+    bad_audio.write_bytes(b"RIFF....WAVEfmt not audio at all" * 4)
+    broken = type(songs[0])(**{**songs[0].__dict__, "id": "broken",
+                               "audio_path": str(bad_audio), "filename": "broken.wav"})
+    result, _ = run([broken, *songs[:2]], demo_root, tmp_path / "t")
+    assert [Path(f).name for f, _reason in result.failed] == ["broken.wav"]
+    assert len(result.written) == 2
+
+
+def test_refusals_change_nothing(songs, demo_root, tmp_path):
+    clash = type(songs[1])(**{**songs[1].__dict__, "id": songs[0].id})
+    out = tmp_path / "t"
+    with pytest.raises(PreprocessError, match="both be written"):
+        run([songs[0], clash], demo_root, out)
+    assert not out.exists()
+    with pytest.raises(DiscoveryError):
+        preprocess(songs, demo_root / "checkpoints", "no-such-model", out)
+    assert not out.exists()
+
+
+def test_a_failed_write_leaves_neither_half_a_file_nor_its_temporary(tmp_path):
+    from sidestep.data.preprocess import _save_atomic
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full, say")
+
+    with pytest.raises(RuntimeError):
+        _save_atomic({"x": torch.zeros(3), "y": Unpicklable()}, tmp_path / "a.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiled_encoding_matches_a_whole_encode(demo_root):
+    vae = load_vae(demo_root / "checkpoints" / "vae", "cpu", torch.float32)
+    g = torch.Generator().manual_seed(0)
+    audio = torch.randn(2, 48_000 * 8, generator=g) * 0.2
+    whole = vae_encode(vae, audio, torch.Generator().manual_seed(1), tile_seconds=60)
+    tiled = vae_encode(vae, audio, torch.Generator().manual_seed(1), tile_seconds=4)
+    assert whole.shape == tiled.shape == (200, 64)
+    # Same noise; only the posterior near the tile joins differs, and by little.
+    err = (whole - tiled).abs()
+    assert float(err.mean()) < 0.05 * float(whole.abs().mean())
+
+
+def test_state_file_is_ours_and_a_broken_one_is_safe(songs, demo_root, tmp_path):
+    out = tmp_path / "t"
+    run(songs[:1], demo_root, out)
+    (out / STATE_FILE).write_text("{broken")
+    again, _ = run(songs[:1], demo_root, out)
+    assert len(again.written) == 1  # no trustworthy record: encoded again, never skipped
+    assert os.path.getsize(out / STATE_FILE) > 10
+    shutil.rmtree(out)
+
+
+def test_ctrl_c_in_the_cli_keeps_finished_files_and_a_rerun_completes(demo_root, tmp_path):
+    """The user's path: `sidestep preprocess`, Ctrl+C during pass 1, the same command again."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "tensors"
+    argv = [str(Path(sys.executable).parent / "sidestep"), "--plain", "preprocess",
+            "--checkpoint-dir", str(demo_root / "checkpoints"),
+            "--audio-dir", str(demo_root / "audio"), "--tensor-output", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[encode 3/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "cancelled: 0 of 12 songs are done" in rest
+    assert "stopping after this song" in err and "Traceback" not in err
+    assert not list(out.glob("*.pt")) and not leftovers(out)
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 12 tensor files" in done.stdout
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert "wrote 0 tensor files (kept 12 finished earlier)" in again.stdout

@@ -1,0 +1,171 @@
+"""The dataset browser and preprocessing in the app (issue #14), driven with Pilot: `p` opens
+the browser on the demo audio, build and preprocess complete and offer training, cancel leaves
+no partial file, a corrupt file is a row with a problem, not a crash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from textual.widgets import Button, DataTable
+
+from conftest import make_app, wait_until
+from sidestep.demo import DEMO_MARKER
+from sidestep.tui.screens.dataset import DatasetScreen
+from sidestep.tui.screens.preprocess import PreprocessScreen
+from sidestep.tui.screens.settings_dialog import SettingsDialog
+from sidestep.tui.screens.train_form import TrainingFormScreen
+
+SIZE = (100, 32)
+
+
+@pytest.fixture
+def demo_copy(tmp_path, demo_root):
+    """A demo folder of our own: the shared checkpoints, three of the songs (copied: the
+    browser writes dataset.json next to them), and a corrupt file."""
+    demo = tmp_path / "demo"
+    (demo / "audio").mkdir(parents=True)
+    os.symlink(demo_root / "checkpoints", demo / "checkpoints")
+    os.symlink(demo_root / "tensors", demo / "tensors")
+    shutil.copy(demo_root / DEMO_MARKER, demo / DEMO_MARKER)
+    for name in ("clip_00", "clip_01", "clip_03"):
+        for f in (demo_root / "audio").glob(f"{name}.*"):
+            shutil.copy(f, demo / "audio" / f.name)
+    (demo / "audio" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" * 8)
+    return demo
+
+
+async def open_browser(app, pilot):
+    if isinstance(app.screen, TrainingFormScreen):  # --demo opens the form first
+        await pilot.press("escape")
+    await pilot.press("p")
+    assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen), 10)
+    browser = app.screen
+    assert await wait_until(pilot, lambda: browser.report is not None, 60)
+    return browser
+
+
+async def run_dialog(app, pilot):
+    assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+    await pilot.pause(0.2)
+    await pilot.press("ctrl+s")
+
+
+async def test_browse_build_preprocess_and_train(tui_env, demo_copy):
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        browser = await open_browser(app, pilot)
+        assert browser.folder == demo_copy / "audio"
+        table = browser.query_one("#dataset-table", DataTable)
+        assert table.row_count == 4
+        broken = str(demo_copy / "audio" / "broken.wav")
+        assert table.get_row(broken)[-1].startswith("✗ unreadable")
+        assert [p.kind for p in browser.report.problems if p.file == broken] == ["unreadable"]
+
+        await pilot.press("b")  # build dataset.json
+        await run_dialog(app, pilot)
+        assert await wait_until(pilot, lambda: (demo_copy / "audio" / "dataset.json").is_file(),
+                                30)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen)
+                                and app.screen.report is not None, 60)
+
+        await pilot.press("p")  # preprocess
+        await run_dialog(app, pilot)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, PreprocessScreen), 10)
+        progress = app.screen
+        assert await wait_until(pilot, lambda: progress.finished, 240)
+        result = progress.result
+        assert len(result.written) == 3, result.failed
+        assert not result.failed  # dataset.json skipped the corrupt file when it was built
+        out = demo_copy / "audio_tensors"
+        assert sorted(p.name for p in out.glob("*.pt")) == ["clip_00.pt", "clip_01.pt",
+                                                            "clip_03.pt"]
+        assert not progress.query_one("#pp-train", Button).disabled
+
+        await pilot.press("t")  # "Train on these"
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        form = app.screen
+        await app.workers.wait_for_complete()
+        assert form.current_values()["dataset_dir"] == str(out)
+        assert app.errors == []
+
+
+async def test_cancel_leaves_no_partial_file(tui_env, demo_copy):
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        await open_browser(app, pilot)
+        await pilot.press("p")
+        await run_dialog(app, pilot)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, PreprocessScreen), 10)
+        progress = app.screen
+        # cancel as soon as the first song is under way
+        assert await wait_until(pilot, lambda: progress.last_event is not None
+                                and progress.last_event.phase == "encode", 120)
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: progress.finished, 240)
+        assert progress.result.cancelled
+        out = demo_copy / "audio_tensors"
+        assert list(out.glob("*.pt")) == []
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")
+                    or p.name == ".sidestep-pass1"]
+        assert progress.query_one("#pp-train", Button).disabled
+        assert app.errors == []
+
+
+async def test_a_folder_that_is_a_file_is_an_error_row_not_a_crash(tui_env):
+    (tui_env / "notes.txt").write_text("not a folder")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_dataset("notes.txt")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen)
+                                and app.screen.report is not None, 20)
+        assert [p.kind for p in app.screen.report.problems] == ["not_a_folder"]
+        assert "nothing to train on" in app.screen.summary()
+        assert app.screen.query_one("#dataset-preprocess", Button).disabled
+        assert app.errors == []
+
+
+@pytest.mark.slow
+async def test_a_folder_of_500_songs_is_browsable_while_it_is_read(tui_env):
+    """All rows show from the directory walk; the keys work while the worker decodes."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = tui_env / "many"
+    folder.mkdir()
+    t = np.arange(16_000 * 3) / 16_000
+    for i in range(500):
+        sf.write(folder / f"song_{i:03d}.wav", (0.2 * np.sin(2 * np.pi * (100 + i) * t))
+                 .astype(np.float32), 16_000, subtype="PCM_16")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_dataset(str(folder))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen)
+                                and app.screen.is_mounted, 10)
+        browser = app.screen
+        table = browser.query_one("#dataset-table", DataTable)
+        assert await wait_until(pilot, lambda: table.row_count == 500, 10)
+        assert browser.report is None  # still decoding, yet every row is there
+        await pilot.press("down", "down", "down")
+        assert table.cursor_row == 3 and browser.report is None
+        assert await wait_until(pilot, lambda: browser.report is not None, 300)
+        assert len(browser.report.audio) == 500 and browser.report.usable
+        assert app.errors == []
+
+
+async def test_path_completion_offers_folders_only(tmp_path):
+    from sidestep.tui.screens.dataset import PathSuggester
+
+    (tmp_path / "songs_2024").mkdir()
+    (tmp_path / "songs.txt").write_text("a file, not offered")
+    (tmp_path / ".hidden").mkdir()
+    s = PathSuggester()
+    assert await s.get_suggestion(f"{tmp_path}/so") == f"{tmp_path}/songs_2024/"
+    assert await s.get_suggestion(f"{tmp_path}/songs_2024") == f"{tmp_path}/songs_2024/"
+    assert await s.get_suggestion(f"{tmp_path}/x") is None
+    assert await s.get_suggestion(f"{tmp_path}/") == f"{tmp_path}/songs_2024/"
+    assert await s.get_suggestion(f"{tmp_path}/.h") == f"{tmp_path}/.hidden/"
