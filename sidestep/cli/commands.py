@@ -104,6 +104,12 @@ def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
         from sidestep.cli.train_cmd import run_training
 
         return run_training(resolved, args, out)
-    out.error(f"`sidestep {command}` is not available in this version yet; "
-              "`--print-config` shows the configuration it would use")
-    return EXIT_BAD_INPUT
+    if command == "estimate":
+        from sidestep.cli.estimate_cmd import run_estimate
+
+        return run_estimate(resolved.config, out)
+    if command == "compare-configs":
+        from sidestep.cli.compare_cmd import run_compare_configs
+
+        return run_compare_configs(resolved.config, args, out)
+    raise AssertionError(f"no handler for the schema command {command!r}")

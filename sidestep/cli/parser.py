@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=_Formatter)
         p.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration as JSON and exit")
+        if cmd == "compare-configs":
+            p.add_argument("--json", action="store_true",
+                           help="print JSON: files, every module's ranks and scores, pairs")
         add_settings(p, schema.settings_for(cmd))
 
     _add_presets_parser(sub)

@@ -154,10 +154,6 @@ def run_training(resolved, args, out: Out) -> int:
     from sidestep.engine.trainer import Trainer, input_error_types
 
     config = resolved.config
-    if config.mode == "selective":
-        out.error("`sidestep selective` arrives with the estimate feature; use `fixed` with "
-                  "--attention-type/--target-modules for now")
-        return EXIT_BAD_INPUT
     try:  # before the summary and the prompt: nothing to confirm for a run we would refuse
         preflight(config)
     except input_error_types() as exc:

@@ -56,22 +56,24 @@ def target_names(num_layers: int, attention_type: str, target_modules, self_modu
 
 
 def names_regex(names: list[str]) -> str:
-    """A compact full-match regex for PEFT's ``target_modules`` covering exactly ``names``."""
-    by_side: dict[str, set[str]] = {}
-    layers: dict[str, set[int]] = {}
+    """A full-match regex for PEFT's ``target_modules`` matching exactly ``names``: per
+    attention side, its layers and its projections when the names are that product (the usual
+    case, and short), else the names themselves (a selective pick)."""
+    by_side: dict[str, tuple[set[int], set[str]]] = {}
     for n in names:
         _, idx, side, proj = n.split(".")
-        by_side.setdefault(side, set()).add(proj)
-        layers.setdefault(side, set()).add(int(idx))
-    parts = []
-    for side in sorted(by_side):
-        projs = "|".join(sorted(by_side[side]))
-        parts.append(rf"layers\.\d+\.{side}\.({projs})")
+        layers, projs = by_side.setdefault(side, (set(), set()))
+        layers.add(int(idx))
+        projs.add(proj)
+    product = {f"layers.{i}.{side}.{p}" for side, (ls, ps) in by_side.items() for i in ls
+               for p in ps}
+    if product == set(names):
+        parts = [rf"layers\.({'|'.join(str(i) for i in sorted(ls))})\.{side}\."
+                 rf"({'|'.join(sorted(ps))})" for side, (ls, ps) in sorted(by_side.items())]
+    else:
+        parts = [re.escape(n) for n in names]
     pattern = "(" + "|".join(parts) + ")" if len(parts) > 1 else parts[0]
     regex = re.compile(pattern)
-    all_layer_names = {f"layers.{i}.{s}.{p}" for s, ps in by_side.items() for i in layers[s]
-                       for p in ps}
-    assert set(names) == all_layer_names, "regex would not match the selection exactly"
     assert all(regex.fullmatch(n) for n in names)
     return pattern
 
@@ -91,9 +93,14 @@ class AdapterSpec:
     lokr_weight_decompose: bool = False
 
     @classmethod
-    def from_config(cls, config, num_layers: int) -> "AdapterSpec":
-        names = tuple(target_names(num_layers, config.attention_type, config.target_modules,
-                                   config.self_target_modules, config.cross_target_modules))
+    def from_config(cls, config, num_layers: int,
+                    names: list[str] | None = None) -> "AdapterSpec":
+        """``names``: exactly these modules (selective); otherwise the attention type and
+        projection settings decide."""
+        if names is None:
+            names = target_names(num_layers, config.attention_type, config.target_modules,
+                                 config.self_target_modules, config.cross_target_modules)
+        names = tuple(names)
         if config.adapter_type == "lokr":
             return cls(kind="lokr", names=names, rank=config.lokr_linear_dim,
                        alpha=config.lokr_linear_alpha, dropout=0.0,

@@ -64,3 +64,30 @@ def flow_inputs(x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred.float() - target.float()) ** 2).mean(dim=(1, 2))
+
+
+def batch_loss(model, null_emb: torch.Tensor, batch: dict, *, mode: str, cfg_ratio: float,
+               loss_weighting: str, snr_gamma: float, schedule: torch.Tensor, mu: float,
+               sigma: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mse, weighted loss) of one batch: the training step's forward pass, also what the
+    gradient-sensitivity estimate differentiates. ``model`` is the decoder (or what wraps it)."""
+    x0 = batch["target_latents"].to(device, non_blocking=True)
+    bsz = x0.shape[0]
+    if mode == "vanilla":
+        t = discrete_timesteps(bsz, schedule, device)
+    else:
+        t = logit_normal_timesteps(bsz, mu, sigma, device)
+    ehs = batch["encoder_hidden_states"].to(device, non_blocking=True)
+    if mode != "vanilla" and cfg_ratio > 0:
+        ehs, _ = cfg_dropout(ehs, null_emb, cfg_ratio)
+    xt, target = flow_inputs(x0, t)
+    out = model(hidden_states=xt, timestep=t, timestep_r=t,
+                attention_mask=batch["attention_mask"].to(device, non_blocking=True),
+                encoder_hidden_states=ehs,
+                encoder_attention_mask=batch["encoder_attention_mask"].to(device),
+                context_latents=batch["context_latents"].to(device, non_blocking=True))
+    per_sample = per_sample_mse(out[0], target)
+    mse = per_sample.mean()
+    if loss_weighting == "min_snr":
+        return mse, (min_snr_weights(t, snr_gamma).to(device) * per_sample).mean()
+    return mse, mse

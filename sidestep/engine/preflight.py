@@ -23,3 +23,7 @@ def preflight(config, output_dir: bool = True) -> None:
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
     if not config.preprocess:  # with --preprocess the tensors are made first
         list_files(config.dataset_dir)
+    if config.mode == "selective" and config.module_config:
+        from sidestep.engine.module_config import load_module_config
+
+        load_module_config(config.module_config)

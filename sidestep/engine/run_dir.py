@@ -18,6 +18,7 @@ RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "sidestep.log"
 FINAL_ADAPTER = Path("final") / "adapter"
+MODULES_FILE = "module_config.json"  # selective: the modules this run trains (resume keeps it)
 
 
 class RunDirError(ValueError):

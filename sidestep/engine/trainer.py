@@ -37,7 +37,7 @@ from sidestep.engine.preflight import preflight
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunPaused, RunResumed, RunStarted,
                                     StepMetrics)
-from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS, LOG_FILE,
+from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, MODULES_FILE, HEARTBEAT_SECONDS, LOG_FILE,
                                      FolderClaim, now, process_identity, versions, write_run)
 from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
 
@@ -78,13 +78,15 @@ def input_error_types() -> tuple[type[BaseException], ...]:
     from sidestep.data.preprocess import PreprocessError
     from sidestep.data.tensors import DataError
     from sidestep.engine.adapters import AdapterError
+    from sidestep.engine.estimate import EstimateError
+    from sidestep.engine.module_config import ModuleConfigError
     from sidestep.engine.run_dir import RunDirError
     from sidestep.model.checkpoints import DiscoveryError
     from sidestep.model.loading import CheckpointError
 
     return (InputProblem, ConfigError, DeviceError, DataError, DatasetError, AudioError,
-            PreprocessError, DiscoveryError, CheckpointError, AdapterError,
-            ckpt.CheckpointProblem, RunDirError)
+            PreprocessError, DiscoveryError, CheckpointError, AdapterError, EstimateError,
+            ModuleConfigError, ckpt.CheckpointProblem, RunDirError)
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Trainer:
         self.write_files = write_files
         self.progress = _Progress()
         self.adapted = None
+        self.selected: list[str] | None = None  # selective: the module config's modules
         self._log_handlers: list[logging.Handler] = []
         self._setup_done = False
         self._started = 0.0
@@ -190,6 +193,8 @@ class Trainer:
         self._setup_data()
         if self.write_files:
             self._claim_run_dir()
+        if cfg.mode == "selective":
+            self._select_modules()
         self._setup_model()
         self._setup_optimizer()
         if cfg.resume_from:
@@ -252,9 +257,6 @@ class Trainer:
         cfg = self.config
         self.model_ref = resolve_model(cfg.checkpoint_dir, cfg.model_variant, cfg.base_model)
         self.model_config = read_model_config(self.model_ref.path)
-        if cfg.mode == "selective":
-            raise InputProblem("selective training arrives with the estimate feature; use "
-                               "`fixed` with --target-modules for now")
 
     def _run_preprocess(self) -> None:
         from sidestep.data.dataset_json import samples_from
@@ -313,6 +315,43 @@ class Trainer:
 
             self.chunk_frames = int(cfg.chunk_duration * LATENT_RATE)
 
+    def _select_modules(self) -> None:
+        """``selective``: the modules named by the module config (a resumed run keeps the copy
+        in its folder; --auto-estimate runs the estimate first and writes that copy)."""
+        from sidestep.engine.module_config import load_module_config, module_names
+
+        cfg = self.config
+        recorded = self.run_dir / MODULES_FILE
+        if cfg.resume_from and recorded.is_file():
+            source = recorded
+        elif cfg.module_config:
+            source = Path(cfg.module_config)
+        else:
+            source = self._auto_estimate(recorded)
+        chosen = load_module_config(source)
+        self.selected = module_names(chosen, self.model_config.num_hidden_layers)
+        if self.write_files and source != recorded:
+            from sidestep.config import atomic
+
+            atomic.write_text(recorded, Path(source).read_text(encoding="utf-8"))
+        log.info("selective: %d modules from %s (%s granularity, top %d)", len(self.selected),
+                 source, chosen.granularity, len(chosen.modules))
+
+    def _auto_estimate(self, target: Path) -> Path:
+        from sidestep.engine.estimate import estimate, write_result
+
+        log.info("--auto-estimate: ranking modules by gradient sensitivity first")
+        result = estimate(self.config, cancel=lambda: self.control.stop_requested,
+                          progress=lambda e: log.info("estimate %s %d/%d", e.phase, e.done,
+                                                      e.total))
+        if result.cancelled:
+            raise InputProblem("stopped during --auto-estimate, before training began")
+        if not self.write_files:
+            import tempfile
+
+            target = Path(tempfile.mkdtemp(prefix="sidestep-estimate-")) / MODULES_FILE
+        return write_result(result, target)
+
     def _setup_model(self) -> None:
         from sidestep.engine.adapters import AdapterSpec, attach
         from sidestep.model import load_acestep
@@ -327,7 +366,8 @@ class Trainer:
         decoder = model.decoder
         decoder.gradient_checkpointing = bool(cfg.gradient_checkpointing)
         torch.manual_seed(cfg.seed)  # adapter initialisation is part of the run's seed
-        spec = AdapterSpec.from_config(cfg, self.model_config.num_hidden_layers)
+        spec = AdapterSpec.from_config(cfg, self.model_config.num_hidden_layers,
+                                       names=self.selected)
         adapted = attach(decoder, model.null_condition_emb, spec)
         self.adapted = adapted
         self.trainable = sum(p.numel() for p in adapted.adapter_parameters())
@@ -544,28 +584,11 @@ class Trainer:
         cfg = self.config
         if self.chunk_frames:
             batch = random_window(batch, self.chunk_frames)
-        dev = self.device
-        x0 = batch["target_latents"].to(dev, non_blocking=True)
-        bsz = x0.shape[0]
-        if cfg.mode == "vanilla":
-            t = objective.discrete_timesteps(bsz, self.schedule, dev)
-        else:
-            t = objective.logit_normal_timesteps(bsz, self.timestep_mu, self.timestep_sigma, dev)
-        ehs = batch["encoder_hidden_states"].to(dev, non_blocking=True)
-        if cfg.mode != "vanilla" and cfg.cfg_ratio > 0:
-            ehs, _ = objective.cfg_dropout(ehs, self.adapted.null_condition_emb, cfg.cfg_ratio)
-        xt, target = objective.flow_inputs(x0, t)
-        out = self.module(hidden_states=xt, timestep=t, timestep_r=t,
-                          attention_mask=batch["attention_mask"].to(dev, non_blocking=True),
-                          encoder_hidden_states=ehs,
-                          encoder_attention_mask=batch["encoder_attention_mask"].to(dev),
-                          context_latents=batch["context_latents"].to(dev, non_blocking=True))
-        per_sample = objective.per_sample_mse(out[0], target)
-        mse = per_sample.mean()
-        if cfg.loss_weighting == "min_snr":
-            weighted = (objective.min_snr_weights(t, cfg.snr_gamma).to(dev) * per_sample).mean()
-        else:
-            weighted = mse
+        mse, weighted = objective.batch_loss(
+            self.module, self.adapted.null_condition_emb, batch, mode=cfg.mode,
+            cfg_ratio=cfg.cfg_ratio, loss_weighting=cfg.loss_weighting,
+            snr_gamma=cfg.snr_gamma, schedule=self.schedule, mu=self.timestep_mu,
+            sigma=self.timestep_sigma, device=self.device)
         value = float(mse.detach())
         if not math.isfinite(value) or not math.isfinite(float(weighted.detach())):
             return float("nan"), float("nan")

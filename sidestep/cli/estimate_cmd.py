@@ -1,0 +1,78 @@
+"""``sidestep estimate``: rank the decoder's attention projections by gradient sensitivity on
+the user's dataset and write the module config that ``selective`` trains."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED
+from sidestep.cli.output import Out
+
+
+def default_output(config) -> Path:
+    """``./estimate-<variant>-<granularity>.json``, never an existing file."""
+    stem = f"estimate-{Path(str(config.model_variant)).name}-{config.granularity}"
+    path = Path(f"{stem}.json")
+    n = 2
+    while path.exists():
+        path = Path(f"{stem}-{n}.json")
+        n += 1
+    return path
+
+
+def run_estimate(config, out: Out) -> int:
+    from sidestep.cli.signals import SignalStop
+    from sidestep.cli.streams import GUARD
+    from sidestep.data.paths import output_file_problem
+    from sidestep.engine.describe import fmt_duration
+    from sidestep.engine.estimate import estimate, write_result
+    from sidestep.engine.trainer import input_error_types
+
+    output = Path(config.output) if config.output else default_output(config)
+    problem = output_file_problem(output, "--output", "estimate.json")
+    if problem:  # before the slow part, and before anything is written
+        out.error(problem)
+        return EXIT_BAD_INPUT
+    cancel = threading.Event()
+    notices: list[str] = []
+
+    class _Stop:
+        def request_stop(self, reason: str) -> None:
+            cancel.set()
+
+    def show(e) -> None:
+        while notices:
+            out.warn(notices.pop(0))
+        if e.phase == "batch":
+            out.info(f"[batch {e.done}/{e.total}] {fmt_duration(e.eta_s)} left")
+        else:
+            out.info(f"[{e.phase}] {e.message}")
+
+    stop = _Stop()
+    GUARD.listen(stop.request_stop)
+    try:
+        with SignalStop(stop, notices.append,
+                        notice="{name}: stopping after this batch (nothing is written); send "
+                               "it again to exit at once"):
+            result = estimate(config, progress=show, cancel=cancel.is_set)
+    except input_error_types() as exc:
+        out.error(str(exc))
+        return EXIT_BAD_INPUT
+    finally:
+        GUARD.forget(stop.request_stop)
+    if result.cancelled:
+        out.info(f"cancelled after {result.batches} batches; nothing was written")
+        return EXIT_STOPPED
+    out.table(f"Top {config.top_k} of {len(result.ranking)} ({result.granularity}s, "
+              f"{result.batches} batches)", ("rank", "module", "score"),
+              [(str(i + 1), name, f"{score:.3f}") for i, (name, score)
+               in enumerate(result.top())])
+    try:
+        write_result(result, output)
+    except OSError as exc:
+        out.error(f"--output {output}: cannot write it ({exc.strerror or exc})")
+        return EXIT_BAD_INPUT
+    out.info(f"wrote {output}; train on it with `sidestep selective --module-config "
+             f"{output} ...`")
+    return EXIT_OK
