@@ -37,8 +37,9 @@ from sidestep.engine.preflight import preflight
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunPaused, RunResumed, RunStarted,
                                     StepMetrics)
-from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, MODULES_FILE, HEARTBEAT_SECONDS, LOG_FILE,
-                                     FolderClaim, now, process_identity, versions, write_run)
+from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS, LOG_FILE,
+                                     MODULES_FILE, FolderClaim, now, process_identity,
+                                     versions, write_run)
 from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
 
 log = logging.getLogger("sidestep.engine")
