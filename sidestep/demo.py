@@ -25,7 +25,7 @@ from sidestep.model.acestep import build_acestep, init_weights
 from sidestep.model.config import AceStepConfig
 
 DEMO_MARKER = "sidestep-demo.json"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: the checkpoint holds the tokenizer and detokenizer too
 
 # A small DiT with the real latent width (64, so in_channels 192) and the real patch size.
 TINY_DIT: dict = {
@@ -89,6 +89,8 @@ def write_dit(folder: Path, overrides: dict, seed: int, std: float = 0.05) -> Ac
     """A randomly initialised DiT folder: config.json, model.safetensors, silence_latent.pt."""
     from safetensors.torch import save_file
 
+    from sidestep.model.codec_keys import codec_shapes
+
     folder.mkdir(parents=True, exist_ok=True)
     config = AceStepConfig.from_dict({**TINY_DIT, **overrides})
     gen = torch.Generator().manual_seed(seed)
@@ -97,6 +99,10 @@ def write_dit(folder: Path, overrides: dict, seed: int, std: float = 0.05) -> Ac
         model = build_acestep(config, device="cpu")
     init_weights(model, std=std, generator=gen)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # The parts training never runs, so that ACE-Step's own code loads the folder strictly.
+    for name, shape in codec_shapes(config).items():
+        norm = name.endswith(("norm.weight", "layernorm.weight"))
+        state[name] = torch.ones(shape) if norm else torch.randn(shape, generator=gen) * std
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     silence = torch.randn(1, config.audio_acoustic_hidden_dim, SILENCE_FRAMES, generator=gen)

@@ -58,3 +58,46 @@ def test_bad_configs_rejected():
         AceStepConfig.from_dict({"model_type": "acestep", "hidden_size": "big"})
     with pytest.raises(ModelConfigError, match="in_channels"):
         AceStepConfig.from_dict({"model_type": "acestep", "in_channels": 100})
+
+
+@pytest.mark.parametrize("config_file,keys_file", [("config_turbo.json", "real_keys_turbo.json"),
+                                                   ("config_xl_turbo.json",
+                                                    "real_keys_xl_turbo.json")])
+def test_codec_keys_match_the_real_model(config_file, keys_file):
+    from sidestep.model.codec_keys import codec_shapes
+
+    ref = json.loads((REFERENCE / keys_file).read_text())
+    config = AceStepConfig.from_dict(json.loads((REFERENCE / config_file).read_text()))
+    theirs = {e["key"]: tuple(e["shape"]) for e in ref["keys"]
+              if e["key"].startswith(("tokenizer.", "detokenizer."))}
+    assert codec_shapes(config) == theirs
+
+
+def test_codec_keys_match_the_reference_tiny_checkpoint():
+    from safetensors import safe_open
+
+    from sidestep.model.codec_keys import codec_shapes
+
+    config = AceStepConfig.from_dict(json.loads((REFERENCE / "tiny" / "config.json").read_text()))
+    with safe_open(str(REFERENCE / "tiny" / "model.safetensors"), "pt") as f:
+        theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()
+                  if k.startswith(("tokenizer.", "detokenizer."))}
+    assert codec_shapes(config) == theirs
+
+
+def test_demo_checkpoint_is_complete_module_for_module(demo_root):
+    """The demo's key set is the real model's, layer counts aside: every module the reference
+    code builds has its tensors (so it loads the folder with strict=True)."""
+    import re
+
+    from safetensors import safe_open
+
+    def pattern(key: str) -> str:
+        return re.sub(r"\.\d+\.", ".N.", key)
+
+    ref = json.loads((REFERENCE / "real_keys_turbo.json").read_text())
+    theirs = {pattern(e["key"]) for e in ref["keys"]}
+    for variant in ("acestep-v15-turbo", "acestep-v15-base"):
+        with safe_open(str(demo_root / "checkpoints" / variant / "model.safetensors"), "pt") as f:
+            ours = {pattern(k) for k in f.keys()}
+        assert ours == theirs, (sorted(theirs - ours)[:5], sorted(ours - theirs)[:5])
