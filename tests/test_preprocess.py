@@ -193,3 +193,18 @@ def test_ctrl_c_in_the_cli_keeps_finished_files_and_a_rerun_completes(demo_root,
     assert "wrote 12 tensor files" in done.stdout
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert "wrote 0 tensor files (kept 12 finished earlier)" in again.stdout
+
+
+def test_a_stop_during_the_trainers_preprocessing_ends_stopped(demo_root, tmp_path):
+    from conftest import Recorder, train_config
+    from sidestep.engine.control import Control
+    from sidestep.engine.trainer import Trainer
+
+    cfg = train_config(demo_root, tmp_path / "tensors", tmp_path / "run", preprocess=True,
+                       audio_dir=str(demo_root / "audio"), tensor_output=str(tmp_path / "tensors"))
+    control = Control()
+    control.request_stop("test")
+    result = Trainer(cfg, [Recorder()], control).run()
+    assert result.status == "stopped" and result.error is None
+    assert not list((tmp_path / "tensors").glob("*.pt"))
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing kept

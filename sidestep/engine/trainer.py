@@ -54,6 +54,11 @@ PRECISION_TO_FABRIC = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-tru
 PRECISION_TO_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+class _StoppedBeforeStart(Exception):
+    """A stop request during set-up (preprocessing, --auto-estimate): the run ends
+    ``stopped`` with nothing trained, not ``failed``."""
+
+
 def _log_preprocess(e) -> None:
     log.info("preprocess %s %d/%d %s", e.phase, e.done, e.total, e.file or e.message)
 
@@ -154,6 +159,9 @@ class Trainer:
             if not self._setup_done:
                 self.setup()
             result = self._train()
+        except _StoppedBeforeStart as exc:
+            log.warning("%s", exc)
+            result = self._finished("stopped")
         except input_error_types() as exc:
             log.error("%s", exc)
             self.emit(Problem(kind="input", message=str(exc), fatal=True))
@@ -273,7 +281,10 @@ class Trainer:
                             device=self.device_name, precision=self.precision,
                             max_duration=cfg.max_duration, normalize=cfg.normalize,
                             dataset_meta=meta.__dict__, tag_position=meta.tag_position,
-                            genre_ratio=meta.genre_ratio, progress=_log_preprocess)
+                            genre_ratio=meta.genre_ratio, progress=_log_preprocess,
+                            cancel=lambda: self.control.stop_requested)
+        if result.cancelled:  # finished songs are kept; the same command continues them
+            raise _StoppedBeforeStart("stopped during preprocessing, before training began")
         for path, reason in result.failed:
             self.emit(Problem(kind="data", message=f"{path}: {reason}"))
         if not (result.written or result.reused):
@@ -346,7 +357,7 @@ class Trainer:
                           progress=lambda e: log.info("estimate %s %d/%d", e.phase, e.done,
                                                       e.total))
         if result.cancelled:
-            raise InputProblem("stopped during --auto-estimate, before training began")
+            raise _StoppedBeforeStart("stopped during --auto-estimate, before training began")
         if not self.write_files:
             import tempfile
 
