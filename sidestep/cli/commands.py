@@ -38,6 +38,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from sidestep.cli.data_cmds import run_make_demo
 
         return run_make_demo(args, out)
+    if command in ("export", "check-adapter"):
+        from sidestep.cli.adapter_cmds import run_adapter_command
+
+        return run_adapter_command(args, out)
     if command in schema.COMMANDS:
         return run_schema_command(command, args, out)
     out.error(f"unknown command {command!r}")

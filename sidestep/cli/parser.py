@@ -164,8 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("folder", metavar="FOLDER", help="the dataset folder")
     check.add_argument("--json", action="store_true",
                        help="print JSON with a 'problems' list (file, kind, severity, message)")
-    for name in ("chunk_duration", "checkpoint_dir", "model_variant"):
-        add_setting(check, schema.BY_NAME[name])
+    add_setting(check, schema.BY_NAME["chunk_duration"])
+    # Optional here (training requires them): with them, .pt files are checked against the
+    # model's widths instead of against each other.
+    for name, why in (("checkpoint_dir", "checkpoints root, to check .pt files against the "
+                                         "model (optional)"),
+                      ("model_variant", "the model under --checkpoint-dir (default: turbo)")):
+        s = schema.BY_NAME[name]
+        check.add_argument(*s.flags, dest=name, default=argparse.SUPPRESS, metavar=s.metavar,
+                           help=why)
 
     demo = sub.add_parser("make-demo", help="Write the tiny demo checkpoint root and dataset.",
                           description="Write a tiny but complete ACE-Step checkpoint root "
@@ -176,7 +183,56 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="write into a non-empty folder")
     demo.add_argument("--clips", type=int, default=12, help="number of audio clips (default 12)")
 
+    _add_adapter_parsers(sub)
+
     return parser
+
+
+def _add_adapter_parsers(sub) -> None:
+    exp = sub.add_parser("export", formatter_class=_Formatter,
+                         help="Write an adapter for ComfyUI, acestep.cpp or PEFT.",
+                         description="Export a trained adapter so another runtime plays it at "
+                                     "the strength it was trained at: one .safetensors file "
+                                     "for ComfyUI or acestep.cpp (LoRA with a per-module "
+                                     ".alpha; LoKR with LyCORIS keys), or a PEFT folder. "
+                                     "Exit 2 when the source is not an adapter or the output "
+                                     "is refused (nothing is written then).")
+    exp.add_argument("adapter", metavar="ADAPTER",
+                     help="an adapter folder, a checkpoint folder or a run folder (its final "
+                          "adapter)")
+    exp.add_argument("--format", dest="fmt", required=True,
+                     choices=("comfyui", "acestep-cpp", "peft"), help="the target runtime")
+    exp.add_argument("--output", required=True, metavar="PATH",
+                     help="the .safetensors file to write (a folder for --format peft)")
+    exp.add_argument("--normalize-alpha", action="store_true",
+                     help="fold each module's scale into its up factor and set alpha = rank, "
+                          "for runtimes that ignore alpha")
+    exp.add_argument("--force", action="store_true", help="replace an existing output")
+    exp.add_argument("--checkpoint-dir", metavar="DIR",
+                     help="checkpoint root, to check names and shapes against that model "
+                          "(default: the run's model, else the standard ACE-Step 1.5 names)")
+    exp.add_argument("--model-variant", metavar="NAME", default="turbo",
+                     help="model folder or alias under --checkpoint-dir (default: turbo)")
+
+    chk = sub.add_parser("check-adapter", formatter_class=_Formatter,
+                         help="Show whether ACE-Step, PEFT, ComfyUI and acestep.cpp load an "
+                              "adapter.",
+                         description="For each runtime (ACE-Step 1.5's loader, PEFT/diffusers, "
+                                     "ComfyUI, acestep.cpp): whether it loads the adapter, how "
+                                     "many decoder modules it patches, the keys it drops and "
+                                     "the strength it applies relative to training. Also flags "
+                                     "foreign keys, missing alpha and rank mismatches. Exit 0 "
+                                     "when no problem is found, 1 when one is, 2 when the path "
+                                     "is not an adapter.")
+    chk.add_argument("path", metavar="FILE_OR_FOLDER",
+                     help="a .safetensors file, or an adapter, checkpoint or run folder")
+    chk.add_argument("--json", action="store_true",
+                     help="print JSON: problems, and per runtime loads/modules/dropped/strength")
+    chk.add_argument("--checkpoint-dir", metavar="DIR",
+                     help="checkpoint root, to check names and shapes against that model "
+                          "(default: the run's model, else the standard ACE-Step 1.5 names)")
+    chk.add_argument("--model-variant", metavar="NAME", default="turbo",
+                     help="model folder or alias under --checkpoint-dir (default: turbo)")
 
 
 def _add_presets_parser(sub) -> None:

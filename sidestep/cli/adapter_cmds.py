@@ -1,0 +1,81 @@
+"""``export`` and ``check-adapter``."""
+
+from __future__ import annotations
+
+import argparse
+
+from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from sidestep.cli.output import Out
+
+
+def run_adapter_command(args: argparse.Namespace, out: Out) -> int:
+    from sidestep.engine.adapters import AdapterError
+
+    try:
+        decoder = _decoder(args)
+        if args.command == "export":
+            return _export(args, out, decoder)
+        return _check(args, out, decoder)
+    except AdapterError as exc:
+        out.error(str(exc))
+        return EXIT_BAD_INPUT
+
+
+def _decoder(args):
+    """The decoder named by --checkpoint-dir, else None (the adapter's run decides)."""
+    if not getattr(args, "checkpoint_dir", None):
+        return None
+    from sidestep.engine.adapter_keys import Decoder
+    from sidestep.engine.adapters import AdapterError
+    from sidestep.model.checkpoints import DiscoveryError, resolve_model
+
+    try:
+        model = resolve_model(args.checkpoint_dir, args.model_variant)
+    except DiscoveryError as exc:
+        raise AdapterError(f"--checkpoint-dir: {exc}") from None
+    return Decoder.from_model_dir(model.path)
+
+
+def _export(args, out: Out, decoder) -> int:
+    from sidestep.engine.export import export_adapter
+
+    result = export_adapter(args.adapter, args.fmt, args.output,
+                            normalize_alpha=args.normalize_alpha, force=args.force,
+                            decoder=decoder)
+    for note in result.notes:
+        out.warn(note)
+    alpha = "alpha = rank, scale folded in" if args.normalize_alpha else "alpha per module"
+    out.info(f"wrote {result.output}: {result.kind.upper()}, {result.modules} modules, "
+             f"{result.fmt} ({alpha})")
+    return EXIT_OK
+
+
+def _check(args, out: Out, decoder) -> int:
+    from sidestep.engine.adapter_check import TITLES, check_adapter
+
+    report = check_adapter(args.path, decoder=decoder)
+    if args.json:
+        out.json(report.to_json())
+        return EXIT_FAILED if report.problems else EXIT_OK
+    out.info(f"{report.file}: {report.kind.upper()}, {report.modules} decoder modules "
+             f"(checked against {report.decoder})")
+    rows = []
+    for v in report.runtimes:
+        strength = "-" if v.strength is None else (
+            f"{v.strength:g}x" if isinstance(v.strength, float)
+            else f"{v.strength[0]:g}x..{v.strength[1]:g}x")
+        rows.append((TITLES[v.runtime], "yes" if v.loads else "NO", v.modules, len(v.dropped),
+                     strength, v.note))
+    out.table("", ("runtime", "loads", "modules", "dropped keys", "strength vs training",
+                   "note"), rows)
+    for v in report.runtimes:
+        if v.dropped:
+            shown = ", ".join(v.dropped[:5]) + (", ..." if len(v.dropped) > 5 else "")
+            out.info(f"{TITLES[v.runtime]} drops {len(v.dropped)} keys: {shown}")
+    for note in report.notes:
+        out.info(f"note: {note}")
+    for p in report.problems:
+        out.info(f"problem: [{p.kind}] {p.message}")
+    if not report.problems:
+        out.info("no problems found")
+    return EXIT_FAILED if report.problems else EXIT_OK

@@ -1,0 +1,443 @@
+"""``sidestep check-adapter``: what each inference runtime would make of an adapter.
+
+For ACE-Step's own loader, PEFT (what diffusers-style code uses), ComfyUI and acestep.cpp:
+whether it loads, how many modules land on decoder Linear weights, which keys it drops and the
+strength it applies relative to training. Plus problems in the file itself: foreign keys,
+missing alpha, rank or shape mismatches. The key rules are each runtime's public loader code,
+summarised with sources in docs/adapter-formats.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sidestep.engine.adapter_keys import (
+    LOKR_PARTS, LYCORIS_PREFIX, PEFT_PREFIX, Decoder, Source, lokr_config, open_source,
+    peft_scale, peft_targets)
+from sidestep.engine.adapters import LOKR_WEIGHTS, LORA_CONFIG, AdapterError
+
+RUNTIMES = ("acestep", "peft", "comfyui", "acestep-cpp")
+TITLES = {"acestep": "ACE-Step 1.5 loader", "peft": "PEFT / diffusers",
+          "comfyui": "ComfyUI", "acestep-cpp": "acestep.cpp"}
+_LORA_SUFFIX = {"lora_A.weight": "down", "lora_A.default.weight": "down",
+                "lora_down.weight": "down", "lora_B.weight": "up",
+                "lora_B.default.weight": "up", "lora_up.weight": "up"}
+_OTHER_SUFFIX = ("alpha", "dora_scale", "scalar", *LOKR_PARTS)
+_SHOW = 8  # keys listed per finding; the count is always given
+
+
+@dataclass
+class Problem:
+    kind: str          # foreign-keys | missing-alpha | rank-mismatch | shape-mismatch | ...
+    message: str
+
+
+@dataclass
+class RuntimeVerdict:
+    runtime: str
+    loads: bool
+    modules: int                       # modules applied to decoder Linear weights
+    dropped: list[str]                 # keys it would not use
+    strength: float | list[float] | None  # vs training: 1.0 same, [min, max] if it varies
+    note: str = ""
+
+
+@dataclass
+class AdapterReport:
+    path: str
+    file: str
+    kind: str                          # lora | lokr
+    modules: int
+    decoder: str
+    problems: list[Problem] = field(default_factory=list)
+    runtimes: list[RuntimeVerdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Group:
+    """The keys sharing one module prefix (``base_model.model.layers.0.self_attn.q_proj``)."""
+    prefix: str
+    name: str | None                   # the decoder Linear it names, if any
+    style: str                         # peft | lycoris | comfy-full | comfy-unet | decoder | bare
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def lora(self) -> bool:
+        return "down" in self.parts or "up" in self.parts
+
+    def lokr(self) -> bool:
+        return any(p in self.parts for p in LOKR_PARTS)
+
+    def lora_rank(self) -> int | None:
+        d, u = self.parts.get("down"), self.parts.get("up")
+        if d is None or u is None or d.ndim != 2 or u.ndim != 2 or d.shape[0] != u.shape[1]:
+            return None
+        return int(d.shape[0])
+
+    def alpha(self) -> float | None:
+        a = self.parts.get("alpha")
+        return float(a.float().reshape(-1)[0]) if a is not None and a.numel() == 1 else None
+
+    def lokr_dim(self, w2_only: bool = False) -> int | None:
+        if "lokr_w2_b" in self.parts:
+            return int(self.parts["lokr_w2_b"].shape[0])
+        if not w2_only and "lokr_w1_b" in self.parts:
+            return int(self.parts["lokr_w1_b"].shape[0])
+        return None
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    for suffix in (*_LORA_SUFFIX, *_OTHER_SUFFIX):
+        if key.endswith("." + suffix):
+            return key[:-len(suffix) - 1], suffix
+    return None
+
+
+def _module(prefix: str, decoder: Decoder) -> tuple[str | None, str]:
+    for lead, style in ((PEFT_PREFIX, "peft"), ("diffusion_model.decoder.", "comfy-full"),
+                        ("decoder.", "decoder")):
+        if prefix.startswith(lead):
+            rest = prefix[len(lead):]
+            return (rest if decoder.is_linear(rest) else None), style
+    for lead, style in ((LYCORIS_PREFIX, "lycoris"), ("lora_unet_decoder_", "comfy-unet")):
+        if prefix.startswith(lead):
+            return decoder.from_flat(prefix[len(lead):]), style
+    return (prefix if decoder.is_linear(prefix) else None), "bare"
+
+
+def _groups(src: Source, decoder: Decoder) -> tuple[dict[str, _Group], list[str]]:
+    groups: dict[str, _Group] = {}
+    unparsed = []
+    for key, value in src.tensors.items():
+        split = _split(key)
+        if split is None:
+            unparsed.append(key)
+            continue
+        prefix, suffix = split
+        if prefix not in groups:
+            name, style = _module(prefix, decoder)
+            groups[prefix] = _Group(prefix, name, style)
+        part = _LORA_SUFFIX.get(suffix, suffix)
+        groups[prefix].parts[part] = value
+        groups[prefix].keys[part] = key
+    return groups, unparsed
+
+
+def _fmt_keys(keys: list[str]) -> str:
+    shown = ", ".join(sorted(keys)[:_SHOW])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > _SHOW else "")
+
+
+def check_adapter(path, decoder: Decoder | None = None) -> AdapterReport:
+    """Raises ``AdapterError`` when ``path`` is not a readable adapter."""
+    src = open_source(Path(path))
+    if decoder is None:
+        decoder = Decoder.from_model_dir(src.model_dir) if src.model_dir else Decoder.standard()
+    groups, unparsed = _groups(src, decoder)
+    if not groups:
+        raise AdapterError(f"{src.file}: no LoRA or LoKR weights in it")
+    kind = "lokr" if any(g.lokr() for g in groups.values()) else "lora"
+    report = AdapterReport(str(path), str(src.file), kind,
+                           sum(1 for g in groups.values() if g.name), decoder.origin)
+    intended = _intended(src, groups, kind, report)
+    _problems(src, groups, unparsed, decoder, kind, report)
+    for rt in RUNTIMES:
+        report.runtimes.append(_RUNNERS[rt](src, groups, unparsed, intended, decoder))
+    return report
+
+
+def _intended(src: Source, groups: dict[str, _Group], kind: str,
+              report: AdapterReport) -> dict[str, float] | None:
+    """Each module's scale in training: PEFT's from adapter_config.json, LyCORIS' alpha / rank
+    for LoKR, alpha / rank of a single file's own ``.alpha``; None when nothing says."""
+    out = {}
+    for g in groups.values():
+        if not g.name:
+            continue
+        if kind == "lokr":
+            dim, alpha = g.lokr_dim(), g.alpha()
+            out[g.prefix] = 1.0 if dim is None else (alpha / dim if alpha is not None else None)
+        elif src.config is not None:
+            out[g.prefix] = peft_scale(src.config, g.name)[1]
+        else:
+            rank, alpha = g.lora_rank(), g.alpha()
+            out[g.prefix] = alpha / rank if rank and alpha is not None else None
+    if any(v is None for v in out.values()):
+        report.notes.append("some modules state no alpha and there is no adapter_config.json: "
+                            "the strength they were trained at is unknown; strengths below "
+                            "assume 1.0")
+        out = {k: (1.0 if v is None else v) for k, v in out.items()}
+    return out
+
+
+def _problems(src, groups, unparsed, decoder: Decoder, kind: str, report) -> None:
+    add = report.problems.append
+    foreign = list(unparsed) + [k for g in groups.values() if not g.name for k in g.keys.values()]
+    if foreign:
+        add(Problem("foreign-keys", f"{len(foreign)} keys name no decoder Linear or no adapter "
+                                    f"weight, and every runtime drops them: "
+                                    f"{_fmt_keys(foreign)}"))
+    named = [g for g in groups.values() if g.name]
+    if kind == "lora":
+        half = [g.prefix for g in named if not ("down" in g.parts and "up" in g.parts)]
+        if half:
+            add(Problem("incomplete", f"{len(half)} modules have only one LoRA half: "
+                                      f"{_fmt_keys(half)}"))
+        bad = [f"{g.prefix} (down {tuple(g.parts['down'].shape)}, up "
+               f"{tuple(g.parts['up'].shape)})" for g in named
+               if "down" in g.parts and "up" in g.parts and g.lora_rank() is None]
+        if bad:
+            add(Problem("rank-mismatch", f"{len(bad)} modules' down and up factors do not share "
+                                         f"a rank: {_fmt_keys(bad)}"))
+        if src.config is not None:
+            want = {g.prefix: int(peft_scale(src.config, g.name)[0]) for g in named}
+            off = [f"{g.prefix} (rank {g.lora_rank()}, config {want[g.prefix]})" for g in named
+                   if g.lora_rank() is not None and g.lora_rank() != want[g.prefix]]
+            if off:
+                add(Problem("rank-mismatch", f"{len(off)} modules' rank differs from "
+                                             f"{LORA_CONFIG}'s r/rank_pattern (PEFT will not "
+                                             f"load them): {_fmt_keys(off)}"))
+        else:
+            no_alpha = [g.prefix for g in named if g.alpha() is None]
+            if no_alpha:
+                add(Problem("missing-alpha", f"{len(no_alpha)} modules have no .alpha and there "
+                                             f"is no {LORA_CONFIG}: ComfyUI and acestep.cpp "
+                                             "apply scale 1.0, whatever alpha/rank training "
+                                             f"used: {_fmt_keys(no_alpha)}"))
+        shapes = [f"{g.prefix} ({tuple(g.parts['up'].shape[:1])}x"
+                  f"{tuple(g.parts['down'].shape[1:])} vs {decoder.shape(g.name)})"
+                  for g in named if g.lora_rank() and decoder.shape(g.name)
+                  and (g.parts["up"].shape[0], g.parts["down"].shape[1])
+                  != decoder.shape(g.name)]
+    else:
+        no_alpha = [g.prefix for g in named if g.lokr() and g.alpha() is None]
+        if no_alpha:
+            add(Problem("missing-alpha", f"{len(no_alpha)} LoKR modules have no alpha "
+                                         f"(acestep.cpp skips them): {_fmt_keys(no_alpha)}"))
+        bad, shapes = [], []
+        for g in named:
+            try:
+                delta = _lokr_product(g)
+            except (RuntimeError, KeyError, IndexError) as exc:
+                bad.append(f"{g.prefix} ({str(exc).splitlines()[0][:60]})")
+                continue
+            if decoder.shape(g.name) and tuple(delta.shape) != decoder.shape(g.name):
+                shapes.append(f"{g.prefix} ({tuple(delta.shape)} vs {decoder.shape(g.name)})")
+        if bad:
+            add(Problem("rank-mismatch", f"{len(bad)} LoKR modules' factors do not multiply "
+                                         f"out: {_fmt_keys(bad)}"))
+    if shapes:
+        add(Problem("shape-mismatch", f"{len(shapes)} modules do not fit the decoder's weight "
+                                      f"shape: {_fmt_keys(shapes)}"))
+
+
+def _lokr_product(g: _Group) -> torch.Tensor:
+    p = g.parts
+    w1 = p["lokr_w1"] if "lokr_w1" in p else p["lokr_w1_a"].float() @ p["lokr_w1_b"].float()
+    w2 = p["lokr_w2"] if "lokr_w2" in p else p["lokr_w2_a"].float() @ p["lokr_w2_b"].float()
+    return torch.kron(w1.float(), w2.float())
+
+
+def _strength(ratios: list[float]) -> float | list[float] | None:
+    if not ratios:
+        return None
+    lo, hi = min(ratios), max(ratios)
+    return round(lo, 6) if abs(hi - lo) <= 1e-6 * max(1.0, abs(hi)) else [round(lo, 6),
+                                                                           round(hi, 6)]
+
+
+def _shape_ok(g: _Group, decoder: Decoder) -> bool:
+    want = decoder.shape(g.name)
+    if want is None:
+        return True
+    try:
+        if g.lora():
+            return (g.parts["up"].shape[0], g.parts["down"].shape[1]) == want
+        return tuple(_lokr_product(g).shape) == want
+    except (RuntimeError, KeyError, IndexError):
+        return False
+
+
+# -- the runtimes --------------------------------------------------------------------------
+def _comfyui(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
+    """comfy/lora.py: an ACE-Step 1.5 model maps ``base_model.model.<m>`` and
+    ``lycoris_<m with _>`` (plus the generic ``diffusion_model.decoder.<m>`` and
+    ``lora_unet_decoder_<m with _>``) onto decoder weights; per module it reads ``.alpha``,
+    ``.dora_scale``, LoRA up/down (or lora_B/lora_A) and LyCORIS lokr_* tensors. LoRA scale
+    is alpha / rank, 1.0 without alpha; LoKR alpha / rank of a factorised half, else 1.0."""
+    used, dropped, ratios = 0, list(unparsed), []
+    for g in groups.values():
+        keys = list(g.keys.values())
+        if not g.name or g.style not in ("peft", "lycoris", "comfy-full", "comfy-unet"):
+            dropped += keys
+            continue
+        take = {"alpha", "dora_scale"}
+        if g.lora() and "down" in g.parts and "up" in g.parts:
+            take |= {"down", "up"}
+            rank = g.lora_rank()
+            ok = rank is not None and _shape_ok(g, decoder)
+            scale = (g.alpha() / rank if g.alpha() is not None else 1.0) if rank else None
+        elif g.lokr():
+            take |= set(LOKR_PARTS)
+            dim, alpha = g.lokr_dim(), g.alpha()
+            ok = _shape_ok(g, decoder) and _multiplies(g)
+            scale = alpha / dim if dim is not None and alpha is not None else 1.0
+        else:
+            dropped += keys
+            continue
+        dropped += [k for p, k in g.keys.items() if p not in take]
+        if ok:
+            used += 1
+            ratios.append(scale / intended[g.prefix])
+        else:
+            dropped += [k for p, k in g.keys.items() if p in take]
+    note = "single .safetensors file in models/loras" if src.config is None else \
+        f"load {src.file.name} alone: ComfyUI does not read {LORA_CONFIG}"
+    if src.config is not None and ratios and _strength(ratios) != 1.0:
+        note += "; `sidestep export --format comfyui` writes the alpha it needs"
+    return RuntimeVerdict("comfyui", used > 0, used, sorted(dropped), _strength(ratios), note)
+
+
+def _multiplies(g: _Group) -> bool:
+    try:
+        _lokr_product(g)
+        return True
+    except (RuntimeError, KeyError, IndexError):
+        return False
+
+
+def _acestep_cpp(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
+    """src/adapter-merge.h: a file with any ``.lokr_w1``/``.lokr_w2`` key is LoKR (``lycoris_``
+    keys; full ``lokr_w1``, an ``alpha`` and exactly one of ``lokr_w2`` or ``lokr_w2_a/_b``;
+    scale alpha / rank, a full w2's rank from lokr_config.linear_dim), else LoRA: prefix
+    ``base_model.model.`` or ``diffusion_model.`` stripped, ``decoder.`` added, A/B or
+    down/up; alpha from a float32 scalar ``.alpha``, else lora_alpha in adapter_config.json,
+    else the rank."""
+    is_lokr = any(".lokr_w1" in k or ".lokr_w2" in k for k in src.tensors)
+    used, dropped, ratios = 0, list(unparsed), []
+    cfg_alpha = None
+    if src.config is not None and isinstance(src.config.get("lora_alpha"), (int, float)):
+        cfg_alpha = int(src.config["lora_alpha"])  # read as an integer, patterns ignored
+    linear_dim = (lokr_config(src.metadata) or {}).get("linear_dim")
+    for g in groups.values():
+        keys = list(g.keys.values())
+        if not g.name:
+            dropped += keys
+            continue
+        if is_lokr:
+            if g.style != "lycoris" or not g.lokr():
+                dropped += keys
+                continue
+            p = g.parts
+            factor = "lokr_w2_a" in p and "lokr_w2_b" in p
+            if "lokr_w1" not in p or g.alpha() is None or factor == ("lokr_w2" in p) or \
+                    not _shape_ok(g, decoder) or not _multiplies(g):
+                dropped += keys
+                continue
+            dim = g.lokr_dim(w2_only=True) if factor else linear_dim
+            if not dim:
+                dropped += keys
+                continue
+            take = {"lokr_w1", "alpha", "dora_scale", *(("lokr_w2_a", "lokr_w2_b") if factor
+                                                        else ("lokr_w2",))}
+            scale = g.alpha() / dim
+        else:
+            if g.style not in ("peft", "comfy-full", "decoder", "bare") or \
+                    "down" not in g.parts or "up" not in g.parts:
+                dropped += keys
+                continue
+            rank = g.lora_rank()
+            if rank is None or not _shape_ok(g, decoder):
+                dropped += keys
+                continue
+            a = g.parts.get("alpha")
+            if a is not None and a.dtype == torch.float32 and a.ndim == 0:
+                alpha = float(a)
+            else:
+                alpha = float(cfg_alpha) if cfg_alpha else float(rank)
+            take = {"down", "up", "alpha"} if a is not None and a.ndim == 0 and \
+                a.dtype == torch.float32 else {"down", "up"}
+            scale = alpha / rank
+        dropped += [k for part, k in g.keys.items() if part not in take]
+        used += 1
+        ratios.append(scale / intended[g.prefix])
+    note = "point it at the .safetensors file" if src.folder is None or \
+        src.file.name == LOKR_WEIGHTS else "reads the PEFT folder (adapter_config.json's " \
+        "lora_alpha only: no rank_pattern/alpha_pattern, no rsLoRA)"
+    return RuntimeVerdict("acestep-cpp", used > 0, used, sorted(dropped), _strength(ratios),
+                          note)
+
+
+def _peft(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
+    """PeftModel.from_pretrained(decoder, folder): adapter_config.json picks the wrapped
+    modules (target_modules), keys are ``base_model.model.<m>.lora_A/lora_B.weight``; other
+    keys are unexpected and ignored; a rank that differs from the config fails the load."""
+    if src.config is None:
+        return RuntimeVerdict("peft", False, 0, [], None,
+                              f"needs a folder with {LORA_CONFIG} and adapter_model.safetensors")
+    used, dropped = 0, list(unparsed)
+    for g in groups.values():
+        keys = list(g.keys.values())
+        if not g.name or g.style != "peft" or not peft_targets(src.config, g.name):
+            dropped += keys
+            continue
+        dropped += [k for part, k in g.keys.items() if part not in ("down", "up")]
+        rank = g.lora_rank()
+        if rank is None or rank != int(peft_scale(src.config, g.name)[0]) or \
+                not _shape_ok(g, decoder):
+            return RuntimeVerdict("peft", False, 0, sorted(dropped), None,
+                                  f"{g.prefix}: size mismatch with {LORA_CONFIG}; the load "
+                                  "fails")
+        used += 1
+    return RuntimeVerdict("peft", used > 0, used, sorted(dropped), 1.0 if used else None,
+                          "the format training wrote")
+
+
+def _acestep(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
+    """ACE-Step 1.5's handler: a PEFT folder (adapter_config.json) through PeftModel, or a
+    file named lokr_weights.safetensors (or a folder holding one) through LyCORIS, built from
+    the ``lokr_config`` metadata and loaded with load_state_dict(strict=False)."""
+    if src.file.name != LOKR_WEIGHTS:
+        verdict = _peft(src, groups, unparsed, intended, decoder)
+        verdict.runtime = "acestep"
+        if src.config is None:
+            verdict.note = f"needs a PEFT folder ({LORA_CONFIG}) or a {LOKR_WEIGHTS} file"
+        return verdict
+    cfg = lokr_config(src.metadata)
+    if cfg is None:
+        return RuntimeVerdict("acestep", False, 0, [], None,
+                              "no lokr_config metadata: ACE-Step builds the LoKR from its "
+                              "defaults, which need not match this file")
+    targets = cfg.get("target_modules") or []
+
+    def targeted(name: str) -> bool:
+        return any(name == t or re.fullmatch(t, name) for t in targets)
+
+    used, dropped, ratios = 0, list(unparsed), []
+    for g in groups.values():
+        keys = list(g.keys.values())
+        if not g.name or g.style != "lycoris" or not targeted(g.name) or not g.lokr():
+            dropped += keys
+            continue
+        if not _shape_ok(g, decoder):
+            return RuntimeVerdict("acestep", False, 0, sorted(dropped), None,
+                                  f"{g.prefix}: shape mismatch; the load fails")
+        dropped += [k for part, k in g.keys.items()
+                    if part not in (*LOKR_PARTS, "alpha", "dora_scale")]
+        used += 1
+        ratios.append(1.0)  # LyCORIS is the training runtime
+    return RuntimeVerdict("acestep", used > 0, used, sorted(dropped), _strength(ratios),
+                          "LoKR through LyCORIS")
+
+
+_RUNNERS = {"acestep": _acestep, "peft": _peft, "comfyui": _comfyui,
+            "acestep-cpp": _acestep_cpp}
