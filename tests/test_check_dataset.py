@@ -138,3 +138,24 @@ def test_cli_checks_tensors_against_the_model(demo_root, tmp_path, capsys):
     assert "[latent_width]" in capsys.readouterr().out
     assert main(["--plain", "check-dataset", str(demo_root / "tensors"), "--checkpoint-dir",
                  str(demo_root / "checkpoints")]) == 0
+
+
+def test_what_preprocessing_would_refuse_or_miss(tmp_path):
+    """From trying it as a user: names that clash once made file-safe, songs in hidden
+    folders, a manifest naming a missing file, audio too short for the VAE."""
+    sf.write(tmp_path / "my song.wav", tone(6), RATE)
+    sf.write(tmp_path / "my_song.wav", tone(6, freq=330), RATE)
+    (tmp_path / ".stems").mkdir()
+    sf.write(tmp_path / ".stems" / "hidden.wav", tone(6), RATE)
+    sf.write(tmp_path / "blip.wav", tone(0.1), RATE)
+    torch.save(record(), tmp_path / "ok.pt")
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": ["ok.pt", "gone.pt"]}))
+    report = check_dataset(tmp_path)
+    found = kinds(report)
+    assert found["name_clash"] & {"my song.wav", "my_song.wav"}
+    assert not any("hidden" in p.file for p in report.problems)
+    assert [a.path.name for a in report.audio] == ["blip.wav", "my song.wav", "my_song.wav"]
+    assert found["bad_manifest"] == {"manifest.json"}
+    assert ("blip.wav", "error") in {(p.file.rsplit("/", 1)[-1], p.severity)
+                                     for p in report.problems if p.kind == "too_short"}
+    assert not report.usable

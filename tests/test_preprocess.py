@@ -37,7 +37,8 @@ def mtimes(folder: Path) -> dict[str, int]:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
+    """Cut-off writes anywhere, and (once a run completes) pass-1 files."""
+    return sorted(p.name for p in folder.rglob("*")
                   if p.name.endswith(".tmp") or p.name == ".sidestep-pass1")
 
 
@@ -99,12 +100,17 @@ def test_cancel_leaves_no_partial_file_and_a_rerun_finishes(songs, demo_root, tm
     # the song under way finishes (whole); the third is never started
     assert len(done) == (2 if stop_in == "condition" else 0)
     assert [p.name for p in result.written] == done
-    assert not leftovers(out)
+    # pass-1 work is kept for the rerun: the songs through pass 1 but not pass 2
+    assert result.half_done == (1 if stop_in == "condition" else 2)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     for name in done:  # complete, loadable files only
         torch.load(out / name, weights_only=True)
 
-    again, _ = run(songs, demo_root, out)
+    again, events = run(songs, demo_root, out)
     assert len(again.written) == 3 - len(done) and len(again.reused) == len(done)
+    # only the song that never went through pass 1 is encoded again
+    assert sum(e.phase == "encode" for e in events) == (0 if stop_in == "condition" else 1)
+    assert not leftovers(out)
 
 
 def test_a_corrupt_song_is_reported_and_the_others_written(songs, demo_root, tmp_path):
@@ -186,11 +192,13 @@ def test_ctrl_c_in_the_cli_keeps_finished_files_and_a_rerun_completes(demo_root,
     assert proc.returncode == 130, err
     assert "cancelled: 0 of 12 songs are done" in rest
     assert "stopping after this song" in err and "Traceback" not in err
-    assert not list(out.glob("*.pt")) and not leftovers(out)
+    assert not list(out.glob("*.pt")) and not list(out.rglob("*.tmp"))
+    assert "half-done (pass 1 kept)" in rest  # the songs encoded so far are not lost
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "wrote 12 tensor files" in done.stdout
+    assert "wrote 12 tensor files" in done.stdout and "half-done earlier" in done.stdout
+    assert not leftovers(out)
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert "wrote 0 tensor files (kept 12 finished earlier)" in again.stdout
 

@@ -110,8 +110,7 @@ async def test_cancel_leaves_no_partial_file(tui_env, demo_copy):
         assert progress.result.cancelled
         out = demo_copy / "audio_tensors"
         assert list(out.glob("*.pt")) == []
-        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")
-                    or p.name == ".sidestep-pass1"]
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
         assert progress.query_one("#pp-train", Button).disabled
         assert app.errors == []
 

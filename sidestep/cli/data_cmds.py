@@ -39,7 +39,10 @@ def run_preprocess(config, out: Out) -> int:
     notices: list[str] = []  # from the signal handler, printed with the next progress line
 
     class _Stop:
+        reason = ""
+
         def request_stop(self, reason: str) -> None:
+            self.reason = self.reason or reason
             cancel.set()
 
     def show(e) -> None:
@@ -65,8 +68,13 @@ def run_preprocess(config, out: Out) -> int:
         out.warn(f"failed: {path}: {reason}")
     done = len(result.written) + len(result.reused)
     if result.cancelled:
-        out.info(f"cancelled: {done} of {result.total} songs are done (no partial files); run "
-                 "the same command again to encode the rest")
+        half = (f", {result.half_done} more half-done (pass 1 kept)" if result.half_done
+                else "")
+        message = (f"cancelled: {done} of {result.total} songs are done{half}, no partial "
+                   "files; run the same command again to encode the rest")
+        out.info(message)
+        if stop.reason.startswith("output"):  # stdout is gone: say it where it can be read
+            out.warn(message.replace("cancelled:", "output closed, so stopped:"))
         return EXIT_STOPPED
     kept = f" (kept {len(result.reused)} finished earlier)" if result.reused else ""
     out.info(f"wrote {len(result.written)} tensor files{kept} and {result.manifest} in "

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 48_000
+MIN_SECONDS = 0.5                      # shorter audio is too short for the VAE to encode
 LATENT_HOP = 1920                      # VAE samples per latent frame
 LATENT_RATE = SAMPLE_RATE / LATENT_HOP  # 25 frames per second
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
@@ -42,6 +43,9 @@ def load_audio(path: Path | str, max_duration: float | None = None,
         raise AudioError(f"{path}: cannot decode ({exc}). Convert it to WAV or FLAC.") from None
     if data.size == 0:
         raise AudioError(f"{path}: contains no audio samples")
+    if data.shape[0] < MIN_SECONDS * rate:
+        raise AudioError(f"{path}: only {data.shape[0] / rate:.2f} s long; the VAE needs at "
+                         f"least {MIN_SECONDS} s. Remove it or use a longer clip.")
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
     audio = torch.from_numpy(np.ascontiguousarray(data.T))  # [channels, samples]
@@ -90,9 +94,16 @@ def normalize_audio(audio, mode: str, path: Path | str = "audio"):
 
 
 def find_audio(root: Path | str) -> list[Path]:
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.is_file()
-                  and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
+    """Audio files under ``root``, skipping hidden files and everything in hidden folders
+    (``.venv``, ``.git``, a DAW's ``.stems``): not the user's songs."""
+    import os
+
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # not walked at all
+        found.extend(Path(folder) / f for f in files
+                     if not f.startswith(".") and Path(f).suffix.lower() in AUDIO_EXTENSIONS)
+    return sorted(found)
 
 
 def write_wav(path: Path | str, audio, rate: int = SAMPLE_RATE) -> None:

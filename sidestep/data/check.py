@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from sidestep.data.audio import MIN_SECONDS
 from sidestep.data.scan import (CLIP_FRACTION, SHORT_SECONDS, SILENCE_DBFS, AudioFacts,
                                 FolderListing, TensorFacts, json_records, list_folder, audio_facts,
                                 tensor_facts)
@@ -61,10 +62,10 @@ def check_dataset(folder: Path | str, *, chunk_duration: float | None = None,
     report = CheckReport(folder=root)
     listing = listing or list_folder(root)
     if not root.is_dir():
-        kind = "not_a_folder" if root.exists() else "missing"
-        report.problems.append(Problem(str(root), kind, ERROR,
-                                       f"{root} is not a folder; give the folder that holds "
-                                       "your audio files or your .pt files"))
+        what = "is not a folder" if root.exists() else "does not exist"
+        report.problems.append(Problem(str(root), "not_a_folder" if root.exists() else "missing",
+                                       ERROR, f"{root} {what}; give the folder that holds your "
+                                              "audio files or your .pt files"))
         return report
     records = json_records(listing.dataset_json)
     total = len(listing.audio) + len(listing.tensors)
@@ -86,6 +87,9 @@ def check_dataset(folder: Path | str, *, chunk_duration: float | None = None,
             on_file(facts, len(listing.audio) + j + 1, total)
     report.problems = problems_in(report, chunk_duration, latent_width, cond_width,
                                   listing.dataset_json)
+    if listing.manifest_error:
+        report.problems.insert(0, Problem(str(root / "manifest.json"), "bad_manifest", ERROR,
+                                          listing.manifest_error))
     return report
 
 
@@ -128,7 +132,11 @@ def audio_problems(a: AudioFacts, chunk_duration: float | None = None) -> list[P
         out.append(Problem(f, "clipping", WARNING,
                            f"{a.path.name}: {a.clipped:.1%} of samples at full scale (clipped); "
                            "the adapter learns the distortion: use an unclipped master"))
-    if a.duration < SHORT_SECONDS:
+    if a.duration < MIN_SECONDS:
+        out.append(Problem(f, "too_short", ERROR,
+                           f"{a.path.name}: only {a.duration:.2f} s long, too short to encode "
+                           f"(at least {MIN_SECONDS} s): remove it"))
+    elif a.duration < SHORT_SECONDS:
         out.append(Problem(f, "too_short", WARNING,
                            f"{a.path.name}: only {a.duration:.1f} s long; clips under "
                            f"{SHORT_SECONDS:.0f} s teach little about a song"))
@@ -168,15 +176,18 @@ def _duplicates(audio: list[AudioFacts]) -> list[Problem]:
 
 
 def _name_clashes(audio: list[AudioFacts], root: Path) -> list[Problem]:
-    """``a.wav`` and ``a.flac`` would both become ``a.pt``."""
-    seen: dict[Path, Path] = {}
+    """Two songs that preprocessing would write to one ``.pt`` (``a.wav`` and ``a.flac``,
+    ``my song.wav`` and ``my_song.wav``): it refuses the folder."""
+    from sidestep.data.dataset_json import sample_id
+
+    seen: dict[str, Path] = {}
     out = []
     for a in audio:
-        key = a.path.with_suffix("")
+        key = sample_id(a.path, root)
         if key in seen:
             out.append(Problem(str(a.path), "name_clash", ERROR,
-                               f"{a.path.name} and {seen[key].name} share a name, so "
-                               "preprocessing would write both to one file: rename one"))
+                               f"{a.path.name} and {seen[key].name} would both be preprocessed "
+                               f"into {key}.pt: rename one"))
         else:
             seen[key] = a.path
     return out

@@ -153,6 +153,13 @@ def _bpm(value: Any, where: str) -> int | None:
     return bpm
 
 
+def sample_id(audio: Path, root: Path) -> str:
+    """The song's id, which names its ``.pt``: the path under the root, made file-name safe
+    (so ``my song.wav`` and ``my_song.wav`` collide, which preprocessing refuses)."""
+    rel = audio.relative_to(root)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(rel.with_suffix("")))
+
+
 def sample_for(audio: Path, root: Path, tag: str = "",
                warnings: list[str] | None = None) -> Sample:
     duration, _rate, _ch = audio_info(audio)
@@ -160,8 +167,7 @@ def sample_for(audio: Path, root: Path, tag: str = "",
     lyrics = str(fields.get("lyrics") or "").strip()
     if lyrics.lower() in ("[instrumental]", "instrumental"):
         lyrics = ""
-    rel = audio.relative_to(root)
-    sid = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(rel.with_suffix("")))
+    sid = sample_id(audio, root)
     return Sample(
         id=sid, audio_path=str(audio.resolve()), filename=audio.name,
         caption=str(fields.get("caption") or audio.stem.replace("_", " ")),

@@ -60,6 +60,7 @@ class PreprocessResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     manifest: Path | None = None
     cancelled: bool = False
+    half_done: int = 0          # songs through pass 1 only: the next run starts them at pass 2
     total: int = 0                                      # songs asked for
     device: str = ""
     precision: str = ""
@@ -187,10 +188,9 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     try:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / _PASS1_DIR
-        shutil.rmtree(tmp, ignore_errors=True)  # ours: left by a run that was killed
-        for stale in out.glob(".*.pt.tmp"):     # ours too: a write cut off by kill -9
+        for stale in [*out.glob(".*.pt.tmp"), *tmp.glob(".*.pt.tmp")]:  # ours: cut-off writes
             stale.unlink(missing_ok=True)
-        tmp.mkdir()
+        tmp.mkdir(exist_ok=True)
     except OSError as exc:
         raise PreprocessError(f"--tensor-output {out}: cannot create it "
                               f"({exc.strerror or exc}); choose another folder") from None
@@ -217,22 +217,29 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
             result.reused.append(target)
         else:
             todo.append((sample, fp))
+
+    # Pass 1: VAE and text encoder. Their results wait in files named by fingerprint, and stay until pass 2 has used them:
+    # a song encoded before a cancel or a crash is not encoded again.
+    parts = {fp: tmp / f"{fp}.pt" for _, fp in todo}
+    for stale in set(tmp.glob("*.pt")) - set(parts.values()):
+        stale.unlink(missing_ok=True)
+    pending = [(s, fp) for s, fp in todo if not parts[fp].is_file()]
     say(PreprocessEvent("plan", len(result.reused), len(samples),
                         message=f"{len(samples)} songs on {device} ({precision}) into {out}: "
-                                f"{len(result.reused)} already done, {len(todo)} to encode"))
-
-    # Pass 1: VAE and text encoder; their outputs wait in temporary files.
-    pass1: list[tuple[Sample, str, Path]] = []
-    if todo and not stopped():
-        say(PreprocessEvent("load", 0, len(todo), message="loading VAE and text encoder"))
+                                f"{len(result.reused)} already done, {len(todo)} to encode"
+                                + (f" ({len(todo) - len(pending)} half-done earlier)"
+                                   if len(pending) < len(todo) else "")))
+    if pending and not stopped():
+        say(PreprocessEvent("load", 0, len(pending), message="loading VAE and text encoder"))
         vae = load_vae(vae_dir(checkpoint_dir), device, dtype)
         tokenizer, text_encoder = load_text_encoder(text_encoder_dir(checkpoint_dir), device,
                                                     dtype)
-        clock = _Clock(len(todo))
-        for i, (sample, fp) in enumerate(todo):
+        clock = _Clock(len(pending))
+        for i, (sample, fp) in enumerate(pending):
             if stopped():
                 break
-            say(PreprocessEvent("encode", i, len(todo), sample.filename, eta_s=clock.eta(i)))
+            say(PreprocessEvent("encode", i, len(pending), sample.filename,
+                                eta_s=clock.eta(i)))
             try:
                 audio = load_audio(sample.audio_path, max_duration or None, normalize)
                 gen = torch.Generator(device="cpu").manual_seed(_song_seed(seed, sample.id))
@@ -241,17 +248,16 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                 th, tm, lh, lm = encode_text(tokenizer, text_encoder,
                                              text_prompt(sample, captions[sample.id]),
                                              sample.lyrics_text())
-                part = tmp / f"{i:05d}.pt"
-                torch.save({"target_latents": latents, "text_hidden_states": th,
-                            "text_attention_mask": tm, "lyric_hidden_states": lh,
-                            "lyric_attention_mask": lm}, part)
-                pass1.append((sample, fp, part))
+                _save_atomic({"target_latents": latents, "text_hidden_states": th,
+                              "text_attention_mask": tm, "lyric_hidden_states": lh,
+                              "lyric_attention_mask": lm}, parts[fp])
             except Exception as exc:  # one bad song must not lose the others
                 result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
             clock.tick()
         del vae, text_encoder
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+    pass1 = [(s, fp, parts[fp]) for s, fp in todo if parts[fp].is_file()]
 
     # Pass 2: condition encoder, loaded only now that the VAE and text encoder are gone.
     if pass1 and not stopped():
@@ -273,12 +279,15 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                 state[sample.id] = fp
                 _write_state(out, state)
                 result.written.append(target)
+                part.unlink(missing_ok=True)
             except Exception as exc:
                 result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
             clock.tick()
         del encoder_model, enc
-    shutil.rmtree(tmp, ignore_errors=True)
     result.cancelled = stopped()
+    result.half_done = len(list(tmp.glob("*.pt")))
+    if not result.half_done:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     done = {p.name for p in result.written + result.reused}
     manifest = {

@@ -72,6 +72,7 @@ class FolderListing:
     audio: list[Path] = field(default_factory=list)
     tensors: list[Path] = field(default_factory=list)
     dataset_json: Path | None = None
+    manifest_error: str = ""       # manifest.json names files training could not use
 
 
 def list_folder(root: Path | str) -> FolderListing:
@@ -82,6 +83,13 @@ def list_folder(root: Path | str) -> FolderListing:
     listing.audio = find_audio(root)
     listing.tensors = sorted(p for p in root.glob("*.pt")
                              if p.is_file() and not p.name.startswith("."))
+    if (root / "manifest.json").is_file():  # training reads what the manifest lists: so do we
+        from sidestep.data.tensors import DataError, list_files
+
+        try:
+            listing.tensors = list_files(root)
+        except DataError as exc:
+            listing.manifest_error = str(exc)
     if (root / "dataset.json").is_file():
         listing.dataset_json = root / "dataset.json"
     return listing

@@ -79,6 +79,15 @@ def tensor_row(facts, problems) -> tuple[str, ...]:
             check_cell(problems) if problems else ("ok" if facts.ok else "invalid"))
 
 
+def _fit(name: str, width: int = 40) -> str:
+    """Long nested names keep their end (the file name), not their start."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def check_cell(problems) -> str:
     if not problems:
         return "ok"
@@ -130,8 +139,7 @@ class DatasetScreen(Screen):
     # -- scanning ------------------------------------------------------------------------------
     @on(Input.Submitted, "#dataset-path")
     def path_submitted(self) -> None:
-        self.action_scan()
-        self.query_one("#dataset-table", DataTable).focus()
+        self.action_scan()  # focus stays in the field: typing on must not press b/p/t
 
     def action_scan(self) -> None:
         text = self.query_one("#dataset-path", Input).value.strip()
@@ -169,8 +177,8 @@ class DatasetScreen(Screen):
         table = self.query_one("#dataset-table", DataTable)
         listing = message.listing
         paths = [*listing.audio, *listing.tensors]
-        names = [str(p.relative_to(message.folder)) if p.is_relative_to(message.folder)
-                 else p.name for p in paths]
+        names = [_fit(str(p.relative_to(message.folder)) if p.is_relative_to(message.folder)
+                      else p.name) for p in paths]
         table.clear(columns=True)
         for header, width in COLUMNS:
             table.add_column(header, width=width or min(40, max([len(n) for n in names] + [8])))
@@ -230,7 +238,8 @@ class DatasetScreen(Screen):
         parts = [f"{len(r.audio)} audio files ({fmt_seconds(seconds)})" if r.audio else "",
                  f"{len(r.tensors)} .pt files" if r.tensors else ""]
         what = ", ".join(p for p in parts if p) or "nothing to train on"
-        return f"{self.folder}: {what}; {errors} errors, {warnings} warnings: {verdict}"
+        return (f"{self.folder}: {what}; {_count(errors, 'error')}, "
+                f"{_count(warnings, 'warning')}: {verdict}")
 
     def _update_buttons(self) -> None:
         r = self.report
@@ -242,20 +251,23 @@ class DatasetScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#dataset-table")
     def _detail(self) -> None:
+        """The selected file's problems, under the folder's own (a missing folder, a broken
+        dataset.json or manifest, mixed sample rates): those belong to no row, so they always
+        show."""
         table = self.query_one("#dataset-table", DataTable)
-        detail = self.query_one("#dataset-detail", Static)
-        if table.row_count == 0 or table.cursor_row is None:
-            detail.update("")
-            return
-        try:
-            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-        except CellDoesNotExist:
-            return
-        problems = self.problems.get(key or "", [])
         folder_wide = [p for p in (self.report.problems if self.report else ())
-                       if p.file == str(self.folder)]
-        lines = [f"{p.severity}: {p.message}" for p in [*problems, *folder_wide]]
-        detail.update("\n".join(lines) or "no problems found in this file")
+                       if p.file not in self.rows]
+        problems = []
+        if table.row_count and table.cursor_row is not None:
+            try:
+                key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+                problems = self.problems.get(key or "", [])
+            except CellDoesNotExist:
+                pass
+        lines = [f"{p.severity}: {p.message}" for p in [*folder_wide, *problems]]
+        if not lines and table.row_count:
+            lines = ["no problems found in this file"]
+        self.query_one("#dataset-detail", Static).update("\n".join(lines))
 
     # -- the way on ----------------------------------------------------------------------------
     def _blocked(self, what: str) -> bool:
@@ -281,8 +293,19 @@ class DatasetScreen(Screen):
         self.app.push_screen(dialog, self._build)
 
     def _build(self, config) -> None:
-        if config is not None:
+        from sidestep.tui.screens.dialogs import ConfirmScreen
+
+        if config is None:
+            return
+        target = Path(config.output or Path(config.input) / "dataset.json")
+        if not target.exists():
             self.build(config)
+            return
+        self.app.push_screen(
+            ConfirmScreen("Replace dataset.json?", f"{target} exists (captions you edited in it "
+                          "would be lost). Replace it?",
+                          [("replace", "Replace", "error"), ("cancel", "Keep it", "primary")]),
+            lambda choice: self.build(config) if choice == "replace" else None)
 
     @work(thread=True, exclusive=True, group="dataset-build")
     def build(self, config) -> None:

@@ -54,8 +54,13 @@ class PreprocessScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        if self.start:
-            self.app.start_preprocess(self.config, self)
+        if self.start and not self.app.start_preprocess(self.config, self):
+            self.finished = True  # nothing of ours runs: cancel and train do nothing here
+            self.query_one("#pp-cancel", Button).disabled = True
+            self.query_one("#pp-pass", Static).update(
+                "Not started: the previous preprocessing is still finishing its current song. "
+                "Go back (Esc) and start again in a moment.")
+            self.query_one("#pp-bar", ProgressBar).update(total=1, progress=0)
 
     def on_preprocess_progress(self, message: PreprocessProgress) -> None:
         e = self.last_event = message.event
@@ -92,8 +97,9 @@ class PreprocessScreen(Screen):
             log.write(f"failed: {path}: {reason}")
         done = len(r.written) + len(r.reused)
         if r.cancelled:
-            headline = (f"Cancelled: {done} of {r.total} songs done, no partial files; "
-                        "preprocess again to encode the rest")
+            half = f", {r.half_done} half-done (kept)" if r.half_done else ""
+            headline = (f"Cancelled: {done} of {r.total} songs done{half}, no partial files; "
+                        "preprocess again to finish")
         else:
             headline = f"Done: {done} of {r.total} songs ready in {self.config.tensor_output}"
         self.query_one("#pp-pass", Static).update(headline)
