@@ -404,3 +404,10 @@ def test_summary_line():
     assert "will not fit in 2.0 GiB free" in vram.summary_line(config, TURBO, free_mib=2048)
     assert "free" not in vram.summary_line(config)  # 2B defaults, no device known
     assert math.isclose(est.total_mib, vram.estimate(config, None).total_mib)
+
+
+def test_dora_count_matches_peft_and_costs_more_than_lora():
+    config = cfg(rank=4, adapter_type="dora")
+    assert vram.adapter_param_count(config, MEDIUM) == _real_trainable(config, MEDIUM)
+    lora = vram.estimate(cfg(rank=4), TURBO).total_mib
+    assert vram.estimate(config, TURBO).total_mib > lora

@@ -26,7 +26,7 @@ IS_WINDOWS = sys.platform.startswith("win")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _LOKR_FIELDS = tuple(s.name for s in schema.SETTINGS if s.group == "LoKR")
 _LORA_ONLY_FIELDS = tuple(s.name for s in schema.SETTINGS
-                          if s.shown_when == ("adapter_type", ("lora",)))
+                          if s.shown_when == ("adapter_type", schema.PEFT_ADAPTERS))
 
 
 class ConfigError(ValueError):

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 TRAIN_MODES = ("fixed", "vanilla", "selective")
 # The projections of each attention block that adapters can target (DiT names).
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+PEFT_ADAPTERS = ("lora", "dora")        # trained and saved by PEFT
+ADAPTER_TYPES = (*PEFT_ADAPTERS, "lokr")
 COMMANDS = TRAIN_MODES + ("estimate", "preprocess", "build-dataset", "compare-configs")
 
 # Value kinds. "path" is a str that names a file or folder; lists are of plain strings.
@@ -172,18 +174,19 @@ SETTINGS: tuple[Setting, ...] = (
        "the training device (training from preprocessed tensors never needs them there).",
        "Training", _T, preset=True, label="Offload encoder"),
     # --- Adapter -------------------------------------------------------------------------------
-    _s("adapter_type", "str", "lora", "lora (PEFT) or lokr (LyCORIS).", "Adapter", _T,
-       choices=("lora", "lokr"), level=BASIC, preset=True, label="Adapter type"),
+    _s("adapter_type", "str", "lora", "lora (PEFT), dora (PEFT LoRA with weight "
+       "decomposition: a learned magnitude per output row) or lokr (LyCORIS).", "Adapter", _T,
+       choices=ADAPTER_TYPES, level=BASIC, preset=True, label="Adapter type"),
     # --- LoRA ----------------------------------------------------------------------------------
     _s("rank", "int", 64, "LoRA rank: more capacity, more memory.", "LoRA", _T,
        flags=("-r", "--rank"), minimum=1, maximum=1024, level=BASIC, preset=True,
-       shown_when=("adapter_type", ("lora",)), label="Rank"),
+       shown_when=("adapter_type", PEFT_ADAPTERS), label="Rank"),
     _s("alpha", "int", 128, "LoRA alpha (scale = alpha / rank). Usually 2x rank.", "LoRA", _T,
        minimum=1, maximum=4096, level=BASIC, preset=True,
-       shown_when=("adapter_type", ("lora",)), label="Alpha"),
+       shown_when=("adapter_type", PEFT_ADAPTERS), label="Alpha"),
     _s("dropout", "float", 0.1, "Dropout on the LoRA path. Higher for tiny datasets.", "LoRA",
        _T, minimum=0.0, maximum=0.9, level=BASIC, preset=True,
-       shown_when=("adapter_type", ("lora",)), label="Dropout"),
+       shown_when=("adapter_type", PEFT_ADAPTERS), label="Dropout"),
     _s("target_modules", "str_list", PROJECTIONS,
        "Projections inside each attention block that get an adapter.", "LoRA", _T,
        level=BASIC, preset=True, preset_key="target_modules_str",
@@ -191,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
        metavar="PROJ"),
     _s("bias", "str", "none", "Train biases: none, all, lora_only.", "LoRA", _T,
        choices=("none", "all", "lora_only"), preset=True,
-       shown_when=("adapter_type", ("lora",)), label="Bias"),
+       shown_when=("adapter_type", PEFT_ADAPTERS), label="Bias"),
     _s("attention_type", "str", "both", "Attention layers to adapt: self (audio patterns), "
        "cross (text conditioning) or both.", "LoRA", _T, choices=("self", "cross", "both"),
        level=BASIC, preset=True, label="Attention type"),

@@ -166,12 +166,14 @@ def _layer_adapter_tensors(config: Any, d: ModelDims) -> list[tuple[int, ...]]:
                                         bool(config.lokr_weight_decompose))
             else:
                 shapes += [(config.rank, inp), (out, config.rank)]  # lora_A, lora_B
+                if config.adapter_type == "dora":
+                    shapes.append((out,))  # the magnitude vector
     return shapes
 
 
 def _bias_tensors(config: Any, d: ModelDims) -> list[tuple[int, ...]]:
     """Biases PEFT makes trainable with ``bias`` all / lora_only (LoRA only)."""
-    if config.adapter_type != "lora" or config.bias == "none":
+    if config.adapter_type not in ("lora", "dora") or config.bias == "none":
         return []
     tg = targets(config)
     if config.bias == "lora_only":
@@ -321,9 +323,10 @@ def transient_bytes(d: ModelDims, n: int, e: int) -> int:
 
 
 def lokr_rebuild_bytes(config: Any, d: ModelDims) -> int:
-    """LoKR rebuilds each adapted weight (kron product, cast, add): about two weight-sized fp32
-    temporaries for the largest adapted projection."""
-    if config.adapter_type != "lokr":
+    """LoKR rebuilds each adapted weight (kron product, cast, add), and DoRA takes the norm of
+    W + BA on every forward: about two weight-sized fp32 temporaries for the largest adapted
+    projection."""
+    if config.adapter_type not in ("lokr", "dora"):
         return 0
     largest = max(math.prod(d.proj_shape(p)) for projs in targets(config).values()
                   for p in projs)

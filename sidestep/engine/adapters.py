@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sidestep.config.schema import PROJECTIONS
+from sidestep.config.schema import PEFT_ADAPTERS, PROJECTIONS
 
 LORA_WEIGHTS = "adapter_model.safetensors"
 LORA_CONFIG = "adapter_config.json"
@@ -109,8 +109,8 @@ class AdapterSpec:
                        lokr_use_tucker=config.lokr_use_tucker,
                        lokr_use_scalar=config.lokr_use_scalar,
                        lokr_weight_decompose=config.lokr_weight_decompose)
-        return cls(kind="lora", names=names, rank=config.rank, alpha=config.alpha,
-                   dropout=config.dropout, bias=config.bias)
+        return cls(kind=config.adapter_type, names=names, rank=config.rank,
+                   alpha=config.alpha, dropout=config.dropout, bias=config.bias)
 
     def lokr_metadata(self) -> dict[str, Any]:
         return {"algo": "lokr", "linear_dim": self.rank, "linear_alpha": self.alpha,
@@ -130,7 +130,7 @@ class Adapted(nn.Module):
     def __init__(self, decoder: nn.Module, null_condition_emb: torch.Tensor, spec: AdapterSpec,
                  network: nn.Module | None = None):
         super().__init__()
-        self.net = decoder          # a PeftModel for LoRA, the plain decoder for LoKR
+        self.net = decoder          # a PeftModel for LoRA/DoRA, the plain decoder for LoKR
         self.lycoris = network      # LoKR network (None for LoRA)
         self.register_buffer("null_condition_emb", null_condition_emb.detach().clone(),
                              persistent=False)
@@ -148,7 +148,7 @@ class Adapted(nn.Module):
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """Adapter weights only, with the key names the saved files use."""
-        if self.kind == "lora":
+        if self.kind in PEFT_ADAPTERS:
             from peft import get_peft_model_state_dict
 
             return {k: v.detach() for k, v in get_peft_model_state_dict(self.net).items()}
@@ -170,7 +170,7 @@ class Adapted(nn.Module):
                 raise AdapterError(f"{origin}: '{key}' has shape {tuple(value.shape)} but this "
                                    f"configuration needs {tuple(current[key].shape)} (different "
                                    "rank or linear dim?)")
-        if self.kind == "lora":
+        if self.kind in PEFT_ADAPTERS:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.net, state)
@@ -182,7 +182,7 @@ class Adapted(nn.Module):
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        if self.kind == "lora":
+        if self.kind in PEFT_ADAPTERS:
             self.net.save_pretrained(str(folder), safe_serialization=True)
             return folder / LORA_WEIGHTS
         state = {k: v.detach().float().cpu().contiguous()
@@ -197,7 +197,7 @@ class Adapted(nn.Module):
 
 def attach(decoder: nn.Module, null_condition_emb: torch.Tensor, spec: AdapterSpec) -> Adapted:
     decoder.requires_grad_(False)
-    if spec.kind == "lora":
+    if spec.kind in PEFT_ADAPTERS:
         return Adapted(_attach_lora(decoder, spec), null_condition_emb, spec)
     network = _attach_lokr(decoder, spec)
     return Adapted(decoder, null_condition_emb, spec, network)
@@ -206,8 +206,10 @@ def attach(decoder: nn.Module, null_condition_emb: torch.Tensor, spec: AdapterSp
 def _attach_lora(decoder: nn.Module, spec: AdapterSpec):
     from peft import LoraConfig, get_peft_model
 
+    # DoRA: PEFT adds a trainable magnitude per output row of each adapted weight
     config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        bias=spec.bias, target_modules=names_regex(list(spec.names)))
+                        bias=spec.bias, target_modules=names_regex(list(spec.names)),
+                        use_dora=spec.kind == "dora")
     model = get_peft_model(decoder, config)
     return model
 
@@ -260,7 +262,8 @@ def read_adapter_dir(folder: Path) -> tuple[str, dict[str, torch.Tensor], dict[s
     if (folder / LORA_WEIGHTS).is_file():
         try:
             config = json.loads((folder / LORA_CONFIG).read_text())
-            return "lora", load_file(str(folder / LORA_WEIGHTS)), config
+            kind = "dora" if config.get("use_dora") else "lora"
+            return kind, load_file(str(folder / LORA_WEIGHTS)), config
         except (OSError, ValueError, SafetensorError) as exc:
             raise AdapterError(f"{folder}: LoRA adapter files cannot be read ({exc})") from None
     if (folder / LOKR_WEIGHTS).is_file():

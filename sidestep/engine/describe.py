@@ -15,8 +15,9 @@ def fmt_duration(seconds: float | None) -> str:
 
 def summary_rows(config) -> list[tuple[str, str]]:
     c = config
-    if c.adapter_type == "lora":
-        adapter = f"LoRA rank {c.rank}, alpha {c.alpha}, dropout {c.dropout:g}"
+    if c.adapter_type in ("lora", "dora"):
+        adapter = (f"{'DoRA' if c.adapter_type == 'dora' else 'LoRA'} rank {c.rank}, alpha "
+                   f"{c.alpha}, dropout {c.dropout:g}")
     else:
         adapter = (f"LoKR dim {c.lokr_linear_dim}, alpha {c.lokr_linear_alpha}, "
                    f"factor {c.lokr_factor}")

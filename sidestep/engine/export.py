@@ -62,6 +62,12 @@ def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
     _check_output(output, fmt, force, src)
     if decoder is None:
         decoder = Decoder.from_model_dir(src.model_dir) if src.model_dir else Decoder.standard()
+    if (src.config or {}).get("use_dora") or any("lora_magnitude_vector" in k
+                                                    for k in src.tensors):
+        # A DoRA weight is magnitude * (W + BA) / ||W + BA||: not an additive delta, so the
+        # single-file LoRA formats below cannot carry it yet.
+        raise ExportError(f"{src.file}: a DoRA adapter cannot be exported yet; ACE-Step's own "
+                          "loader and PEFT load its folder (final/adapter) as it is")
     if src.is_lokr:
         if fmt == "peft":
             raise ExportError(f"{src.file}: a LoKR adapter has no PEFT LoRA form; export it "
