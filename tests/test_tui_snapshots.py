@@ -232,3 +232,28 @@ def test_preprocess_progress(snap_env, demo_root, snap_compare):
         await _settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_estimate_screen(snap_env, snap_compare):
+    """A finished ranking fed by hand (a real estimate's timing is not stable), top K 6."""
+    import random
+
+    from sidestep.engine.estimate import EstimateResult, projection_names
+    from sidestep.tui.messages import EstimateFinished
+    from sidestep.tui.screens.estimate import EstimateScreen
+
+    order = projection_names(4)
+    random.Random(5).shuffle(order)  # a fixed order with both kinds in the top 6
+    ranking = [(n, round(1.0 / (1 + 0.18 * i), 4)) for i, n in enumerate(order)]
+    result = EstimateResult(granularity="module", top_k=6, model="acestep-v15-turbo",
+                            dataset="tensors", batches=8, seed=42, ranking=ranking,
+                            seconds=12.3)
+
+    async def run(pilot):
+        screen = EstimateScreen(ask=False)
+        pilot.app.goto(screen)
+        await pilot.pause(0.3)
+        screen.post_message(EstimateFinished(result, None))
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)

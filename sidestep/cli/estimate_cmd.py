@@ -12,13 +12,9 @@ from sidestep.cli.output import Out
 
 def default_output(config) -> Path:
     """``./estimate-<variant>-<granularity>.json``, never an existing file."""
-    stem = f"estimate-{Path(str(config.model_variant)).name}-{config.granularity}"
-    path = Path(f"{stem}.json")
-    n = 2
-    while path.exists():
-        path = Path(f"{stem}-{n}.json")
-        n += 1
-    return path
+    from sidestep.engine.estimate import default_output as default_path
+
+    return default_path(config.model_variant, config.granularity)
 
 
 def run_estimate(config, out: Out) -> int:

@@ -212,6 +212,18 @@ def _reader(name: str, numel: int, sums: dict[str, Any]):
     return hook
 
 
+def default_output(model_variant: str, granularity: str, folder: Path | str = ".") -> Path:
+    """``estimate-<variant>-<granularity>.json`` in ``folder``, never an existing file (the
+    CLI's and the app's default)."""
+    stem = f"estimate-{Path(str(model_variant)).name}-{granularity}"
+    path = Path(folder) / f"{stem}.json"
+    n = 2
+    while path.exists():
+        path = Path(folder) / f"{stem}-{n}.json"
+        n += 1
+    return path
+
+
 def write_result(result: EstimateResult, path: Path | str, top_k: int | None = None) -> Path:
     from sidestep.config import atomic
 

@@ -21,8 +21,7 @@ from sidestep.config import paths
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
 from sidestep.tui.commands import SideStepCommands
-from sidestep.tui.preprocessing import WORKER as PREPROCESS
-from sidestep.tui.preprocessing import PreprocessJob
+from sidestep.tui.jobs import EstimateJob, PreprocessJob
 from sidestep.tui.demo import DEMO_BUILD, open_demo_form, start_demo
 from sidestep.tui.runner import (EngineRunner, announce, install_stop_signals, save_before_exit,
                                  stop_for_signal)
@@ -55,15 +54,15 @@ class SideStepApp(App):
                 id="train_vanilla"),
         Binding("d,D", "dashboard", "Dashboard", key_display="D", id="dashboard"),
         Binding("p,P", "dataset", "Dataset", key_display="P", id="dataset"),
+        Binding("e,E", "estimate", "Estimate", key_display="E", id="estimate"),
         Binding("h,H", "history", "History", key_display="H", id="history"),
         Binding("s,S", "settings", "Settings", key_display="S", id="settings"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q,Q", "request_quit", "Quit", key_display="Q", id="quit"),
         Binding("ctrl+q", "quit_anywhere", "Quit", show=False, priority=True),
     ]
-    LETTER_ACTIONS = frozenset({"new_training", "dashboard", "dataset", "history", "settings",
-                                "help",
-                                "request_quit"})
+    LETTER_ACTIONS = frozenset({"new_training", "dashboard", "dataset", "estimate", "history",
+                                "settings", "help", "request_quit"})
 
     def __init__(self, *, demo: bool = False, demo_dir: Path | None = None,
                  settings_path: Path | None = None, engine_factory=None, gpu_reader=None,
@@ -75,6 +74,8 @@ class SideStepApp(App):
         self.settings, self._settings_warnings = self.settings_store.load()
         self.runner = EngineRunner(self, engine_factory)
         self.preprocessing = PreprocessJob(self)
+        self.estimating = EstimateJob(self)
+        self.last_estimate: dict | None = None  # the estimate screen's result, kept across visits
         self.gpu_reader = gpu_reader
         self.gpu = None
         self.prewarm = prewarm
@@ -164,6 +165,7 @@ class SideStepApp(App):
         # a run that never stops would hang the process with nothing saved.
         self.runner.stop()
         self.preprocessing.stop()
+        self.estimating.stop()
         if self.gpu:
             self.gpu.stop(timeout=2.0)
 
@@ -228,12 +230,23 @@ class SideStepApp(App):
         from sidestep.tui.screens.dataset import DatasetScreen
 
         if folder is None:
-            demo_audio = self.demo_dir / "audio"
-            if self.demo and demo_audio.is_dir():
-                folder = str(demo_audio)
+            if self.demo:  # its songs, even while the demo is still being built
+                folder = str(self.demo_dir / "audio")
             else:
                 folder = self.settings.dataset_root or str(Path.cwd())
         self.goto(DatasetScreen(folder))
+
+    def action_estimate(self, explicit: dict | None = None) -> None:
+        from sidestep.tui.screens.estimate import EstimateScreen
+
+        if isinstance(self.screen, EstimateScreen) and explicit is None:
+            return  # already there: a new screen would drop the ranking under way
+        self.goto(EstimateScreen(explicit))
+
+    def action_compare_configs(self, paths: list[str] | None = None) -> None:
+        from sidestep.tui.screens.estimate import CompareScreen
+
+        self.goto(CompareScreen(paths))
 
     def action_history(self) -> None:
         from sidestep.tui.screens.history import HistoryScreen
@@ -278,14 +291,29 @@ class SideStepApp(App):
         return {"latent_width": cfg.audio_acoustic_hidden_dim, "cond_width": cfg.enc_hidden}
 
     # -- preprocessing -------------------------------------------------------------------------
-    def start_preprocess(self, config, screen) -> None:
-        if not self.preprocessing.start(config, screen):
-            self.show_error("Preprocessing is running",
-                            "The previous preprocessing is still finishing its current song; "
-                            "try again in a moment.")
+    def start_preprocess(self, config, screen) -> bool:
+        """False when an earlier preprocessing is still finishing its song (the screen says
+        so); one job at a time, so two never write the same folder."""
+        return self.preprocessing.start(config, screen)
 
     def cancel_preprocess(self) -> None:
         self.preprocessing.stop()
+
+    # -- the estimate -------------------------------------------------------------------------
+    def start_estimate(self, config, screen) -> bool:
+        if self.runner.active:
+            self.show_error("A run is active", "The estimate would compete with the training "
+                            "run for the GPU's memory: stop the run first, or wait for it.")
+            return False
+        if not self.estimating.start(config, screen):
+            self.show_error("An estimate is running",
+                            "The previous estimate is still finishing its current batch; "
+                            "try again in a moment.")
+            return False
+        return True
+
+    def cancel_estimate(self) -> None:
+        self.estimating.stop()
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, config) -> None:
@@ -294,6 +322,10 @@ class SideStepApp(App):
         if self.runner.active:
             self.show_error("A run is active", "Only one training run at a time: stop the "
                             "current one first (Monitor → Stop & save).")
+            return
+        if self.estimating.active:
+            self.show_error("An estimate is running", "It would compete with the run for the "
+                            "GPU's memory: cancel it or wait for it (Estimate screen).")
             return
         state = self.runner.start(config)
         self.goto(MonitorScreen(state, live=True))
@@ -372,8 +404,10 @@ class SideStepApp(App):
             else:
                 self.show_error("Demo setup failed", f"{type(worker.error).__name__}: "
                                 f"{worker.error}", "Run `sidestep make-demo DIR` for details.")
-        elif worker.name == PREPROCESS:
+        elif worker.name == PreprocessJob.WORKER:
             self.preprocessing.finished(worker, failed)
+        elif worker.name == EstimateJob.WORKER:
+            self.estimating.finished(worker, failed)
         elif worker.name == "history-load":
             from sidestep.tui.screens.monitor import MonitorScreen
 

@@ -18,16 +18,28 @@ from sidestep.config import schema
 from sidestep.config.resolve import ConfigError, Resolved, layered_values, resolve
 from sidestep.config.values import parse_text
 
-# The modes the form offers; selective arrives with the estimate screen.
-FORM_MODES = tuple(m for m in schema.TRAIN_MODES if m != "selective")
-# Settings only selective training takes (its module config and estimate settings).
-SELECTIVE_ONLY = {s.name for s in schema.SETTINGS
-                  if "selective" in s.commands and not set(s.commands) & set(FORM_MODES)}
-PATH_CHECKS = ("checkpoint_dir", "dataset_dir", "output_dir", "resume_from")
+FORM_MODES = schema.TRAIN_MODES
+TITLES = {"fixed": "Fixed training", "vanilla": "Vanilla training",
+          "selective": "Selective training"}
+PATH_CHECKS = ("checkpoint_dir", "dataset_dir", "output_dir", "resume_from", "module_config")
+# Selective training's own fields are basic there: without a module config it cannot start.
+SELECTIVE_BASIC = ("module_config", "auto_estimate")
+# The estimate's settings matter only when the run estimates first (a module config file
+# already holds its picks).
+FORM_SHOWN_WHEN = {name: ("auto_estimate", (True,))
+                   for name in ("estimate_batches", "top_k", "granularity")}
 
 
 def form_settings(mode: str) -> list[schema.Setting]:
-    return [s for s in schema.settings_for(mode) if s.name not in SELECTIVE_ONLY]
+    """The mode's settings in schema order, except that selective training's own groups come
+    right after the data (the module config is what this mode is about)."""
+    settings = list(schema.settings_for(mode))
+    own = [s for s in settings if s.group in ("Selective", "Estimation")]
+    if not own:
+        return settings
+    rest = [s for s in settings if s not in own]
+    after = max(i for i, s in enumerate(rest) if s.group in ("Model / Paths", "Data")) + 1
+    return rest[:after] + own + rest[after:]
 
 
 @dataclass(frozen=True)
@@ -110,9 +122,10 @@ class FormModel:
 
     def visible_by_condition(self, s: schema.Setting, values: dict | None = None) -> bool:
         """``values``: the layered values when the caller has them (they cost a resolve)."""
-        if not s.shown_when:
+        rule = s.shown_when or FORM_SHOWN_WHEN.get(s.name)
+        if not rule:
             return True
-        other, allowed = s.shown_when
+        other, allowed = rule
         return (values if values is not None else self.layered()).get(other) in allowed
 
     def explicit_for_resolve(self) -> dict[str, Any]:
@@ -148,8 +161,9 @@ class FormModel:
             errors.setdefault(problem.field, problem.message)
         out = {}
         for s in self.settings:
-            visible = self.visible_by_condition(s, layered) and (self.advanced or s.level == "basic"
-                                                        or s.name in errors)
+            visible = self.visible_by_condition(s, layered) and (
+                self.advanced or s.level == "basic" or s.name in SELECTIVE_BASIC
+                or s.name in errors)
             message = self.parse_errors.get(s.name) or self.path_errors.get(s.name)
             # "is required" waits for a first edit or a start: a new form is not all red
             if message is None and s.name in errors and (touched(s.name) or self.tried_start
@@ -252,6 +266,16 @@ def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | No
         from sidestep.engine.checkpointing import quick_problem
 
         return quick_problem(path), None, None
+    if name == "module_config":
+        from sidestep.engine.module_config import ModuleConfigError, load_module_config
+
+        try:
+            cfg = load_module_config(path)
+        except ModuleConfigError as exc:
+            return str(exc), None, None
+        unit = cfg.granularity + ("s" if len(cfg.modules) != 1 else "")
+        return None, f"{len(cfg.modules)} {unit}" + (f", estimated on {cfg.model}"
+                                                     if cfg.model else ""), None
     return None, None, None
 
 

@@ -100,3 +100,15 @@ class PreprocessNote(_Result, bubble=False):
 class PreprocessFinished(_Result, bubble=False):
     result: Any                   # data.preprocess.PreprocessResult, None on error
     error: str | None
+
+
+# -- the estimate screen ------------------------------------------------------------------------
+@dataclass
+class EstimateProgress(_Result, bubble=False):
+    event: Any                    # engine.estimate.EstimateEvent
+
+
+@dataclass
+class EstimateFinished(_Result, bubble=False):
+    result: Any                   # engine.estimate.EstimateResult, None on error
+    error: str | None

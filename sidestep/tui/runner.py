@@ -166,6 +166,13 @@ def stop_for_signal(app, name: str) -> None:
 def save_before_exit(app) -> None:
     """However the app ended, a running engine finishes its save before the process exits."""
     app.preprocessing.stop()
+    app.estimating.stop()  # it writes nothing: ending at its next batch is enough
+    if app.preprocessing.active and not app.terminal_dead:
+        try:  # the process cannot end before the song under way does: say why it waits
+            print("preprocessing stops after the song under way (finished files and pass-1 "
+                  "work are kept)…", flush=True)
+        except OSError:
+            pass
     app.preprocessing.wait(timeout=300)  # the song under way is written whole, or not at all
     if app.runner.active:
         app.runner.stop()

@@ -23,16 +23,22 @@ class DashboardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="quick-actions"):
-            # the app's own actions: a button is one more way to press the key
-            yield Button("Train (F)", id="go-fixed", variant="primary",
-                         action="app.new_training('fixed')")
-            yield Button("Vanilla (V)", id="go-vanilla",
-                         action="app.new_training('vanilla')")
+            # the app's own actions: a button is one more way to press the key (the footer
+            # shows the keys; labels with them no longer fit 100 columns)
+            yield Button("Train", id="go-fixed", variant="primary",
+                         action="app.new_training('fixed')", tooltip="fixed training (F)")
+            yield Button("Vanilla", id="go-vanilla", action="app.new_training('vanilla')",
+                         tooltip="vanilla training (V)")
             yield Button("Monitor", id="go-monitor", action="app.monitor")
-            yield Button("Dataset (P)", id="go-dataset", action="app.dataset")
-            yield Button("History (H)", id="go-history", action="app.history")
+            yield Button("Dataset", id="go-dataset", action="app.dataset",
+                         tooltip="dataset browser (P)")
+            yield Button("Estimate", id="go-estimate", action="app.estimate",
+                         tooltip="module sensitivity, selective training (E)")
+            yield Button("History", id="go-history", action="app.history",
+                         tooltip="past runs (H)")
             yield Button("Presets", id="go-presets", action="app.presets")
-            yield Button("Settings (S)", id="go-settings", action="app.settings")
+            yield Button("Settings", id="go-settings", action="app.settings",
+                         tooltip="settings (S)")
         yield TextLine("", id="active-run")
         with Horizontal(id="dash-panels"):
             with Vertical(id="dash-runs"):

@@ -21,6 +21,7 @@ Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters
 | `V` | new training, vanilla mode |
 | `D` | dashboard |
 | `P` | dataset browser: check audio and .pt files, build dataset.json, preprocess |
+| `E` | estimate: rank attention modules on your songs, save them, train selective |
 | `H` | run history |
 | `S` | settings |
 | `?` | this help |
@@ -33,6 +34,9 @@ In the training form: `ctrl+s` starts, `F3` reviews first, `F2` switches Basic/A
 now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole log.
 In the dataset browser: `b` builds dataset.json, `p` preprocesses, `t` trains on the folder's
 `.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
+In the estimate screen: `r` chooses the settings and runs, `c` cancels, `+`/`-` (or the Top K
+field) change the selection at once, `w` saves the module config, `t` trains selective on it
+(saving first), `m` compares two saved estimates.
 
 ## How a run works
 

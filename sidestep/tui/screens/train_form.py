@@ -18,7 +18,7 @@ from textual.widgets import Button, Checkbox, Footer, Header, Label, Select, Sta
 
 from sidestep.config.presets import PresetError, PresetStore
 from sidestep.config.profiles import PROFILE_CHOICES
-from sidestep.tui.form_model import PATH_CHECKS, FormModel, check_path
+from sidestep.tui.form_model import PATH_CHECKS, TITLES, FormModel, check_path
 from sidestep.tui.messages import (ModelConfigLoaded, PathChecked, PresetsListed,
                                    ProfileApplied)
 from sidestep.tui.widgets.fields import ModelField, SettingField
@@ -35,7 +35,7 @@ class TrainingFormScreen(Screen):
     def __init__(self, mode: str = "fixed", explicit: dict[str, Any] | None = None,
                  preset: str | None = None, advanced: bool | None = None,
                  vram_profile: str | None = None):
-        super().__init__()
+        super().__init__(classes=f"form-{mode}")
         self.model = FormModel(mode, explicit, preset, advanced)
         self.mode = mode
         self.settings = self.model.settings
@@ -58,7 +58,7 @@ class TrainingFormScreen(Screen):
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        title = "Fixed training" if self.mode == "fixed" else "Vanilla training"
+        title = TITLES.get(self.mode, self.mode)
         with Horizontal(id="form-top"):
             yield Label(title, id="form-title")
             yield Checkbox("Advanced", value=False, id="advanced-switch", compact=True,

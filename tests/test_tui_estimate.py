@@ -1,0 +1,185 @@
+"""The estimate screen (issue #15), driven with Pilot: `e` runs an estimate on the demo's
+songs (prefilled from the last form), top K re-selects without running again, Save writes the
+module config, "Train selective" opens a selective form that resolves, cancel ends the run,
+and two saved estimates compare as a table."""
+
+from __future__ import annotations
+
+import json
+
+from textual.widgets import DataTable, Input, Static
+
+from conftest import make_app, wait_until
+from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen
+from sidestep.tui.screens.estimate import CompareScreen, EstimateScreen
+from sidestep.tui.screens.settings_dialog import SettingsDialog
+from sidestep.tui.screens.train_form import TrainingFormScreen
+from sidestep.tui.widgets.ranking import RankingChart
+
+SIZE = (100, 32)
+QUICK = {"estimate_batches": 2, "num_workers": 0, "top_k": 5, "device": "cpu"}
+
+
+async def start_estimate(app, pilot, explicit=None, key=False):
+    """Open the screen (by key or by action) and start the estimate from its dialog."""
+    if key:
+        await pilot.press("e")
+    else:
+        app.action_estimate({**QUICK, **(explicit or {})})
+    assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+    dialog = app.screen
+    screen = app.screen_stack[-2]
+    assert isinstance(screen, EstimateScreen)
+    await pilot.pause(0.2)
+    await pilot.press("ctrl+s")
+    assert await wait_until(pilot, lambda: app.screen is not dialog, 10), \
+        dialog.query_one("#settings-dialog-error", Static).render()
+    return screen
+
+
+def selected(screen) -> int:
+    return screen.query_one(RankingChart).k
+
+
+async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
+    app = make_app(demo=True, demo_dir=demo_root)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        await app.workers.wait_for_complete()
+        await pilot.press("escape")  # the demo opens the form first
+        await pilot.press("e")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        screen = app.screen_stack[-2]
+        for name, value in (("estimate_batches", "2"), ("top_k", "5"), ("device", "cpu")):
+            app.screen.query_one(f"#input-{name}").value = value
+        # prefilled from the demo's form: its model and songs
+        assert screen.values["dataset_dir"] == str(demo_root / "tensors")
+        assert screen.values["checkpoint_dir"] == str(demo_root / "checkpoints")
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: app.screen is screen, 10)
+        assert await wait_until(pilot, lambda: screen.result is not None, 240), \
+            screen.query_one("#est-status", Static).render()
+        result = screen.result
+        assert result.batches == 2 and len(result.ranking) == 32  # the demo: 4 layers x 8
+        assert selected(screen) == 5
+        assert "5 of 32 modules selected" in str(
+            screen.query_one("#est-selection", Static).render())
+
+        # re-rank: +/- and typing, no new run
+        await pilot.press("plus", "plus")
+        assert selected(screen) == 7 and screen.k == 7
+        await pilot.press("minus")
+        assert selected(screen) == 6
+        box = screen.query_one("#est-k", Input)
+        box.value = "3"
+        await pilot.pause(0.1)
+        assert selected(screen) == 3 and screen.result is result
+        box.value = "99"  # out of range: shown, not applied
+        await pilot.pause(0.1)
+        assert selected(screen) == 3 and box.has_class("est-bad")
+        box.value = "4"
+        await pilot.pause(0.1)
+        screen.query_one("#est-chart-box").focus()
+
+        # save (the default name is new; the JSON holds K = 4)
+        out = tui_env / "est.json"
+        screen.query_one("#est-output", Input).value = str(out)
+        await pilot.press("w")
+        assert await wait_until(pilot, lambda: out.is_file(), 10)
+        doc = json.loads(out.read_text())
+        assert doc["top_k"] == 4 and len(doc["modules"]) == 4 and len(doc["all"]) == 32
+        assert [m["name"] for m in doc["modules"]] == [n for n, _ in result.ranking[:4]]
+
+        # a file this screen did not write is replaced only after asking
+        other = tui_env / "other.json"
+        other.write_text("keep me")
+        screen.query_one("#est-output", Input).value = str(other)
+        await pilot.press("w")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is screen, 10)
+        assert other.read_text() == "keep me"
+
+        # Train selective with K changed: the file is written again first (our own file)
+        screen.query_one("#est-output", Input).value = str(out)
+        await pilot.press("minus")
+        assert screen.k == 3
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+                                and app.screen.mode == "selective", 10)
+        assert json.loads(out.read_text())["top_k"] == 3
+        form = app.screen
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        assert str(form.query_one("#form-title").render()) == "Selective training"
+        assert form.query_one("#field-module_config").display
+        values = form.current_values()
+        assert values["module_config"] == str(out)
+        assert values["dataset_dir"] == str(demo_root / "tensors")
+        resolved = form.config_or_none()
+        assert resolved is not None, form.blocking_problems()
+        assert resolved.config.mode == "selective"
+        assert str(resolved.config.module_config) == str(out)
+
+        # back on E: the same ranking, K and saved file, no new run
+        await pilot.press("escape", "e")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, EstimateScreen), 10)
+        await pilot.pause(0.2)
+        again = app.screen
+        assert again.result is result and again.k == 3 and again.saved == (out, 3)
+        assert "saved with top 3" in str(again.query_one("#est-saved", Static).render())
+        assert app.errors == []
+
+
+async def test_cancel_and_bad_input_stay_in_the_app(tui_env):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        # a dataset folder that is not there: an error in the app, not a traceback
+        screen = await start_estimate(app, pilot, {"dataset_dir": "missing"}, key=False)
+        assert await wait_until(pilot, lambda: not screen.running, 60)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 10)
+        assert "missing" in str(app.screen.query_one(".dialog-body", Static).render())
+        assert "missing" in str(screen.query_one("#est-status", Static).render())
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is screen, 10)
+        assert screen.result is None
+
+        screen = await start_estimate(app, pilot, {"dataset_dir": "tensors",
+                                                   "estimate_batches": 400})
+        assert await wait_until(pilot, lambda: screen.last_event is not None
+                                and screen.last_event.phase == "batch", 240)
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: not screen.running, 120)
+        assert screen.result is None
+        assert "cancelled" in str(screen.query_one("#est-status", Static).render())
+        assert app.errors == []
+
+
+async def test_compare_two_saved_estimates(tui_env, demo_root):
+    from sidestep.config.resolve import resolve
+    from sidestep.engine.estimate import estimate, write_result
+
+    paths = []
+    for seed in (1, 2):
+        config = resolve("estimate", {"checkpoint_dir": "checkpoints", "dataset_dir": "tensors",
+                                      **QUICK, "seed": seed}).config
+        paths.append(write_result(estimate(config), tui_env / f"seed{seed}.json"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.action_compare_configs([str(paths[0]), "nope.json"])
+        assert await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 10)
+        screen = app.screen
+        await pilot.pause(0.2)
+        assert "nope.json: file not found" in str(screen.query_one("#cmp-pairs").render())
+        screen.query_one("#cmp-b", Input).value = str(paths[1])
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.2)
+        assert screen.result is not None
+        table = screen.query_one("#cmp-table", DataTable)
+        assert table.row_count == 32 and len(table.columns) == 3
+        line = str(screen.query_one("#cmp-pairs").render())
+        assert line.startswith("seed1 vs seed2: top-5 overlap") and "Spearman" in line
+        assert app.errors == []
