@@ -52,7 +52,9 @@ class SideStepApp(App):
         Binding("f,F", "new_training('fixed')", "Train", key_display="F", id="train_fixed"),
         Binding("v,V", "new_training('vanilla')", "Vanilla", key_display="V",
                 id="train_vanilla"),
-        Binding("d,D", "dashboard", "Dashboard", key_display="D", id="dashboard"),
+        # Not in the footer: at 100 columns it would push out Quit; Esc and the header lead
+        # home from every screen, and Help lists D.
+        Binding("d,D", "dashboard", "Dashboard", key_display="D", id="dashboard", show=False),
         Binding("p,P", "dataset", "Dataset", key_display="P", id="dataset"),
         Binding("e,E", "estimate", "Estimate", key_display="E", id="estimate"),
         Binding("h,H", "history", "History", key_display="H", id="history"),
