@@ -19,6 +19,15 @@ from sidestep.config.schema import Setting
 from sidestep.config.values import to_text
 
 
+def empty_means(s: Setting) -> str:
+    """What leaving a nullable field empty does, as its help says ("(empty: ...)" or
+    "Empty: ..."), so the placeholder never contradicts it."""
+    import re
+
+    m = re.search(r"\((?:empty|default): ([^)]*)\)|Empty: ([^.]*)", s.help)
+    return f"empty: {(m.group(1) or m.group(2)).strip()}" if m else "optional"
+
+
 def control_id(name: str) -> str:
     return f"input-{name}"
 
@@ -74,8 +83,7 @@ class SettingField(Vertical):
                             prompt="(none)" if s.nullable else "Select", compact=True)
             select.tooltip = s.help
             return select
-        placeholder = "required" if s.required else ("empty: off / default" if s.nullable
-                                                    else "")
+        placeholder = "required" if s.required else (empty_means(s) if s.nullable else "")
         return Input(value=to_text(s, self.initial), placeholder=placeholder, id=cid,
                      classes="field-input", compact=True, tooltip=s.help,
                      select_on_focus=False)
