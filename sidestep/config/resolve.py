@@ -25,6 +25,7 @@ IS_WINDOWS = sys.platform.startswith("win")
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _LOKR_FIELDS = tuple(s.name for s in schema.SETTINGS if s.group == "LoKR")
+_LOHA_FIELDS = tuple(s.name for s in schema.SETTINGS if s.group == "LoHA")
 _LORA_ONLY_FIELDS = tuple(s.name for s in schema.SETTINGS
                           if s.shown_when == ("adapter_type", schema.PEFT_ADAPTERS))
 
@@ -210,15 +211,16 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
             p.warn("learning_rate", f"Prodigy expects a learning rate of 1.0 (it scales its own "
                    f"estimate by it); {v['learning_rate']:g} was given")
 
-    if v["adapter_type"] != "lokr":
-        given = [n for n in _LOKR_FIELDS if n in explicit]
-        for n in given:
-            p.error(n, "LoKR settings need --adapter-type lokr")
-    else:
+    for kind, label, fields in (("lokr", "LoKR", _LOKR_FIELDS), ("loha", "LoHA", _LOHA_FIELDS)):
+        if v["adapter_type"] != kind:
+            for n in (n for n in fields if n in explicit):
+                p.error(n, f"{label} settings need --adapter-type {kind}")
+    if v["adapter_type"] in schema.LYCORIS_ADAPTERS:
+        kind = v["adapter_type"]
         for n in _LORA_ONLY_FIELDS:
             if n in explicit:
-                p.warn(n, "is a LoRA setting and is ignored with --adapter-type lokr "
-                          "(use the --lokr-* settings)")
+                p.warn(n, f"is a LoRA setting and is ignored with --adapter-type {kind} "
+                          f"(use the --{kind}-* settings)")
 
     if v["attention_type"] != "both":
         for n in ("self_target_modules", "cross_target_modules"):

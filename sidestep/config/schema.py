@@ -18,7 +18,8 @@ TRAIN_MODES = ("fixed", "vanilla", "selective")
 # The projections of each attention block that adapters can target (DiT names).
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 PEFT_ADAPTERS = ("lora", "dora")        # trained and saved by PEFT
-ADAPTER_TYPES = (*PEFT_ADAPTERS, "lokr")
+LYCORIS_ADAPTERS = ("lokr", "loha")     # trained and saved by LyCORIS
+ADAPTER_TYPES = (*PEFT_ADAPTERS, *LYCORIS_ADAPTERS)
 COMMANDS = TRAIN_MODES + ("estimate", "preprocess", "build-dataset", "compare-configs")
 
 # Value kinds. "path" is a str that names a file or folder; lists are of plain strings.
@@ -175,7 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Training", _T, preset=True, label="Offload encoder"),
     # --- Adapter -------------------------------------------------------------------------------
     _s("adapter_type", "str", "lora", "lora (PEFT), dora (PEFT LoRA with weight "
-       "decomposition: a learned magnitude per output row) or lokr (LyCORIS).", "Adapter", _T,
+       "decomposition: a learned magnitude per output row), lokr or loha (LyCORIS Kronecker or "
+       "Hadamard products).", "Adapter", _T,
        choices=ADAPTER_TYPES, level=BASIC, preset=True, label="Adapter type"),
     # --- LoRA ----------------------------------------------------------------------------------
     _s("rank", "int", 64, "LoRA rank: more capacity, more memory.", "LoRA", _T,
@@ -226,6 +228,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("lokr_weight_decompose", "bool", False, "DoRA-style weight decomposition.", "LoKR", _T,
        level=BASIC, preset=True, shown_when=("adapter_type", ("lokr",)),
        label="DoRA weight decompose"),
+    # --- LoHA (not in preset files: the spec's preset format predates it) --------------------
+    _s("loha_linear_dim", "int", 32, "LoHA linear dimension: each of its two low-rank pairs has "
+       "this rank (the product reaches rank dim squared).", "LoHA", _T, minimum=1,
+       maximum=10000, level=BASIC, shown_when=("adapter_type", ("loha",)),
+       label="Linear dimension"),
+    _s("loha_linear_alpha", "int", 32, "LoHA linear alpha (scale = alpha / dim).", "LoHA", _T,
+       minimum=1, maximum=20000, level=BASIC,
+       shown_when=("adapter_type", ("loha",)), label="Linear alpha"),
     # --- Checkpointing -------------------------------------------------------------------------
     _s("output_dir", "path", None, "Run folder: adapters, checkpoints, logs.", "Checkpointing", _T,
        required=True, level=BASIC, label="Output directory", metavar="DIR"),

@@ -79,6 +79,9 @@ class TrainingConfig(ConfigBase):
     lokr_use_tucker: bool
     lokr_use_scalar: bool
     lokr_weight_decompose: bool
+    # -- LoHA --------------------------------------------------------------------------------------
+    loha_linear_dim: int
+    loha_linear_alpha: int
     # -- Checkpointing -----------------------------------------------------------------------------
     output_dir: str | None = None
     save_every: int

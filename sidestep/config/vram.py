@@ -164,6 +164,9 @@ def _layer_adapter_tensors(config: Any, d: ModelDims) -> list[tuple[int, ...]]:
                                         bool(config.lokr_decompose_both),
                                         bool(config.lokr_use_scalar),
                                         bool(config.lokr_weight_decompose))
+            elif config.adapter_type == "loha":  # hada_w1_a/b, hada_w2_a/b
+                r = config.loha_linear_dim
+                shapes += [(out, r), (r, inp), (out, r), (r, inp)]
             else:
                 shapes += [(config.rank, inp), (out, config.rank)]  # lora_A, lora_B
                 if config.adapter_type == "dora":
@@ -252,7 +255,7 @@ def _adapter_layer_activations(config: Any, d: ModelDims, n: int, cond: int,
     per_sample = 0
     fixed = 0
     for side, projs in targets(config).items():
-        if config.adapter_type == "lokr":
+        if config.adapter_type in ("lokr", "loha"):  # both rebuild the weight, as LoKR
             for proj in projs:
                 if side == "self_attn" or proj in ("q_proj", "o_proj"):
                     out, inp = d.proj_shape(proj)
@@ -326,7 +329,7 @@ def lokr_rebuild_bytes(config: Any, d: ModelDims) -> int:
     """LoKR rebuilds each adapted weight (kron product, cast, add), and DoRA takes the norm of
     W + BA on every forward: about two weight-sized fp32 temporaries for the largest adapted
     projection."""
-    if config.adapter_type not in ("lokr", "dora"):
+    if config.adapter_type not in ("lokr", "loha", "dora"):
         return 0
     largest = max(math.prod(d.proj_shape(p)) for projs in targets(config).values()
                   for p in projs)

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from sidestep.engine.adapters import LOKR_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, AdapterError
+from sidestep.engine.adapters import (LOHA_WEIGHTS, LOKR_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS,
+                                      AdapterError)
 
 PEFT_PREFIX = "base_model.model."
 LYCORIS_PREFIX = "lycoris_"
@@ -109,6 +110,9 @@ def adapter_dir(path: Path) -> Path:
     for candidate in (path, path / "adapter", path / "final" / "adapter"):
         if (candidate / LORA_WEIGHTS).is_file() or (candidate / LOKR_WEIGHTS).is_file():
             return candidate
+        if (candidate / LOHA_WEIGHTS).is_file():
+            raise AdapterError(f"{candidate / LOHA_WEIGHTS}: LoHA adapters cannot be exported or "
+                               "checked yet; the file already holds LyCORIS' own keys")
     raise AdapterError(f"{path}: not an adapter: no {LORA_WEIGHTS} or {LOKR_WEIGHTS} in it, in "
                        "adapter/ (a checkpoint) or in final/adapter/ (a run)")
 

@@ -26,6 +26,7 @@ from sidestep.config.schema import PEFT_ADAPTERS, PROJECTIONS
 LORA_WEIGHTS = "adapter_model.safetensors"
 LORA_CONFIG = "adapter_config.json"
 LOKR_WEIGHTS = "lokr_weights.safetensors"
+LOHA_WEIGHTS = "loha_weights.safetensors"   # LyCORIS keys (lycoris_*.hada_*), as LoKR's
 
 
 class AdapterError(ValueError):
@@ -109,8 +110,17 @@ class AdapterSpec:
                        lokr_use_tucker=config.lokr_use_tucker,
                        lokr_use_scalar=config.lokr_use_scalar,
                        lokr_weight_decompose=config.lokr_weight_decompose)
+        if config.adapter_type == "loha":
+            return cls(kind="loha", names=names, rank=config.loha_linear_dim,
+                       alpha=config.loha_linear_alpha, dropout=0.0)
         return cls(kind=config.adapter_type, names=names, rank=config.rank,
                    alpha=config.alpha, dropout=config.dropout, bias=config.bias)
+
+    def lycoris_metadata(self) -> dict[str, Any]:
+        if self.kind == "loha":
+            return {"algo": "loha", "linear_dim": self.rank, "linear_alpha": self.alpha,
+                    "target_modules": list(self.names)}
+        return self.lokr_metadata()
 
     def lokr_metadata(self) -> dict[str, Any]:
         return {"algo": "lokr", "linear_dim": self.rank, "linear_alpha": self.alpha,
@@ -131,7 +141,7 @@ class Adapted(nn.Module):
                  network: nn.Module | None = None):
         super().__init__()
         self.net = decoder          # a PeftModel for LoRA/DoRA, the plain decoder for LoKR
-        self.lycoris = network      # LoKR network (None for LoRA)
+        self.lycoris = network      # LyCORIS network: LoKR or LoHA (None for PEFT)
         self.register_buffer("null_condition_emb", null_condition_emb.detach().clone(),
                              persistent=False)
         self.spec = spec
@@ -187,10 +197,11 @@ class Adapted(nn.Module):
             return folder / LORA_WEIGHTS
         state = {k: v.detach().float().cpu().contiguous()
                  for k, v in self.lycoris.state_dict().items()}
-        meta = {"format": "pt", "sidestep_adapter": "lokr",
-                "lokr_config": json.dumps(self.spec.lokr_metadata())}
+        kind = self.kind
+        meta = {"format": "pt", "sidestep_adapter": kind,
+                f"{kind}_config": json.dumps(self.spec.lycoris_metadata())}
         meta.update(extra_metadata or {})
-        path = folder / LOKR_WEIGHTS
+        path = folder / (LOKR_WEIGHTS if kind == "lokr" else LOHA_WEIGHTS)
         save_file(state, str(path), metadata=meta)
         return path
 
@@ -199,7 +210,7 @@ def attach(decoder: nn.Module, null_condition_emb: torch.Tensor, spec: AdapterSp
     decoder.requires_grad_(False)
     if spec.kind in PEFT_ADAPTERS:
         return Adapted(_attach_lora(decoder, spec), null_condition_emb, spec)
-    network = _attach_lokr(decoder, spec)
+    network = _attach_lycoris(decoder, spec)
     return Adapted(decoder, null_condition_emb, spec, network)
 
 
@@ -233,19 +244,21 @@ def _lycoris_network_class():
     return LycorisNetwork
 
 
-def _attach_lokr(decoder: nn.Module, spec: AdapterSpec):
+def _attach_lycoris(decoder: nn.Module, spec: AdapterSpec):
     LycorisNetwork = _lycoris_network_class()
 
     # LyCORIS keeps its targeting as class state; set it for exactly this call.
     LycorisNetwork.apply_preset(lycoris_preset(spec.names))
+    extra = {} if spec.kind == "loha" else dict(
+        use_tucker=spec.lokr_use_tucker, use_scalar=spec.lokr_use_scalar,
+        decompose_both=spec.lokr_decompose_both, factor=spec.lokr_factor,
+        weight_decompose=spec.lokr_weight_decompose)
     network = LycorisNetwork(
         decoder, multiplier=1.0, lora_dim=spec.rank, alpha=spec.alpha, dropout=0.0,
-        network_module="lokr", use_tucker=spec.lokr_use_tucker, use_scalar=spec.lokr_use_scalar,
-        decompose_both=spec.lokr_decompose_both, factor=spec.lokr_factor,
-        weight_decompose=spec.lokr_weight_decompose, warn_on_unmatched=True)
+        network_module=spec.kind, warn_on_unmatched=True, **extra)
     if len(network.loras) != len(spec.names):
-        raise AdapterError(f"LoKR wrapped {len(network.loras)} modules, expected "
-                           f"{len(spec.names)}")
+        raise AdapterError(f"{spec.kind.upper()} wrapped {len(network.loras)} modules, "
+                           f"expected {len(spec.names)}")
     network.apply_to()
     device = next(decoder.parameters()).device
     network.to(device=device, dtype=torch.float32)
@@ -274,4 +287,13 @@ def read_adapter_dir(folder: Path) -> tuple[str, dict[str, torch.Tensor], dict[s
             return "lokr", load_file(str(folder / LOKR_WEIGHTS)), config
         except (OSError, ValueError, SafetensorError) as exc:
             raise AdapterError(f"{folder}: LoKR weights cannot be read ({exc})") from None
-    raise AdapterError(f"{folder}: no adapter found ({LORA_WEIGHTS} or {LOKR_WEIGHTS})")
+    if (folder / LOHA_WEIGHTS).is_file():
+        try:
+            with safe_open(str(folder / LOHA_WEIGHTS), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            config = json.loads(meta.get("loha_config", "{}"))
+            return "loha", load_file(str(folder / LOHA_WEIGHTS)), config
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise AdapterError(f"{folder}: LoHA weights cannot be read ({exc})") from None
+    raise AdapterError(f"{folder}: no adapter found ({LORA_WEIGHTS}, {LOKR_WEIGHTS} or "
+                       f"{LOHA_WEIGHTS})")

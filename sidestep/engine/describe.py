@@ -18,6 +18,8 @@ def summary_rows(config) -> list[tuple[str, str]]:
     if c.adapter_type in ("lora", "dora"):
         adapter = (f"{'DoRA' if c.adapter_type == 'dora' else 'LoRA'} rank {c.rank}, alpha "
                    f"{c.alpha}, dropout {c.dropout:g}")
+    elif c.adapter_type == "loha":
+        adapter = f"LoHA dim {c.loha_linear_dim}, alpha {c.loha_linear_alpha}"
     else:
         adapter = (f"LoKR dim {c.lokr_linear_dim}, alpha {c.lokr_linear_alpha}, "
                    f"factor {c.lokr_factor}")
