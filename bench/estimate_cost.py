@@ -22,34 +22,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import CASES, run_case  # noqa: E402  (the training side, as measured there)
+from train_step import CASES, run_case, write_case  # noqa: E402  (the training side)
 
 
 def estimate_case(name: str, device: str, batches: int) -> dict:
     import resource
-    import tempfile
 
     import torch
 
     from sidestep.config.resolve import resolve
-    from sidestep.demo import write_dit
     from sidestep.engine.estimate import estimate
 
-    case = CASES[name]
-    root = Path(tempfile.mkdtemp(prefix=f"sidestep-bench-est-{name}-"))
-    config = write_dit(root / "checkpoints" / "acestep-v15-turbo",
-                       {"is_turbo": True, **case["overrides"]}, seed=0)
-    data = root / "tensors"
-    data.mkdir()
-    g = torch.Generator().manual_seed(0)
-    t, c = case["frames"], config.audio_acoustic_hidden_dim
-    for i in range(case["files"]):
-        torch.save({"target_latents": torch.randn(t, c, generator=g),
-                    "attention_mask": torch.ones(t),
-                    "encoder_hidden_states": torch.randn(769, config.enc_hidden, generator=g),
-                    "encoder_attention_mask": torch.ones(769, dtype=torch.bool),
-                    "context_latents": torch.randn(t, 2 * c, generator=g)}, data / f"{i}.pt")
-    cfg = resolve("estimate", dict(checkpoint_dir=str(root / "checkpoints"),
+    checkpoints, data, _config = write_case(name)
+    cfg = resolve("estimate", dict(checkpoint_dir=str(checkpoints),
                                    dataset_dir=str(data), num_workers=0,
                                    estimate_batches=batches + 2, device=device)).config
     stamps: list[float] = []

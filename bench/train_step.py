@@ -28,14 +28,11 @@ CASES = {
 }
 
 
-def run_case(name: str, device: str, steps: int) -> dict:
-    import resource
-
+def write_case(name: str) -> tuple[Path, Path, object]:
+    """A tiny checkpoint of the case's size and synthetic preprocessed tensors, in a temp
+    folder: (checkpoints root, tensors folder, model config)."""
     import torch
 
-    from sidestep.config.resolve import resolve
-    from sidestep.engine.sinks import CallbackSink
-    from sidestep.engine.trainer import Trainer
     from sidestep.demo import write_dit
 
     case = CASES[name]
@@ -52,6 +49,22 @@ def run_case(name: str, device: str, steps: int) -> dict:
                     "encoder_hidden_states": torch.randn(769, config.enc_hidden, generator=g),
                     "encoder_attention_mask": torch.ones(769, dtype=torch.bool),
                     "context_latents": torch.randn(t, 2 * c, generator=g)}, data / f"{i}.pt")
+    return root / "checkpoints", data, config
+
+
+def run_case(name: str, device: str, steps: int) -> dict:
+    import resource
+
+    import torch
+
+    from sidestep.config.resolve import resolve
+    from sidestep.engine.sinks import CallbackSink
+    from sidestep.engine.trainer import Trainer
+
+    case = CASES[name]
+    checkpoints, data, config = write_case(name)
+    root = checkpoints.parent
+    t = case["frames"]
     per_epoch = case["files"]
     epochs = max(2, -(-(steps + 2) // per_epoch))
     cfg = resolve("fixed", dict(

@@ -233,6 +233,17 @@ def test_cpu_runs_leave_a_core_unless_the_user_set_threads(demo_root, small_tens
         torch.set_num_threads(before)
 
 
+def decoder_inputs() -> dict:
+    """One fixed decoder call on the demo model's sizes, to compare two decoders."""
+    g = torch.Generator().manual_seed(0)
+    return {"hidden_states": torch.randn(1, 8, 64, generator=g),
+            "timestep": torch.tensor([0.5]), "timestep_r": torch.tensor([0.5]),
+            "attention_mask": torch.ones(1, 8),
+            "encoder_hidden_states": torch.randn(1, 5, 128, generator=g),
+            "encoder_attention_mask": torch.ones(1, 5),
+            "context_latents": torch.randn(1, 8, 128, generator=g)}
+
+
 def test_dora_trains_resumes_and_loads_with_peft(demo_root, small_tensors, tmp_path):
     """--adapter-type dora: PEFT's DoRA (a learned magnitude per output row); the saved folder
     loads with PeftModel.from_pretrained, as ACE-Step's loader does, and reproduces the trained
@@ -260,13 +271,7 @@ def test_dora_trains_resumes_and_loads_with_peft(demo_root, small_tensors, tmp_p
     fresh = load_acestep(model_dir, parts=("decoder",)).decoder.eval()
     loaded = PeftModel.from_pretrained(fresh, str(adapter)).eval()
     trained = trainer.adapted.net.eval()
-    g = torch.Generator().manual_seed(0)
-    x = {"hidden_states": torch.randn(1, 8, 64, generator=g),
-         "timestep": torch.tensor([0.5]), "timestep_r": torch.tensor([0.5]),
-         "attention_mask": torch.ones(1, 8),
-         "encoder_hidden_states": torch.randn(1, 5, 128, generator=g),
-         "encoder_attention_mask": torch.ones(1, 5),
-         "context_latents": torch.randn(1, 8, 128, generator=g)}
+    x = decoder_inputs()
     with torch.no_grad():
         assert torch.allclose(loaded(**x)[0], trained(**x)[0], atol=1e-5)
 
@@ -309,13 +314,7 @@ def test_loha_trains_resumes_and_loads_with_lycoris(demo_root, small_tensors, tm
     network, _ = create_lycoris_from_weights(1.0, str(weights), fresh)
     network.apply_to()
     network.load_state_dict(state, strict=False)
-    g = torch.Generator().manual_seed(0)
-    x = {"hidden_states": torch.randn(1, 8, 64, generator=g),
-         "timestep": torch.tensor([0.5]), "timestep_r": torch.tensor([0.5]),
-         "attention_mask": torch.ones(1, 8),
-         "encoder_hidden_states": torch.randn(1, 5, 128, generator=g),
-         "encoder_attention_mask": torch.ones(1, 5),
-         "context_latents": torch.randn(1, 8, 128, generator=g)}
+    x = decoder_inputs()
     with torch.no_grad():
         assert torch.allclose(fresh(**x)[0], trainer.adapted.net.eval()(**x)[0], atol=1e-5)
 

@@ -4,8 +4,7 @@ audio encoded in tiles that agree with a whole-song encode."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import json
 from pathlib import Path
 
 import pytest
@@ -166,8 +165,10 @@ def test_state_file_is_ours_and_a_broken_one_is_safe(songs, demo_root, tmp_path)
     (out / STATE_FILE).write_text("{broken")
     again, _ = run(songs[:1], demo_root, out)
     assert len(again.written) == 1  # no trustworthy record: encoded again, never skipped
-    assert os.path.getsize(out / STATE_FILE) > 10
-    shutil.rmtree(out)
+    recorded = json.loads((out / STATE_FILE).read_text())["files"]
+    assert list(recorded) == [songs[0].id]  # and the record is whole again
+    third, _ = run(songs[:1], demo_root, out)
+    assert [p.name for p in third.reused] == [f"{songs[0].id}.pt"]
 
 
 def test_ctrl_c_in_the_cli_keeps_finished_files_and_a_rerun_completes(demo_root, tmp_path):
@@ -216,3 +217,23 @@ def test_a_stop_during_the_trainers_preprocessing_ends_stopped(demo_root, tmp_pa
     assert result.status == "stopped" and result.error is None
     assert not list((tmp_path / "tensors").glob("*.pt"))
     assert not (tmp_path / "run").exists()  # nothing trained, nothing kept
+
+
+def test_a_closed_stdout_stops_the_cli_and_says_so_on_stderr(demo_root, tmp_path):
+    """`sidestep preprocess ... | head -1`: stopped at the next song, exit 130, and the reason
+    is on stderr, the one stream still there."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tensors"
+    argv = [str(Path(sys.executable).parent / "sidestep"), "--plain", "preprocess",
+            "--checkpoint-dir", str(demo_root / "checkpoints"),
+            "--audio-dir", str(demo_root / "audio"), "--tensor-output", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader went away, as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 130
+    assert "output closed, so stopped" in err and "Traceback" not in err
+    assert not list(out.rglob("*.tmp"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 
@@ -31,39 +30,22 @@ def run_build_dataset(config, out: Out) -> int:
 
 
 def run_preprocess(config, out: Out) -> int:
-    from sidestep.cli.signals import SignalStop
-    from sidestep.cli.streams import GUARD
+    from sidestep.cli.signals import CancelBetweenUnits
     from sidestep.data.preprocess import input_errors, preprocess_config
 
-    cancel = threading.Event()
-    notices: list[str] = []  # from the signal handler, printed with the next progress line
-
-    class _Stop:
-        reason = ""
-
-        def request_stop(self, reason: str) -> None:
-            self.reason = self.reason or reason
-            cancel.set()
-
-    def show(e) -> None:
-        while notices:
-            out.warn(notices.pop(0))
-        out.info(progress_line(e))
-
-    stop = _Stop()
     t0 = time.monotonic()
-    GUARD.listen(stop.request_stop)  # a closed pipe or terminal: stop after this song
     try:
-        with SignalStop(stop, notices.append,
-                        notice="{name}: stopping after this song; finished files are kept and "
-                               "a rerun encodes the rest. Send it again to exit at once"):
-            result = preprocess_config(config, progress=show, cancel=cancel.is_set,
+        with CancelBetweenUnits("{name}: stopping after this song; finished files are kept and "
+                                "a rerun encodes the rest. Send it again to exit at once") as stop:
+            def show(e) -> None:
+                stop.show_notices(out)
+                out.info(progress_line(e))
+
+            result = preprocess_config(config, progress=show, cancel=stop.cancel.is_set,
                                        warn=out.warn)
     except input_errors() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT
-    finally:
-        GUARD.forget(stop.request_stop)
     for path, reason in result.failed:
         out.warn(f"failed: {path}: {reason}")
     done = len(result.written) + len(result.reused)
@@ -73,7 +55,7 @@ def run_preprocess(config, out: Out) -> int:
         message = (f"cancelled: {done} of {result.total} songs are done{half}, no partial "
                    "files; run the same command again to encode the rest")
         out.info(message)
-        if stop.reason.startswith("output"):  # stdout is gone: say it where it can be read
+        if stop.output_lost:  # stdout is gone: say it where it can be read
             out.warn(message.replace("cancelled:", "output closed, so stopped:"))
         return EXIT_STOPPED
     kept = f" (kept {len(result.reused)} finished earlier)" if result.reused else ""

@@ -3,7 +3,6 @@ the user's dataset and write the module config that ``selective`` trains."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED
@@ -18,8 +17,7 @@ def default_output(config) -> Path:
 
 
 def run_estimate(config, out: Out) -> int:
-    from sidestep.cli.signals import SignalStop
-    from sidestep.cli.streams import GUARD
+    from sidestep.cli.signals import CancelBetweenUnits
     from sidestep.data.paths import output_file_problem
     from sidestep.engine.describe import fmt_duration
     from sidestep.engine.estimate import estimate, write_result
@@ -30,33 +28,20 @@ def run_estimate(config, out: Out) -> int:
     if problem:  # before the slow part, and before anything is written
         out.error(problem)
         return EXIT_BAD_INPUT
-    cancel = threading.Event()
-    notices: list[str] = []
-
-    class _Stop:
-        def request_stop(self, reason: str) -> None:
-            cancel.set()
-
-    def show(e) -> None:
-        while notices:
-            out.warn(notices.pop(0))
-        if e.phase == "batch":
-            out.info(f"[batch {e.done}/{e.total}] {fmt_duration(e.eta_s)} left")
-        else:
-            out.info(f"[{e.phase}] {e.message}")
-
-    stop = _Stop()
-    GUARD.listen(stop.request_stop)
     try:
-        with SignalStop(stop, notices.append,
-                        notice="{name}: stopping after this batch (nothing is written); send "
-                               "it again to exit at once"):
-            result = estimate(config, progress=show, cancel=cancel.is_set)
+        with CancelBetweenUnits("{name}: stopping after this batch (nothing is written); send "
+                                "it again to exit at once") as stop:
+            def show(e) -> None:
+                stop.show_notices(out)
+                if e.phase == "batch":
+                    out.info(f"[batch {e.done}/{e.total}] {fmt_duration(e.eta_s)} left")
+                else:
+                    out.info(f"[{e.phase}] {e.message}")
+
+            result = estimate(config, progress=show, cancel=stop.cancel.is_set)
     except input_error_types() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT
-    finally:
-        GUARD.forget(stop.request_stop)
     if result.cancelled:
         out.info(f"cancelled after {result.batches} batches; nothing was written")
         return EXIT_STOPPED

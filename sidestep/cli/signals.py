@@ -63,3 +63,40 @@ class SignalStop:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         return False
+
+
+class CancelBetweenUnits:
+    """For commands that stop cleanly between units of work (songs, batches): a signal, or
+    stdout/stderr going away (a closed pipe, a hung-up terminal), sets ``cancel``; the signal
+    handler's notices wait in ``notices`` for the next progress line (``show_notices``)."""
+
+    def __init__(self, notice: str):
+        self.cancel = threading.Event()
+        self.notices: list[str] = []
+        self.output_lost = False
+        self._signals = SignalStop(self, self.notices.append, notice=notice)
+
+    def request_stop(self, reason: str) -> None:  # SignalStop's control interface
+        self.cancel.set()
+
+    def _lost(self, reason: str) -> None:
+        self.output_lost = True
+        self.cancel.set()
+
+    def show_notices(self, out) -> None:
+        while self.notices:
+            out.warn(self.notices.pop(0))
+
+    def __enter__(self) -> "CancelBetweenUnits":
+        from sidestep.cli.streams import GUARD
+
+        GUARD.listen(self._lost)
+        self._signals.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        from sidestep.cli.streams import GUARD
+
+        self._signals.__exit__(*exc)
+        GUARD.forget(self._lost)
+        return False

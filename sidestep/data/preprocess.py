@@ -62,8 +62,6 @@ class PreprocessResult:
     cancelled: bool = False
     half_done: int = 0          # songs through pass 1 only: the next run starts them at pass 2
     total: int = 0                                      # songs asked for
-    device: str = ""
-    precision: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,7 +201,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     captions = {s.id: s.training_caption(tag_position, use_genre=i in use_genre)
                 for i, s in enumerate(samples)}
 
-    result = PreprocessResult(total=len(samples), device=device, precision=precision)
+    result = PreprocessResult(total=len(samples))
     state = _read_state(out)
     todo: list[tuple[Sample, str]] = []
     for sample in samples:

@@ -11,8 +11,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 
 from sidestep.data.audio import LATENT_RATE, find_audio
@@ -210,18 +208,6 @@ def json_records(dataset_json: Path | None) -> dict[str, dict]:
         return records
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
-
-
-def scan(root: Path | str, *, latent_width: int | None = None,
-         cond_width: int | None = None) -> Iterator[AudioFacts | TensorFacts]:
-    """Facts for every audio and ``.pt`` file under ``root``, one at a time (for a worker
-    that shows rows as they come)."""
-    listing = list_folder(root)
-    records = json_records(listing.dataset_json)
-    for path in listing.audio:
-        yield audio_facts(path, records.get(str(path.resolve())))
-    for path in listing.tensors:
-        yield tensor_facts(path, latent_width, cond_width)
 
 
 def _first_line(exc: BaseException) -> str:

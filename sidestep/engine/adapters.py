@@ -279,21 +279,14 @@ def read_adapter_dir(folder: Path) -> tuple[str, dict[str, torch.Tensor], dict[s
             return kind, load_file(str(folder / LORA_WEIGHTS)), config
         except (OSError, ValueError, SafetensorError) as exc:
             raise AdapterError(f"{folder}: LoRA adapter files cannot be read ({exc})") from None
-    if (folder / LOKR_WEIGHTS).is_file():
-        try:
-            with safe_open(str(folder / LOKR_WEIGHTS), framework="pt") as fh:
-                meta = fh.metadata() or {}
-            config = json.loads(meta.get("lokr_config", "{}"))
-            return "lokr", load_file(str(folder / LOKR_WEIGHTS)), config
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise AdapterError(f"{folder}: LoKR weights cannot be read ({exc})") from None
-    if (folder / LOHA_WEIGHTS).is_file():
-        try:
-            with safe_open(str(folder / LOHA_WEIGHTS), framework="pt") as fh:
-                meta = fh.metadata() or {}
-            config = json.loads(meta.get("loha_config", "{}"))
-            return "loha", load_file(str(folder / LOHA_WEIGHTS)), config
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise AdapterError(f"{folder}: LoHA weights cannot be read ({exc})") from None
+    for kind, name in (("lokr", LOKR_WEIGHTS), ("loha", LOHA_WEIGHTS)):  # LyCORIS files
+        if (folder / name).is_file():
+            try:
+                with safe_open(str(folder / name), framework="pt") as fh:
+                    meta = fh.metadata() or {}
+                config = json.loads(meta.get(f"{kind}_config", "{}"))
+                return kind, load_file(str(folder / name)), config
+            except (OSError, ValueError, SafetensorError) as exc:
+                raise AdapterError(f"{folder}: {name} cannot be read ({exc})") from None
     raise AdapterError(f"{folder}: no adapter found ({LORA_WEIGHTS}, {LOKR_WEIGHTS} or "
                        f"{LOHA_WEIGHTS})")

@@ -8,6 +8,7 @@ at once.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from pathlib import Path
@@ -39,17 +40,22 @@ class PathSuggester(Suggester):
     async def get_suggestion(self, value: str) -> str | None:
         if not value:
             return None
-        expanded = os.path.expanduser(value)
-        head, part = os.path.split(expanded)
-        try:
-            names = sorted(e.name for e in os.scandir(head or ".")
-                           if e.is_dir() and e.name.startswith(part)
-                           and (part.startswith(".") or not e.name.startswith(".")))
-        except OSError:
-            return None
+        head, part = os.path.split(os.path.expanduser(value))
+        # off the event loop: a slow or network folder must not freeze typing
+        names = await asyncio.to_thread(_subfolders, head or ".", part)
         if not names:
             return None
         return value + names[0][len(part):] + "/"  # a whole name: just the slash
+
+
+def _subfolders(folder: str, prefix: str) -> list[str]:
+    """Folders in ``folder`` starting with ``prefix`` (hidden ones only when asked for)."""
+    try:
+        return sorted(e.name for e in os.scandir(folder)
+                      if e.is_dir() and e.name.startswith(prefix)
+                      and (prefix.startswith(".") or not e.name.startswith(".")))
+    except OSError:
+        return []
 
 
 def fmt_seconds(seconds: float) -> str:
