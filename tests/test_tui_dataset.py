@@ -129,10 +129,24 @@ async def test_a_folder_that_is_a_file_is_an_error_row_not_a_crash(tui_env):
 
 
 @pytest.mark.slow
-async def test_a_folder_of_500_songs_is_browsable_while_it_is_read(tui_env):
-    """All rows show from the directory walk; the keys work while the worker decodes."""
+async def test_a_folder_of_500_songs_is_browsable_while_it_is_read(tui_env, monkeypatch):
+    """All rows show from the directory walk; the keys work while the worker decodes. Each
+    file's real analysis is made 20 ms slower (as a long song would be), so the scan surely
+    outlasts the key presses on a fast machine too."""
+    import time
+
     import numpy as np
     import soundfile as sf
+
+    from sidestep.data import check
+
+    real = check.audio_facts
+
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check, "audio_facts", slow)
 
     folder = tui_env / "many"
     folder.mkdir()
