@@ -44,7 +44,8 @@ def test_every_preset_field_round_trips(store):
     assert loaded.description == "everything changed" and loaded.source == "local"
     raw = json.loads((store.dirs["local"] / "all_fields.json").read_text())
     assert raw["target_modules_str"] == "q_proj v_proj"  # spec 000 stores a string
-    assert len(schema.PRESET_FIELDS) == 38
+    # spec 000's 38 fields plus the validation/EMA four (#17); older readers ignore them
+    assert len(schema.PRESET_FIELDS) == 38 + 4
     assert not {"checkpoint_dir", "dataset_dir", "output_dir", "device", "precision"} & set(raw)
 
 

@@ -252,9 +252,44 @@ SETTINGS: tuple[Setting, ...] = (
     _s("log_heavy_every", "int", 50, "Log per-layer gradient norms every N optimizer steps.",
        "Logging / TensorBoard", _T, minimum=1, maximum=100000, preset=True,
        label="Heavy log every N steps"),
-    _s("sample_every_n_epochs", "int", 0, "Generate an audio sample every N epochs (0: off; not "
-       "implemented yet).", "Logging / TensorBoard", _T, minimum=0, maximum=100000, preset=True,
+    _s("sample_every_n_epochs", "int", 0, "Render an audio sample (samples/epoch-N.wav) every N "
+       "epochs (0: off).", "Logging / TensorBoard", _T, minimum=0, maximum=100000, preset=True,
        label="Sample every N epochs"),
+    # --- Validation, EMA, best adapter ---------------------------------------------------------
+    _s("ema_decay", "float", 0.0, "Keep an EMA of the adapter weights with this decay per "
+       "optimizer step (0: off; 0.99-0.9999 typical); final/ and best/ adapters come from it.",
+       "Validation / EMA", _T, minimum=0.0, maximum=0.99999, preset=True, label="EMA decay"),
+    _s("val_split", "float", 0.0, "Fraction of the tensor files held out (seeded) for a "
+       "validation loss after each epoch (0: off).", "Validation / EMA", _T, minimum=0.0,
+       maximum=0.5, preset=True, label="Validation split"),
+    _s("save_best_after", "int", 1, "Write best/adapter only from this epoch on (by validation "
+       "loss, else the 5-epoch mean training loss).", "Validation / EMA", _T, minimum=1,
+       maximum=100000, preset=True, label="Save best after epoch"),
+    _s("early_stop_patience", "int", 0, "End the run after N epochs without a better validation "
+       "loss (or 5-epoch mean training loss without a split); 0: off.", "Validation / EMA", _T,
+       minimum=0, maximum=100000, preset=True, label="Early-stop patience"),
+    # --- Audio samples -------------------------------------------------------------------------
+    _s("sample_prompt", "str", None, "Caption for the audio samples (empty: the first "
+       "training song's own condition, no text encoder needed).", "Samples", _T,
+       label="Sample prompt"),
+    _s("sample_lyrics", "str", None, "Lyrics for the audio samples (empty: instrumental).",
+       "Samples", _T, label="Sample lyrics"),
+    _s("sample_duration", "float", 30.0, "Length of each audio sample in seconds.", "Samples",
+       _T, minimum=1.0, maximum=600.0, label="Sample duration (s)"),
+    _s("sample_steps", "int", 8, "Sampler steps (turbo 8, base/sft 50).", "Samples", _T,
+       minimum=1, maximum=1000, variant_defaults={"turbo": 8, "base": 50},
+       label="Sample steps"),
+    _s("sample_seed", "int", 42, "Noise seed of the samples: the same seed and adapter give the "
+       "same audio.", "Samples", _T, minimum=0, maximum=2**32 - 1, label="Sample seed"),
+    _s("sample_cfg", "float", 7.0, "Classifier-free guidance scale for base/sft samples (turbo "
+       "uses none).", "Samples", _T, minimum=1.0, maximum=30.0, label="Sample CFG scale"),
+    # --- Runs that outlive the terminal --------------------------------------------------------
+    _s("detach", "bool", False, "Start the run as its own process, apart from this terminal, "
+       "print its folder and return (control it with `sidestep runs/stop/pause/attach`).",
+       "Run control", _T, label="Keep running after I quit"),
+    _s("notify_command", "str", None, "Command run when the run finishes, fails or needs "
+       "attention (SIDESTEP_STATUS, SIDESTEP_RUN_DIR in its environment).", "Run control", _T,
+       label="Notify command", metavar="CMD"),
     # --- Preprocessing -------------------------------------------------------------------------
     _s("preprocess", "bool", False, "Preprocess --audio-dir into --tensor-output before "
        "training.", "Preprocessing", _T, label="Preprocess first"),
@@ -315,7 +350,8 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 if len(BY_NAME) != len(SETTINGS):  # pragma: no cover - guards edits to the table
     raise RuntimeError("duplicate setting names in SETTINGS")
 
-# The preset file's fields, in the order they are written (spec 000 plus five training fields).
+# The preset file's fields, in the order they are written (spec 000, plus the validation and EMA
+# fields: a reader of the spec format ignores unknown keys).
 PRESET_FIELDS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.preset)
 BY_PRESET_KEY: dict[str, Setting] = {s.file_key: s for s in PRESET_FIELDS}
 

@@ -91,6 +91,21 @@ class TrainingConfig(ConfigBase):
     log_every: int
     log_heavy_every: int
     sample_every_n_epochs: int
+    # -- Validation / EMA --------------------------------------------------------------------------
+    ema_decay: float
+    val_split: float
+    save_best_after: int
+    early_stop_patience: int
+    # -- Samples -----------------------------------------------------------------------------------
+    sample_prompt: str | None = None
+    sample_lyrics: str | None = None
+    sample_duration: float
+    sample_steps: int
+    sample_seed: int
+    sample_cfg: float
+    # -- Run control -------------------------------------------------------------------------------
+    detach: bool
+    notify_command: str | None = None
     # -- Preprocessing -----------------------------------------------------------------------------
     preprocess: bool
     audio_dir: str | None = None

@@ -71,6 +71,8 @@ class EpochEnded(Event):
     step: int
     mean_loss: float
     seconds: float
+    val_loss: float | None = None      # with --val-split: fixed timesteps and noise per epoch
+    best: bool = False                 # this epoch wrote best/adapter
     time: float = field(default_factory=_now)
 
 
@@ -81,6 +83,24 @@ class CheckpointSaved(Event):
     step: int
     epoch: int
     kind: str = "epoch"        # epoch | step | final
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class SampleWritten(Event):
+    """An audio sample rendered with the adapter as it is after ``epoch``."""
+    type = "sample"
+    path: str                  # samples/epoch-N.wav in the run folder
+    epoch: int
+    step: int
+    prompt: str                # "" when the first training song's condition was used
+    lyrics: str
+    seed: int
+    duration: float            # seconds
+    sample_rate: int = 48000
+    steps: int = 8
+    cfg: float = 1.0
+    seconds: float = 0.0       # wall time the render took
     time: float = field(default_factory=_now)
 
 
@@ -131,11 +151,13 @@ class RunFinished(Event):
     error_kind: str | None = None   # input (bad input, exit 2) | runtime (exit 1)
     best_loss: float | None = None
     seconds: float = 0.0
+    reason: str | None = None  # why a run ended early, e.g. early stop
     time: float = field(default_factory=_now)
 
 
 EVENT_TYPES = {cls.type: cls for cls in (RunStarted, StepMetrics, EpochEnded, CheckpointSaved,
-                                          LogLine, RunPaused, RunResumed, Problem, RunFinished)}
+                                          SampleWritten, LogLine, RunPaused, RunResumed, Problem,
+                                          RunFinished)}
 
 
 def to_json(event: Event) -> str:
