@@ -1,7 +1,8 @@
 """`sidestep export` and `sidestep check-adapter` on real (tiny) trained adapters (issue #16).
 
 The effective weight change is recomputed here from the files alone, with each runtime's
-public rule (docs/adapter-formats.md), not with the code under test."""
+public rule (docs/adapter-formats.md), not with the code under test. DoRA and LoHA are
+compared with what PEFT (merge_and_unload) and LyCORIS (its own weight functions) apply."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ def runs(demo_root, small_tensors, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapter_runs")
     out = {}
-    for name, kw in {"lora": {}, "lokr": dict(adapter_type="lokr", lokr_factor=4)}.items():
+    kinds = {"lora": {}, "lokr": dict(adapter_type="lokr", lokr_factor=4),
+             "dora": dict(adapter_type="dora"),
+             "loha": dict(adapter_type="loha", loha_linear_dim=4, loha_linear_alpha=8)}
+    for name, kw in kinds.items():
         cfg = train_config(demo_root, small_tensors, root / name, epochs=1, **kw)
         result = Trainer(cfg, [Recorder()]).run()
         assert result.status == "completed", result.error
@@ -297,3 +301,373 @@ def test_lokr_other_layouts_keep_the_delta(runs, linears, tmp_path, layout):
         out = tmp_path / f"{fmt}.safetensors"
         export_adapter(folder, fmt, out)
         assert_same(lokr_deltas(out, linears, fmt), want)
+
+
+# -- DoRA and LoHA ---------------------------------------------------------------------------
+EPS32 = torch.finfo(torch.float32).eps
+EPS_BF16 = 2.0 ** -7  # acestep.cpp's constant (torch.finfo(torch.bfloat16).eps)
+
+
+def _linear_weights(module) -> dict[str, torch.Tensor]:
+    return {n: m.weight.detach().double() for n, m in module.named_modules()
+            if isinstance(m, torch.nn.Linear)}
+
+
+@pytest.fixture(scope="module")
+def model_dir(demo_root):
+    return demo_root / "checkpoints" / "acestep-v15-turbo"
+
+
+@pytest.fixture(scope="module")
+def base(model_dir):
+    """The demo decoder's Linear weights as stored (float64)."""
+    from sidestep.model import load_acestep
+
+    return _linear_weights(load_acestep(model_dir, parts=("decoder",)).decoder)
+
+
+def peft_merged(folder: Path, model_dir: Path) -> dict[str, torch.Tensor]:
+    """What PEFT applies: PeftModel.from_pretrained (ACE-Step's loader) + merge_and_unload."""
+    from peft import PeftModel
+
+    from sidestep.model import load_acestep
+
+    fresh = load_acestep(model_dir, parts=("decoder",)).decoder
+    return _linear_weights(PeftModel.from_pretrained(fresh, str(folder)).merge_and_unload())
+
+
+@pytest.fixture(scope="module")
+def dora_truth(runs, model_dir, base):
+    merged = peft_merged(runs["dora"] / "final" / "adapter", model_dir)
+    changed = {n: w for n, w in merged.items() if not torch.equal(w, base[n])}
+    assert len(changed) == 32
+    return changed
+
+
+def comfy_weights(path: Path, base) -> dict[str, torch.Tensor]:
+    """ComfyUI (comfy/weight_adapter/lora.py + base.py weight_decompose, strength 1): W + s*dW,
+    and with a dora_scale whose first dim is out: times dora_scale / (||W|| + eps) with the
+    BASE weight's row norm (its output-axis branch); else per column of W + s*dW."""
+    sd = load_file(str(path))
+    out = {}
+    for key in sd:
+        if not key.endswith(".lora_down.weight"):
+            continue
+        prefix = key[:-len(".lora_down.weight")]
+        assert prefix.startswith("base_model.model."), key
+        name = prefix[len("base_model.model."):]
+        down, up = sd[key].double(), sd[f"{prefix}.lora_up.weight"].double()
+        w = base[name]
+        calc = w + up @ down * (float(sd[f"{prefix}.alpha"]) / down.shape[0])
+        ds = sd.get(f"{prefix}.dora_scale")
+        if ds is not None:
+            ds = ds.double()
+            assert ds.ndim == 2  # 1-D breaks its broadcast (ComfyUI issue #12938)
+            norm = w.norm(dim=1, keepdim=True) if ds.shape[0] == w.shape[0] else \
+                calc.norm(dim=0, keepdim=True)
+            calc = calc * ds / (norm + EPS32)
+        out[name] = calc
+    assert set(sd) <= {f"base_model.model.{n}.{s}" for n in out
+                       for s in ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale")}
+    return out
+
+
+def cpp_lokr_weights(path: Path, base) -> dict[str, torch.Tensor]:
+    """acestep.cpp's LoKR path (src/adapter-merge.h): a full lokr_w1, an alpha, w2_a/w2_b;
+    V = W + alpha / rank * kron(w1, w2_a w2_b); a dora_scale needs dim 0 == out and scales
+    row i by dora_scale[i] / (||V_i|| + bf16 eps)."""
+    sd = load_file(str(path))
+    flat = {n.replace(".", "_"): n for n in base}
+    out = {}
+    for key in sd:
+        prefix, _, part = key.rpartition(".")
+        assert prefix.startswith("lycoris_") and prefix[len("lycoris_"):] in flat, key
+        assert part in ("lokr_w1", "lokr_w2_a", "lokr_w2_b", "alpha", "dora_scale"), key
+        if part != "alpha":
+            continue
+        name = flat[prefix[len("lycoris_"):]]
+        w1, w2a, w2b = (sd[f"{prefix}.{k}"].double() for k in ("lokr_w1", "lokr_w2_a",
+                                                                 "lokr_w2_b"))
+        v = base[name] + torch.kron(w1, w2a @ w2b) * (float(sd[key]) / w2b.shape[0])
+        ds = sd.get(f"{prefix}.dora_scale")
+        if ds is not None:
+            assert ds.shape[0] == v.shape[0] and ds.dtype == torch.float32
+            v = v * ds.double().reshape(-1, 1) / (v.norm(dim=1, keepdim=True) + EPS_BF16)
+        out[name] = v
+    return out
+
+
+def assert_weights(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys() and got
+    for name in want:
+        scale = want[name].abs().max()
+        assert torch.allclose(got[name], want[name], rtol=0, atol=2e-6 * scale), name
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("fmt", ["comfyui", "acestep-cpp", "peft"])
+def test_dora_export_applies_what_peft_applies(runs, model_dir, base, dora_truth, tmp_path,
+                                                capsys, fmt, normalize):
+    out = tmp_path / ("peft" if fmt == "peft" else "d.safetensors")
+    args = ["--plain", "export", str(runs["dora"]), "--format", fmt, "--output", str(out)]
+    assert main(args + (["--normalize-alpha"] if normalize else [])) == 0
+    text = capsys.readouterr()
+    assert "DORA, 32 modules" in text.out
+    if fmt == "peft":
+        got = {n: w for n, w in peft_merged(out, model_dir).items() if n in dora_truth}
+        assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is True
+    elif fmt == "comfyui":
+        got = comfy_weights(out, base)
+        assert "base weights in" in text.err  # says the dora_scale depends on the base model
+    else:
+        got = cpp_lokr_weights(out, base)
+    assert_weights(got, dora_truth)
+    if normalize and fmt != "peft":
+        sd = load_file(str(out))
+        assert all(float(v) == 4.0 for k, v in sd.items() if k.endswith(".alpha"))
+
+
+def test_dora_scale_is_what_makes_comfyui_exact(runs, base, dora_truth, tmp_path):
+    """The recomputed dora_scale matters: PEFT's magnitude copied as is would not give PEFT's
+    weights in ComfyUI (it divides by the base weight's norm, not by W + dW's)."""
+    from sidestep.engine.export import export_adapter
+
+    out = tmp_path / "d.safetensors"
+    export_adapter(runs["dora"], "comfyui", out)
+    sd = load_file(str(out))
+    peft = load_file(str(runs["dora"] / "final" / "adapter" / "adapter_model.safetensors"))
+    for key in [k for k in sd if k.endswith(".dora_scale")]:
+        sd[key] = peft[key.replace(".dora_scale", ".lora_magnitude_vector")].reshape(-1, 1)
+    naive = tmp_path / "naive.safetensors"
+    save_file(sd, str(naive))
+    got = comfy_weights(naive, base)
+    assert any(not torch.allclose(got[n], dora_truth[n], rtol=0,
+                                  atol=1e-4 * dora_truth[n].abs().max()) for n in dora_truth)
+
+
+def lycoris_loha_deltas(path: Path, model_dir: Path) -> dict[str, torch.Tensor]:
+    """What LyCORIS adds in its forward: get_weight(shape) * scalar per module."""
+    from lycoris import create_lycoris_from_weights
+
+    from sidestep.model import load_acestep
+
+    fresh = load_acestep(model_dir, parts=("decoder",)).decoder
+    network, state = create_lycoris_from_weights(1.0, str(path), fresh)
+    network.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        return {lora.lora_name[len("lycoris_"):]: (lora.get_weight(lora.shape) *
+                                                  lora.scalar).double()
+                for lora in network.loras}
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_loha_export_applies_what_lycoris_applies(runs, model_dir, linears, tmp_path, normalize):
+    src = runs["loha"] / "final" / "adapter" / "loha_weights.safetensors"
+    want = lycoris_loha_deltas(src, model_dir)
+    assert len(want) == 32
+    out = tmp_path / "h.safetensors"
+    args = ["--plain", "export", str(runs["loha"]), "--format", "comfyui", "--output", str(out)]
+    assert main(args + (["--normalize-alpha"] if normalize else [])) == 0
+    # ComfyUI (comfy/weight_adapter/loha.py): (w1_a w1_b) * (w2_a w2_b) * alpha / w1_b's rows,
+    # on lycoris_<module> keys (its ACE-Step 1.5 key map)
+    sd = load_file(str(out))
+    got = {}
+    for key in sd:
+        prefix, _, part = key.rpartition(".")
+        flat = prefix[len("lycoris_"):]
+        assert prefix.startswith("lycoris_") and \
+            any(n.replace(".", "_") == flat for n in linears), key
+        assert part in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"), key
+        if part == "alpha":
+            assert sd[key].dtype == torch.float32 and sd[key].ndim == 0
+            f = {k: sd[f"{prefix}.{k}"].double() for k in ("hada_w1_a", "hada_w1_b",
+                                                          "hada_w2_a", "hada_w2_b")}
+            got[flat] = (f["hada_w1_a"] @ f["hada_w1_b"]) * (f["hada_w2_a"] @ f["hada_w2_b"]) \
+                * float(sd[key]) / f["hada_w1_b"].shape[0]
+            if normalize:
+                assert float(sd[key]) == 4.0
+    assert_weights(got, want)
+    with safe_open(str(out), "pt") as fh:
+        assert json.loads(fh.metadata()["loha_config"])["algo"] == "loha"
+
+
+def test_dora_and_loha_exports_check_clean(runs, tmp_path):
+    from sidestep.engine.adapter_check import check_adapter
+    from sidestep.engine.export import export_adapter
+
+    for name, fmt in (("dora", "comfyui"), ("dora", "acestep-cpp"), ("loha", "comfyui")):
+        out = tmp_path / f"{name}-{fmt}.safetensors"
+        export_adapter(runs[name], fmt, out)
+        report = check_adapter(out)
+        assert not report.problems, report.problems
+        v = {r.runtime: r for r in report.runtimes}
+        assert v[fmt].loads and v[fmt].modules == 32 and not v[fmt].dropped, fmt
+        assert v[fmt].strength == 1.0
+        assert v[fmt].dora == ("applied" if name == "dora" else None)
+        assert not v["acestep"].loads and not v["peft"].loads
+        other = v["acestep-cpp" if fmt == "comfyui" else "comfyui"]
+        if name == "loha":
+            assert not other.loads and "LoHA" in other.note  # acestep.cpp has no LoHA
+        else:
+            # the other runtime loads the file, but its DoRA arithmetic is not training's
+            assert other.dora == ("dropped" if fmt == "comfyui" else "differs")
+
+
+def test_check_dora_folder_and_raw_loha(runs, capsys):
+    from sidestep.engine.adapter_check import check_adapter
+
+    report = check_adapter(runs["dora"])
+    assert report.kind == "dora" and not report.problems
+    v = {r.runtime: r for r in report.runtimes}
+    for rt in ("acestep", "peft"):
+        assert v[rt].loads and v[rt].modules == 32 and v[rt].dora == "applied"
+        assert not v[rt].dropped
+    for rt in ("comfyui", "acestep-cpp"):  # they read A/B and ignore the magnitudes
+        assert v[rt].loads and v[rt].dora == "dropped"
+        assert len(v[rt].dropped) == 32
+        assert all(k.endswith(".lora_magnitude_vector") for k in v[rt].dropped)
+    # the text names the column and the verdict
+    assert main(["--plain", "check-adapter", str(runs["dora"])]) == 0
+    out = capsys.readouterr().out
+    assert "DoRA" in out and "dropped" in out and "applied" in out
+
+    report = check_adapter(runs["loha"])
+    assert report.kind == "loha" and not report.problems
+    v = {r.runtime: r for r in report.runtimes}
+    assert v["comfyui"].loads and v["comfyui"].modules == 32 and v["comfyui"].strength == 1.0
+    assert not v["comfyui"].dropped
+    for rt in ("acestep", "peft", "acestep-cpp"):
+        assert not v[rt].loads and v[rt].modules == 0
+
+
+def test_check_flags_loha_and_dora_problems(runs, tmp_path, capsys):
+    from sidestep.engine.export import export_adapter
+
+    sd = load_file(str(runs["loha"] / "final" / "adapter" / "loha_weights.safetensors"))
+    a, b, c = ("lycoris_layers_0_self_attn_q_proj", "lycoris_layers_1_self_attn_k_proj",
+               "lycoris_layers_2_cross_attn_k_proj")
+    del sd[f"{a}.hada_w2_b"]                                       # incomplete
+    del sd[f"{b}.alpha"]                                           # missing alpha
+    sd[f"{c}.hada_w2_b"] = sd[f"{c}.hada_w2_b"][:3].contiguous()   # factors do not multiply
+    bad = tmp_path / "loha.safetensors"
+    save_file(sd, str(bad))
+    assert main(["--plain", "check-adapter", str(bad), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    kinds = {p["kind"]: p["message"] for p in report["problems"]}
+    assert a in kinds["incomplete"] and "hada_w2_b" in kinds["incomplete"]
+    assert b in kinds["missing-alpha"] and c in kinds["rank-mismatch"]
+    comfy = {r["runtime"]: r for r in report["runtimes"]}["comfyui"]
+    assert comfy["modules"] == 30 and f"{a}.hada_w1_a" in comfy["dropped"]
+    assert f"{c}.hada_w2_b" in comfy["dropped"] and f"{b}.hada_w1_a" not in comfy["dropped"]
+    assert any("strength they were trained at is unknown" in n for n in report["notes"])
+
+    out = tmp_path / "d.safetensors"
+    export_adapter(runs["dora"], "comfyui", out)
+    sd = load_file(str(out))
+    q = "base_model.model.layers.0.cross_attn.k_proj"              # 64 x 128: not square
+    sd[f"{q}.dora_scale"] = sd[f"{q}.dora_scale"].reshape(-1).contiguous()
+    save_file(sd, str(out))
+    assert main(["--plain", "check-adapter", str(out), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    kinds = {p["kind"]: p["message"] for p in report["problems"]}
+    assert f"{q}.dora_scale" in kinds["shape-mismatch"]
+    comfy = {r["runtime"]: r for r in report["runtimes"]}["comfyui"]
+    assert comfy["modules"] == 31 and f"{q}.dora_scale" in comfy["dropped"]
+
+
+def test_dora_and_loha_refusals_write_nothing(runs, demo_root, tmp_path, capsys):
+    import shutil
+
+    loose = tmp_path / "loose"                  # a DoRA folder with no run.json above it
+    shutil.copytree(runs["dora"] / "final" / "adapter", loose)
+    before = tree_hash(tmp_path)
+    cases = [(runs["loha"], "acestep-cpp", "acestep.cpp does not load LoHA"),
+             (runs["loha"], "peft", "no PEFT form of a LoHA"),
+             (loose, "comfyui", "--checkpoint-dir")]
+    for src, fmt, said in cases:
+        out = tmp_path / ("p" if fmt == "peft" else "x.safetensors")
+        assert main(["--plain", "export", str(src), "--format", fmt, "--output",
+                     str(out)]) == 2
+        assert said in capsys.readouterr().err
+    assert tree_hash(tmp_path) == before
+    # with the model named, the loose folder exports, and the folder form needs no base
+    out = tmp_path / "x.safetensors"
+    assert main(["--plain", "export", str(loose), "--format", "acestep-cpp", "--output",
+                 str(out), "--checkpoint-dir", str(demo_root / "checkpoints")]) == 0
+    assert main(["--plain", "export", str(loose), "--format", "peft", "--output",
+                 str(tmp_path / "p")]) == 0
+
+
+@pytest.mark.parametrize("axis", ["out", "in"])
+def test_lokr_weight_decomposition_keeps_lycoris_weights(runs, model_dir, base, tmp_path,
+                                                        axis):
+    """A LoKR trained with weight_decompose carries LyCORIS' dora_scale: (out, 1) by default
+    (wd_on_out), (1, in) otherwise. Both exports reproduce LyCORIS' weight_decompose; an
+    input-axis one is refused for acestep.cpp, which rescales rows only."""
+    from lycoris.functional.general import weight_decompose
+
+    from sidestep.engine.export import ExportError, export_adapter
+
+    src = runs["lokr"] / "final" / "adapter" / "lokr_weights.safetensors"
+    with safe_open(str(src), "pt") as fh:
+        meta = fh.metadata()
+    sd = load_file(str(src))
+    flat = {n.replace(".", "_"): n for n in base}
+    want = {}
+    g = torch.Generator().manual_seed(1)
+    for key in [k for k in sd if k.endswith(".alpha")]:
+        prefix = key[:-len(".alpha")]
+        name = flat[prefix[len("lycoris_"):]]
+        w = base[name].float()
+        norm = w.norm(dim=1, keepdim=True) if axis == "out" else w.norm(dim=0, keepdim=True)
+        sd[f"{prefix}.dora_scale"] = (norm * (1 + 0.2 * torch.rand(norm.shape, generator=g)))
+        product, rank = _kron(sd, prefix)
+        delta = (product * (float(sd[key]) / rank)).float()
+        want[name] = weight_decompose(w + delta, sd[f"{prefix}.dora_scale"], 1.0,
+                                      axis == "out").double()
+    folder = tmp_path / "src"
+    folder.mkdir()
+    save_file(sd, str(folder / "lokr_weights.safetensors"), metadata=meta)
+    out = tmp_path / "c.safetensors"
+    export_adapter(folder, "comfyui", out, decoder=_decoder(model_dir))
+    got = {}
+    sd_out = load_file(str(out))
+    for key in [k for k in sd_out if k.endswith(".alpha")]:
+        prefix = key[:-len(".alpha")]
+        name = flat[prefix[len("lycoris_"):]]
+        product, rank = _kron(sd_out, prefix)
+        w = base[name]
+        calc = w + product * (float(sd_out[key]) / rank if rank else 1.0)
+        ds = sd_out[f"{prefix}.dora_scale"].double()
+        norm = w.norm(dim=1, keepdim=True) if ds.shape[0] == w.shape[0] else \
+            calc.norm(dim=0, keepdim=True)   # ComfyUI's weight_decompose, as above
+        got[name] = calc * ds / (norm + EPS32)
+    assert_weights(got, want)
+    cpp = tmp_path / "k.safetensors"
+    if axis == "in":
+        before = tree_hash(tmp_path)
+        with pytest.raises(ExportError, match="acestep.cpp rescales only per output row"):
+            export_adapter(folder, "acestep-cpp", cpp, decoder=_decoder(model_dir))
+        assert tree_hash(tmp_path) == before
+        return
+    export_adapter(folder, "acestep-cpp", cpp, decoder=_decoder(model_dir))
+    sd_cpp = load_file(str(cpp))
+    linear_dim = json.loads(meta["lokr_config"])["linear_dim"]
+    got = {}
+    for key in [k for k in sd_cpp if k.endswith(".alpha")]:
+        prefix = key[:-len(".alpha")]
+        name = flat[prefix[len("lycoris_"):]]
+        assert f"{prefix}.lokr_w1" in sd_cpp  # acestep.cpp reads no factorised w1
+        product, _ = _kron(sd_cpp, prefix)
+        rank = sd_cpp[f"{prefix}.lokr_w2_b"].shape[0] if f"{prefix}.lokr_w2_b" in sd_cpp \
+            else linear_dim
+        v = base[name] + product * (float(sd_cpp[key]) / rank)
+        ds = sd_cpp[f"{prefix}.dora_scale"].double().reshape(-1, 1)
+        got[name] = v * ds / (v.norm(dim=1, keepdim=True) + EPS_BF16)
+    assert_weights(got, want)
+
+
+def _decoder(model_dir):
+    from sidestep.engine.adapter_keys import Decoder
+
+    return Decoder.from_model_dir(model_dir)

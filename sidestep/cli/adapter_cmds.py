@@ -60,14 +60,15 @@ def _check(args, out: Out, decoder) -> int:
     out.info(f"{report.file}: {report.kind.upper()}, {report.modules} decoder modules "
              f"(checked against {report.decoder})")
     rows = []
+    dora = any(v.dora for v in report.runtimes)  # a column only for weight decomposition
     for v in report.runtimes:
         strength = "-" if v.strength is None else (
             f"{v.strength:g}x" if isinstance(v.strength, float)
             else f"{v.strength[0]:g}x..{v.strength[1]:g}x")
         rows.append((TITLES[v.runtime], "yes" if v.loads else "NO", v.modules, len(v.dropped),
-                     strength, v.note))
+                     strength, *((v.dora or "-",) if dora else ()), v.note))
     out.table("", ("runtime", "loads", "modules", "dropped keys", "strength vs training",
-                   "note"), rows)
+                   *(("DoRA",) if dora else ()), "note"), rows)
     for v in report.runtimes:
         if v.dropped:
             shown = ", ".join(v.dropped[:5]) + (", ..." if len(v.dropped) > 5 else "")

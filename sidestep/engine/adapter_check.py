@@ -2,9 +2,10 @@
 
 For ACE-Step's own loader, PEFT (what diffusers-style code uses), ComfyUI and acestep.cpp:
 whether it loads, how many modules land on decoder Linear weights, which keys it drops and the
-strength it applies relative to training. Plus problems in the file itself: foreign keys,
-missing alpha, rank or shape mismatches. The key rules are each runtime's public loader code,
-summarised with sources in docs/adapter-formats.md.
+strength it applies relative to training, and for a DoRA (PEFT magnitudes, or a
+``dora_scale``) whether it applies the weight decomposition as trained. Plus problems in the file
+itself: foreign keys, missing alpha, rank or shape mismatches. The key rules are each runtime's
+public loader code, summarised with sources in docs/adapter-formats.md.
 """
 
 from __future__ import annotations
@@ -17,17 +18,23 @@ from typing import Any
 import torch
 
 from sidestep.engine.adapter_keys import (
-    LOKR_PARTS, LYCORIS_PREFIX, PEFT_PREFIX, Decoder, Source, lokr_config, open_source,
-    peft_scale, peft_targets)
-from sidestep.engine.adapters import LOKR_WEIGHTS, LORA_CONFIG, AdapterError
+    LOHA_PARTS, LOKR_PARTS, LYCORIS_PREFIX, PEFT_PREFIX, Decoder, Source, dora_axis,
+    export_stamp, lokr_config, open_source, peft_scale, peft_targets)
+from sidestep.engine.adapters import LOHA_WEIGHTS, LOKR_WEIGHTS, LORA_CONFIG, AdapterError
 
 RUNTIMES = ("acestep", "peft", "comfyui", "acestep-cpp")
 TITLES = {"acestep": "ACE-Step 1.5 loader", "peft": "PEFT / diffusers",
           "comfyui": "ComfyUI", "acestep-cpp": "acestep.cpp"}
 _LORA_SUFFIX = {"lora_A.weight": "down", "lora_A.default.weight": "down",
                 "lora_down.weight": "down", "lora_B.weight": "up",
-                "lora_B.default.weight": "up", "lora_up.weight": "up"}
-_OTHER_SUFFIX = ("alpha", "dora_scale", "scalar", *LOKR_PARTS)
+                "lora_B.default.weight": "up", "lora_up.weight": "up",
+                # PEFT's DoRA magnitude (0.21 saves the first form)
+                "lora_magnitude_vector.default.weight": "magnitude",
+                "lora_magnitude_vector.default": "magnitude",
+                "lora_magnitude_vector.weight": "magnitude",
+                "lora_magnitude_vector": "magnitude"}
+_OTHER_SUFFIX = ("alpha", "dora_scale", "scalar", *LOKR_PARTS, *LOHA_PARTS)
+_HADA = LOHA_PARTS[:4]
 _SHOW = 8  # keys listed per finding; the count is always given
 
 
@@ -45,13 +52,16 @@ class RuntimeVerdict:
     dropped: list[str]                 # keys it would not use
     strength: float | list[float] | None  # vs training: 1.0 same, [min, max] if it varies
     note: str = ""
+    # DoRA / weight decomposition: applied (as trained) | differs (its own arithmetic, not
+    # training's) | dropped (plays as the plain adapter); None when there is none
+    dora: str | None = None
 
 
 @dataclass
 class AdapterReport:
     path: str
     file: str
-    kind: str                          # lora | lokr
+    kind: str                          # lora | dora | lokr | loha
     modules: int
     decoder: str
     problems: list[Problem] = field(default_factory=list)
@@ -77,6 +87,12 @@ class _Group:
     def lokr(self) -> bool:
         return any(p in self.parts for p in LOKR_PARTS)
 
+    def loha(self) -> bool:
+        return any(p in self.parts for p in LOHA_PARTS)
+
+    def decomposed(self) -> bool:
+        return "magnitude" in self.parts or "dora_scale" in self.parts
+
     def lora_rank(self) -> int | None:
         d, u = self.parts.get("down"), self.parts.get("up")
         if d is None or u is None or d.ndim != 2 or u.ndim != 2 or d.shape[0] != u.shape[1]:
@@ -86,6 +102,18 @@ class _Group:
     def alpha(self) -> float | None:
         a = self.parts.get("alpha")
         return float(a.float().reshape(-1)[0]) if a is not None and a.numel() == 1 else None
+
+    def loha_rank(self) -> int | None:
+        b = self.parts.get("hada_w1_b")
+        return int(b.shape[0]) if b is not None and b.ndim == 2 else None
+
+    def weight_shape(self) -> tuple[int, int] | None:
+        """(out, in) of the weight change its factors make (None when they do not multiply)."""
+        try:
+            shape = tuple(_product(self).shape)
+        except (RuntimeError, KeyError, IndexError):
+            return None
+        return shape if len(shape) == 2 else None
 
     def lokr_dim(self, w2_only: bool = False) -> int | None:
         if "lokr_w2_b" in self.parts:
@@ -144,10 +172,18 @@ def check_adapter(path, decoder: Decoder | None = None) -> AdapterReport:
         decoder = Decoder.from_model_dir(src.model_dir) if src.model_dir else Decoder.standard()
     groups, unparsed = _groups(src, decoder)
     if not groups:
-        raise AdapterError(f"{src.file}: no LoRA or LoKR weights in it")
-    kind = "lokr" if any(g.lokr() for g in groups.values()) else "lora"
+        raise AdapterError(f"{src.file}: no LoRA, DoRA, LoKR or LoHA weights in it")
+    kind = "loha" if any(g.loha() for g in groups.values()) else \
+        "lokr" if any(g.lokr() for g in groups.values()) else \
+        "dora" if any(g.decomposed() for g in groups.values()) else "lora"
     report = AdapterReport(str(path), str(src.file), kind,
                            sum(1 for g in groups.values() if g.name), decoder.origin)
+    stamp = export_stamp(src.metadata)
+    if stamp.get("dora_base"):
+        report.notes.append(f"`sidestep export --format {stamp.get('format')}` wrote this from "
+                            f"{stamp.get('source')}; its dora_scale is computed for that "
+                            "runtime from the base weights in "
+                            f"{stamp['dora_base']}")
     intended = _intended(src, groups, kind, report)
     _problems(src, groups, unparsed, decoder, kind, report)
     for rt in RUNTIMES:
@@ -166,6 +202,9 @@ def _intended(src: Source, groups: dict[str, _Group], kind: str,
         if kind == "lokr":
             dim, alpha = g.lokr_dim(), g.alpha()
             out[g.prefix] = 1.0 if dim is None else (alpha / dim if alpha is not None else None)
+        elif kind == "loha":
+            rank, alpha = g.loha_rank(), g.alpha()
+            out[g.prefix] = alpha / rank if rank and alpha is not None else None
         elif src.config is not None:
             out[g.prefix] = peft_scale(src.config, g.name)[1]
         else:
@@ -187,11 +226,13 @@ def _problems(src, groups, unparsed, decoder: Decoder, kind: str, report) -> Non
                                     f"weight, and every runtime drops them: "
                                     f"{_fmt_keys(foreign)}"))
     named = [g for g in groups.values() if g.name]
-    if kind == "lora":
+    if kind == "loha":
+        shapes = _loha_problems(named, decoder, add)
+    elif kind in ("lora", "dora"):
         half = [g.prefix for g in named if not ("down" in g.parts and "up" in g.parts)]
         if half:
-            add(Problem("incomplete", f"{len(half)} modules have only one LoRA half: "
-                                      f"{_fmt_keys(half)}"))
+            add(Problem("incomplete", f"{len(half)} modules lack a LoRA half (down/lora_A or "
+                                      f"up/lora_B): {_fmt_keys(half)}"))
         bad = [f"{g.prefix} (down {tuple(g.parts['down'].shape)}, up "
                f"{tuple(g.parts['up'].shape)})" for g in named
                if "down" in g.parts and "up" in g.parts and g.lora_rank() is None]
@@ -235,9 +276,63 @@ def _problems(src, groups, unparsed, decoder: Decoder, kind: str, report) -> Non
         if bad:
             add(Problem("rank-mismatch", f"{len(bad)} LoKR modules' factors do not multiply "
                                          f"out: {_fmt_keys(bad)}"))
+    shapes += _decomposition_shapes(named)
     if shapes:
         add(Problem("shape-mismatch", f"{len(shapes)} modules do not fit the decoder's weight "
                                       f"shape: {_fmt_keys(shapes)}"))
+
+
+def _loha_problems(named: list[_Group], decoder: Decoder, add) -> list[str]:
+    """incomplete, missing-alpha and rank-mismatch said here; the shape mismatches returned."""
+    part = [f"{g.prefix} ({', '.join(k for k in _HADA if k not in g.parts)} missing)"
+            for g in named if g.loha() and not all(k in g.parts for k in _HADA)]
+    if part:
+        add(Problem("incomplete", f"{len(part)} LoHA modules lack a factor: {_fmt_keys(part)}"))
+    whole = [g for g in named if g.loha() and all(k in g.parts for k in _HADA)]
+    no_alpha = [g.prefix for g in whole if g.alpha() is None]
+    if no_alpha:
+        add(Problem("missing-alpha", f"{len(no_alpha)} LoHA modules have no alpha (ComfyUI "
+                                     f"applies scale 1.0): {_fmt_keys(no_alpha)}"))
+    bad, shapes = [], []
+    for g in whole:
+        try:
+            delta = _product(g)
+        except (RuntimeError, KeyError, IndexError) as exc:
+            bad.append(f"{g.prefix} ({str(exc).splitlines()[0][:60]})")
+            continue
+        if decoder.shape(g.name) and tuple(delta.shape) != decoder.shape(g.name):
+            shapes.append(f"{g.prefix} ({tuple(delta.shape)} vs {decoder.shape(g.name)})")
+    if bad:
+        add(Problem("rank-mismatch", f"{len(bad)} LoHA modules' factors do not multiply out: "
+                                     f"{_fmt_keys(bad)}"))
+    return shapes
+
+
+def _decomposition_shapes(named: list[_Group]) -> list[str]:
+    """A magnitude needs one value per output row; a dora_scale (out, 1) or (1, in)."""
+    out = []
+    for g in named:
+        shape = g.weight_shape()
+        if shape is None:
+            continue
+        mag, ds = g.parts.get("magnitude"), g.parts.get("dora_scale")
+        if mag is not None and mag.numel() != shape[0]:
+            out.append(f"{g.keys['magnitude']} ({mag.numel()} values for {shape[0]} rows)")
+        if ds is not None and dora_axis(ds, shape) is None:
+            out.append(f"{g.keys['dora_scale']} ({tuple(ds.shape)}, neither ({shape[0]}, 1) "
+                       f"nor (1, {shape[1]}))")
+    return out
+
+
+def _product(g: _Group) -> torch.Tensor:
+    """The module's weight change up to its scale: B A, kron(w1, w2) or the Hadamard product."""
+    p = g.parts
+    if g.loha():
+        return (p["hada_w1_a"].float() @ p["hada_w1_b"].float()) * \
+            (p["hada_w2_a"].float() @ p["hada_w2_b"].float())
+    if g.lora():
+        return p["up"].float() @ p["down"].float()
+    return _lokr_product(g)
 
 
 def _lokr_product(g: _Group) -> torch.Tensor:
@@ -262,9 +357,37 @@ def _shape_ok(g: _Group, decoder: Decoder) -> bool:
     try:
         if g.lora():
             return (g.parts["up"].shape[0], g.parts["down"].shape[1]) == want
-        return tuple(_lokr_product(g).shape) == want
+        return tuple(_product(g).shape) == want
     except (RuntimeError, KeyError, IndexError):
         return False
+
+
+def _origin(src: Source) -> str:
+    """Whose DoRA arithmetic a magnitude or dora_scale was made for: ``peft`` (a PEFT folder's
+    magnitudes), ``lycoris`` (a LyCORIS file), the format ``sidestep export`` wrote it for, or
+    ``file`` (another single file: ComfyUI's convention)."""
+    stamp = export_stamp(src.metadata)
+    if stamp.get("dora_base"):
+        return str(stamp.get("format"))
+    if src.config is not None:
+        return "peft"
+    if src.is_lokr or src.is_loha:
+        return "lycoris"
+    return "file"
+
+
+def _dora(statuses: list[str]) -> str | None:
+    """One word for the modules a runtime applies: dropped beats differs beats applied."""
+    for word in ("dropped", "differs", "applied"):
+        if word in statuses:
+            return word
+    return None
+
+
+_DORA_NOTE = {
+    "dropped": "the DoRA magnitude is not read: it plays as a plain adapter, not as trained",
+    "differs": "it rescales with its own DoRA arithmetic, not training's, so the weights differ",
+}
 
 
 # -- the runtimes --------------------------------------------------------------------------
@@ -272,9 +395,12 @@ def _comfyui(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
     """comfy/lora.py: an ACE-Step 1.5 model maps ``base_model.model.<m>`` and
     ``lycoris_<m with _>`` (plus the generic ``diffusion_model.decoder.<m>`` and
     ``lora_unet_decoder_<m with _>``) onto decoder weights; per module it reads ``.alpha``,
-    ``.dora_scale``, LoRA up/down (or lora_B/lora_A) and LyCORIS lokr_* tensors. LoRA scale
-    is alpha / rank, 1.0 without alpha; LoKR alpha / rank of a factorised half, else 1.0."""
-    used, dropped, ratios = 0, list(unparsed), []
+    ``.dora_scale``, LoRA up/down (or lora_B/lora_A) and LyCORIS lokr_* and hada_* tensors.
+    LoRA scale is alpha / rank, 1.0 without alpha; LoKR alpha / rank of a factorised half, else
+    1.0; LoHA alpha / hada_w1_b's rows, else 1.0. A (out, 1) dora_scale rescales rows by the
+    base W's norm, a (1, in) one columns by W + dW's (comfy/weight_adapter/base.py)."""
+    used, dropped, ratios, doras = 0, list(unparsed), [], []
+    origin = _origin(src)
     for g in groups.values():
         keys = list(g.keys.values())
         if not g.name or g.style not in ("peft", "lycoris", "comfy-full", "comfy-unet"):
@@ -291,25 +417,48 @@ def _comfyui(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
             dim, alpha = g.lokr_dim(), g.alpha()
             ok = _shape_ok(g, decoder) and _multiplies(g)
             scale = alpha / dim if dim is not None and alpha is not None else 1.0
+        elif g.loha() and all(k in g.parts for k in _HADA):
+            take |= set(_HADA)  # Tucker hada_t1/t2 are conv only
+            rank, alpha = g.loha_rank(), g.alpha()
+            ok = _shape_ok(g, decoder) and _multiplies(g)
+            scale = alpha / rank if rank and alpha is not None else 1.0
         else:
             dropped += keys
             continue
+        ds = g.parts.get("dora_scale")
+        axis = dora_axis(ds, g.weight_shape() or (0, 0)) if ds is not None and ok else None
+        if ds is not None and ok:
+            # a 1-D or other-shaped dora_scale breaks weight_decompose's broadcast (ComfyUI
+            # issue #12938): the patch fails (a non-square weight) or is wrong (a square one)
+            ok = axis is not None
         dropped += [k for p, k in g.keys.items() if p not in take]
         if ok:
             used += 1
             ratios.append(scale / intended[g.prefix])
+            if ds is not None:
+                # its output-axis branch normalises the base W, not W + dW as LyCORIS does;
+                # the input-axis branch is LyCORIS' own arithmetic
+                same = origin in ("comfyui", "file") or (origin == "lycoris" and axis == "in")
+                doras.append("applied" if same else "differs")
+            elif "magnitude" in g.parts:
+                doras.append("dropped")
         else:
             dropped += [k for p, k in g.keys.items() if p in take]
     note = "single .safetensors file in models/loras" if src.config is None else \
         f"load {src.file.name} alone: ComfyUI does not read {LORA_CONFIG}"
     if src.config is not None and ratios and _strength(ratios) != 1.0:
         note += "; `sidestep export --format comfyui` writes the alpha it needs"
-    return RuntimeVerdict("comfyui", used > 0, used, sorted(dropped), _strength(ratios), note)
+    dora = _dora(doras)
+    if dora in _DORA_NOTE:
+        note += f"; {_DORA_NOTE[dora]} (`sidestep export --format comfyui` writes a " \
+            "dora_scale it applies as trained)"
+    return RuntimeVerdict("comfyui", used > 0, used, sorted(dropped), _strength(ratios), note,
+                          dora)
 
 
 def _multiplies(g: _Group) -> bool:
     try:
-        _lokr_product(g)
+        _product(g)
         return True
     except (RuntimeError, KeyError, IndexError):
         return False
@@ -323,7 +472,8 @@ def _acestep_cpp(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
     down/up; alpha from a float32 scalar ``.alpha``, else lora_alpha in adapter_config.json,
     else the rank."""
     is_lokr = any(".lokr_w1" in k or ".lokr_w2" in k for k in src.tensors)
-    used, dropped, ratios = 0, list(unparsed), []
+    used, dropped, ratios, doras = 0, list(unparsed), [], []
+    origin = _origin(src)
     cfg_alpha = None
     if src.config is not None and isinstance(src.config.get("lora_alpha"), (int, float)):
         cfg_alpha = int(src.config["lora_alpha"])  # read as an integer, patterns ignored
@@ -344,12 +494,17 @@ def _acestep_cpp(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
                 dropped += keys
                 continue
             dim = g.lokr_dim(w2_only=True) if factor else linear_dim
-            if not dim:
+            ds = p.get("dora_scale")
+            # its dora_scale is one value per output row: any other first dimension skips
+            # the whole module
+            if not dim or (ds is not None and ds.shape[0] != (g.weight_shape() or (0,))[0]):
                 dropped += keys
                 continue
             take = {"lokr_w1", "alpha", "dora_scale", *(("lokr_w2_a", "lokr_w2_b") if factor
                                                         else ("lokr_w2",))}
             scale = g.alpha() / dim
+            if ds is not None:
+                doras.append("applied" if origin == "acestep-cpp" else "differs")
         else:
             if g.style not in ("peft", "comfy-full", "decoder", "bare") or \
                     "down" not in g.parts or "up" not in g.parts:
@@ -367,14 +522,22 @@ def _acestep_cpp(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
             take = {"down", "up", "alpha"} if a is not None and a.ndim == 0 and \
                 a.dtype == torch.float32 else {"down", "up"}
             scale = alpha / rank
+            if g.decomposed():
+                doras.append("dropped")  # the LoRA path reads no magnitude or dora_scale
         dropped += [k for part, k in g.keys.items() if part not in take]
         used += 1
         ratios.append(scale / intended[g.prefix])
     note = "point it at the .safetensors file" if src.folder is None or \
-        src.file.name == LOKR_WEIGHTS else "reads the PEFT folder (adapter_config.json's " \
-        "lora_alpha only: no rank_pattern/alpha_pattern, no rsLoRA)"
+        src.file.name in (LOKR_WEIGHTS, LOHA_WEIGHTS) else "reads the PEFT folder " \
+        "(adapter_config.json's lora_alpha only: no rank_pattern/alpha_pattern, no rsLoRA)"
+    if src.is_loha:
+        note = "does not load LoHA: it merges LoRA and LoKR only"
+    dora = _dora(doras)
+    if dora in _DORA_NOTE:
+        note += f"; {_DORA_NOTE[dora]} (`sidestep export --format acestep-cpp` writes a " \
+            "dora_scale it applies as trained)"
     return RuntimeVerdict("acestep-cpp", used > 0, used, sorted(dropped), _strength(ratios),
-                          note)
+                          note, dora)
 
 
 def _peft(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
@@ -384,28 +547,42 @@ def _peft(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
     if src.config is None:
         return RuntimeVerdict("peft", False, 0, [], None,
                               f"needs a folder with {LORA_CONFIG} and adapter_model.safetensors")
-    used, dropped = 0, list(unparsed)
+    used, dropped, doras = 0, list(unparsed), []
+    dora = bool(src.config.get("use_dora"))
+    take = ("down", "up", "magnitude") if dora else ("down", "up")
     for g in groups.values():
         keys = list(g.keys.values())
         if not g.name or g.style != "peft" or not peft_targets(src.config, g.name):
             dropped += keys
             continue
-        dropped += [k for part, k in g.keys.items() if part not in ("down", "up")]
+        dropped += [k for part, k in g.keys.items() if part not in take]
         rank = g.lora_rank()
+        mag = g.parts.get("magnitude") if dora else None
         if rank is None or rank != int(peft_scale(src.config, g.name)[0]) or \
-                not _shape_ok(g, decoder):
+                not _shape_ok(g, decoder) or \
+                (mag is not None and mag.numel() != g.parts["up"].shape[0]):
             return RuntimeVerdict("peft", False, 0, sorted(dropped), None,
                                   f"{g.prefix}: size mismatch with {LORA_CONFIG}; the load "
                                   "fails")
         used += 1
+        if "magnitude" in g.parts:
+            doras.append("applied" if dora else "dropped")
+    note = "the format training wrote"
+    if _dora(doras) == "dropped":
+        note = f"{LORA_CONFIG} has no use_dora: the magnitudes are unexpected keys and it " \
+               "plays as a plain LoRA"
     return RuntimeVerdict("peft", used > 0, used, sorted(dropped), 1.0 if used else None,
-                          "the format training wrote")
+                          note, _dora(doras))
 
 
 def _acestep(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
     """ACE-Step 1.5's handler: a PEFT folder (adapter_config.json) through PeftModel, or a
     file named lokr_weights.safetensors (or a folder holding one) through LyCORIS, built from
     the ``lokr_config`` metadata and loaded with load_state_dict(strict=False)."""
+    if src.is_loha:
+        return RuntimeVerdict("acestep", False, 0, sorted(src.tensors), None,
+                              f"reads a PEFT folder or a {LOKR_WEIGHTS} file; it does not load "
+                              "LoHA")
     if src.file.name != LOKR_WEIGHTS:
         verdict = _peft(src, groups, unparsed, intended, decoder)
         verdict.runtime = "acestep"
@@ -422,7 +599,7 @@ def _acestep(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
     def targeted(name: str) -> bool:
         return any(name == t or re.fullmatch(t, name) for t in targets)
 
-    used, dropped, ratios = 0, list(unparsed), []
+    used, dropped, ratios, doras = 0, list(unparsed), [], []
     for g in groups.values():
         keys = list(g.keys.values())
         if not g.name or g.style != "lycoris" or not targeted(g.name) or not g.lokr():
@@ -435,8 +612,10 @@ def _acestep(src, groups, unparsed, intended, decoder) -> RuntimeVerdict:
                     if part not in (*LOKR_PARTS, "alpha", "dora_scale")]
         used += 1
         ratios.append(1.0)  # LyCORIS is the training runtime
+        if "dora_scale" in g.parts:
+            doras.append("applied")
     return RuntimeVerdict("acestep", used > 0, used, sorted(dropped), _strength(ratios),
-                          "LoKR through LyCORIS")
+                          "LoKR through LyCORIS", _dora(doras))
 
 
 _RUNNERS = {"acestep": _acestep, "peft": _peft, "comfyui": _comfyui,

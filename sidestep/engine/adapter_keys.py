@@ -19,10 +19,20 @@ import torch
 from sidestep.engine.adapters import (LOHA_WEIGHTS, LOKR_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS,
                                       AdapterError)
 
+ADAPTER_FILES = (LORA_WEIGHTS, LOKR_WEIGHTS, LOHA_WEIGHTS)
 PEFT_PREFIX = "base_model.model."
 LYCORIS_PREFIX = "lycoris_"
 LOKR_PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b",
               "lokr_t2")
+LOHA_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+# PEFT's DoRA magnitude: saved as `lora_magnitude_vector` (0.21); other versions add the
+# adapter name and/or `.weight`.
+MAGNITUDE = re.compile(r"(.+)\.lora_magnitude_vector(?:\.default)?(?:\.weight)?")
+# The epsilons the DoRA rescales add to a norm: LyCORIS and ComfyUI take the dtype's eps of the
+# weight they normalise (float32 in LyCORIS, whose dora_scale is float32, and in ComfyUI's usual
+# patch path); acestep.cpp adds bfloat16's eps whatever the dtype. PEFT adds none.
+EPS_F32 = float(torch.finfo(torch.float32).eps)
+EPS_BF16 = float(torch.finfo(torch.bfloat16).eps)
 
 # The DiT decoder's Linear modules (checked against reference/acestep/real_keys_turbo.json and
 # sidestep.model.decoder): per layer attention and MLP projections, plus five outside layers.
@@ -40,9 +50,11 @@ class Decoder:
     """The decoder's Linear modules: exact names and (out, in) shapes when the model is known,
     else the standard ACE-Step 1.5 naming (any layer count, shapes not checked)."""
 
-    def __init__(self, shapes: dict[str, tuple[int, int]] | None, origin: str):
+    def __init__(self, shapes: dict[str, tuple[int, int]] | None, origin: str,
+                 model_dir: Path | None = None):
         self.shapes = shapes
         self.origin = origin
+        self.model_dir = model_dir           # where the base weights are (DoRA needs them)
         self._flat = {n.replace(".", "_"): n for n in shapes} if shapes else {}
 
     @classmethod
@@ -65,7 +77,7 @@ class Decoder:
             decoder = AceStepDecoder(cfg)
         shapes = {n: (m.out_features, m.in_features) for n, m in decoder.named_modules()
                   if isinstance(m, torch.nn.Linear)}
-        return cls(shapes, f"{model_dir} ({len(shapes)} decoder Linears)")
+        return cls(shapes, f"{model_dir} ({len(shapes)} decoder Linears)", Path(model_dir))
 
     def is_linear(self, name: str) -> bool:
         if self.shapes is not None:
@@ -108,12 +120,9 @@ def adapter_dir(path: Path) -> Path:
     if not path.is_dir():
         raise AdapterError(f"{path}: expected a folder (an adapter, a checkpoint or a run)")
     for candidate in (path, path / "adapter", path / "final" / "adapter"):
-        if (candidate / LORA_WEIGHTS).is_file() or (candidate / LOKR_WEIGHTS).is_file():
+        if any((candidate / n).is_file() for n in ADAPTER_FILES):
             return candidate
-        if (candidate / LOHA_WEIGHTS).is_file():
-            raise AdapterError(f"{candidate / LOHA_WEIGHTS}: LoHA adapters cannot be exported or "
-                               "checked yet; the file already holds LyCORIS' own keys")
-    raise AdapterError(f"{path}: not an adapter: no {LORA_WEIGHTS} or {LOKR_WEIGHTS} in it, in "
+    raise AdapterError(f"{path}: not an adapter: no {', '.join(ADAPTER_FILES)} in it, in "
                        "adapter/ (a checkpoint) or in final/adapter/ (a run)")
 
 
@@ -133,6 +142,10 @@ class Source:
     def is_lokr(self) -> bool:
         return any(k.rsplit(".", 1)[-1] in LOKR_PARTS for k in self.tensors)
 
+    @property
+    def is_loha(self) -> bool:
+        return any(k.rsplit(".", 1)[-1] in LOHA_PARTS for k in self.tensors)
+
 
 def open_source(path: Path) -> Source:
     """A folder (adapter, checkpoint, run) or a single .safetensors file."""
@@ -143,8 +156,7 @@ def open_source(path: Path) -> Source:
     folder = None
     if path.is_dir():
         folder = adapter_dir(path)
-        name = LORA_WEIGHTS if (folder / LORA_WEIGHTS).is_file() else LOKR_WEIGHTS
-        file = folder / name
+        file = next(folder / n for n in ADAPTER_FILES if (folder / n).is_file())
     elif path.is_file():
         file = path
     else:
@@ -167,12 +179,45 @@ def open_source(path: Path) -> Source:
                   model_dir=model_dir_for(file.parent))
 
 
-def lokr_config(metadata: dict[str, str]) -> dict[str, Any] | None:
+def _meta_json(metadata: dict[str, str], key: str) -> dict[str, Any] | None:
     try:
-        value = json.loads(metadata.get("lokr_config", ""))
+        value = json.loads(metadata.get(key, ""))
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def lokr_config(metadata: dict[str, str]) -> dict[str, Any] | None:
+    return _meta_json(metadata, "lokr_config")
+
+
+def export_stamp(metadata: dict[str, str]) -> dict[str, Any]:
+    """What ``sidestep export`` wrote into a file's metadata (empty for other files)."""
+    return _meta_json(metadata, "sidestep_export") or {}
+
+
+def base_weights(model_dir: Path, names) -> dict[str, torch.Tensor]:
+    """The base model's decoder weights for ``names`` (float64), read lazily from its
+    safetensors; ``AdapterError`` naming the model folder when one is missing."""
+    from sidestep.model.loading import CheckpointError, iter_tensors
+
+    want = {f"decoder.{n}.weight": n for n in names}
+    out: dict[str, torch.Tensor] = {}
+    try:
+        for _, key, tensor in iter_tensors(Path(model_dir), keep=want.__contains__):
+            out[want[key]] = tensor.double()
+    except CheckpointError as exc:
+        raise AdapterError(str(exc)) from None
+    missing = sorted(set(want.values()) - set(out))
+    if missing:
+        raise AdapterError(f"{model_dir}: the base model has no decoder weight for "
+                           f"{missing[0]}; pass the --checkpoint-dir the adapter was trained on")
+    return out
+
+
+def row_norm(w: torch.Tensor) -> torch.Tensor:
+    """Per output row, as a column: (out, 1)."""
+    return w.norm(dim=1, keepdim=True)
 
 
 # -- PEFT LoRA ------------------------------------------------------------------------------
@@ -209,6 +254,7 @@ class LoraPair:
     down: torch.Tensor              # (rank, in)
     up: torch.Tensor                # (out, rank)
     scale: float                    # what the source's own runtime multiplies up @ down by
+    magnitude: torch.Tensor | None = None  # PEFT DoRA: one per output row
 
     def delta(self) -> torch.Tensor:
         return (self.up.double() @ self.down.double()) * self.scale
@@ -222,20 +268,28 @@ def peft_pairs(src: Source, decoder: Decoder) -> list[LoraPair]:
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in src.tensors.items():
         m = re.fullmatch(re.escape(PEFT_PREFIX) + r"(.+)\.lora_([AB])(?:\.default)?\.weight", key)
-        if not m or not decoder.is_linear(m.group(1)):
+        mag = MAGNITUDE.fullmatch(key) if key.startswith(PEFT_PREFIX) else None
+        name = m.group(1) if m else mag.group(1)[len(PEFT_PREFIX):] if mag else None
+        if name is None or not decoder.is_linear(name):
             raise AdapterError(f"{src.file}: '{key}' is not a LoRA weight on a decoder Linear")
-        halves.setdefault(m.group(1), {})[m.group(2)] = value
+        halves.setdefault(name, {})[m.group(2) if m else "M"] = value
     pairs = []
     for name in sorted(halves, key=_module_order):
         h = halves[name]
-        if set(h) != {"A", "B"}:
-            raise AdapterError(f"{src.file}: {name} has lora_{'A' if 'A' in h else 'B'} only")
-        down, up = h["A"], h["B"]
+        if not {"A", "B"} <= set(h):
+            raise AdapterError(f"{src.file}: {name} has lora_{'A' if 'A' in h else 'B'} only"
+                               if "A" in h or "B" in h else
+                               f"{src.file}: {name} has a DoRA magnitude but no LoRA weights")
+        down, up, mag = h["A"], h["B"], h.get("M")
         if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1]:
             raise AdapterError(f"{src.file}: {name}: lora_A {tuple(down.shape)} and lora_B "
                                f"{tuple(up.shape)} do not share a rank")
+        if mag is not None and mag.numel() != up.shape[0]:
+            raise AdapterError(f"{src.file}: {name}: the DoRA magnitude has {mag.numel()} values "
+                               f"for {up.shape[0]} output rows")
         _, scale = peft_scale(src.config, name)
-        pairs.append(LoraPair(name, down, up, scale))
+        pairs.append(LoraPair(name, down, up, scale,
+                              None if mag is None else mag.reshape(-1)))
     if not pairs:
         raise AdapterError(f"{src.file}: no LoRA weights in it")
     return pairs
@@ -305,6 +359,84 @@ def lokr_modules(src: Source, decoder: Decoder) -> list[LokrModule]:
     if not modules:
         raise AdapterError(f"{src.file}: no LoKR weights in it")
     return modules
+
+
+# -- LyCORIS LoHA --------------------------------------------------------------------------
+@dataclass
+class LohaModule:
+    name: str
+    parts: dict[str, torch.Tensor]  # hada_* tensors
+    alpha: float | None
+    dora_scale: torch.Tensor | None = None
+
+    @property
+    def rank(self) -> int:
+        """What LyCORIS and ComfyUI divide alpha by: ``hada_w1_b``'s rows."""
+        return int(self.parts["hada_w1_b"].shape[0])
+
+    def scale(self) -> float:
+        """LyCORIS: alpha / rank (the saved alpha already holds rsLoRA's correction); ComfyUI
+        takes 1.0 without alpha."""
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+    def delta(self) -> torch.Tensor:
+        p = {k: v.double() for k, v in self.parts.items()}
+        return (p["hada_w1_a"] @ p["hada_w1_b"]) * (p["hada_w2_a"] @ p["hada_w2_b"]) * \
+            self.scale()
+
+
+def loha_modules(src: Source, decoder: Decoder) -> list[LohaModule]:
+    """The modules of a LyCORIS LoHA file; ``AdapterError`` for keys that do not name a decoder
+    Linear, a missing factor, factors that do not multiply or Tucker (conv) factors."""
+    found: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in src.tensors.items():
+        prefix, _, part = key.rpartition(".")
+        name = decoder.from_flat(prefix[len(LYCORIS_PREFIX):]) \
+            if prefix.startswith(LYCORIS_PREFIX) else None
+        if name is None or part not in (*LOHA_PARTS, "alpha", "dora_scale"):
+            raise AdapterError(f"{src.file}: '{key}' is not a LoHA weight on a decoder Linear")
+        found.setdefault(name, {})[part] = value
+    modules = []
+    for name in sorted(found, key=_module_order):
+        p = found[name]
+        if "hada_t1" in p or "hada_t2" in p:
+            raise AdapterError(f"{src.file}: {name} has Tucker factors (hada_t1/hada_t2), which "
+                               "only convolutions use; not a decoder Linear LoHA")
+        parts = {k: v for k, v in p.items() if k in LOHA_PARTS}
+        missing = [k for k in LOHA_PARTS[:4] if k not in parts]
+        if missing:
+            raise AdapterError(f"{src.file}: {name} lacks {', '.join(missing)}")
+        try:
+            shape = ((parts["hada_w1_a"] @ parts["hada_w1_b"]) *
+                     (parts["hada_w2_a"] @ parts["hada_w2_b"])).shape
+        except RuntimeError:
+            shape = None
+        want = decoder.shape(name)
+        if shape is None or len(shape) != 2:
+            raise AdapterError(f"{src.file}: {name}: the LoHA factors "
+                               f"{[tuple(parts[k].shape) for k in LOHA_PARTS[:4]]} do not "
+                               "multiply out")
+        if want and tuple(shape) != want:
+            raise AdapterError(f"{src.file}: {name}: the LoHA makes {tuple(shape)} but the "
+                               f"decoder's weight is {want}")
+        alpha = float(p["alpha"]) if "alpha" in p else None
+        modules.append(LohaModule(name, parts, alpha, p.get("dora_scale")))
+    if not modules:
+        raise AdapterError(f"{src.file}: no LoHA weights in it")
+    return modules
+
+
+# -- weight decomposition (DoRA) ------------------------------------------------------------
+def dora_axis(dora_scale: torch.Tensor, shape) -> str | None:
+    """Which norm a LyCORIS/ComfyUI ``dora_scale`` stands for on a weight of ``shape`` (out,
+    in): ``out`` for (out, 1) (one per output row, LyCORIS' default wd_on_out), ``in`` for
+    (1, in) (per input column); None for any other shape."""
+    out_features, in_features = shape
+    if tuple(dora_scale.shape) == (out_features, 1):
+        return "out"
+    if tuple(dora_scale.shape) == (1, in_features):
+        return "in"
+    return None
 
 
 def _module_order(name: str):

@@ -112,3 +112,25 @@ class EstimateProgress(_Result, bubble=False):
 class EstimateFinished(_Result, bubble=False):
     result: Any                   # engine.estimate.EstimateResult, None on error
     error: str | None
+
+
+# -- audio samples (widgets.samples) ------------------------------------------------------------
+@dataclass
+class SampleAnalysed(_Result, bubble=False):
+    key: tuple                    # the sample entry it is for (path, event time)
+    path: Path                    # where the file was found (a moved run folder: its samples/)
+    summary: Any                  # data.spectrum.AudioSummary, None when unreadable
+    error: str | None
+
+
+# -- history: export a run's adapter --------------------------------------------------------------
+@dataclass
+class AdapterExported(_Result, bubble=False):
+    result: Any                   # engine.export.ExportResult, None on error
+    error: str | None
+
+
+@dataclass
+class SamplesListed(_Result, bubble=False):
+    run_dir: Path
+    samples: list[Any]            # engine.events.SampleWritten, oldest first

@@ -1,7 +1,9 @@
-"""Run history: runs under the output roots, their curves (read-only) and resume."""
+"""Run history: runs under the output roots, their curves (read-only), resume, and export of
+a finished run's adapter for ComfyUI, acestep.cpp or PEFT."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from textual import on, work
@@ -11,9 +13,11 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
-from sidestep.tui.messages import RunsFound
+from sidestep.tui.messages import AdapterExported, RunsFound
 from sidestep.tui.screens.dashboard import fmt_loss
 from sidestep.tui.widgets.tables import fill_table
+
+log = logging.getLogger("sidestep.tui")
 
 
 class HistoryScreen(Screen):
@@ -21,12 +25,14 @@ class HistoryScreen(Screen):
         Binding("enter", "open", "Curves", show=False),
         Binding("r", "resume", "Resume"),
         Binding("o", "open", "Open curves"),
+        Binding("x", "export", "Export"),
         Binding("escape", "dashboard", "Dashboard"),
     ]
 
     def __init__(self):
         super().__init__()
         self.runs = []
+        self.last_export: AdapterExported | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -38,6 +44,7 @@ class HistoryScreen(Screen):
                          action="screen.open")
             yield Button("Resume (R)", id="resume", variant="success", compact=True,
                          action="screen.resume")
+            yield Button("Export (X)", id="export", compact=True, action="screen.export")
             yield Button("Refresh", id="refresh", compact=True, action="screen.refresh")
             yield Button("Dashboard", id="dash", compact=True, action="screen.dashboard")
         yield Footer()
@@ -109,6 +116,58 @@ class HistoryScreen(Screen):
             self.app.show_error("Nothing to resume", f"{r.path} has no complete checkpoint.")
             return
         self.app.resume_run(r.path, r.latest_checkpoint)
+
+    def action_export(self) -> None:
+        """The selected run's final adapter, through the export dialog, written off the UI
+        thread by the same ``export_adapter`` as ``sidestep export``."""
+        from sidestep.tui.screens.export_dialog import ExportDialog
+
+        r = self.selected()
+        if r is None:
+            self.notify("no run to export", severity="warning")
+            return
+        if not r.adapter_path:
+            self.notify(f"{r.name} has no final adapter (status: {r.status}); export one of its "
+                        "checkpoints with `sidestep export <checkpoint folder>`",
+                        title="Nothing to export", severity="warning", timeout=10)
+            return
+        adapter = r.adapter_path
+
+        def chosen(choice) -> None:
+            if choice:
+                self.notify(f"exporting {r.name} for {choice['fmt']}")
+                self.run_export(adapter, choice)
+
+        self.app.push_screen(ExportDialog(r.path, adapter, r.adapter_type), chosen)
+
+    @work(thread=True, group="export")
+    def run_export(self, adapter: str, choice: dict) -> None:
+        from sidestep.engine.adapters import AdapterError
+        from sidestep.engine.export import export_adapter
+
+        try:
+            result = export_adapter(adapter, **choice)
+        except AdapterError as exc:  # bad source or refused output: nothing was written
+            self.post_message(AdapterExported(None, str(exc)))
+        except Exception as exc:  # the environment (disk, permissions) or a bug: no traceback
+            log.error("export of %s failed", adapter, exc_info=exc)
+            self.post_message(AdapterExported(None, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(AdapterExported(result, None))
+
+    def on_adapter_exported(self, message: AdapterExported) -> None:
+        from sidestep.config.paths import short
+
+        self.last_export = message
+        if message.error:
+            self.notify(message.error, title="Export not written", severity="error",
+                        timeout=20)
+            return
+        r = message.result
+        self.notify(f"wrote {short(r.output)}: {r.kind.upper()}, {r.modules} modules, {r.fmt}",
+                    title="Exported", timeout=10)
+        for note in r.notes:
+            self.notify(note, severity="warning", timeout=15)
 
     def action_refresh(self) -> None:
         self.reload()

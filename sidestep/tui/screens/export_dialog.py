@@ -1,0 +1,80 @@
+"""The export dialog of a history run: format, output path, normalize-alpha and replace. It
+dismisses with the choice (a dict of ``export_adapter``'s arguments) or None when cancelled;
+the history screen runs the export off the UI thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+
+FORMATS = (("ComfyUI: one .safetensors file", "comfyui"),
+           ("acestep.cpp: one .safetensors file", "acestep-cpp"),
+           ("PEFT: an adapter folder", "peft"))
+
+
+def default_output(run_path: Path, fmt: str) -> str:
+    """Next to the run: <run>/export/<run-name>-<format>.safetensors (a folder for PEFT)."""
+    name = f"{Path(run_path).name}-{fmt}"
+    return str(Path(run_path) / "export" / (name if fmt == "peft" else name + ".safetensors"))
+
+
+class ExportDialog(ModalScreen[Any]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "ok", "Export")]
+
+    def __init__(self, run_path: Path, adapter: str, kind: str = ""):
+        super().__init__(classes="dialog-screen")
+        self.run_path = Path(run_path)
+        self.adapter = adapter
+        self.kind = kind
+
+    def compose(self) -> ComposeResult:
+        from sidestep.config.paths import short
+
+        with Vertical(classes="dialog export-dialog"):
+            yield Label(f"Export {self.run_path.name}", classes="dialog-title")
+            yield Static(f"adapter: {short(self.adapter)}"
+                         + (f" ({self.kind})" if self.kind else ""),
+                         classes="dialog-hint", markup=False)
+            yield Label("Format")
+            yield Select(FORMATS, value="comfyui", allow_blank=False, id="export-format")
+            yield Label("Output")
+            yield Input(default_output(self.run_path, "comfyui"), id="export-output")
+            yield Checkbox("Normalize alpha (--normalize-alpha): fold each scale into the "
+                           "weights, alpha = rank", id="export-normalize")
+            yield Checkbox("Replace an existing output (--force)", id="export-force")
+            yield Static("", id="export-error", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Export", id="ok", variant="primary", action="screen.ok")
+                yield Button("Cancel", id="cancel", action="screen.cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#export-format", Select).focus()
+
+    @on(Select.Changed, "#export-format")
+    def _format_changed(self, event: Select.Changed) -> None:
+        """A path still at another format's default follows the format; a typed one stays."""
+        field = self.query_one("#export-output", Input)
+        defaults = {default_output(self.run_path, f) for _, f in FORMATS}
+        if field.value in defaults and event.value in {f for _, f in FORMATS}:
+            field.value = default_output(self.run_path, str(event.value))
+
+    def action_ok(self) -> None:
+        output = self.query_one("#export-output", Input).value.strip()
+        if not output:
+            self.query_one("#export-error", Static).update(
+                "name the output: a .safetensors file (a folder for PEFT)")
+            return
+        self.dismiss({"fmt": str(self.query_one("#export-format", Select).value),
+                      "output": str(Path(output).expanduser()),
+                      "normalize_alpha": self.query_one("#export-normalize", Checkbox).value,
+                      "force": self.query_one("#export-force", Checkbox).value})
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,116 @@
+"""Export from History (issue #16): the X key opens the export dialog for the selected run, the
+export runs off the UI thread, and its result or its refusal shows as a notification."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import Recorder, make_app, train_config, wait_until
+from sidestep.tui.screens.export_dialog import ExportDialog
+from sidestep.tui.screens.history import HistoryScreen
+
+SIZE = (100, 32)
+
+
+@pytest.fixture(scope="module")
+def finished_run(demo_root, small_tensors, tmp_path_factory):
+    """A finished tiny LoRA run (trained once for the module)."""
+    from sidestep.engine.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("history_export") / "song-lora"
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=1), [Recorder()]).run()
+    assert result.status == "completed", result.error
+    return out
+
+
+def place_run(finished_run, tui_env, name="song-lora"):
+    """The run copied under ./output, its run.json pointing at the copy (a moved run)."""
+    run = tui_env / "output" / name
+    shutil.copytree(finished_run, run)
+    info = json.loads((run / "run.json").read_text())
+    info["adapter_path"] = str(run / "final" / "adapter")
+    (run / "run.json").write_text(json.dumps(info))
+    return run
+
+
+def messages(app, severity=None):
+    return [n.message for n in app._notifications if severity in (None, n.severity)]
+
+
+async def open_history(app, pilot, runs):
+    await pilot.press("h")
+    assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
+    history = app.screen
+    assert await wait_until(pilot, lambda: len(history.runs) == runs, 10)
+    return history
+
+
+async def test_export_a_finished_run_from_history(tui_env, finished_run):
+    from sidestep.engine.adapter_check import check_adapter
+
+    run = place_run(finished_run, tui_env)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        history = await open_history(app, pilot, 1)
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ExportDialog), 5)
+        dialog = app.screen
+        output = dialog.query_one("#export-output")
+        assert output.value == "output/song-lora/export/song-lora-comfyui.safetensors"
+        # the default path follows the format
+        dialog.query_one("#export-format").value = "acestep-cpp"
+        await pilot.pause(0.2)
+        assert output.value == "output/song-lora/export/song-lora-acestep-cpp.safetensors"
+        await pilot.click("#ok")
+        assert await wait_until(pilot, lambda: history.last_export is not None, 60)
+        assert app.screen is history
+        assert history.last_export.error is None, history.last_export.error
+        assert any("wrote" in m and "32 modules" in m for m in messages(app))
+    written = run / "export" / "song-lora-acestep-cpp.safetensors"
+    report = check_adapter(written)
+    verdict = {v.runtime: v for v in report.runtimes}["acestep-cpp"]
+    assert not report.problems
+    assert verdict.loads and verdict.modules == 32 and verdict.strength == 1.0
+    assert not verdict.dropped
+    assert sorted(p.name for p in written.parent.iterdir()) == [written.name]  # no temp left
+
+
+async def test_refused_export_and_a_run_without_adapter_show_why(tui_env, finished_run):
+    run = place_run(finished_run, tui_env)
+    taken = run / "export" / "song-lora-comfyui.safetensors"
+    taken.parent.mkdir()
+    taken.write_bytes(b"keep me")
+    stopped = tui_env / "output" / "a-stopped-run"   # started long ago: listed second
+    stopped.mkdir(parents=True)
+    (stopped / "run.json").write_text(json.dumps({"status": "stopped", "started_at": 1.0,
+                                                  "config": {"adapter_type": "lora"}}))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        history = await open_history(app, pilot, 2)
+        assert [r.name for r in history.runs] == ["song-lora", "a-stopped-run"]
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ExportDialog), 5)
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: history.last_export is not None, 60)
+        error = history.last_export.error
+        assert error and "already exists" in error and "--force" in error
+        assert any("already exists" in m for m in messages(app, "error"))
+        assert taken.read_bytes() == b"keep me"
+        # the stopped run has no final adapter: the action says so, no dialog
+        await pilot.press("down")
+        await pilot.pause(0.2)
+        assert history.selected().name == "a-stopped-run"
+        await pilot.press("x")
+        await pilot.pause(0.3)
+        assert app.screen is history
+        assert any("a-stopped-run has no final adapter" in m
+                   for m in messages(app, "warning"))
+        # Esc in the dialog cancels without exporting
+        await pilot.press("up", "x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ExportDialog), 5)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is history, 5)
+    assert sorted(p.name for p in taken.parent.iterdir()) == [taken.name]
