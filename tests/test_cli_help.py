@@ -29,6 +29,9 @@ def test_tree_covers_the_commands():
     # guards the walk itself: it must reach nested `presets` actions and the training modes
     assert ("fixed",) in ALL_PATHS and ("presets", "save") in ALL_PATHS
     assert len(ALL_PATHS) > 15
+    # runs that outlive the terminal (issue #18)
+    for name in ("runs", "attach", "stop", "pause", "resume", "save"):
+        assert (name,) in ALL_PATHS
 
 
 @pytest.mark.parametrize("path", ALL_PATHS, ids=lambda p: " ".join(p) or "sidestep")
@@ -54,8 +57,9 @@ def test_tui_help_prints(capsys):
     ["-m", "sidestep", "--help"],
     ["-m", "sidestep", "fixed", "--help"],
     ["-m", "sidestep", "presets", "save", "--help"],
+    ["-m", "sidestep", "stop", "--help"],
     ["-c", "from sidestep.launch import entry; entry()", "--help"],
-], ids=["sidestep", "fixed", "presets-save", "sidestep-tui"])
+], ids=["sidestep", "fixed", "presets-save", "stop", "sidestep-tui"])
 def test_help_in_a_real_process(argv):
     proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -257,3 +257,24 @@ def test_estimate_screen(snap_env, snap_compare):
         await _settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+def test_monitor_with_val_loss_and_samples(snap_env, snap_compare, monkeypatch):
+    """A run stopped early on its validation loss, with two audio samples (a tone, selected,
+    and silence), copied here from the GPU box that trained it (/workspace/...)."""
+    from test_tui_samples import write_run
+
+    from sidestep.tui.widgets import samples
+
+    write_run(snap_env / "output", "lofi-val", recorded=Path("/workspace/output/lofi-val"))
+    # user, host and this machine's absolute path vary: the scp line is test_tui_samples'
+    monkeypatch.setattr(samples, "scp_line", lambda path: "scp trainer@gpu-box:/workspace/"
+                        f"output/lofi-val/samples/{Path(path).name} .")
+
+    async def run(pilot):
+        pilot.app.open_history_run(Path("output/lofi-val"))
+        await _settle(pilot)
+        await pilot.press("left_square_bracket")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)

@@ -42,6 +42,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from sidestep.cli.adapter_cmds import run_adapter_command
 
         return run_adapter_command(args, out)
+    if command in ("runs", "attach", "stop", "pause", "resume", "save"):
+        from sidestep.cli.runs_cmd import run_runs_command
+
+        return run_runs_command(args, out)
     if command in schema.COMMANDS:
         return run_schema_command(command, args, out)
     out.error(f"unknown command {command!r}")

@@ -7,6 +7,7 @@ that is what lets explicit flags win over a preset, and a preset over the defaul
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from sidestep import __version__
@@ -34,6 +35,13 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "keeps_argv", False):  # the root: `--detach` restarts with these
+            args = list(sys.argv[1:] if args is None else args)
+            namespace = namespace if namespace is not None else argparse.Namespace()
+            namespace.raw_argv = list(args)
+        return super().parse_known_args(args, namespace)
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -113,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-y", "--yes", action="store_true",
                         help="skip the confirmation prompt before training")
     parser.add_argument("--version", action="version", version=f"sidestep {__version__}")
+    parser.keeps_argv = True
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     for mode in schema.TRAIN_MODES:
@@ -184,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clips", type=int, default=12, help="number of audio clips (default 12)")
 
     _add_adapter_parsers(sub)
+    from sidestep.cli.runs_cmd import add_run_parsers
 
+    add_run_parsers(sub, _Formatter)  # runs, attach, stop, pause, resume, save
     return parser
 
 

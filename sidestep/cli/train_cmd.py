@@ -49,8 +49,9 @@ class PlainProgress:
                     f"{e.loss:.4f} lr {e.lr:.2e} "
                     f"{(e.samples_per_sec or 0):.2f} samples/s ETA {fmt_duration(e.eta_seconds)}")
         elif isinstance(e, EpochEnded):
-            say(f"epoch {e.epoch}/{self.epochs} done: mean loss {e.mean_loss:.4f} "
-                f"({e.seconds:.1f} s)")
+            say(f"epoch {e.epoch}/{self.epochs} done: mean loss {e.mean_loss:.4f}"
+                + (f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else "")
+                + (" (best so far)" if e.best else "") + f" ({e.seconds:.1f} s)")
         elif isinstance(e, CheckpointSaved):
             say(f"saved {e.kind} checkpoint: {e.path}")
         elif isinstance(e, Problem):
@@ -98,7 +99,9 @@ class RichProgress:
                      info=f"loss {e.loss:.4f}  lr {e.lr:.2e}  "
                           f"{(e.samples_per_sec or 0):.2f} samples/s")
         elif isinstance(e, EpochEnded) and self.epoch_task is not None:
-            p.update(self.epoch_task, completed=e.epoch, info=f"mean loss {e.mean_loss:.4f}")
+            p.update(self.epoch_task, completed=e.epoch, info=f"mean loss {e.mean_loss:.4f}"
+                     + (f"  val {e.val_loss:.4f}" if e.val_loss is not None else "")
+                     + ("  best" if e.best else ""))
         elif isinstance(e, CheckpointSaved):
             p.console.print(f"saved {e.kind} checkpoint: {escape(e.path)}")
         elif isinstance(e, Problem):
@@ -164,6 +167,10 @@ def run_training(resolved, args, out: Out) -> int:
     if not args.yes and not confirm(out):
         out.info("not started")
         return EXIT_BAD_INPUT if not sys.stdin.isatty() else EXIT_OK
+    if config.detach:  # checked like any start; the run itself is another process's
+        from sidestep.cli.detach import start_detached
+
+        return start_detached(config, args, out)
     control = Control()
     sink = PlainProgress(out, config.log_every) if out.plain else RichProgress(out)
     t0 = time.monotonic()

@@ -356,22 +356,15 @@ def _condition(enc, timbre_dim: int, silence, part: Path, sample: Sample, captio
     import torch
 
     d = torch.load(part, map_location="cpu", weights_only=True)
-    with torch.no_grad():
-        ehs, eam = enc(
-            text_hidden_states=d["text_hidden_states"][None].to(device, dtype),
-            text_attention_mask=d["text_attention_mask"][None].to(device),
-            lyric_hidden_states=d["lyric_hidden_states"][None].to(device, dtype),
-            lyric_attention_mask=d["lyric_attention_mask"][None].to(device),
-            # text2music: one all-zero reference frame, as upstream preprocessing does
-            refer_audio_acoustic_hidden_states_packed=torch.zeros(
-                1, 1, timbre_dim, device=device, dtype=dtype),
-            refer_audio_order_mask=torch.zeros(1, dtype=torch.long, device=device))
+    ehs, eam = encode_condition(enc, timbre_dim, d["text_hidden_states"],
+                                d["text_attention_mask"], d["lyric_hidden_states"],
+                                d["lyric_attention_mask"], device, dtype)
     latents = d["target_latents"]
     return {
         "target_latents": latents,
         "attention_mask": torch.ones(latents.shape[0]),
-        "encoder_hidden_states": ehs[0].float().cpu(),
-        "encoder_attention_mask": eam[0].cpu(),
+        "encoder_hidden_states": ehs,
+        "encoder_attention_mask": eam,
         "context_latents": context_latents(silence, latents.shape[0]),
         "metadata": {
             "audio_path": sample.audio_path, "filename": sample.filename,
@@ -381,6 +374,25 @@ def _condition(enc, timbre_dim: int, silence, part: Path, sample: Sample, captio
             "language": sample.language, "is_instrumental": sample.is_instrumental,
         },
     }
+
+
+def encode_condition(enc, timbre_dim: int, text_hidden, text_mask, lyric_hidden, lyric_mask,
+                     device: str, dtype):
+    """encode_text's four tensors -> (encoder_hidden_states [L, H] float32 on the CPU,
+    encoder_attention_mask [L]): one song's text2music condition (the sampler uses it too)."""
+    import torch
+
+    with torch.no_grad():
+        ehs, eam = enc(
+            text_hidden_states=text_hidden[None].to(device, dtype),
+            text_attention_mask=text_mask[None].to(device),
+            lyric_hidden_states=lyric_hidden[None].to(device, dtype),
+            lyric_attention_mask=lyric_mask[None].to(device),
+            # text2music: one all-zero reference frame, as upstream preprocessing does
+            refer_audio_acoustic_hidden_states_packed=torch.zeros(
+                1, 1, timbre_dim, device=device, dtype=dtype),
+            refer_audio_order_mask=torch.zeros(1, dtype=torch.long, device=device))
+    return ehs[0].float().cpu(), eam[0].cpu()
 
 
 class _Clock:

@@ -159,7 +159,8 @@ def clean_partials(run_dir: Path) -> list[Path]:
     """Tidy what a killed save left behind: half-written temp folders are removed; a replaced
     checkpoint whose successor never landed is put back."""
     removed = []
-    for p in sorted(Path(run_dir).glob(".checkpoint-*")):
+    partials = [*Path(run_dir).glob(".checkpoint-*"), *Path(run_dir).glob(".best.*")]
+    for p in sorted(partials):
         if not p.is_dir():
             continue
         if ".old-" in p.name:
@@ -171,3 +172,32 @@ def clean_partials(run_dir: Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
+
+
+BEST_INFO = "best.json"
+
+
+def save_best(folder: Path, adapted, info: dict[str, Any]) -> Path:
+    """Replace ``folder`` (``best/``) with ``adapter/`` + ``best.json`` atomically: a crash keeps
+    the previous best whole. Returns the adapter folder."""
+    import json
+
+    parent = folder.parent
+    tmp = parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        adapted.save(tmp / ADAPTER_DIR)
+        (tmp / BEST_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        trash = None
+        if folder.exists():
+            trash = parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            folder.rename(trash)
+        os.replace(tmp, folder)
+        fsync_dir(parent)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder / ADAPTER_DIR

@@ -131,7 +131,7 @@ class RunResumed(Event):
 @dataclass(frozen=True)
 class Problem(Event):
     type = "problem"
-    kind: str                  # nan | oom | data | input | checkpoint | sink | error
+    kind: str                  # nan | oom | data | input | checkpoint | sink | sample | error
     message: str
     remedy: str = ""
     fatal: bool = False

@@ -66,6 +66,16 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred.float() - target.float()) ** 2).mean(dim=(1, 2))
 
 
+def predict(model, batch: dict, xt: torch.Tensor, t: torch.Tensor, ehs: torch.Tensor,
+            device) -> torch.Tensor:
+    """The decoder's velocity for ``xt`` at ``t`` (r = t) under the batch's condition ``ehs``."""
+    return model(hidden_states=xt, timestep=t, timestep_r=t,
+                 attention_mask=batch["attention_mask"].to(device, non_blocking=True),
+                 encoder_hidden_states=ehs,
+                 encoder_attention_mask=batch["encoder_attention_mask"].to(device),
+                 context_latents=batch["context_latents"].to(device, non_blocking=True))[0]
+
+
 def batch_loss(model, null_emb: torch.Tensor, batch: dict, *, mode: str, cfg_ratio: float,
                loss_weighting: str, snr_gamma: float, schedule: torch.Tensor, mu: float,
                sigma: float, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,12 +91,7 @@ def batch_loss(model, null_emb: torch.Tensor, batch: dict, *, mode: str, cfg_rat
     if mode != "vanilla" and cfg_ratio > 0:
         ehs, _ = cfg_dropout(ehs, null_emb, cfg_ratio)
     xt, target = flow_inputs(x0, t)
-    out = model(hidden_states=xt, timestep=t, timestep_r=t,
-                attention_mask=batch["attention_mask"].to(device, non_blocking=True),
-                encoder_hidden_states=ehs,
-                encoder_attention_mask=batch["encoder_attention_mask"].to(device),
-                context_latents=batch["context_latents"].to(device, non_blocking=True))
-    per_sample = per_sample_mse(out[0], target)
+    per_sample = per_sample_mse(predict(model, batch, xt, t, ehs, device), target)
     mse = per_sample.mean()
     if loss_weighting == "min_snr":
         return mse, (min_snr_weights(t, snr_gamma).to(device) * per_sample).mean()

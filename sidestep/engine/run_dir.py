@@ -18,7 +18,11 @@ RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "sidestep.log"
 FINAL_ADAPTER = Path("final") / "adapter"
+BEST_DIR = "best"  # best/adapter and best/best.json: the epoch with the best measure so far
+BEST_ADAPTER = Path(BEST_DIR) / "adapter"
+SAMPLES_DIR = "samples"  # samples/epoch-N.wav
 MODULES_FILE = "module_config.json"  # selective: the modules this run trains (resume keeps it)
+CONSOLE_LOG = "console.log"  # a detached run's own stdout and stderr (`--detach`)
 
 
 class RunDirError(ValueError):
@@ -65,9 +69,18 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
-def process_identity() -> dict[str, Any]:
-    """What ``run.json`` records so that a later look can tell whether the run still lives."""
-    pid = os.getpid()
+def _state(pid: int) -> str | None:
+    """The process's state letter (Linux): R, S, D, Z (exited, not reaped), ..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """What ``run.json`` records so that a later look can tell whether the run still lives
+    (of this process, or of ``pid`` on this host)."""
+    pid = os.getpid() if pid is None else pid
     return {"pid": pid, "host": socket.gethostname(), "pid_started": _start_ticks(pid)}
 
 
@@ -81,6 +94,8 @@ def run_is_alive(info: dict[str, Any], run_dir: Path | None = None) -> bool:
             return False
         except PermissionError:
             pass  # someone else's process: it exists
+        if _state(pid) == "Z":  # killed, not yet reaped (a container's init may never)
+            return False
         started = info.get("pid_started")
         now_started = _start_ticks(pid)
         return started is None or now_started is None or started == now_started
@@ -93,6 +108,18 @@ def run_is_alive(info: dict[str, Any], run_dir: Path | None = None) -> bool:
                 pass
     newest = max((b for b in beats if isinstance(b, (int, float))), default=None)
     return newest is not None and time.time() - newest < STALE_AFTER_SECONDS
+
+
+def live_status(run_dir: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(status, run.json) judged by the process, not the recorded status alone: a run whose
+    process is gone shows ``interrupted``. (None, None) when there is no readable run.json."""
+    info = read_run(run_dir)
+    if info is None:
+        return None, None
+    status = str(info.get("status") or "unknown")
+    if status == "running" and not run_is_alive(info, run_dir):
+        status = "interrupted"
+    return status, info
 
 
 def _has_steps(run_dir: Path) -> bool:
@@ -137,7 +164,8 @@ def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
         return
     if resume_from:
         own = Path(resume_from).resolve().parent
-        if run_dir.resolve() == own or not run_dir.exists() or not any(run_dir.iterdir()):
+        if run_dir.resolve() == own or not run_dir.exists() or \
+                not any(p.name != CONSOLE_LOG for p in run_dir.iterdir()):  # --detach made it
             return
         raise RunDirError(f"{run_dir}: holds other files, and --resume-from {resume_from} "
                           f"belongs to the run in {own}; resume into that folder, or choose a "
@@ -249,10 +277,12 @@ def summarize(run_dir: Path) -> RunSummary | None:
     steps = [e.step for e in events if isinstance(e, StepMetrics)]
     finished = [e for e in events if isinstance(e, RunFinished)]
     status = info.get("status") or (finished[-1].status if finished else "unknown")
-    if status == "running" and finished:
-        status = finished[-1].status
     if status == "running" and not run_is_alive(info, run_dir):
-        status = "interrupted"  # killed hard: its newest complete checkpoint still resumes
+        # Gone without rewriting run.json: the end it logged, if this process logged one (a
+        # run resumed in this folder follows its predecessor's run_finished), else killed
+        # hard: its newest complete checkpoint still resumes.
+        ended = [e for e in finished if e.time >= (info.get("started_at") or 0)]
+        status = ended[-1].status if ended else "interrupted"
     cfg = info.get("config") or {}
     adapter = info.get("adapter_path")
     if not adapter and (run_dir / FINAL_ADAPTER).is_dir():

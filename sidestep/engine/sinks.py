@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from sidestep.engine.events import Event, LogLine, Problem, RunFinished, StepMetrics, to_json
+from sidestep.engine.events import (EpochEnded, Event, LogLine, Problem, RunFinished, StepMetrics,
+                                    to_json)
 
 log = logging.getLogger("sidestep.engine")
 
@@ -70,7 +71,8 @@ class JsonlSink:
 
 class TensorBoardSink:
     """Scalars ``loss/train`` and ``lr`` every ``log_every`` steps, ``grad_norm/...`` when the
-    engine computed them (every ``log_heavy_every`` steps)."""
+    engine computed them (every ``log_heavy_every`` steps); ``loss/epoch`` and ``loss/val`` (with
+    a validation split) at each epoch's end."""
 
     def __init__(self, log_dir: Path, log_every: int):
         from torch.utils.tensorboard import SummaryWriter
@@ -79,6 +81,11 @@ class TensorBoardSink:
         self.log_every = max(1, int(log_every))
 
     def handle(self, event: Event) -> None:
+        if isinstance(event, EpochEnded):
+            if event.val_loss is not None:
+                self.writer.add_scalar("loss/val", event.val_loss, event.step)
+            self.writer.add_scalar("loss/epoch", event.mean_loss, event.step)
+            return
         if not isinstance(event, StepMetrics):
             if isinstance(event, RunFinished):
                 self.writer.flush()

@@ -37,9 +37,9 @@ from sidestep.engine.preflight import preflight
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunPaused, RunResumed, RunStarted,
                                     StepMetrics)
-from sidestep.engine.run_dir import (EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS, LOG_FILE,
-                                     MODULES_FILE, FolderClaim, now, process_identity,
-                                     versions, write_run)
+from sidestep.engine.run_dir import (BEST_DIR, EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS,
+                                     LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim, now,
+                                     process_identity, versions, write_run)
 from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
 
 log = logging.getLogger("sidestep.engine")
@@ -121,7 +121,9 @@ class Trainer:
         self.config = config
         self.control = control or Control()
         self.run_dir = Path(config.output_dir)
-        self.bus = EventBus(list(sinks))
+        from sidestep.engine.notify import notify_sinks
+
+        self.bus = EventBus([*sinks, *notify_sinks(config)])  # --notify-command, at the end
         self.write_files = write_files
         self.progress = _Progress()
         self.adapted = None
@@ -147,6 +149,14 @@ class Trainer:
         self._streaks = {"oom": 0, "nan": 0}  # skipped micro-batches in a row, by kind
         self._loop_t0 = 0.0  # when the loop started, and at which step: throughput and ETA
         self._loop_step0 = 0
+        # Quality: EMA of the adapter, held-out validation, best adapter and early stop.
+        self.ema = None
+        self.validator = None
+        self.tracker = None
+        self.val_files: list[Path] = []
+        self.best_path: Path | None = None
+        self._sample_fallback: dict | None = None  # the first training song's condition
+        self._sample_cache: dict = {}  # an encoded --sample-prompt, kept across epochs
 
     # -- public --------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -206,6 +216,7 @@ class Trainer:
             self._select_modules()
         self._setup_model()
         self._setup_optimizer()
+        self._setup_quality()
         if cfg.resume_from:
             self._resume(Path(cfg.resume_from))
         self._setup_done = True
@@ -223,6 +234,12 @@ class Trainer:
             self.bus.add(TensorBoardSink(log_dir, cfg.log_every))
         except Exception as exc:  # TensorBoard is optional for the run itself
             log.warning("TensorBoard logging is off: %s", exc)
+        from sidestep.engine.control_channel import ControlWatcher
+
+        # `sidestep stop|pause|resume|save`: listening before run.json says "running", so no
+        # command sent to this run is mistaken for one left from an earlier run here. The
+        # bus closes it when the run ends.
+        self.bus.add(ControlWatcher(self.run_dir, self.control).start())
         self._write_run_json("running")
         threading.Thread(target=self._heartbeat, name="sidestep-heartbeat", daemon=True).start()
 
@@ -294,11 +311,22 @@ class Trainer:
         from sidestep.data.tensors import EpochBatches, TensorDataset, collate, list_files, \
             validate
 
+        from sidestep.engine.validation import SplitError, split_files
+
         cfg = self.config
         files = list_files(cfg.dataset_dir)
         log.info("checking %d tensor files in %s", len(files), cfg.dataset_dir)
         self.samples = validate(files, self.model_config.audio_acoustic_hidden_dim,
                                 self.model_config.enc_hidden)
+        try:
+            files, self.val_files = split_files(files, cfg.val_split, cfg.seed)
+        except SplitError as exc:
+            raise InputProblem(str(exc)) from None
+        if self.val_files:
+            log.info("validation: %d of %d files held out (%s)", len(self.val_files),
+                     len(files) + len(self.val_files),
+                     ", ".join(f.name for f in self.val_files[:4])
+                     + (", ..." if len(self.val_files) > 4 else ""))
         self.dataset = TensorDataset(files)
         self.batches = EpochBatches(len(files), cfg.batch_size, cfg.seed)
         workers = min(cfg.num_workers, cpu_threads.usable_cores())
@@ -401,6 +429,23 @@ class Trainer:
         self.timestep_sigma = self.model_config.timestep_sigma
         self.schedule = objective.shifted_schedule(cfg.num_inference_steps, cfg.shift)
 
+    def _setup_quality(self) -> None:
+        from sidestep.engine.ema import AdapterEMA, shadow_device
+        from sidestep.engine.validation import BestTracker, Validator
+
+        cfg = self.config
+        if cfg.ema_decay > 0:
+            named = [(n, p) for n, p in self.adapted.named_parameters() if p.requires_grad]
+            where = shadow_device([p for _, p in named], self.device)
+            self.ema = AdapterEMA(named, cfg.ema_decay, where)
+            log.info("EMA of the adapter (decay %g) kept on %s", cfg.ema_decay, where)
+        if self.val_files:
+            self.validator = Validator(self.val_files, seed=cfg.seed, mode=cfg.mode,
+                                       schedule=self.schedule, mu=self.timestep_mu,
+                                       sigma=self.timestep_sigma,
+                                       chunk_frames=self.chunk_frames)
+        self.tracker = BestTracker(start=cfg.save_best_after, patience=cfg.early_stop_patience)
+
     def _resume(self, folder: Path) -> None:
         from sidestep.config import schema
         from sidestep.engine.adapters import read_adapter_dir
@@ -424,8 +469,9 @@ class Trainer:
                 f"{folder}: optimizer state does not fit this run ({exc}); resume with the same "
                 "--optimizer-type and adapter settings") from None
         ckpt.restore_rng(state["rng"])
+        self._resume_quality(state, folder)
         saved_cfg = state.get("config") or {}
-        for key in ("batch_size", "gradient_accumulation", "seed"):
+        for key in ("batch_size", "gradient_accumulation", "seed", "val_split"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
                 log.warning("resuming with %s %s (the checkpoint used %s): the data order "
                             "will differ from the original run", schema.BY_NAME[key].flags[-1],
@@ -437,6 +483,21 @@ class Trainer:
             p.epoch, p.position = p.epoch + 1, 0
         self.resumed_from = str(folder)
         log.info("resumed from %s at epoch %d, step %d", folder, p.epoch + 1, p.step)
+
+    def _resume_quality(self, state: dict, folder: Path) -> None:
+        from sidestep.engine.ema import EmaError
+
+        if self.ema is not None:
+            if state.get("ema") is None:
+                log.warning("%s has no EMA (it was trained without --ema-decay): the EMA starts "
+                            "from the resumed weights", folder)
+            else:
+                try:
+                    self.ema.load_state_dict(state["ema"], str(folder))
+                except EmaError as exc:
+                    raise ckpt.CheckpointProblem(str(exc)) from None
+        if state.get("best"):
+            self.tracker.load_state_dict(state["best"])
 
     # -- training ------------------------------------------------------------------------------
     def _train(self) -> RunFinished:
@@ -459,18 +520,105 @@ class Trainer:
                 return ended
             p.epoch += 1
             p.position = 0
-            mean = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
-            self.emit(EpochEnded(epoch=p.epoch, step=p.step, mean_loss=mean,
-                                 seconds=time.monotonic() - epoch_t0))
-            if p.epoch % cfg.save_every == 0 and p.epoch < cfg.epochs:
-                self._save(f"checkpoint-epoch-{p.epoch}", ckpt.rng_snapshot(), "epoch")
+            reason = self._end_epoch(epoch_losses, time.monotonic() - epoch_t0)
+            if reason is not None:
+                return self._complete(reason)
 
         if cfg.epochs % cfg.save_every == 0:
             self._save(f"checkpoint-epoch-{cfg.epochs}", ckpt.rng_snapshot(), "epoch")
+        return self._complete()
+
+    def _end_epoch(self, epoch_losses: list[float], seconds: float) -> str | None:
+        """After each epoch: validation, best adapter, the epoch event, the periodic checkpoint
+        and the audio sample. Returns why the run ends early (early stop), else None."""
+        cfg = self.config
+        p = self.progress
+        mean = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
+        val = self._validate() if self.validator is not None else None
+        measure, improved = self.tracker.observe(p.epoch, mean, val)
+        if improved:
+            self._save_best(measure, "val_loss" if val is not None else "train_loss_mean5")
+        self.emit(EpochEnded(epoch=p.epoch, step=p.step, mean_loss=mean, seconds=seconds,
+                             val_loss=val, best=improved))
+        stop_early = self.tracker.should_stop and p.epoch < cfg.epochs
+        if (p.epoch % cfg.save_every == 0 or stop_early) and p.epoch < cfg.epochs:
+            self._save(f"checkpoint-epoch-{p.epoch}", ckpt.rng_snapshot(), "epoch")
+        if cfg.sample_every_n_epochs and p.epoch % cfg.sample_every_n_epochs == 0:
+            self._sample()
+        if not stop_early:
+            return None
+        what = "validation loss" if val is not None else \
+            f"mean training loss of the last {min(len(self.tracker.train_means), 5)} epochs"
+        return (f"early stop: the {what} has not improved for {self.tracker.since} epochs "
+                f"(best {self.tracker.best:.4f} at epoch {self.tracker.best_epoch})")
+
+    def _complete(self, reason: str | None = None) -> RunFinished:
+        p = self.progress
+        if reason:
+            log.warning("%s", reason)
         final = self.run_dir / FINAL_ADAPTER
-        self.adapted.save(final)
+        with self._averaged():  # the EMA's weights when it is on
+            self.adapted.save(final)
         self.emit(CheckpointSaved(path=str(final), step=p.step, epoch=p.epoch, kind="final"))
-        return self._finished("completed", adapter=str(final))
+        return self._finished("completed", adapter=str(final), reason=reason)
+
+    def _averaged(self):
+        from contextlib import nullcontext
+
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
+    def _validate(self) -> float:
+        """The validation loss, with the EMA's weights when it is on, in eval mode."""
+        t0 = time.monotonic()
+        self.module.eval()
+        try:
+            with self._averaged():
+                value = self.validator.loss(self.module, self.device)
+        finally:
+            self.module.train()
+        log.debug("validation loss %.5f (%.1f s)", value, time.monotonic() - t0)
+        return value
+
+    def _save_best(self, measure: float, metric: str) -> None:
+        p = self.progress
+        with self._averaged():
+            self.best_path = ckpt.save_best(self.run_dir / BEST_DIR, self.adapted, {
+                "epoch": p.epoch, "step": p.step, "metric": metric, "value": measure,
+                "ema": self.ema is not None})
+        self.emit(CheckpointSaved(path=str(self.best_path), step=p.step, epoch=p.epoch,
+                                  kind="best"))
+
+    def _sample(self) -> None:
+        """Render ``samples/epoch-N.wav`` with the adapter as it is now (the EMA's weights when
+        on). The text encoder, condition encoder and VAE are loaded for the render and released;
+        the global RNG is untouched, so a resumed run trains exactly as before. A render that
+        fails is reported and the run goes on."""
+        from sidestep.engine import sampler
+
+        cfg = self.config
+        p = self.progress
+        if not self.write_files:
+            return
+        out = self.run_dir / SAMPLES_DIR / f"epoch-{p.epoch}.wav"
+        try:
+            if self._sample_fallback is None:
+                self._sample_fallback = sampler.fallback_condition(self.dataset.files[0])
+            request = sampler.SampleRequest.from_config(cfg, self.model_ref.family)
+            with self._averaged():
+                result = sampler.render_sample(
+                    self.module, self.adapted.null_condition_emb, self.model_ref.path, request,
+                    out, device=self.device, dtype=PRECISION_TO_DTYPE[self.precision],
+                    fallback=self._sample_fallback, checkpoint_root=self.model_ref.root,
+                    cache=self._sample_cache)
+        except Exception as exc:  # a sample is a preview: it never ends the run
+            if isinstance(exc, torch.OutOfMemoryError):
+                self._free_memory()
+            self.emit(Problem(kind="sample", message=f"audio sample for epoch {p.epoch} failed: "
+                              f"{type(exc).__name__}: {exc}",
+                              remedy="lower --sample-duration, or set --sample-every-n-epochs 0"))
+            return
+        self.emit(sampler.sample_event(result, p.epoch, p.step))
+        log.info("sample for epoch %d: %s (%.1f s to render)", p.epoch, out, result.seconds)
 
     def _train_epoch(self, epoch_losses: list[float]) -> RunFinished | None:
         """The rest of this epoch, from ``progress.position``; returns a result only when the
@@ -642,6 +790,8 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
         return metrics
 
     def _layer_grad_norms(self) -> dict[str, float]:
@@ -670,7 +820,9 @@ class Trainer:
         p = self.progress
         path = ckpt.save(self.run_dir, name, self.adapted, self.optimizer, self.scheduler,
                          step=p.step, epoch=p.epoch, position=p.position, rng=rng,
-                         config=self.config.to_dict())
+                         config=self.config.to_dict(), extra={
+                             "ema": self.ema.state_dict() if self.ema is not None else None,
+                             "best": self.tracker.state_dict() if self.tracker else None})
         self._saved_any = True
         self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
         log.debug("saved %s", path)
@@ -678,13 +830,13 @@ class Trainer:
 
     def _finished(self, status: str, *, adapter: str | None = None,
                   checkpoint: Path | None = None, error: str | None = None,
-                  error_kind: str | None = None) -> RunFinished:
+                  error_kind: str | None = None, reason: str | None = None) -> RunFinished:
         p = self.progress
         return RunFinished(status=status, step=p.step, epoch=p.epoch, adapter_path=adapter,
                            checkpoint_path=str(checkpoint) if checkpoint else None, error=error,
                            error_kind=error_kind,
                            best_loss=p.best_loss if math.isfinite(p.best_loss) else None,
-                           seconds=time.monotonic() - self._started)
+                           seconds=time.monotonic() - self._started, reason=reason)
 
     # -- files and logging ---------------------------------------------------------------------
     def _write_run_json(self, status: str, result: RunFinished | None = None) -> None:
@@ -709,7 +861,10 @@ class Trainer:
                 info.update(finished_at=now(), adapter_path=result.adapter_path,
                             checkpoint_path=result.checkpoint_path, error=result.error,
                             best_loss=result.best_loss, last_step=result.step,
-                            last_epoch=result.epoch)
+                            last_epoch=result.epoch, reason=result.reason)
+            if self.best_path is not None:
+                info.update(best_adapter=str(self.best_path),
+                            best_epoch=self.tracker.best_epoch)
             self._store_run_info()
 
     def _store_run_info(self) -> None:

@@ -8,13 +8,14 @@ and only when it moved.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
-                                    RunFinished, RunPaused, RunResumed, RunStarted, StepMetrics,
-                                    read_events)
+                                    RunFinished, RunPaused, RunResumed, RunStarted,
+                                    SampleWritten, StepMetrics, read_events)
 
 LOG_LIMIT = 5000
 
@@ -48,8 +49,17 @@ class RunState:
     log_total: int = 0             # lines ever appended (the log view tails by this counter)
     problems: list[Problem] = field(default_factory=list)
     checkpoints: list[CheckpointSaved] = field(default_factory=list)
+    # Validation (--val-split): epoch -> (step it ended at, val loss); a resumed run that
+    # repeats an epoch replaces its point.
+    val_losses: dict[int, tuple[int, float]] = field(default_factory=dict)
+    best_val_epoch: int | None = None   # the epoch that last wrote best/adapter on val loss
+    samples: list[SampleWritten] = field(default_factory=list)  # oldest first, one per path
+    sample_every: int = 0               # sample_every_n_epochs of the run's config
     finished: RunFinished | None = None
     version: int = 0
+    # The text of a line made from an event that the engine also logs right after it (the
+    # sample line): that LogLine is not shown twice.
+    _echo: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def active(self) -> bool:
@@ -65,8 +75,16 @@ class RunState:
         self.log_total += 1
         self.version += 1
 
+    @property
+    def val_series(self) -> tuple[list[int], list[float]]:
+        """(steps, val losses) in step order, for the loss chart."""
+        points = sorted(self.val_losses.values())
+        return [p[0] for p in points], [p[1] for p in points]
+
     def apply(self, event: Event) -> None:
         self.version += 1
+        if not isinstance(event, (LogLine, SampleWritten)):
+            self._echo = None
         if isinstance(event, RunStarted):
             self.status = "running"
             self.run_dir = event.run_dir
@@ -75,6 +93,10 @@ class RunState:
             self.device, self.precision = event.device, event.precision
             self.model, self.adapter_type = event.model, event.adapter_type
             self.trainable_params, self.dataset_size = event.trainable_params, event.dataset_size
+            try:
+                self.sample_every = int((event.config or {}).get("sample_every_n_epochs") or 0)
+            except (TypeError, ValueError, AttributeError):
+                self.sample_every = 0
             note = f" (resumed from {event.resumed_from})" if event.resumed_from else ""
             self.add_log(f"training {event.adapter_type} on {event.model}: {event.dataset_size} "
                          f"songs, {event.total_steps} steps, {event.device} {event.precision}"
@@ -93,8 +115,21 @@ class RunState:
         elif isinstance(event, EpochEnded):
             self.epoch = event.epoch
             self.epoch_progress = 1.0
-            self.add_log(f"epoch {event.epoch} done: mean loss {event.mean_loss:.4f} "
+            val = ""
+            if event.val_loss is not None:
+                self.val_losses[event.epoch] = (event.step, float(event.val_loss))
+                val = f", val loss {event.val_loss:.4f}"
+                if event.best:
+                    self.best_val_epoch = event.epoch
+                    val += " (best so far: saved best/adapter)"
+            self.add_log(f"epoch {event.epoch} done: mean loss {event.mean_loss:.4f}{val} "
                          f"({event.seconds:.1f} s)")
+        elif isinstance(event, SampleWritten):
+            # A resumed run that renders an epoch again replaces the older entry.
+            self.samples = [s for s in self.samples if s.path != event.path] + [event]
+            line = _sample_line(event)
+            self.add_log(line)
+            self._echo = line
         elif isinstance(event, CheckpointSaved):
             self.checkpoints.append(event)
             self.add_log(f"saved {event.kind} checkpoint: {event.path}")
@@ -103,6 +138,9 @@ class RunState:
         elif isinstance(event, RunResumed):
             self.status = "running"
         elif isinstance(event, LogLine):
+            if self._echo is not None and event.message == self._echo:
+                self._echo = None  # the engine's log line for the event just shown
+                return
             self.add_log(event.message, event.level)
         elif isinstance(event, Problem):
             self.problems.append(event)
@@ -111,7 +149,8 @@ class RunState:
         elif isinstance(event, RunFinished):
             self.finished = event
             self.status = event.status
-            self.add_log(f"run {event.status}" + (f": {event.error}" if event.error else ""),
+            self.add_log(f"run {event.status}" + (f": {event.error}" if event.error else "")
+                         + (f" ({event.reason})" if event.reason else ""),
                          "error" if event.status == "failed" else "info")
 
     @classmethod
@@ -123,6 +162,42 @@ class RunState:
         if state.finished is None:
             state.status = "interrupted" if state.steps else "unknown"
         return state
+
+
+def samples_of_run(run_dir: Path | str) -> list[SampleWritten]:
+    """An old run's audio samples, oldest first: its ``events.jsonl`` sample events, then any
+    ``samples/*.wav`` none of them names (bare paths, as events with what a file tells).
+    Reads files: call it from a worker."""
+    run_dir = Path(run_dir)
+    found: dict[str, SampleWritten] = {}
+    for event in read_events(run_dir / "events.jsonl"):
+        if isinstance(event, SampleWritten):
+            found[event.path] = event
+    named = {Path(p).name for p in found}
+    try:
+        files = sorted((run_dir / "samples").glob("*.wav"),
+                       key=lambda f: (len(f.stem), f.stem))  # epoch-9 before epoch-10
+    except OSError:
+        files = []
+    out = sorted(found.values(), key=lambda e: (e.epoch, e.time))
+    for f in files:
+        if f.name not in named:
+            out.append(sample_from_path(f))
+    return out
+
+
+def sample_from_path(path: Path | str) -> SampleWritten:
+    """A ``SampleWritten`` for a bare file: its epoch from an ``epoch-N`` name, the rest
+    unknown (seed -1, duration 0, time 0)."""
+    match = re.search(r"epoch[-_]?(\d+)", Path(path).stem) or re.search(r"(\d+)",
+                                                                       Path(path).stem)
+    return SampleWritten(path=str(path), epoch=int(match.group(1)) if match else 0, step=0,
+                         prompt="", lyrics="", seed=-1, duration=0.0, time=0.0)
+
+
+def _sample_line(event: SampleWritten) -> str:
+    # The engine's own wording (trainer._sample logs it after the event), so the echo matches.
+    return f"sample for epoch {event.epoch}: {event.path} ({event.seconds:.1f} s to render)"
 
 
 def smooth(values: list[float], alpha: float = 0.1) -> list[float]:

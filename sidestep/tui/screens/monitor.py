@@ -1,4 +1,5 @@
-"""The live monitor: progress, loss and LR charts, GPU panel, log, run controls.
+"""The live monitor: progress, loss and LR charts, GPU panel, log, run controls, and the audio
+samples when the run renders them.
 
 Widgets redraw on a fixed-rate timer from the shared ``RunState``, whatever the event rate.
 Leaving the screen never stops the run.
@@ -19,10 +20,16 @@ from sidestep.tui.state import RunState
 from sidestep.tui.widgets.bar import CellBar
 from sidestep.tui.widgets.gpu import GpuPanel
 from sidestep.tui.widgets.log_tail import LogTail
+from sidestep.tui.widgets.samples import BINDINGS as SAMPLE_BINDINGS
+from sidestep.tui.widgets.samples import SampleKeys, SamplesPanel
 
 CHART_PERIOD_S = 1.0        # fastest chart redraw
 CHART_PERIOD_MAX_S = 5.0    # slowest, when the UI thread is over its budget
 UI_CPU_BUDGET = 0.01        # share of one core the app may take from a running engine
+# With the samples panel beside the loss chart: the LR chart shows from this many columns,
+# and under this many rows the log keeps two lines so the charts keep some height.
+WIDE_COLUMNS = 150
+SHORT_ROWS = 30
 
 
 def fmt_eta(seconds) -> str:
@@ -31,7 +38,19 @@ def fmt_eta(seconds) -> str:
     return fmt_duration(seconds)
 
 
-class MonitorScreen(Screen):
+def val_text(s: RunState) -> str:
+    """The newest validation loss and the epoch that saved best/adapter ("" without one)."""
+    if not s.val_losses:
+        return ""
+    epoch = max(s.val_losses)
+    text = f"   val loss {s.val_losses[epoch][1]:.4f}"
+    if s.best_val_epoch is not None and s.best_val_epoch in s.val_losses:
+        best = s.val_losses[s.best_val_epoch][1]
+        text += f" (best {best:.4f} @ {s.best_val_epoch})"
+    return text
+
+
+class MonitorScreen(SampleKeys, Screen):
     BINDINGS = [
         Binding("l", "toggle_log_scale", "Log scale"),
         Binding("g", "full_log", "Full log"),
@@ -39,6 +58,7 @@ class MonitorScreen(Screen):
         Binding("c", "save_now", "Save now"),
         Binding("x", "stop", "Stop & save"),
         Binding("escape", "back", "Back"),
+        *SAMPLE_BINDINGS,   # [ ] and y, out of the footer (the panel's border shows them)
     ]
 
     def __init__(self, state: RunState, live: bool = True, back_to: Screen | None = None):
@@ -50,6 +70,7 @@ class MonitorScreen(Screen):
         self.chart_period = CHART_PERIOD_S
         self._next_chart = 0.0
         self._cpu_mark = (time.thread_time(), time.perf_counter())
+        self._samples_key: tuple | None = None
 
     def compose(self) -> ComposeResult:
         from sidestep.tui.widgets.charts import LossChart, LrChart
@@ -71,6 +92,7 @@ class MonitorScreen(Screen):
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield LrChart(id="lr-chart")
+            yield SamplesPanel(id="samples-panel")
         with Horizontal(id="monitor-actions"):
             yield Button("Pause (space)", id="pause", compact=True,
                          action="screen.toggle_pause")
@@ -82,6 +104,40 @@ class MonitorScreen(Screen):
                          id="dash", compact=True, action="screen.back")
         yield Footer()
 
+    def on_resize(self) -> None:
+        self._fit_layout()
+
+    def _fit_layout(self) -> None:
+        width, height = self.app.size
+        self.set_class(width >= WIDE_COLUMNS, "-wide")
+        self.set_class(height < SHORT_ROWS, "-short")
+        # The log box is two lines shorter in that case (app.tcss): it tails fewer lines.
+        lines = 2 if self.has_class("-samples") and height < SHORT_ROWS else 5
+        tail = self.query_one(LogTail)
+        if tail.lines != lines:
+            tail.lines = lines
+            tail._seen = -1  # redraw the tail now, with fewer lines
+            self._drawn_version = -1
+
+    def _show_samples(self) -> None:
+        """The samples panel, once the run has samples or is set to render them."""
+        s = self.state
+        key = (len(s.samples), s.samples[-1].path if s.samples else None,
+               s.samples[-1].time if s.samples else None, s.sample_every)
+        if key == self._samples_key:
+            return
+        self._samples_key = key
+        if not s.samples and s.sample_every <= 0:
+            return
+        if not self.has_class("-samples"):
+            self.add_class("-samples")
+            self._fit_layout()
+        note = ""
+        if not s.samples:
+            note = (f"no audio sample yet: one renders every {s.sample_every} epochs"
+                    if s.sample_every > 1 else "no audio sample yet: one renders every epoch")
+        self.query_one(SamplesPanel).set_samples(s.samples, s.run_dir or None, note)
+
     def on_screen_resume(self) -> None:
         self._next_chart = 0.0
         self.refresh_view()
@@ -91,6 +147,7 @@ class MonitorScreen(Screen):
         self.set_interval(1.0 / hz, self.refresh_view)
         # One timer (every wake-up takes the GIL from a running engine); the charts, the
         # costly part (plotext renders text in Python), redraw on it when due.
+        self._fit_layout()
         self.refresh_view()
         self.refresh_charts()
         if not self.live or not self.state.active:
@@ -115,9 +172,10 @@ class MonitorScreen(Screen):
         if s.version == self._drawn_version:
             return
         self._drawn_version = s.version
+        self._show_samples()
         status = s.status + (" (read-only)" if s.read_only else "")
         self._text("#run-title", f"{s.title or s.run_dir}  [{status}]")
-        self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}")
+        self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}" + val_text(s))
         self._bar("#epoch-bar", s.total_epochs, s.epoch)
         last = s.losses[-1] if s.losses else float("nan")
         best = f"{s.best_loss:.4f} @ {s.best_step}" if s.best_loss is not None else "—"

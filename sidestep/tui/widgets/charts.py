@@ -144,8 +144,13 @@ class Chart(PlotextPlot):
         return PlotCells(plot.monitor.matrix, self.app.ansi_theme)
 
 
+VAL_COLOR = "orange"   # apart from raw (gray), smoothed (cyan) and best (green) on any theme
+VAL_MARKER = "◆"
+
+
 class LossChart(Chart):
-    """Raw and smoothed loss, the best step marked; ``log_scale`` toggles the y axis."""
+    """Raw and smoothed loss, the best step marked, and the validation loss at the end of each
+    epoch when the run has one; ``log_scale`` toggles the y axis."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -153,11 +158,15 @@ class LossChart(Chart):
 
     def draw(self, state: RunState, force: bool = False) -> None:
         # Keyed on the data drawn, not on ``state.version`` (log lines move that too).
-        key = (len(state.steps), state.best_step, self.log_scale, _cells(self))
+        val_steps, val_losses = state.val_series
+        key = (len(state.steps), state.best_step, self.log_scale, _cells(self), len(val_steps))
+        if val_steps:  # a resumed run can replace an epoch's point without adding one
+            key += (val_steps[-1], val_losses[-1])
         if key == self._drawn and not force:
             return
         # No legend: plotext draws it over the first steps; the title names the series.
-        calls = [("title", ("loss: raw · smoothed · ● best" +
+        series = "raw · smoothed · " + (f"{VAL_MARKER} val · " if val_steps else "") + "● best"
+        calls = [("title", (f"loss: {series}" +
                             (" (log scale)" if self.log_scale else ""),), {}),
                  ("xlabel", ("step",), {})]
         steps = list(state.steps)
@@ -168,6 +177,7 @@ class LossChart(Chart):
                           {"marker": "braille", "color": "gray"}))
             calls.append(("plot", decimate(steps, smooth(shown), cells),
                           {"marker": "braille", "color": "cyan"}))
+            calls += _val_calls(val_steps, val_losses, self.log_scale, cells)
             best = state.best_loss
             if state.best_step is not None and best is not None and math.isfinite(best) and \
                     (best > 0 or not self.log_scale):
@@ -176,6 +186,24 @@ class LossChart(Chart):
             if self.log_scale:
                 calls.append(("yscale", ("log",), {}))
         self._show(key, calls)
+
+
+def _val_calls(steps: list[int], losses: list[float], log_scale: bool,
+               cells: int) -> list[tuple[str, tuple, dict]]:
+    """The validation loss: a line through the epochs' points, each marked while they are
+    apart enough to read (one epoch's point every few cells), after the training curves so
+    it is drawn over them."""
+    keep = [(x, y) for x, y in zip(steps, losses)
+            if math.isfinite(y) and (y > 0 or not log_scale)]
+    if not keep:
+        return []
+    xs, ys = [p[0] for p in keep], [p[1] for p in keep]
+    calls = []
+    if len(xs) > 1:
+        calls.append(("plot", decimate(xs, ys, cells), {"marker": "braille", "color": VAL_COLOR}))
+    if len(xs) <= max(cells // 3, 1) or len(xs) == 1:
+        calls.append(("scatter", (xs, ys), {"marker": VAL_MARKER, "color": VAL_COLOR}))
+    return calls
 
 
 class LrChart(Chart):
