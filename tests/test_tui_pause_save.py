@@ -44,6 +44,9 @@ def test_save_now_while_paused_saves_at_once(demo_root, small_tensors, tmp_path)
         step = rec.of("step")[-1].step
         assert saved[0].parent.name == f"checkpoint-step-{step}"
         assert control.paused and thread.is_alive()
+        # the event follows the files through the event bus's own thread
+        while not rec.of("checkpoint") and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
         assert [e.step for e in rec.of("checkpoint") if e.kind == "step"] == [step]
         steps_while_paused = len(rec.of("step"))
         time.sleep(0.5)

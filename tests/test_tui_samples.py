@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import make_app, wait_until
 from sidestep.engine.events import (EpochEnded, LogLine, RunFinished, RunStarted, SampleWritten,
@@ -336,40 +337,73 @@ async def test_monitor_without_samples_has_no_panel(tui_env):
         assert app.screen.query_one("#lr-chart").display
 
 
-async def test_samples_panel_mounts_on_another_screen_with_an_old_runs_samples(tmp_path):
-    """How History uses it: the panel, ``SampleKeys`` and ``BINDINGS`` on its screen, and
-    ``load_run`` for the highlighted run."""
-    from textual.app import App
-    from textual.screen import Screen
-
-    from sidestep.tui.widgets import samples
+async def test_history_shows_an_old_runs_samples(tui_env):
+    """History: highlighting a run that rendered samples shows them (list, spectrogram,
+    [ ] to move); a run without samples hides the panel."""
+    from sidestep.tui.screens.history import HistoryScreen
     from sidestep.tui.widgets.samples import SamplesPanel
 
-    run = write_run(tmp_path / "output")
-    other = tmp_path / "output" / "no-samples"
+    run = write_run(tui_env / "output")
+    other = tui_env / "output" / "plain-run"
     other.mkdir()
-
-    class Runs(samples.SampleKeys, Screen):
-        BINDINGS = [*samples.BINDINGS]
-
-        def compose(self):
-            yield SamplesPanel(id="history-samples")
-
-    class Host(App):
-        def on_mount(self):
-            self.push_screen(Runs())
-
-    app = Host()
-    async with app.run_test(size=(90, 30)) as pilot:
-        await pilot.pause()
-        panel = app.screen.query_one(SamplesPanel)
-        panel.load_run(run)
-        assert await wait_until(pilot, lambda: len(panel.entries) == 2
+    (other / "events.jsonl").write_text("".join(
+        to_json(e) + "\n" for e in run_events(other, sample_every=0, val=False,
+                                               early_stop=False)))
+    os.utime(other / "events.jsonl", (T0 - 100, T0 - 100))  # listed after the sampled run
+    app = make_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("h")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen)
+                                and len(app.screen.runs) == 2, 30)
+        screen = app.screen
+        table = screen.query_one("#history-table")
+        names = [r.path.name for r in screen.runs]
+        table.move_cursor(row=names.index("lofi-val"))
+        panel = screen.query_one("#history-samples", SamplesPanel)
+        assert await wait_until(pilot, lambda: screen.has_class("-samples")
+                                and len(panel.entries) == 2
                                 and all(e.done for e in panel.entries), 60)
-        assert panel.selected == 1 and panel.current.summary.silent
+        assert panel.display and panel.listing.resolve() == run.resolve()
+        assert panel.current.event.epoch == 4 and panel.current.summary.silent
         await pilot.press("left_square_bracket")
         assert panel.current.event.epoch == 2 and panel.current.summary.lufs is not None
-        panel.load_run(other)
-        assert await wait_until(pilot, lambda: not panel.entries
-                                and "no audio samples" in panel.query_one("Spectrogram").note, 10)
+        table.move_cursor(row=names.index("plain-run"))
+        await pilot.pause()
+        assert not screen.has_class("-samples")
+        assert app._exception is None
+
+
+@pytest.mark.slow
+async def test_a_real_run_with_samples_shows_them_on_the_monitor(tui_env, demo_root,
+                                                                  small_tensors):
+    """The app trains the demo with a sample every epoch: the monitor lists each rendered wav
+    with its spectrogram, and the loss chart gets the validation curve."""
+    from conftest import train_config
+    from sidestep.tui.screens.monitor import MonitorScreen
+    from sidestep.tui.widgets.samples import SamplesPanel
+    from sidestep.tui.widgets.spectrogram import Spectrogram
+
+    out = tui_env / "output" / "sampled"
+    cfg = train_config(demo_root, small_tensors, out, epochs=2, save_every=10,
+                       val_split=0.34, ema_decay=0.9, sample_every_n_epochs=1,
+                       sample_duration=1.0)
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        app.start_run(cfg)
+        assert await wait_until(pilot, lambda: app.runner.state is not None
+                                and app.runner.state.finished is not None, 300)
+        state = app.runner.state
+        assert state.finished.status == "completed", state.finished.error
+        assert [s.epoch for s in state.samples] == [1, 2]
+        assert len(state.val_losses) == 2
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        panel = screen.query_one(SamplesPanel)
+        assert await wait_until(pilot, lambda: panel.display and len(panel.entries) == 2
+                                and all(e.done for e in panel.entries), 60)
+        summary = panel.current.summary
+        assert summary is not None and summary.sample_rate == 48000 and summary.channels == 2
+        assert summary.duration == pytest.approx(1.0)
+        assert panel.query_one(Spectrogram).mel_db  # drawn from the real file
         assert app._exception is None

@@ -11,7 +11,8 @@ from textual.widgets import Footer, Header, Markdown
 HELP = """\
 # Side-Step
 
-Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters.
+Fine-tune ACE-Step 1.5 on your songs with LoRA or DoRA (PEFT), LoKR or LoHA (LyCORIS)
+adapters.
 
 ## Keys (either case; not while a field, list, select or checkbox has focus)
 
@@ -31,7 +32,10 @@ Fine-tune ACE-Step 1.5 on your songs with LoRA (PEFT) or LoKR (LyCORIS) adapters
 
 In the training form: `ctrl+s` starts, `F3` reviews first, `F2` switches Basic/Advanced,
 `Tab` moves between fields. In the monitor: `space` pauses or resumes, `c` saves a checkpoint
-now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole log.
+now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole log; with
+audio samples, `[`/`]` choose one and `y` copies its `scp` line.
+In History: `enter`/`o` opens a run's curves, `r` resumes it, `x` exports its adapter for
+ComfyUI, acestep.cpp or PEFT, `[`/`]` choose among its audio samples.
 In the dataset browser: `b` builds dataset.json, `p` preprocesses, `t` trains on the folder's
 `.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
 In the estimate screen: `r` chooses the settings and runs, `c` cancels, `+`/`-` (or the Top K
@@ -46,7 +50,8 @@ History → Resume continues from the newest complete one. If the SSH session dr
 the app receives SIGTERM during a run, it stops and saves before it exits.
 
 Each run folder holds `run.json`, `events.jsonl`, TensorBoard logs in `runs/`, checkpoints,
-`final/adapter/` and `sidestep.log`.
+`final/adapter/` and `sidestep.log`; with a validation split or EMA (Advanced), `best/adapter/`;
+with samples every N epochs, `samples/epoch-N.wav`.
 """
 
 

@@ -1,5 +1,5 @@
-"""Run history: runs under the output roots, their curves (read-only), resume, and export of
-a finished run's adapter for ComfyUI, acestep.cpp or PEFT."""
+"""Run history: runs under the output roots, their curves (read-only), resume, export of a
+finished run's adapter for ComfyUI, acestep.cpp or PEFT, and the audio samples a run rendered."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from sidestep.tui.messages import AdapterExported, RunsFound
 from sidestep.tui.screens.dashboard import fmt_loss
+from sidestep.tui.widgets import samples
 from sidestep.tui.widgets.tables import fill_table
 
 log = logging.getLogger("sidestep.tui")
 
 
-class HistoryScreen(Screen):
+class HistoryScreen(samples.SampleKeys, Screen):
     BINDINGS = [
+        *samples.BINDINGS,
         Binding("enter", "open", "Curves", show=False),
         Binding("r", "resume", "Resume"),
         Binding("o", "open", "Open curves"),
@@ -39,6 +41,8 @@ class HistoryScreen(Screen):
         yield Static("", id="history-roots", markup=False)
         yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="history-detail", markup=False)
+        # shown for a run that rendered samples (HistoryScreen.-samples in app.tcss)
+        yield samples.SamplesPanel(id="history-samples")
         with Horizontal(id="history-actions"):
             yield Button("Open curves (O)", id="open", variant="primary", compact=True,
                          action="screen.open")
@@ -98,6 +102,16 @@ class HistoryScreen(Screen):
             latest = short(r.latest_checkpoint) if r.latest_checkpoint else "— (cannot resume)"
             text = f"{short(r.path)}\nadapter: {adapter}\nlatest checkpoint: {latest}"
         self.query_one("#history-detail", Static).update(text)
+        self._show_samples(r)
+
+    def _show_samples(self, r) -> None:
+        from sidestep.engine.run_dir import SAMPLES_DIR
+
+        has = r is not None and (r.path / SAMPLES_DIR).is_dir()
+        self.set_class(has, "-samples")
+        panel = self.query_one("#history-samples", samples.SamplesPanel)
+        if has and panel.listing != r.path:
+            panel.load_run(r.path)
 
     @on(DataTable.RowSelected)
     def _selected(self) -> None:

@@ -306,6 +306,11 @@ class SamplesPanel(Vertical):
         self._request()
         self._show()
 
+    @property
+    def listing(self) -> Path | None:
+        """The run folder whose samples ``load_run`` shows (None when given them directly)."""
+        return self._listing
+
     def load_run(self, run_dir: str | Path) -> None:
         """Show an old run's samples (its events.jsonl and samples/ folder, read in a worker):
         what History calls when a run is highlighted."""
