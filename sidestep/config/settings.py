@@ -16,6 +16,9 @@ from sidestep.config import atomic, paths
 
 THEMES = ("sidestep-dark", "sidestep-light", "textual-dark", "textual-light", "nord",
           "gruvbox", "monokai")
+# How the app tells you a run it shows has ended or needs you: the terminal bell, a desktop
+# notification (OSC 9 and 777 escapes, which the terminal turns into one), both, or neither.
+NOTIFY_CHOICES = ("off", "bell", "desktop", "both")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Settings:
     gpu_poll_seconds: float = 1.0    # NVML sampling period
     form_mode: str = "basic"         # training form opens in basic or advanced mode
     confirm_quit: bool = False     # ask even when no run is active
+    keep_running: bool = False     # the form's "Keep running after I quit" starts checked
+    notify: str = "desktop"        # when a run ends or needs you (NOTIFY_CHOICES)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -44,6 +49,8 @@ _CHECKS = {
     and 0.2 <= v <= 60,
     "form_mode": lambda v: v in ("basic", "advanced"),
     "confirm_quit": lambda v: isinstance(v, bool),
+    "keep_running": lambda v: isinstance(v, bool),
+    "notify": lambda v: v in NOTIFY_CHOICES,
 }
 
 

@@ -9,7 +9,9 @@ background thread after the first frame (and are needed only when a run starts).
 from __future__ import annotations
 
 import logging
+import os
 import traceback
+from functools import partial
 from pathlib import Path
 
 from textual.app import App
@@ -20,11 +22,13 @@ from textual.worker import Worker, WorkerState
 from sidestep.config import paths
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
+from sidestep.tui.attached import (DETACH_WORKER, SEND_WORKER, AttachedRun, StartRefused,
+                                   start_detached)
 from sidestep.tui.commands import SideStepCommands
 from sidestep.tui.jobs import EstimateJob, PreprocessJob
 from sidestep.tui.demo import DEMO_BUILD, open_demo_form, start_demo
-from sidestep.tui.runner import (EngineRunner, announce, install_stop_signals, save_before_exit,
-                                 stop_for_signal)
+from sidestep.tui.runner import (EngineRunner, RunTarget, announce, install_stop_signals,
+                                 left_running, save_before_exit, stop_for_signal)
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.fields import is_field_widget
 
@@ -75,6 +79,11 @@ class SideStepApp(App):
         self.settings_store = SettingsStore(settings_path)
         self.settings, self._settings_warnings = self.settings_store.load()
         self.runner = EngineRunner(self, engine_factory)
+        # Runs in other processes the app shows (by folder), and the run the Monitor key opens.
+        self.attached: dict[str, AttachedRun] = {}
+        self.target: RunTarget | None = None
+        self._problems_told: dict[int, int] = {}  # id(state) -> its problems already seen
+        self._fatal_told: set[int] = set()        # id(state) of runs told "needs you"
         self.preprocessing = PreprocessJob(self)
         self.estimating = EstimateJob(self)
         self.last_estimate: dict | None = None  # the estimate screen's result, kept across visits
@@ -215,18 +224,26 @@ class SideStepApp(App):
                   "output_dir": fresh_run_dir(Path(self.settings.output_root).expanduser())}
         if self.settings.dataset_root:
             values["dataset_dir"] = self.settings.dataset_root
+        if self.settings.keep_running:  # the form's "Keep running after I quit" starts checked
+            values["detach"] = True
         values.update(explicit or {})
         form = TrainingFormScreen(mode, values, preset=preset)
         self._last_form = form
         self.goto(form)
 
+    def current_target(self) -> RunTarget | None:
+        """The run the Monitor shows: the one started or attached last."""
+        target = self.target if self.target is not None else self.runner
+        return target if target.state is not None else None
+
     def action_monitor(self) -> None:
         from sidestep.tui.screens.monitor import MonitorScreen
 
-        if self.runner.state is None:
+        target = self.current_target()
+        if target is None:
             self.notify("no run yet: start one with F")
             return
-        self.goto(MonitorScreen(self.runner.state, live=True))
+        self.goto(MonitorScreen(target.state, target=target))
 
     def action_dataset(self, folder: str | None = None) -> None:
         from sidestep.tui.screens.dataset import DatasetScreen
@@ -329,8 +346,25 @@ class SideStepApp(App):
             self.show_error("An estimate is running", "It would compete with the run for the "
                             "GPU's memory: cancel it or wait for it (Estimate screen).")
             return
+        if any(w.name == DETACH_WORKER and not w.is_finished for w in self.workers):
+            self.notify("a run is being started in the background: one moment")
+            return  # (a thread worker cannot be taken back: two would share the folder)
+        if config.detach:  # "Keep running after I quit": a process of its own
+            self.run_worker(partial(start_detached, self, config), thread=True,
+                            group=DETACH_WORKER, name=DETACH_WORKER, exit_on_error=False)
+            self.notify("checking the run, then starting it in the background…")
+            return
         state = self.runner.start(config)
-        self.goto(MonitorScreen(state, live=True))
+        self.target = self.runner
+        self.goto(MonitorScreen(state, target=self.runner))
+
+    def _add_attached(self, run: AttachedRun, origin=None) -> None:
+        from sidestep.tui.screens.monitor import MonitorScreen
+
+        self.attached[_folder_key(run.run_dir)] = run
+        self._problems_told[id(run.state)] = len(run.state.problems)
+        self.target = run
+        self._show_monitor(MonitorScreen(run.state, target=run, back_to=origin), origin)
 
     def open_history_run(self, path: Path) -> None:
         from sidestep.tui.screens.history import HistoryScreen
@@ -339,16 +373,31 @@ class SideStepApp(App):
         # Opened from History, the curves go on top of it, so Esc returns there.
         origin = self.screen if isinstance(self.screen, HistoryScreen) else None
         state = self.runner.state
-        if state is not None and Path(state.run_dir) == Path(path) and state.active:
-            self._show_monitor(MonitorScreen(state, live=True, back_to=origin), origin)
+        if state is not None and state.active and self._is_own_run(path):
+            self.target = self.runner
+            self._show_monitor(MonitorScreen(state, target=self.runner, back_to=origin),
+                               origin)
+            return
+        run = self.attached.get(_folder_key(path))
+        if run is not None and run.active:
+            self.target = run
+            self._show_monitor(MonitorScreen(run.state, target=run, back_to=origin), origin)
             return
 
-        def load() -> RunState:
-            return RunState.from_run_dir(Path(path))
+        def load() -> RunState | AttachedRun:
+            # a run live in another process is followed; any other is read back
+            live = AttachedRun.open(self, Path(path))
+            return live if live is not None else RunState.from_run_dir(Path(path))
 
         self._open_origin = origin  # where Esc returns once the run is shown
         self.run_worker(load, thread=True, group="history-load", exit_on_error=False,
                         exclusive=True, name="history-load")
+
+    def _is_own_run(self, path: Path) -> bool:
+        """Is ``path`` the folder of the run the App's engine trains?"""
+        folders = {self.runner.state.run_dir if self.runner.state else None,
+                   self.runner.config.output_dir if self.runner.config else None}
+        return _folder_key(path) in {_folder_key(f) for f in folders if f}
 
     def _show_monitor(self, monitor, origin) -> None:
         if origin is not None and self.screen is origin:
@@ -364,29 +413,70 @@ class SideStepApp(App):
         cfg = info.get("config") or {}
         mode = cfg.get("mode") if cfg.get("mode") in FORM_MODES else "fixed"
         names = {s.name for s in form_settings(mode)}
+        # how the old run was started is not carried: the settings' default applies
         explicit = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()
-                    if k in names and v is not None and k not in ("log_dir",)}
+                    if k in names and v is not None and k not in ("log_dir", "detach")}
         explicit.update(resume_from=str(checkpoint), output_dir=str(run_dir))
         self.action_new_training(mode, explicit)
         self.notify(f"resuming from {checkpoint.name}: check the form, then start")
 
     def action_pause_run(self) -> None:
-        self.runner.pause()
+        (self.current_target() or self.runner).pause()
 
     def action_resume_run(self) -> None:
-        self.runner.resume()
+        (self.current_target() or self.runner).resume()
 
     def action_save_now(self) -> None:
-        self.runner.save_now()
+        (self.current_target() or self.runner).save_now()
 
     def action_stop_run(self) -> None:
-        self.runner.stop()
+        (self.current_target() or self.runner).stop()
 
     def drain_events(self) -> None:
-        self.runner.drain()
-        finished = self.runner.take_finished()
+        """Fold new events of every run the app shows; tell of ends and fatal problems."""
+        for target in (self.runner, *self.attached.values()):
+            target.drain()
+            self._tell(target)
+
+    def _tell(self, target: RunTarget) -> None:
+        state = target.state
+        if state is None:
+            return
+        told = self._problems_told.get(id(state), 0)
+        fatal = [p for p in state.problems[told:] if p.fatal]
+        self._problems_told[id(state)] = len(state.problems)
+        finished = target.take_finished()
+        name = Path(state.run_dir or state.title).name
+        quitting = target is self.runner and self.runner.quit_after_run
         if finished is not None:
-            announce(self, finished)
+            # the failure after a fatal problem already told is the same news
+            if not quitting and id(state) not in self._fatal_told:
+                self.tell_user(f"Side-Step: run {state.status}", _end_text(name, finished))
+            announce(self, finished, target)
+        elif fatal:
+            self._fatal_told.add(id(state))
+            self.tell_user("Side-Step: run needs you", f"{name}: {fatal[-1].message}")
+
+    def tell_user(self, title: str, body: str) -> None:
+        """The bell and/or a desktop notification, as the settings say (off: nothing)."""
+        from sidestep.tui.notify import notice_escapes
+
+        text = notice_escapes(self.settings.notify, title, body,
+                              tmux=bool(os.environ.get("TMUX")))
+        if text:
+            self.write_escapes(text)
+
+    def write_escapes(self, text: str) -> None:
+        """Raw escapes on the terminal, in order with the screen's own output: through the
+        driver's writer (as ``App.bell`` does), whose output file drops writes once the
+        terminal is gone (``terminal.TerminalOut``). Never raises."""
+        driver = self._driver
+        if driver is None or self.is_headless or self.terminal_dead:
+            return
+        try:
+            driver.write(text)
+        except Exception:  # not in application mode (starting, leaving): the notice is lost
+            pass
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place that reacts to a finished worker, by its name."""
@@ -413,12 +503,30 @@ class SideStepApp(App):
         elif worker.name == "history-load":
             from sidestep.tui.screens.monitor import MonitorScreen
 
-            if not failed:
+            if failed:
+                self.show_error("Cannot open run", str(worker.error))
+            elif isinstance(worker.result, AttachedRun):
+                self._add_attached(worker.result, self._open_origin)
+            else:
                 origin = self._open_origin
                 self._show_monitor(MonitorScreen(worker.result, live=False, back_to=origin),
                                    origin)
+        elif worker.name == DETACH_WORKER:
+            if not failed:
+                self._add_attached(worker.result)
+            elif isinstance(worker.error, StartRefused):
+                self.show_error("Cannot start the run", str(worker.error),
+                                "Fix the form and start again.")
             else:
-                self.show_error("Cannot open run", str(worker.error))
+                self.show_error("Cannot start the run", f"{type(worker.error).__name__}: "
+                                f"{worker.error}")
+        elif worker.name == SEND_WORKER and failed:
+            from sidestep.engine.control_channel import ChannelError
+
+            error = worker.error
+            self.notify(str(error) if isinstance(error, ChannelError) else
+                        f"the command was not sent: {type(error).__name__}: {error}",
+                        title="Run command", severity="error", timeout=15)
 
     # -- errors and quitting -------------------------------------------------------------------
     def show_error(self, title: str, message: str, hint: str = "") -> None:
@@ -466,9 +574,10 @@ class SideStepApp(App):
             if not self.settings.confirm_quit:
                 self.exit()
                 return
-            self.push_screen(ConfirmScreen("Quit Side-Step?", "Leave the app?",
-                                           [("quit", "Quit", "error"),
-                                            ("cancel", "Cancel", "primary")]),
+            going_on = left_running(self)
+            self.push_screen(ConfirmScreen("Quit Side-Step?", "Leave the app?" + (
+                f" {len(going_on)} run(s) keep training in the background." if going_on
+                else ""), [("quit", "Quit", "error"), ("cancel", "Cancel", "primary")]),
                              lambda choice: self.exit() if choice == "quit" else None)
             return
 
@@ -502,4 +611,25 @@ def run_app(demo: bool = False) -> int:
         app.run()
     finally:
         save_before_exit(app)
+        if not app.terminal_dead:
+            for line in left_running(app):  # quitting never stops another process's run
+                try:
+                    print(line, flush=True)
+                except OSError:
+                    break
     return app.return_code or 0
+
+
+def _folder_key(path) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return str(Path(path).absolute())
+
+
+def _end_text(name: str, finished: RunFinished) -> str:
+    if finished.status == "completed":
+        return f"{name} completed at step {finished.step}"
+    if finished.status == "stopped":
+        return f"{name} stopped at step {finished.step}"
+    return f"{name} failed: {finished.error or 'see its sidestep.log'}"

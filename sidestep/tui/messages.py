@@ -5,7 +5,7 @@ harmless."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,12 @@ class _Result(Message, bubble=False):
 class RunsFound(_Result, bubble=False):
     roots: list[Path]
     runs: list[Any]               # engine.run_dir.RunSummary
+    live: list[dict] = field(default_factory=list)  # engine.live_runs.run_rows, live ones
+
+
+@dataclass
+class LiveRunsFound(_Result, bubble=False):
+    rows: list[dict]              # engine.live_runs.run_rows of the runs live now
 
 
 @dataclass

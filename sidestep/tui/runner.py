@@ -1,13 +1,15 @@
 """The App's one training engine: a thread worker attached to the App (never to a Screen, whose
-workers die when it is popped), events through a queue the App drains on a timer; how a run's
-end is announced; the signals that stop it; the wait for its save when the app exits."""
+workers die when it is popped), events through a queue the App drains on a timer; what the
+monitor controls (``RunTarget``: this engine, or a run in another process, ``attached.py``);
+how a run's end is announced; the signals that stop it; the wait for its save when the app
+exits."""
 
 from __future__ import annotations
 
 import queue
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from sidestep.engine.control import Control
 from sidestep.engine.events import RunFinished
@@ -23,7 +25,32 @@ def default_engine(config, sinks, control):
     return Trainer(config, sinks, control)
 
 
+class RunTarget(Protocol):
+    """A run the monitor shows live and controls, and the App drains on its timer: the App's
+    own ``EngineRunner`` or an ``AttachedRun`` (a run in another process)."""
+
+    state: RunState | None
+    outlives_app: bool  # True: quitting the app leaves it training
+
+    @property
+    def active(self) -> bool: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def save_now(self) -> None: ...
+
+    def stop(self, reason: str = ...) -> None: ...
+
+    def drain(self) -> int: ...
+
+    def take_finished(self) -> RunFinished | None: ...
+
+
 class EngineRunner:
+    outlives_app = False  # the engine is a thread of this process: quitting stops it
+
     def __init__(self, app, factory: Callable[..., Any] | None = None):
         self.app = app
         self.factory = factory or default_engine
@@ -117,21 +144,32 @@ class EngineRunner:
         return state.finished
 
 
-def announce(app, finished: RunFinished) -> None:
-    if app.runner.quit_after_run:
-        # the CLI's exit codes: 0 completed, 130 stopped with a checkpoint, 1 failed
-        app.exit(return_code={"completed": 0, "stopped": 130}.get(finished.status, 1))
-        return
+def announce(app, finished: RunFinished, target: RunTarget | None = None) -> None:
+    """A run's end, in the app. ``target``: the run it came from (None: the App's engine)."""
+    if target is None or target is app.runner:
+        if app.runner.quit_after_run:
+            # the CLI's exit codes: 0 completed, 130 stopped with a checkpoint, 1 failed
+            app.exit(return_code={"completed": 0, "stopped": 130}.get(finished.status, 1))
+            return
+        where = ""
+    else:  # another process's run: say which (the monitor may show another one)
+        where = f" ({target.state.title})" if target.state is not None else ""
     if finished.status == "completed":
-        app.notify(f"training completed: adapter in {finished.adapter_path}", timeout=10)
+        app.notify(f"training completed{where}: adapter in {finished.adapter_path}",
+                   timeout=10)
     elif finished.status == "stopped":
-        app.notify(f"training stopped; checkpoint {finished.checkpoint_path}"
+        app.notify(f"training stopped{where}; checkpoint {finished.checkpoint_path}"
                    if finished.checkpoint_path else
-                   "training stopped before its first step; nothing was kept", timeout=10)
+                   f"training stopped{where} before its first step; nothing was kept",
+                   timeout=10)
     else:
+        interrupted = target is not None and target.state is not None and \
+            target.state.status == "interrupted"
         hint = ("Fix the input and start again." if finished.error_kind == "input" else
+                "History → Resume continues from its newest checkpoint." if interrupted else
                 "The run folder's sidestep.log has the details.")
-        app.show_error("Training failed", finished.error or "unknown error", hint)
+        app.show_error("Run interrupted" if interrupted else "Training failed",
+                       finished.error or "unknown error", hint)
 
 
 def install_stop_signals(app) -> None:
@@ -182,3 +220,13 @@ def save_before_exit(app) -> None:
             except OSError:
                 pass
         app.runner.wait(timeout=900)
+
+
+def left_running(app) -> list[str]:
+    """One line per run the app showed that goes on training in its own process, for when
+    the app has left the terminal (quitting never stops those)."""
+    import shlex
+
+    return [f"the run keeps training in the background: sidestep attach "
+            f"{shlex.quote(str(run.run_dir.absolute()))}"
+            for run in getattr(app, "attached", {}).values() if run.active]

@@ -1,25 +1,64 @@
-"""The dashboard: quick actions, recent runs, the checkpoint folder's models, a GPU line."""
+"""The dashboard: quick actions, recent runs (those live in any process first, with their step,
+kept current), the checkpoint folder's models, a GPU line. Enter on a run live in another
+process attaches the monitor to it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import time
+
 from textual import on, work
+from textual.coordinate import Coordinate
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
-from sidestep.tui.messages import ModelsFound, RunsFound
+from sidestep.tui.messages import LiveRunsFound, ModelsFound, RunsFound
 from sidestep.tui.redraw import TextLine, shown
 from sidestep.tui.widgets.tables import fill_table
+
+
+LIVE_REFRESH_S = 5.0  # how often the live rows' step and status are read again
+RUN_COLUMNS = ("run", "status", "epochs", "best loss")
 
 
 def fmt_loss(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
 
+def live_cells(row: dict) -> tuple[str, str, str, str]:
+    """A live run's row: its status with the step it is at, epoch in progress."""
+    step = f" · step {row['step']}" if row.get("step") is not None else ""
+    epoch = f"{row['epoch']}/{row.get('total_epochs') or '?'}" if row.get("epoch") is not None \
+        else "—"
+    return Path(row["path"]).name, f"{row['status']}{step}", epoch, fmt_loss(row.get("best_loss"))
+
+
+def live_rows(dirs: list[Path]) -> list[dict]:
+    """``run_rows`` of the runs live now among ``dirs`` and the detached starts on record
+    (wherever their folder is). Reads files: call it from a worker."""
+    from sidestep.engine.live_runs import recorded, run_rows
+    from sidestep.engine.run_dir import run_is_alive
+
+    dirs = list(dirs)
+    seen = {d.resolve() for d in dirs}
+    for entry in recorded():
+        folder = Path(entry["run_dir"])
+        if folder.resolve() not in seen and run_is_alive(entry):
+            seen.add(folder.resolve())
+            dirs.append(folder)
+    return [r for r in run_rows(dirs) if r["live"]] if dirs else []
+
+
 class DashboardScreen(Screen):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._summaries: list = []
+        self._live: dict[str, dict] = {}  # the live rows shown, by path
+        self._next_live = 0.0
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="quick-actions"):
@@ -72,7 +111,8 @@ class DashboardScreen(Screen):
         from sidestep.tui.widgets.gpu import gpu_lines
 
         self.query_one("#gpu-line", TextLine).set_text(" | ".join(gpu_lines(readings)))
-        state = getattr(getattr(app, "runner", None), "state", None)
+        target = app.current_target() if hasattr(app, "current_target") else None
+        state = target.state if target is not None else None
         line = ""
         if state is not None:
             if state.active:
@@ -81,6 +121,9 @@ class DashboardScreen(Screen):
                         f"{state.total_epochs or '?'} (Monitor shows it)")
             elif state.finished is not None:
                 line = f"last run {state.status}: {state.title}"
+        if self._live and time.monotonic() >= self._next_live:
+            self._next_live = time.monotonic() + LIVE_REFRESH_S
+            self.load_live(list(self._live))
         self.query_one("#active-run", TextLine).set_text(line)
         button = self.query_one("#go-monitor", Button)
         if button.disabled != (state is None):
@@ -91,15 +134,42 @@ class DashboardScreen(Screen):
         from sidestep.engine.run_dir import find_runs
 
         roots = self.app.run_roots()
-        self.post_message(RunsFound(roots, find_runs(roots)[:12]))
+        runs = find_runs(roots)
+        live = live_rows([r.path for r in runs if r.status == "running"])
+        self.post_message(RunsFound(roots, runs[:12], live))
+
+    @work(thread=True, exclusive=True, group="dash-live")
+    def load_live(self, paths: list[str]) -> None:
+        self.post_message(LiveRunsFound(live_rows([Path(p) for p in paths])))
 
     def on_runs_found(self, message: RunsFound) -> None:
-        runs = message.runs
-        rows = [(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
-                 fmt_loss(r.best_loss)) for r in runs] or [("(no runs yet)", "", "", "")]
-        keys = [str(r.path) for r in runs] or [None]
-        fill_table(self.query_one("#runs-table", DataTable),
-                   ("run", "status", "epochs", "best loss"), rows, keys)
+        self._summaries = message.runs
+        self._live = {row["path"]: row for row in message.live}
+        self._next_live = time.monotonic() + LIVE_REFRESH_S
+        live_paths = {Path(p).resolve() for p in self._live}
+        runs = [r for r in message.runs if r.path.resolve() not in live_paths]
+        rows = [live_cells(row) for row in self._live.values()]
+        rows += [(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
+                  fmt_loss(r.best_loss)) for r in runs]
+        keys = [*self._live, *(str(r.path) for r in runs)]
+        fill_table(self.query_one("#runs-table", DataTable), RUN_COLUMNS,
+                   rows or [("(no runs yet)", "", "", "")], keys or [None])
+
+    def on_live_runs_found(self, message: LiveRunsFound) -> None:
+        """Step and status of the live rows, in place (the cursor stays); a run that ended
+        or a new one reloads the list."""
+        rows = {row["path"]: row for row in message.rows}
+        if set(rows) != set(self._live):
+            self.load_runs()
+            return
+        table = self.query_one("#runs-table", DataTable)
+        for path, row in rows.items():
+            if row == self._live[path]:
+                continue
+            self._live[path] = row
+            index = table.get_row_index(path)
+            for column, text in enumerate(live_cells(row)[1:], start=1):
+                table.update_cell_at(Coordinate(index, column), text, update_width=True)
 
     @work(thread=True, exclusive=True, group="dash-models")
     def load_models(self) -> None:
@@ -126,6 +196,8 @@ class DashboardScreen(Screen):
 
     @on(DataTable.RowSelected, "#runs-table")
     def open_run(self, event: DataTable.RowSelected) -> None:
+        """A live run in another process is attached to (the app's own shows as today);
+        any other opens read-only."""
         key = event.row_key.value
         if key and Path(key).exists():
             self.app.open_history_run(Path(key))

@@ -47,7 +47,11 @@ field) change the selection at once, `w` saves the module config, `t` trains sel
 The form builds the same configuration as `sidestep fixed …` on the command line. A run keeps
 going when you leave the monitor; the dashboard leads back to it. Stopping saves a checkpoint;
 History → Resume continues from the newest complete one. If the SSH session drops (SIGHUP) or
-the app receives SIGTERM during a run, it stops and saves before it exits.
+the app receives SIGTERM during its own run, it stops and saves before it exits.
+
+"Keep running after I quit" (Advanced → Run control) starts the run as a process of its own;
+the dashboard lists runs live in any process, and enter attaches the monitor to one (space, `c`
+and `x` act on it). Quitting leaves such runs training (`sidestep attach DIR` follows one).
 
 Each run folder holds `run.json`, `events.jsonl`, TensorBoard logs in `runs/`, checkpoints,
 `final/adapter/` and `sidestep.log`; with a validation split or EMA (Advanced), `best/adapter/`;

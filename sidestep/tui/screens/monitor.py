@@ -2,7 +2,9 @@
 samples when the run renders them.
 
 Widgets redraw on a fixed-rate timer from the shared ``RunState``, whatever the event rate.
-Leaving the screen never stops the run.
+Leaving the screen never stops the run. A live monitor controls its ``target`` (the App's own
+engine, or a run in another process it is attached to: ``runner.RunTarget``); without one it
+shows a finished run read-only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header
 
 from sidestep.tui.redraw import TextLine, shown
+from sidestep.tui.runner import RunTarget
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.bar import CellBar
 from sidestep.tui.widgets.gpu import GpuPanel
@@ -61,10 +64,12 @@ class MonitorScreen(SampleKeys, Screen):
         *SAMPLE_BINDINGS,   # [ ] and y, out of the footer (the panel's border shows them)
     ]
 
-    def __init__(self, state: RunState, live: bool = True, back_to: Screen | None = None):
+    def __init__(self, state: RunState, target: RunTarget | None = None,
+                 back_to: Screen | None = None, *, live: bool = True):
         super().__init__()
         self.state = state
-        self.live = live
+        self.target = target if live else None
+        self.live = self.target is not None
         self.back_to = back_to  # the screen under this one that Esc returns to (History)
         self._drawn_version = -1
         self.chart_period = CHART_PERIOD_S
@@ -174,6 +179,8 @@ class MonitorScreen(SampleKeys, Screen):
         self._drawn_version = s.version
         self._show_samples()
         status = s.status + (" (read-only)" if s.read_only else "")
+        if self.target is not None and self.target.outlives_app:
+            status += " · in the background"  # its own process: quitting leaves it training
         self._text("#run-title", f"{s.title or s.run_dir}  [{status}]")
         self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}" + val_text(s))
         self._bar("#epoch-bar", s.total_epochs, s.epoch)
@@ -241,13 +248,13 @@ class MonitorScreen(SampleKeys, Screen):
         if not self.live or not self.state.active:
             return
         if self.state.status == "paused":
-            self.app.runner.resume()
+            self.target.resume()
         else:
-            self.app.runner.pause()
+            self.target.pause()
 
     def action_save_now(self) -> None:
         if self.live and self.state.active:
-            self.app.runner.save_now()
+            self.target.save_now()
 
     def action_stop(self) -> None:
         if not (self.live and self.state.active):
@@ -256,7 +263,7 @@ class MonitorScreen(SampleKeys, Screen):
 
         def answer(choice: str) -> None:
             if choice == "stop":
-                self.app.runner.stop()
+                self.target.stop()
 
         self.app.push_screen(ConfirmScreen(
             "Stop training?", "The run stops at the next micro-batch and saves a checkpoint you "

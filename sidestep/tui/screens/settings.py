@@ -1,4 +1,5 @@
-"""Settings: default checkpoint folder, output root, theme, refresh rate (settings.json)."""
+"""Settings: default checkpoint folder, output root, theme, refresh rate, whether new runs keep
+running after the app quits, how a run's end is told (settings.json)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
-from sidestep.config.settings import THEMES, Settings, SettingsError
+from sidestep.config.settings import NOTIFY_CHOICES, THEMES, Settings, SettingsError
 
 FIELDS = [
     ("checkpoint_dir", "Default checkpoint folder", "text"),
@@ -22,7 +23,10 @@ FIELDS = [
     ("gpu_poll_seconds", "GPU sampling period (seconds)", "float"),
     ("form_mode", "Training form opens in", "mode"),
     ("confirm_quit", "Ask before quitting when idle (a run always asks)", "bool"),
+    ("keep_running", "New runs keep running after I quit (form default)", "bool"),
+    ("notify", "When a run ends or needs you, tell me by", "notify"),
 ]
+CHOICES = {"theme": THEMES, "mode": ("basic", "advanced"), "notify": NOTIFY_CHOICES}
 
 
 class SettingsScreen(Screen):
@@ -43,13 +47,9 @@ class SettingsScreen(Screen):
                 value = getattr(s, key)
                 with Horizontal(classes="field-row settings-row"):
                     yield Label(label, classes="field-label")
-                    if kind == "theme":
-                        yield Select([(t, t) for t in THEMES], value=value, allow_blank=False,
-                                     id=f"set-{key}", compact=True)
-                    elif kind == "mode":
-                        yield Select([("basic", "basic"), ("advanced", "advanced")],
-                                     value=value, allow_blank=False, id=f"set-{key}",
-                                     compact=True)
+                    if kind in CHOICES:
+                        yield Select([(c, c) for c in CHOICES[kind]], value=value,
+                                     allow_blank=False, id=f"set-{key}", compact=True)
                     elif kind == "bool":
                         yield Checkbox("", value=value, id=f"set-{key}", compact=True)
                     else:
@@ -65,7 +65,7 @@ class SettingsScreen(Screen):
         out = {}
         for key, _label, kind in FIELDS:
             widget = self.query_one(f"#set-{key}")
-            if kind in ("theme", "mode"):
+            if kind in CHOICES:
                 out[key] = widget.value
             elif kind == "bool":
                 out[key] = widget.value
