@@ -188,7 +188,8 @@ def run_training(resolved, args, out: Out) -> int:
     sink.close()
     took = fmt_duration(time.monotonic() - t0)
     if result.status == "completed":
-        out.info(f"done in {took}: adapter in {result.adapter_path}")
+        out.info(f"done in {took}: adapter in {result.adapter_path}"
+                 + (f" ({result.reason})" if result.reason else ""))
         return EXIT_OK
     if result.status == "stopped":
         if result.checkpoint_path is None:

@@ -196,9 +196,26 @@ def _device_rule(values: dict, problems: Problems) -> None:
         values["device"] = dev
 
 
+def _devices_rule(values: dict, problems: Problems) -> None:
+    """``--devices N|auto``: data parallel over N devices of one kind (not one picked device)."""
+    raw = str(values.get("devices", "1")).strip().lower()
+    if raw != "auto" and not (raw.isdigit() and 1 <= int(raw) <= 1024):
+        problems.error("devices", f"{values['devices']!r} is not a device count; use a number "
+                                  "from 1 to 1024, or auto")
+        return
+    values["devices"] = raw
+    dev = str(values.get("device", "auto"))
+    if raw != "1" and ":" in dev:
+        problems.error("devices", f"{raw} devices cannot run on the one device {dev}; use "
+                                  f"--device {dev.split(':')[0]} (or auto) with --devices")
+    if raw != "1" and dev == "mps":
+        problems.error("devices", "Apple MPS has one device; use --devices 1")
+
+
 def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Problems) -> None:
     explicit = {k for k, s in src.items() if s == "explicit"}
     _device_rule(v, p)
+    _devices_rule(v, p)
 
     if v["optimizer_type"] == "prodigy":
         if v["scheduler_type"] != "constant":

@@ -119,6 +119,15 @@ SETTINGS: tuple[Setting, ...] = (
        "capability >= 8.0 (else fp16), fp16 on MPS, fp32 on CPU.", "Device / Platform",
        _T + ("estimate", "preprocess"), choices=("auto", "bf16", "fp16", "fp32"),
        label="Precision"),
+    _s("devices", "str", "1", "Devices to train on in data parallel: a number, or auto (every "
+       "GPU of this box). Each device takes --batch-size samples per micro-batch, so the "
+       "effective batch is batch size x devices x accumulation. With --device cpu, N processes.",
+       "Device / Platform", _T, label="Devices", metavar="N|auto"),
+    _s("num_nodes", "int", 1, "Machines in a multi-node run (start it with torchrun on each "
+       "one).", "Device / Platform", _T, minimum=1, maximum=1024, label="Nodes"),
+    _s("strategy", "str", "auto", "Parallel strategy: auto (DDP when devices or nodes > 1) or "
+       "ddp (also with one device: the same per-sample noise as a multi-device run).",
+       "Device / Platform", _T, choices=("auto", "ddp"), label="Strategy"),
     # --- Data ----------------------------------------------------------------------------------
     _s("dataset_dir", "path", None, "Folder of preprocessed .pt files (optionally with "
        "manifest.json).", "Data", _T + ("estimate",), required=True, level=BASIC,

@@ -38,6 +38,9 @@ class TrainingConfig(ConfigBase):
     # -- Device / Platform -------------------------------------------------------------------------
     device: str
     precision: str
+    devices: str
+    num_nodes: int
+    strategy: str
     # -- Data --------------------------------------------------------------------------------------
     dataset_dir: str | None = None
     num_workers: int

@@ -200,7 +200,8 @@ def collate(items: list[dict]) -> dict:
     }
 
 
-def random_window(batch: dict, frames: int, generator: torch.Generator | None = None) -> dict:
+def random_window(batch: dict, frames: int,
+                  generator: torch.Generator | list[torch.Generator] | None = None) -> dict:
     """Crop every song to a random ``frames``-long window of its valid frames (chunking)."""
     lengths = batch["attention_mask"].sum(dim=1).long()
     width = int(min(frames, int(lengths.max())))
@@ -210,7 +211,8 @@ def random_window(batch: dict, frames: int, generator: torch.Generator | None = 
     rows = []
     for i, length in enumerate(lengths.tolist()):
         span = max(length - width, 0)
-        start = int(torch.randint(0, span + 1, (1,), generator=generator)) if span else 0
+        g = generator[i] if isinstance(generator, list) else generator  # or one per song
+        start = int(torch.randint(0, span + 1, (1,), generator=g)) if span else 0
         rows.append(start)
     idx = torch.tensor(rows)[:, None] + torch.arange(width)[None, :]
     for key in ("target_latents", "context_latents"):
@@ -224,13 +226,19 @@ class EpochBatches(Sampler[list[int]]):
     """Batches of one epoch: a permutation seeded by (seed, epoch), resumable mid-epoch.
 
     The order never touches the global RNG, so a resumed run sees the same batches as an
-    uninterrupted one. Call ``set_epoch`` before iterating.
+    uninterrupted one. Call ``set_epoch`` before iterating. With ``world`` > 1 (data parallel)
+    the epoch is cut into global batches of ``batch_size * world`` and rank ``rank`` takes its
+    contiguous share of each, so the global batch sequence is that of one process with the
+    larger batch. A rank whose share of a short last batch is empty repeats the batch's first
+    song (every rank must take part in each step).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int):
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
+        self.rank = rank
+        self.world = world
         self.epoch = 0
         self.start = 0
 
@@ -238,10 +246,25 @@ class EpochBatches(Sampler[list[int]]):
         self.epoch = epoch
         self.start = start_batch
 
+    def positions(self, epoch: int) -> list[list[int]]:
+        """This rank's batches as positions in the epoch's order (a repeated song gets a
+        position past the end, so its random draws stay its own)."""
+        step = self.batch_size * self.world
+        out = []
+        for first in range(0, self.size, step):
+            n = min(step, self.size - first)
+            base, extra = divmod(n, self.world)
+            begin = first + self.rank * base + min(self.rank, extra)
+            mine = list(range(begin, begin + base + (self.rank < extra)))
+            out.append(mine or [first + self.size])
+        return out
+
     def batches(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.size, generator=g).tolist()
-        return [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        if self.world == 1:
+            return [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        return [[order[p % self.size] for p in batch] for batch in self.positions(epoch)]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches(self.epoch)[self.start:]
@@ -251,4 +274,4 @@ class EpochBatches(Sampler[list[int]]):
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.size / self.batch_size)
+        return math.ceil(self.size / (self.batch_size * self.world))

@@ -54,6 +54,12 @@ class Control:
             return True
         return False
 
+    def wait_for_command(self, timeout: float) -> None:
+        """Sleep until the next command or ``timeout`` (a paused rank 0 keeps its peers
+        posted in between)."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+
     def wait_while_paused(self, poll: float = 0.2,
                           on_save: Callable[[], object] | None = None) -> bool:
         """Block while paused; returns True if the run was paused at all. With ``on_save``, a

@@ -45,6 +45,7 @@ class RunStarted(Event):
     start_step: int = 0
     start_epoch: int = 0
     resumed_from: str | None = None
+    world_size: int = 1        # data-parallel processes (devices x nodes)
     time: float = field(default_factory=_now)
 
 

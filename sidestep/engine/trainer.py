@@ -113,17 +113,22 @@ class _Group:
     losses: list[float] = field(default_factory=list)
     weighted: list[float] = field(default_factory=list)
     valid: bool = True  # False after an OOM: the gradient is partial, so the step is skipped
+    synced: bool = False  # data parallel: the last backward averaged gradients across ranks
 
 
 class Trainer:
     def __init__(self, config, sinks: Iterable[Sink] = (), control: Control | None = None,
-                 *, write_files: bool = True):
+                 *, write_files: bool = True, fabric=None):
         self.config = config
         self.control = control or Control()
         self.run_dir = Path(config.output_dir)
         from sidestep.engine.notify import notify_sinks
 
-        self.bus = EventBus([*sinks, *notify_sinks(config)])  # --notify-command, at the end
+        # A data-parallel rank (``fabric`` from the launcher) leaves notifying to the launcher.
+        notify = notify_sinks(config) if fabric is None else []
+        self.bus = EventBus([*sinks, *notify])  # --notify-command, at the end
+        self._rank_fabric = fabric
+        self.world = None  # a ``distributed.World`` when this process is one of several ranks
         self.write_files = write_files
         self.progress = _Progress()
         self.adapted = None
@@ -164,6 +169,10 @@ class Trainer:
 
     def run(self) -> RunFinished:
         self._started = time.monotonic()
+        if self._rank_fabric is None and not self._setup_done:
+            launched = self._launch_ranks()
+            if launched is not None:
+                return launched
         result: RunFinished
         try:
             if not self._setup_done:
@@ -197,6 +206,44 @@ class Trainer:
         cpu_threads.restore(self._threads_before)
         self._threads_before = None
         return result
+
+    def _launch_ranks(self) -> RunFinished | None:
+        """More than one device: run the ranks as child processes (``distributed.launch``) and
+        return their result; None when this process trains itself (one device, or torchrun)."""
+        from sidestep.engine import distributed
+
+        cfg = self.config
+        if (cfg.devices, cfg.num_nodes, cfg.strategy) == ("1", 1, "auto"):
+            return None  # one device: today's path, nothing probed here
+        try:
+            world, device_name, precision = self._world_plan()
+        except input_error_types() as exc:
+            self.emit(Problem(kind="input", message=str(exc), fatal=True))
+            result = self._finished("failed", error=str(exc), error_kind="input")
+        else:
+            if world is None or distributed.under_torchrun():
+                return None
+            self.emit(LogLine(f"launching {world.size} training processes on {device_name}"))
+            result, new = distributed.launch(self, world, PRECISION_TO_FABRIC[precision])
+            if not new:  # rank 0 sent it with its events
+                self.bus.close()
+                return result
+        self.emit(result)
+        self.bus.close()
+        return result
+
+    def _world_plan(self):
+        from sidestep.config.device import probe, resolve_device, resolve_precision
+        from sidestep.engine import distributed
+
+        info = probe()
+        device_name = resolve_device(self.config.device, info)
+        precision, _note = resolve_precision(self.config.precision, device_name, info)
+        try:
+            world = distributed.plan(self.config, device_name, info)
+        except distributed.DistributedError as exc:
+            raise InputProblem(str(exc)) from None
+        return world, device_name, precision
 
     def setup(self) -> None:
         """Everything before the first step. Separate so callers (and tests) can inspect or
@@ -266,8 +313,13 @@ class Trainer:
         devices: Any = [int(self.device_name.split(":")[1])] if ":" in self.device_name else 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.fabric = Fabric(accelerator=kind, devices=devices,
-                                 precision=PRECISION_TO_FABRIC[self.precision])
+            if self._rank_fabric is None and self._joins_torchrun():
+                self._rank_fabric = self._torchrun_fabric()
+            if self._rank_fabric is not None:
+                self._become_rank(self._rank_fabric, kind)
+            else:
+                self.fabric = Fabric(accelerator=kind, devices=devices,
+                                     precision=PRECISION_TO_FABRIC[self.precision])
         self.device = self.fabric.device
         if kind == "cpu":
             from sidestep.cpu_malloc import keep_freed_memory
@@ -275,6 +327,43 @@ class Trainer:
             keep_freed_memory()
             self._threads_before = cpu_threads.leave_a_core()
         log.info("device %s, precision %s", self.device_name, self.precision)
+
+    def _joins_torchrun(self) -> bool:
+        from sidestep.engine import distributed
+
+        return distributed.under_torchrun() and self._world_plan()[0] is not None
+
+    def _torchrun_fabric(self):
+        """torchrun started this process as one rank: join the group, no launching."""
+        from sidestep.engine import distributed
+
+        world, _name, precision = self._world_plan()
+        fabric = distributed.make_fabric(world, PRECISION_TO_FABRIC[precision])
+        fabric.launch()
+        return fabric
+
+    def _become_rank(self, fabric, kind: str) -> None:
+        from sidestep.engine.distributed import World
+
+        self.fabric = fabric
+        self.world = World(fabric)
+        if kind != "cpu":
+            self.device_name = str(fabric.device)
+        self.write_files = self.write_files and fabric.global_rank == 0  # rank 0 writes
+        log.info("rank %d of %d (%s backend)", self.world.rank, self.world.size,
+                 "gloo" if kind == "cpu" else "nccl")
+
+    @property
+    def world_size(self) -> int:
+        return self.world.size if self.world is not None else 1
+
+    @property
+    def _rank0(self) -> bool:
+        return self.world is None or self.world.rank == 0
+
+    def _barrier(self) -> None:
+        if self.world is not None:
+            self.world.barrier()
 
     def _setup_model_config(self) -> None:
         from sidestep.model.checkpoints import resolve_model
@@ -328,7 +417,8 @@ class Trainer:
                      ", ".join(f.name for f in self.val_files[:4])
                      + (", ..." if len(self.val_files) > 4 else ""))
         self.dataset = TensorDataset(files)
-        self.batches = EpochBatches(len(files), cfg.batch_size, cfg.seed)
+        self.batches = EpochBatches(len(files), cfg.batch_size, cfg.seed,
+                                    *((self.world.rank, self.world.size) if self.world else ()))
         workers = min(cfg.num_workers, cpu_threads.usable_cores())
         if workers < cfg.num_workers:
             log.info("data-loader workers: %d instead of %d (this machine lets the run use %d "
@@ -468,7 +558,16 @@ class Trainer:
             raise ckpt.CheckpointProblem(
                 f"{folder}: optimizer state does not fit this run ({exc}); resume with the same "
                 "--optimizer-type and adapter settings") from None
-        ckpt.restore_rng(state["rng"])
+        saved_world = int(state.get("world_size", 1))
+        ranks = state.get("rng_ranks")
+        if ranks and self.world is not None and saved_world == self.world.size:
+            ckpt.restore_rng(ranks[self.world.rank])
+        else:
+            ckpt.restore_rng(state["rng"])
+        if saved_world != self.world_size:
+            log.warning("resuming on %d processes (the checkpoint was made on %d): the data "
+                        "order and random draws will differ from the original run",
+                        self.world_size, saved_world)
         self._resume_quality(state, folder)
         saved_cfg = state.get("config") or {}
         for key in ("batch_size", "gradient_accumulation", "seed", "val_split"):
@@ -509,7 +608,11 @@ class Trainer:
             adapter_type=cfg.adapter_type, trainable_params=self.trainable,
             dataset_size=len(self.dataset), steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps, total_epochs=cfg.epochs, start_step=p.step,
-            start_epoch=p.epoch, resumed_from=self.resumed_from))
+            start_epoch=p.epoch, resumed_from=self.resumed_from, world_size=self.world_size))
+        if self.world is not None:
+            log.info("effective batch %d = %d per device x %d processes x %d accumulation",
+                     cfg.batch_size * self.world_size * cfg.gradient_accumulation,
+                     cfg.batch_size, self.world_size, cfg.gradient_accumulation)
         self._loop_t0, self._loop_step0 = time.monotonic(), p.step
 
         while p.epoch < cfg.epochs:
@@ -544,7 +647,8 @@ class Trainer:
         if (p.epoch % cfg.save_every == 0 or stop_early) and p.epoch < cfg.epochs:
             self._save(f"checkpoint-epoch-{p.epoch}", ckpt.rng_snapshot(), "epoch")
         if cfg.sample_every_n_epochs and p.epoch % cfg.sample_every_n_epochs == 0:
-            self._sample()
+            self._sample()  # rank 0 (it writes files); the others wait for it
+            self._barrier()
         if not stop_early:
             return None
         what = "validation loss" if val is not None else \
@@ -554,11 +658,13 @@ class Trainer:
 
     def _complete(self, reason: str | None = None) -> RunFinished:
         p = self.progress
-        if reason:
-            log.warning("%s", reason)
+        if reason:  # the UIs show it with the run's end (RunFinished.reason)
+            log.info("%s", reason)
         final = self.run_dir / FINAL_ADAPTER
-        with self._averaged():  # the EMA's weights when it is on
-            self.adapted.save(final)
+        if self._rank0:
+            with self._averaged():  # the EMA's weights when it is on
+                self.adapted.save(final)
+        self._barrier()
         self.emit(CheckpointSaved(path=str(final), step=p.step, epoch=p.epoch, kind="final"))
         return self._finished("completed", adapter=str(final), reason=reason)
 
@@ -581,10 +687,13 @@ class Trainer:
 
     def _save_best(self, measure: float, metric: str) -> None:
         p = self.progress
-        with self._averaged():
-            self.best_path = ckpt.save_best(self.run_dir / BEST_DIR, self.adapted, {
-                "epoch": p.epoch, "step": p.step, "metric": metric, "value": measure,
-                "ema": self.ema is not None})
+        self.best_path = self.run_dir / BEST_DIR / ckpt.ADAPTER_DIR
+        if self._rank0:
+            with self._averaged():
+                self.best_path = ckpt.save_best(self.run_dir / BEST_DIR, self.adapted, {
+                    "epoch": p.epoch, "step": p.step, "metric": metric, "value": measure,
+                    "ema": self.ema is not None})
+        self._barrier()
         self.emit(CheckpointSaved(path=str(self.best_path), step=p.step, epoch=p.epoch,
                                   kind="best"))
 
@@ -633,7 +742,7 @@ class Trainer:
                     return self._finished("stopped")  # nothing trained yet: nothing to keep
                 return self._finished("stopped", checkpoint=self._save_from_snapshot(group))
             batch = next(batches)
-            gave_up = self._micro_batch(batch, group)
+            gave_up = self._micro_batch(batch, group, index)
             if gave_up is not None:
                 return gave_up
             if index + 1 < group.end:
@@ -647,12 +756,15 @@ class Trainer:
         end = min(p.position + self.config.gradient_accumulation, self.batches_per_epoch)
         return _Group(end=end, size=end - p.position, snapshot=ckpt.rng_snapshot())
 
-    def _micro_batch(self, batch: dict, group: _Group) -> RunFinished | None:
+    def _micro_batch(self, batch: dict, group: _Group, index: int) -> RunFinished | None:
         """Forward and backward one micro-batch into ``group``; a result if the run gives up."""
         self.progress.samples += len(batch["files"])  # throughput counts skipped ones too
         try:
-            loss, weighted = self._micro_step(batch, group.size)
+            loss, weighted = self._micro_step(batch, group, index)
         except torch.OutOfMemoryError:
+            if self.world is not None:  # a rank cannot skip a batch its peers trained on
+                raise RuntimeError(f"out of memory on rank {self.world.rank}; {OOM_REMEDY}") \
+                    from None
             self._free_memory()
             group.valid = False
             return self._skip("oom", batch, group)
@@ -669,6 +781,8 @@ class Trainer:
         gradient), then its metrics."""
         cfg = self.config
         p = self.progress
+        if self.world is not None and group.losses and not group.synced:
+            self.world.average_grads(self.adapted.adapter_parameters())
         metrics = self._optimizer_step(group.valid and bool(group.losses))
         p.step += 1
         self._stepped = True
@@ -676,6 +790,8 @@ class Trainer:
         if metrics is None:
             return
         loss = sum(group.losses) / len(group.losses)
+        if self.world is not None:  # the loss shown is the mean over ranks
+            loss = self.world.mean(loss)
         epoch_losses.append(loss)
         p.best_loss = min(p.best_loss, loss)
         done = p.step - self._loop_step0
@@ -684,16 +800,21 @@ class Trainer:
             step=p.step, epoch=p.epoch + 1, loss=loss,
             lr=self.optimizer.param_groups[0]["lr"] if metrics.get("lr") is None
             else metrics["lr"], grad_norm=metrics.get("grad_norm"),
-            samples_per_sec=p.samples / elapsed if elapsed > 0 else None,
+            samples_per_sec=p.samples * self.world_size / elapsed if elapsed > 0 else None,
             eta_seconds=(self.total_steps - p.step) * elapsed / max(done, 1),
             epoch_progress=p.position / self.batches_per_epoch,
-            weighted_loss=(sum(group.weighted) / len(group.weighted)
+            weighted_loss=(self._rank_mean(sum(group.weighted) / len(group.weighted))
                            if cfg.loss_weighting == "min_snr" else None),
             layer_grad_norms=metrics.get("layers")))
+
+    def _rank_mean(self, value: float) -> float:
+        return self.world.mean(value) if self.world is not None else value
 
     def _obey_control(self, group: _Group) -> bool:
         """Pause, save-now and stop, checked before every micro-batch; True means stop (the
         caller saves). Every save is of the group's start, see ``_save_from_snapshot``."""
+        if self.world is not None:
+            return self._obey_rank0(group)
         control = self.control
         if control.paused:
             # the typed event drives the UIs; the log line keeps the pause in the run's log
@@ -710,6 +831,30 @@ class Trainer:
         if control.take_save_request():
             self._save_from_snapshot(group)
         return False
+
+    def _obey_rank0(self, group: _Group) -> bool:
+        """``_obey_control`` for data-parallel ranks: rank 0 decides, every rank follows at the
+        same micro-batch (a save is collective)."""
+        from sidestep.engine.distributed import PAUSE, SAVE, STOP
+
+        paused = False
+        while True:
+            code = self.world.command(self.control, waiting=paused)
+            if code == PAUSE and not paused:
+                paused = True
+                self.emit(RunPaused(step=self.progress.step))
+                self.emit(LogLine("paused"))
+            elif code == SAVE:
+                self._save_from_snapshot(group)
+            elif code != PAUSE:
+                break
+        if paused and code != STOP:
+            self.emit(RunResumed(step=self.progress.step))
+            self.emit(LogLine("resumed"))
+        if code == STOP:
+            log.warning("%s: stopping and saving a checkpoint",
+                        self.control.stop_reason or "stop requested")
+        return code == STOP
 
     def _skip(self, kind: str, batch: dict, group: _Group) -> RunFinished | None:
         """The failure policy: a micro-batch that ran out of memory (``oom``) or gave a
@@ -736,24 +881,40 @@ class Trainer:
         return self._finished("failed", error=f"{msg}; {remedy}", error_kind="runtime",
                               checkpoint=path)
 
-    def _micro_step(self, batch: dict, group_size: int) -> tuple[float, float]:
+    def _micro_step(self, batch: dict, group: _Group, index: int) -> tuple[float, float]:
         """Forward and backward one micro-batch; returns (mse, weighted loss)."""
+        from contextlib import nullcontext
+
         from sidestep.data.tensors import random_window
         from sidestep.engine import objective
 
         cfg = self.config
+        gens = None
+        if self.world is not None:  # per-song draws: the same whichever rank takes the song
+            gens = objective.sample_generators(cfg.seed, self.progress.epoch,
+                                               self.batches.positions(self.progress.epoch)[index])
         if self.chunk_frames:
-            batch = random_window(batch, self.chunk_frames)
+            batch = random_window(batch, self.chunk_frames, gens)
         mse, weighted = objective.batch_loss(
             self.module, self.adapted.null_condition_emb, batch, mode=cfg.mode,
             cfg_ratio=cfg.cfg_ratio, loss_weighting=cfg.loss_weighting,
             snr_gamma=cfg.snr_gamma, schedule=self.schedule, mu=self.timestep_mu,
-            sigma=self.timestep_sigma, device=self.device)
+            sigma=self.timestep_sigma, device=self.device,
+            **({"generators": gens} if gens is not None else {}))
         value = float(mse.detach())
-        if not math.isfinite(value) or not math.isfinite(float(weighted.detach())):
+        finite = math.isfinite(value) and math.isfinite(float(weighted.detach()))
+        if self.world is not None:
+            finite = self.world.all_true(finite)  # one rank's NaN skips the batch on all
+        if not finite:
             return float("nan"), float("nan")
-        # Scale so the group's gradient is the mean over its micro-batches.
-        self.fabric.backward(weighted / group_size)
+        # Gradients are averaged across ranks only on the group's last micro-batch.
+        last = index + 1 == group.end
+        sync = self.fabric.no_backward_sync(self.module, enabled=not last) \
+            if self.world is not None else nullcontext()
+        with sync:
+            # Scale so the group's gradient is the mean over its micro-batches.
+            self.fabric.backward(weighted / group.size)
+        group.synced = last
         return value, float(weighted.detach())
 
     def _optimizer_step(self, valid: bool) -> dict | None:
@@ -818,11 +979,16 @@ class Trainer:
 
     def _save(self, name: str, rng: dict, kind: str) -> Path:
         p = self.progress
-        path = ckpt.save(self.run_dir, name, self.adapted, self.optimizer, self.scheduler,
-                         step=p.step, epoch=p.epoch, position=p.position, rng=rng,
-                         config=self.config.to_dict(), extra={
-                             "ema": self.ema.state_dict() if self.ema is not None else None,
-                             "best": self.tracker.state_dict() if self.tracker else None})
+        extra = {"ema": self.ema.state_dict() if self.ema is not None else None,
+                 "best": self.tracker.state_dict() if self.tracker else None}
+        if self.world is not None:  # every rank's RNG, so each resumes its own draws
+            extra.update(world_size=self.world.size, rng_ranks=self.world.gather(rng))
+        path = self.run_dir / name
+        if self._rank0:
+            path = ckpt.save(self.run_dir, name, self.adapted, self.optimizer, self.scheduler,
+                             step=p.step, epoch=p.epoch, position=p.position, rng=rng,
+                             config=self.config.to_dict(), extra=extra)
+        self._barrier()  # no rank moves on (or reads it) before it is complete
         self._saved_any = True
         self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
         log.debug("saved %s", path)
@@ -853,6 +1019,7 @@ class Trainer:
                 "versions": info.get("versions") or versions(),
                 "device": self.device_name,
                 "precision": self.precision,
+                "world_size": self.world_size,
                 "model_path": str(self.model_ref.path) if self.model_ref is not None else None,
                 "resumed_from": self.config.resume_from,
                 "heartbeat_at": now(),
