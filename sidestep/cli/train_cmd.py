@@ -16,7 +16,7 @@ from sidestep.cli.output import Out
 from sidestep.cli.signals import SignalStop
 from sidestep.engine.describe import fmt_duration, summary_rows
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
-                                    RunFinished, RunStarted, StepMetrics)
+                                    RunFinished, RunStarted, SampleWritten, StepMetrics)
 
 
 def _shown(e: LogLine) -> bool:
@@ -54,6 +54,8 @@ class PlainProgress:
                 + (" (best so far)" if e.best else "") + f" ({e.seconds:.1f} s)")
         elif isinstance(e, CheckpointSaved):
             say(f"saved {e.kind} checkpoint: {e.path}")
+        elif isinstance(e, SampleWritten):
+            say(f"sample for epoch {e.epoch}: {e.path} ({e.seconds:.1f} s to render)")
         elif isinstance(e, Problem):
             text = e.message + (f" (try: {e.remedy})" if e.remedy else "")
             (self.out.error if e.fatal else self.out.warn)(text)
@@ -104,6 +106,8 @@ class RichProgress:
                      + ("  best" if e.best else ""))
         elif isinstance(e, CheckpointSaved):
             p.console.print(f"saved {e.kind} checkpoint: {escape(e.path)}")
+        elif isinstance(e, SampleWritten):
+            p.console.print(f"sample for epoch {e.epoch}: {escape(e.path)}")
         elif isinstance(e, Problem):
             color = "red" if e.fatal else "yellow"
             p.console.print(f"[{color}]{escape(e.message)}[/]"

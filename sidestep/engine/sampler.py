@@ -18,6 +18,7 @@ import contextlib
 import gc
 import io
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -313,7 +314,9 @@ def render_sample(decoder, null_condition_emb: torch.Tensor | None, model_dir: P
             latents = ode_sample(velocity, noise, timesteps)
         del ehs, eam, context, noise, velocity
 
-        vae = load_vae(vae_path, device, dtype)
+        with warnings.catch_warnings():  # diffusers' weight_norm deprecation, every render
+            warnings.simplefilter("ignore", FutureWarning)
+            vae = load_vae(vae_path, device, dtype)
         try:
             tile = CPU_TILE_SECONDS if device.type == "cpu" else TILE_SECONDS
             audio = vae_decode(vae, latents, tile)
