@@ -134,6 +134,17 @@ def test_detach_with_bad_input_is_refused_before_anything_is_made(demo_root, tmp
     err = capsys.readouterr().err
     assert "no-such-tensors" in err and "Traceback" not in err
     assert not out.exists()
+    # a validation split that leaves nothing to train on is found before the process starts
+    import shutil
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted((demo_root / "tensors").glob("*.pt"))[0], one)
+    code = main(["-y", "fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+                 "--dataset-dir", str(one), "--output-dir", str(out), "--val-split", "0.5",
+                 "--detach"])
+    assert code == 2 and "--val-split" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -60,6 +60,17 @@ def test_bad_devices_name_the_flag(demo_root, small_tensors, tmp_path, devices, 
     assert "--devices" in str(err.value) and message in str(err.value)
 
 
+def test_more_cpu_ranks_than_cores_is_refused_before_anything_starts(demo_root, small_tensors,
+                                                                   tmp_path):
+    from sidestep.cpu_threads import usable_cores
+
+    many = str(usable_cores() + 1)
+    result = Trainer(train_config(demo_root, small_tensors, tmp_path / "o", devices=many)).run()
+    assert result.status == "failed" and result.error_kind == "input"
+    assert f"--devices {many}" in result.error and "cores" in result.error
+    assert not (tmp_path / "o").exists()
+
+
 def test_num_nodes_without_torchrun_is_an_input_error(demo_root, small_tensors, tmp_path,
                                                       monkeypatch):
     for name in ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE"):

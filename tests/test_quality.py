@@ -135,6 +135,21 @@ def test_resume_with_ema_is_exact(demo_root, small_tensors, tmp_path):
     assert [e.val_loss for e in rec_a.of("epoch_end")][2:] == \
         [e.val_loss for e in rec_b.of("epoch_end")]
     assert b.tracker.best_epoch == a.tracker.best_epoch
+    # adapter files get the mode any new file gets (safetensors alone leaves 0600)
+    from sidestep.config.atomic import _FILE_MODE
+
+    for folder in ("final/adapter", "best/adapter", "checkpoint-epoch-2/adapter"):
+        for f in (tmp_path / "a" / folder).iterdir():
+            assert f.stat().st_mode & 0o777 == _FILE_MODE, f
+    # resuming without --ema-decay says the EMA is dropped
+    rec_c = Recorder()
+    no_ema = {k: v for k, v in kw.items() if k != "ema_decay"}
+    c = Trainer(train_config(demo_root, small_tensors, tmp_path / "c",
+                             resume_from=str(tmp_path / "a" / "checkpoint-epoch-2"), epochs=3,
+                             **{k: v for k, v in no_ema.items() if k != "epochs"}),
+                sinks=[rec_c])
+    assert c.run().status == "completed"
+    assert any("was trained with --ema-decay 0.8" in e.message for e in rec_c.of("log"))
 
 
 def test_early_stop_when_validation_stops_improving(demo_root, small_tensors, tmp_path):

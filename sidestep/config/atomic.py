@@ -39,6 +39,12 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+def give_default_mode(path: Path) -> None:
+    """The mode any new file of this process gets (libraries that write through a private
+    temporary file leave 0600, which another user, e.g. ComfyUI's, cannot read)."""
+    os.chmod(path, _FILE_MODE)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

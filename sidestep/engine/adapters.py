@@ -194,6 +194,7 @@ class Adapted(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         if self.kind in PEFT_ADAPTERS:
             self.net.save_pretrained(str(folder), safe_serialization=True)
+            _readable(folder)
             return folder / LORA_WEIGHTS
         state = {k: v.detach().float().cpu().contiguous()
                  for k, v in self.lycoris.state_dict().items()}
@@ -203,7 +204,18 @@ class Adapted(nn.Module):
         meta.update(extra_metadata or {})
         path = folder / (LOKR_WEIGHTS if kind == "lokr" else LOHA_WEIGHTS)
         save_file(state, str(path), metadata=meta)
+        _readable(folder)
         return path
+
+
+def _readable(folder: Path) -> None:
+    """safetensors writes 0600 files: give them the mode other files get, so another user's
+    runtime can load the adapter."""
+    from sidestep.config.atomic import give_default_mode
+
+    for path in folder.iterdir():
+        if path.is_file():
+            give_default_mode(path)
 
 
 def attach(decoder: nn.Module, null_condition_emb: torch.Tensor, spec: AdapterSpec) -> Adapted:

@@ -86,6 +86,16 @@ def plan(config, device_name: str, info) -> WorldPlan | None:
     if available is not None and devices > available:
         raise DistributedError(f"--devices {raw}: this machine has {available} "
                                f"{kind.upper()} device(s); use --devices {available} or auto")
+    if kind == "cpu":
+        # Each CPU rank is a whole process with its own copy of the model: more ranks than
+        # usable cores only thrash (a typo like --devices 64 would fill the memory).
+        from sidestep.cpu_threads import usable_cores
+
+        cores = usable_cores()
+        if devices > cores:
+            raise DistributedError(f"--devices {raw}: on the CPU each device is a process; "
+                                   f"this machine lets the run use {cores} cores, so use "
+                                   f"--devices {cores} or fewer")
     if config.num_nodes > 1 and not under_torchrun():
         raise DistributedError(f"--num-nodes {config.num_nodes}: start the run with torchrun "
                                "on every machine (see the README), or use --num-nodes 1")

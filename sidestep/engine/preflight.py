@@ -22,7 +22,15 @@ def preflight(config, output_dir: bool = True) -> None:
             raise checkpointing.CheckpointProblem(problem)
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
     if not config.preprocess:  # with --preprocess the tensors are made first
-        list_files(config.dataset_dir)
+        files = list_files(config.dataset_dir)
+        if config.val_split > 0:  # a split that leaves nothing to train on
+            from sidestep.data.tensors import DataError
+            from sidestep.engine.validation import SplitError, split_files
+
+            try:
+                split_files(files, config.val_split, config.seed)
+            except SplitError as exc:
+                raise DataError(str(exc)) from None
     if config.mode == "selective" and config.module_config:
         from sidestep.engine.module_config import load_module_config
 

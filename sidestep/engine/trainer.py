@@ -595,6 +595,14 @@ class Trainer:
                     self.ema.load_state_dict(state["ema"], str(folder))
                 except EmaError as exc:
                     raise ckpt.CheckpointProblem(str(exc)) from None
+        elif state.get("ema") is not None:
+            log.warning("%s was trained with --ema-decay %g; this run has no EMA, so final/ "
+                        "and best/ come from the trained weights (pass --ema-decay %g to keep "
+                        "it)", folder, state["ema"].get("decay", 0), state["ema"].get("decay", 0))
+        if self.ema is not None and state.get("ema") is not None and \
+                float(state["ema"].get("decay", 0)) != self.ema.decay:
+            log.warning("resuming with --ema-decay %g (the checkpoint used %g)", self.ema.decay,
+                        float(state["ema"].get("decay", 0)))
         if state.get("best"):
             self.tracker.load_state_dict(state["best"])
 
