@@ -671,3 +671,24 @@ def _decoder(model_dir):
     from sidestep.engine.adapter_keys import Decoder
 
     return Decoder.from_model_dir(model_dir)
+
+
+def test_a_folder_that_cannot_be_written_is_a_refusal(runs, tmp_path, monkeypatch, capsys):
+    """A read-only or full disk: exit 2 with the output named, no traceback, nothing left
+    (root ignores permissions here, so the write itself is made to fail)."""
+    import os
+
+    import sidestep.config.atomic as atomic
+
+    def denied(*_a, **_k):
+        raise PermissionError(13, os.strerror(13))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
+    monkeypatch.setattr("tempfile.mkdtemp", denied)
+    before = tree_hash(tmp_path)
+    for fmt, name in (("comfyui", "x.safetensors"), ("peft", "peft-out")):
+        assert main(["--plain", "export", str(runs["lora"]), "--format", fmt, "--output",
+                     str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("cannot write there (Permission denied)") == 2 and "Traceback" not in err
+    assert tree_hash(tmp_path) == before

@@ -20,6 +20,7 @@ sources: docs/adapter-formats.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -243,10 +244,28 @@ def _check_output(output: Path, fmt: str, force: bool, src: Source) -> None:
 def _write_file(output: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     from safetensors.torch import save
 
-    write_bytes(output, save(tensors, metadata=meta))
+    with _writable(output):
+        write_bytes(output, save(tensors, metadata=meta))
+
+
+@contextlib.contextmanager
+def _writable(output: Path):
+    """A folder that cannot be written (read-only, full) is a refusal, not a traceback; the
+    temporary file is gone by then (the writers clean up after themselves)."""
+    try:
+        yield
+    except OSError as exc:
+        raise ExportError(f"{output}: cannot write there ({exc.strerror or exc}); choose "
+                          "another --output") from None
 
 
 def _write_peft(output: Path, src: Source, pairs, normalize_alpha: bool, force: bool) -> None:
+    with _writable(output):
+        _write_peft_folder(output, src, pairs, normalize_alpha, force)
+
+
+def _write_peft_folder(output: Path, src: Source, pairs, normalize_alpha: bool,
+                       force: bool) -> None:
     from safetensors.torch import save
 
     config = dict(src.config)
