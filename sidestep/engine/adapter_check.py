@@ -264,15 +264,7 @@ def _problems(src, groups, unparsed, decoder: Decoder, kind: str, report) -> Non
         if no_alpha:
             add(Problem("missing-alpha", f"{len(no_alpha)} LoKR modules have no alpha "
                                          f"(acestep.cpp skips them): {_fmt_keys(no_alpha)}"))
-        bad, shapes = [], []
-        for g in named:
-            try:
-                delta = _lokr_product(g)
-            except (RuntimeError, KeyError, IndexError) as exc:
-                bad.append(f"{g.prefix} ({str(exc).splitlines()[0][:60]})")
-                continue
-            if decoder.shape(g.name) and tuple(delta.shape) != decoder.shape(g.name):
-                shapes.append(f"{g.prefix} ({tuple(delta.shape)} vs {decoder.shape(g.name)})")
+        bad, shapes = _multiply_out(named, _lokr_product, decoder)
         if bad:
             add(Problem("rank-mismatch", f"{len(bad)} LoKR modules' factors do not multiply "
                                          f"out: {_fmt_keys(bad)}"))
@@ -280,6 +272,20 @@ def _problems(src, groups, unparsed, decoder: Decoder, kind: str, report) -> Non
     if shapes:
         add(Problem("shape-mismatch", f"{len(shapes)} modules do not fit the decoder's weight "
                                       f"shape: {_fmt_keys(shapes)}"))
+
+
+def _multiply_out(groups: list[_Group], product, decoder: Decoder) -> tuple[list[str], list[str]]:
+    """(modules whose factors do not multiply, modules whose product misfits the decoder)."""
+    bad, shapes = [], []
+    for g in groups:
+        try:
+            delta = product(g)
+        except (RuntimeError, KeyError, IndexError) as exc:
+            bad.append(f"{g.prefix} ({str(exc).splitlines()[0][:60]})")
+            continue
+        if decoder.shape(g.name) and tuple(delta.shape) != decoder.shape(g.name):
+            shapes.append(f"{g.prefix} ({tuple(delta.shape)} vs {decoder.shape(g.name)})")
+    return bad, shapes
 
 
 def _loha_problems(named: list[_Group], decoder: Decoder, add) -> list[str]:
@@ -293,15 +299,7 @@ def _loha_problems(named: list[_Group], decoder: Decoder, add) -> list[str]:
     if no_alpha:
         add(Problem("missing-alpha", f"{len(no_alpha)} LoHA modules have no alpha (ComfyUI "
                                      f"applies scale 1.0): {_fmt_keys(no_alpha)}"))
-    bad, shapes = [], []
-    for g in whole:
-        try:
-            delta = _product(g)
-        except (RuntimeError, KeyError, IndexError) as exc:
-            bad.append(f"{g.prefix} ({str(exc).splitlines()[0][:60]})")
-            continue
-        if decoder.shape(g.name) and tuple(delta.shape) != decoder.shape(g.name):
-            shapes.append(f"{g.prefix} ({tuple(delta.shape)} vs {decoder.shape(g.name)})")
+    bad, shapes = _multiply_out(whole, _product, decoder)
     if bad:
         add(Problem("rank-mismatch", f"{len(bad)} LoHA modules' factors do not multiply out: "
                                      f"{_fmt_keys(bad)}"))

@@ -185,16 +185,15 @@ def read_events(path) -> list[Event]:
     out: list[Event] = []
     try:
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    event = from_dict(json.loads(line))
-                except ValueError:
-                    continue
-                if event is not None:
-                    out.append(event)
+            out = [e for e in map(parse_line, fh) if e is not None]
     except OSError:
         pass
     return out
+
+
+def parse_line(line: str | bytes) -> Event | None:
+    """One ``events.jsonl`` line as an event (None for a blank, torn or unknown line)."""
+    try:
+        return from_dict(json.loads(line)) if line.strip() else None
+    except (ValueError, AttributeError):
+        return None

@@ -71,20 +71,14 @@ def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
     if decoder is None:
         decoder = Decoder.from_model_dir(src.model_dir) if src.model_dir else Decoder.standard()
     bases: list[Path] = []
-    if src.is_loha:
-        modules = loha_modules(src, decoder)
+    if src.is_loha or src.is_lokr:  # LyCORIS: lycoris_ keys, its config in the metadata
+        kind = "loha" if src.is_loha else "lokr"
+        modules = (loha_modules if src.is_loha else lokr_modules)(src, decoder)
         tensors, notes = _lycoris_tensors(src, decoder, modules, fmt, normalize_alpha, bases)
-        meta = {"format": "pt", "loha_config": src.metadata.get("loha_config", "{}"),
+        meta = {"format": "pt", f"{kind}_config": src.metadata.get(f"{kind}_config", "{}"),
                 "sidestep_export": _stamp(src, fmt, normalize_alpha, bases)}
         _write_file(output, tensors, meta)
-        return ExportResult(output, fmt, "loha", len(modules), notes)
-    if src.is_lokr:
-        modules = lokr_modules(src, decoder)
-        tensors, notes = _lycoris_tensors(src, decoder, modules, fmt, normalize_alpha, bases)
-        meta = {"format": "pt", "lokr_config": src.metadata.get("lokr_config", "{}"),
-                "sidestep_export": _stamp(src, fmt, normalize_alpha, bases)}
-        _write_file(output, tensors, meta)
-        return ExportResult(output, fmt, "lokr", len(modules), notes)
+        return ExportResult(output, fmt, kind, len(modules), notes)
     pairs = peft_pairs(src, decoder)
     kind = "dora" if any(p.magnitude is not None for p in pairs) else "lora"
     if fmt == "peft":

@@ -187,7 +187,7 @@ class EventTail:
         self.partial = b""
 
     def read(self) -> list:
-        from sidestep.engine.events import from_dict
+        from sidestep.engine.events import parse_line
 
         try:
             with open(self.path, "rb") as fh:
@@ -201,12 +201,4 @@ class EventTail:
             return []
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
-        events = []
-        for line in lines:
-            try:
-                event = from_dict(json.loads(line))
-            except ValueError:
-                continue
-            if event is not None:
-                events.append(event)
-        return events
+        return [e for e in map(parse_line, lines) if e is not None]
