@@ -178,3 +178,17 @@ def test_split_that_leaves_no_training_files_is_refused(demo_root, small_tensors
     result = Trainer(train_config(demo_root, one, out, val_split=0.5)).run()
     assert result.status == "failed" and result.error_kind == "input"
     assert "--val-split" in result.error and not out.exists()
+
+
+def test_ema_shadow_leaves_a_full_gpu(monkeypatch):
+    """The shadow stays on the GPU only with room to spare (a fake free-memory reading: no GPU
+    here)."""
+    from sidestep.engine.ema import shadow_device
+
+    params = [torch.nn.Parameter(torch.zeros(1000, 1000))]  # a 4 MB shadow
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (1 << 30, 80 << 30))
+    assert shadow_device(params, cuda).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (40 << 30, 80 << 30))
+    assert shadow_device(params, cuda) == cuda
+    assert shadow_device(params, torch.device("cpu")).type == "cpu"
