@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import CASES, run_case, write_case  # noqa: E402  (the training side)
+from train_step import CASES, write_case  # noqa: E402  (the training side)
 
 
 def estimate_case(name: str, device: str, batches: int) -> dict:

@@ -13,7 +13,7 @@ from typing import Sequence
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sidestep-tui", allow_abbrev=False,
                                 description="Side-Step terminal app for ACE-Step 1.5 "
-                                            "LoRA/LoKR training.")
+                                            "adapter training.")
     p.add_argument("--demo", action="store_true",
                    help="use a built-in tiny model and dataset (created on first use)")
     return p

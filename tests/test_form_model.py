@@ -95,3 +95,14 @@ def test_fresh_run_dir_never_reuses_a_folder(tmp_path):
     (tmp_path / first).mkdir()
     second = fresh_run_dir(tmp_path, "demo")
     assert second != first and second.startswith(first)
+
+
+def test_the_estimate_line_gives_the_effective_batch_over_devices():
+    form = FormModel("fixed", PATHS, advanced=True)
+    form.resolve()
+    assert "per device" not in form.estimate_line()[0]
+    for name, value in (("devices", "2"), ("batch_size", "3"), ("gradient_accumulation", "2")):
+        form.edit(name, value)
+    form.resolve()
+    text = form.estimate_line()[0]
+    assert "GiB peak per device · batch 3 x accumulation 2 x 2 devices = 12 songs" in text

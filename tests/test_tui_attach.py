@@ -313,11 +313,13 @@ def test_attached_run_catches_up_follows_and_sends_commands(tmp_path, monkeypatc
         step4 = to_json(StepMetrics(step=4, epoch=2, loss=1.3, lr=1e-4, time=now + 1))
         _append(folder, StepMetrics(step=3, epoch=2, loss=1.4, lr=1e-4, time=now),
                 torn=step4[:20])
+        run.poll()
         run.drain()
         assert state.steps == [2, 3] and run.active  # the torn line waits for its end
         with open(folder / "events.jsonl", "a") as fh:
             fh.write(step4[20:] + "\n")
         _append(folder, RunPaused(step=4, time=now + 2))
+        run.poll()
         run.drain()
         assert state.steps == [2, 3, 4] and state.status == "paused"
 
@@ -333,8 +335,9 @@ def test_attached_run_catches_up_follows_and_sends_commands(tmp_path, monkeypatc
 
         proc.kill()
         proc.wait(10)
-        run.drain()  # gone: noticed ...
-        run.drain()  # ... and, after the grace period, ended
+        run.poll()  # gone: noticed ...
+        run.poll()  # ... and, after the grace period, ended
+        run.drain()
         assert state.status == "interrupted" and not run.active
         assert "process ended without finishing" in state.finished.error
         assert run.take_finished() is state.finished and run.take_finished() is None
@@ -355,13 +358,16 @@ def test_stop_while_loading_ends_the_process(tmp_path, monkeypatch):
         folder.mkdir()
         app = FakeApp()
         run = AttachedRun(app, folder, process=process_identity(proc.pid), since=time.time())
+        run.poll()
         run.drain()
         assert run.active and not run.claimed and run.state.status == "starting"
         run.pause()
         assert "still loading" in app.notes[-1] and not (folder / "control").exists()
         run.stop()
         assert proc.wait(10) == -signal.SIGTERM
+        run.poll()
         run.drain()
+        run.poll()
         run.drain()
         assert run.state.status == "stopped" and not run.active
         assert app.errors == []
@@ -399,3 +405,71 @@ async def test_the_monitor_shows_a_refused_command_and_keeps_going(tui_env):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+async def test_dashboard_finds_a_run_started_later_and_attaches_without_focus(tui_env,
+                                                                             monkeypatch):
+    """A run started in another terminal while the dashboard shows appears by itself; opening
+    it focuses no button (Enter then sends nothing); its process killed with -9 shows as
+    interrupted within seconds."""
+    from sidestep.tui import attached
+    from sidestep.tui.screens import dashboard
+
+    monkeypatch.setattr(dashboard, "LIVE_REFRESH_S", 0.3)
+    monkeypatch.setattr(attached, "LOOK_SECONDS", 0.3)
+    monkeypatch.setattr(attached, "GRACE_SECONDS", 0.5)
+    proc = _stand_in()
+    try:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await app.workers.wait_for_complete()
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen) and screen._live == {}
+            folder = _fake_run(tui_env / "output" / "later", proc.pid, time.time() - 50)
+            assert await wait_until(pilot, lambda: len(screen._live) == 1, 10)
+            table = screen.query_one("#runs-table", DataTable)
+            assert table.get_row_at(0)[0] == "later" and "running" in table.get_row_at(0)[1]
+            table.focus()
+            table.move_cursor(row=0)
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+            monitor = app.screen
+            assert isinstance(monitor.target, AttachedRun) and app.focused is None
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            assert not list((folder / "control").glob("*.json"))  # nothing was pressed
+
+            killed = time.monotonic()
+            proc.kill()
+            proc.wait(10)
+            assert await wait_until(pilot, lambda: monitor.state.status == "interrupted", 10)
+            assert time.monotonic() - killed < 5
+            assert app.errors == []
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_a_killed_background_run_elsewhere_stays_in_the_lists(tui_env, tmp_path):
+    """A detached run whose folder is outside the output root, killed: History and the
+    dashboard still list it (from the record of background starts), as interrupted."""
+    from sidestep.engine.live_runs import record
+    from sidestep.tui.screens.history import HistoryScreen
+
+    proc = _stand_in()
+    folder = _fake_run(tmp_path / "elsewhere" / "night-run", proc.pid, time.time() - 50)
+    record(folder, proc.pid)
+    proc.kill()
+    proc.wait(10)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        rows = app.screen.query_one("#runs-table", DataTable)
+        assert [tuple(rows.get_row_at(i)[:2]) for i in range(rows.row_count)] == [
+            ("night-run", "interrupted")]
+        await pilot.press("h")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen)
+                                and app.screen.runs, 10)
+        assert [(r.name, r.status) for r in app.screen.runs] == [("night-run", "interrupted")]
+        assert app.errors == []

@@ -16,7 +16,8 @@ from sidestep.config.schema import Setting
 from sidestep.config.values import parse_text
 
 TRAINING_HELP = {
-    "fixed": "Train a LoRA/LoKR adapter (corrected: logit-normal timesteps, CFG dropout).",
+    "fixed": "Train an adapter: LoRA, DoRA, LoKR or LoHA (corrected: logit-normal timesteps, "
+             "CFG dropout).",
     "vanilla": "Train the original way (discrete 8-step turbo timesteps, no CFG dropout).",
     "selective": "Corrected training on the modules an estimate picked.",
 }
@@ -112,7 +113,8 @@ def add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...])
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sidestep",
-        description="Side-Step: fine-tune ACE-Step 1.5 with LoRA (PEFT) or LoKR (LyCORIS). "
+        description="Side-Step: fine-tune ACE-Step 1.5 with LoRA or DoRA (PEFT), LoKR or LoHA "
+                    "(LyCORIS). "
                     "Run `sidestep-tui` for the terminal app.",
     )
     parser.add_argument("--plain", action="store_true",

@@ -33,15 +33,46 @@ def summary_rows(config) -> list[tuple[str, str]]:
         ("targets", targets),
         ("optimizer", f"{c.optimizer_type}, lr {c.learning_rate:g}, {c.scheduler_type} "
                       f"schedule, warmup {c.warmup_steps}"),
-        ("batches", f"batch {c.batch_size} x accumulation {c.gradient_accumulation}, "
-                    f"{c.epochs} epochs"),
+        ("batches", batches_text(c)),
         ("timesteps", f"shift {c.shift:g}, {c.num_inference_steps} steps"
          + (f", CFG dropout {c.cfg_ratio:g}" if c.mode != "vanilla" else "")),
         ("memory", f"gradient checkpointing {'on' if c.gradient_checkpointing else 'off'}"
                    + (f", {c.chunk_duration} s chunks" if c.chunk_duration else "")),
-        ("device", f"{c.device} / {c.precision}"),
+        ("device", f"{c.device} / {c.precision}" + devices_text(c)),
         ("data", str(c.dataset_dir)),
         ("output", str(c.output_dir) + (f" (resume from {c.resume_from})" if c.resume_from
                                         else "")),
     ]
-    return rows
+    extras = [("EMA", f"decay {c.ema_decay:g} (the EMA weights are saved)")
+              if c.ema_decay else None,
+              ("validation", f"{c.val_split:g} of the files held out; best/adapter from epoch "
+                             f"{c.save_best_after}") if c.val_split else None,
+              ("samples", f"{c.sample_duration:g} s every {c.sample_every_n_epochs} epoch(s), "
+                          f"{c.sample_steps} steps, seed {c.sample_seed}")
+              if c.sample_every_n_epochs else None,
+              ("background", "its own process: closing the terminal leaves it training")
+              if c.detach else None,
+              ("notify", f"runs {c.notify_command!r} when it ends or needs you")
+              if c.notify_command else None]
+    return rows + [row for row in extras if row is not None]
+
+
+def batches_text(c) -> str:
+    """Per-device batch, accumulation and, with several devices, the effective batch."""
+    text = f"batch {c.batch_size} x accumulation {c.gradient_accumulation}"
+    devices = str(c.devices)
+    if devices.isdigit() and int(devices) * c.num_nodes > 1:
+        world = int(devices) * c.num_nodes
+        text += (f" x {world} devices = {c.batch_size * c.gradient_accumulation * world} "
+                 "songs per step")
+    elif devices == "auto":
+        text += " x every device (auto)"
+    return f"{text}, {c.epochs} epochs"
+
+
+def devices_text(c) -> str:
+    devices = str(c.devices)
+    if devices == "1" and c.num_nodes == 1 and c.strategy != "ddp":
+        return ""
+    nodes = f" on each of {c.num_nodes} machines" if c.num_nodes > 1 else ""
+    return f", {devices} devices{nodes} (data parallel)"

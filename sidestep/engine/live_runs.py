@@ -43,6 +43,11 @@ def spawn(argv: list[str], run_dir: Path) -> int:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, close_fds=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, **_own_session())
+    # The starter (the app; the CLI exits at once) is its parent: reap it when it ends, or a
+    # killed run lingers as a zombie until the app quits.
+    import threading
+
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     record(run_dir, proc.pid)
     return proc.pid
 

@@ -297,10 +297,11 @@ def summarize(run_dir: Path) -> RunSummary | None:
         finished_at=info.get("finished_at"), latest_checkpoint=ckpts[-1] if ckpts else None)
 
 
-def find_runs(roots: list[Path], depth: int = 2) -> list[RunSummary]:
-    """Runs under ``roots`` (a run is a folder with run.json or events.jsonl), newest first."""
+def run_folders(roots: list[Path], depth: int = 2) -> list[Path]:
+    """Run folders under ``roots`` (a run is a folder with run.json or events.jsonl; a root may
+    be a run itself), each once, without reading them."""
     seen: set[Path] = set()
-    out: list[RunSummary] = []
+    out: list[Path] = []
 
     def visit(folder: Path, level: int) -> None:
         try:
@@ -311,9 +312,7 @@ def find_runs(roots: list[Path], depth: int = 2) -> list[RunSummary]:
             return
         seen.add(resolved)
         if (folder / RUN_FILE).is_file() or (folder / EVENTS_FILE).is_file():
-            summary = summarize(folder)
-            if summary:
-                out.append(summary)
+            out.append(folder)
             return
         if level >= depth:
             return
@@ -327,8 +326,20 @@ def find_runs(roots: list[Path], depth: int = 2) -> list[RunSummary]:
 
     for root in roots:
         visit(Path(root), 0)
+    return out
+
+
+def find_runs(roots: list[Path], depth: int = 2) -> list[RunSummary]:
+    """Runs under ``roots``, summarised (reads each run's events), newest first."""
+    out = [s for s in map(summarize, run_folders(roots, depth)) if s]
     out.sort(key=lambda s: s.started_at or 0.0, reverse=True)
     return out
+
+
+def live_run_folders(roots: list[Path], depth: int = 2) -> list[Path]:
+    """The run folders under ``roots`` whose process trains now (reads only run.json: cheap
+    enough to look again every few seconds)."""
+    return [f for f in run_folders(roots, depth) if live_status(f)[0] == "running"]
 
 
 def now() -> float:

@@ -834,11 +834,17 @@ class Trainer:
                 self.emit(RunResumed(step=self.progress.step))
                 self.emit(LogLine("resumed"))
         if control.stop_requested:
-            log.warning("%s: stopping and saving a checkpoint", control.stop_reason)
+            log.warning("%s: %s", control.stop_reason, self._stop_note())
             return True
         if control.take_save_request():
             self._save_from_snapshot(group)
         return False
+
+    def _stop_note(self) -> str:
+        p = self.progress
+        if p.step == 0 and p.position == 0 and self.resumed_from is None:
+            return "stopping before the first step (nothing trained, nothing to save)"
+        return "stopping and saving a checkpoint"
 
     def _obey_rank0(self, group: _Group) -> bool:
         """``_obey_control`` for data-parallel ranks: rank 0 decides, every rank follows at the
@@ -860,8 +866,8 @@ class Trainer:
             self.emit(RunResumed(step=self.progress.step))
             self.emit(LogLine("resumed"))
         if code == STOP:
-            log.warning("%s: stopping and saving a checkpoint",
-                        self.control.stop_reason or "stop requested")
+            log.warning("%s: %s", self.control.stop_reason or "stop requested",
+                        self._stop_note())
         return code == STOP
 
     def _skip(self, kind: str, batch: dict, group: _Group) -> RunFinished | None:

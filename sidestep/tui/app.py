@@ -22,8 +22,8 @@ from textual.worker import Worker, WorkerState
 from sidestep.config import paths
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
-from sidestep.tui.attached import (DETACH_WORKER, SEND_WORKER, AttachedRun, StartRefused,
-                                   start_detached)
+from sidestep.tui.attached import (DETACH_WORKER, FOLLOW_WORKER, SEND_WORKER, AttachedRun,
+                                   StartRefused, start_detached)
 from sidestep.tui.commands import SideStepCommands
 from sidestep.tui.jobs import EstimateJob, PreprocessJob
 from sidestep.tui.demo import DEMO_BUILD, open_demo_form, start_demo
@@ -204,6 +204,14 @@ class SideStepApp(App):
                 roots.append(parent)
         return roots
 
+    def run_places(self) -> list[Path]:
+        """Where runs are looked for: the roots, then the folders of runs started in the
+        background anywhere else (``--detach`` to any folder; killed ones too). Reads a file:
+        call it from a worker."""
+        from sidestep.engine.live_runs import recorded
+
+        return [*self.run_roots(), *(Path(e["run_dir"]) for e in recorded())]
+
     # -- navigation ----------------------------------------------------------------------------
     def goto(self, screen=None) -> None:
         """Show ``screen`` with the dashboard under it (None: the dashboard itself)."""
@@ -361,8 +369,11 @@ class SideStepApp(App):
     def _add_attached(self, run: AttachedRun, origin=None) -> None:
         from sidestep.tui.screens.monitor import MonitorScreen
 
-        self.attached[_folder_key(run.run_dir)] = run
+        key = _folder_key(run.run_dir)
+        self.attached[key] = run
         self._problems_told[id(run.state)] = len(run.state.problems)
+        self.run_worker(run.follow, thread=True, name=FOLLOW_WORKER,
+                        group=f"{FOLLOW_WORKER}:{key}", exit_on_error=False)
         self.target = run
         self._show_monitor(MonitorScreen(run.state, target=run, back_to=origin), origin)
 
@@ -520,6 +531,9 @@ class SideStepApp(App):
             else:
                 self.show_error("Cannot start the run", f"{type(worker.error).__name__}: "
                                 f"{worker.error}")
+        elif worker.name == FOLLOW_WORKER and failed:
+            self.notify(f"stopped following the run: {type(worker.error).__name__}: "
+                        f"{worker.error}", title="Attached run", severity="error", timeout=15)
         elif worker.name == SEND_WORKER and failed:
             from sidestep.engine.control_channel import ChannelError
 

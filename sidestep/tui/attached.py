@@ -5,8 +5,9 @@ a headless ``sidestep fixed`` in another terminal, or another app's run.
 ``AttachedRun`` offers what the monitor needs of the App's ``EngineRunner`` (``RunTarget``):
 
 - **state**: a ``RunState`` caught up on the run's ``events.jsonl`` so far in a worker thread
-  (``open``, before anything shows it: a long run's file is large), then followed on the App's
-  drain timer with ``EventTail``, which reads only what was appended since.
+  (``open``, before anything shows it: a long run's file is large), then followed by a worker
+  of its own (``follow``: ``EventTail`` reads only what was appended since, and a slow or
+  network disk never stalls the screen); the App's drain timer applies what it queued.
 - **active**: from the run's process (pid, host and heartbeat: ``run_is_alive``), never from the
   status run.json records. A process that is gone without a ``run_finished`` ends the run as
   ``interrupted`` after a grace period (another host's files may lag).
@@ -36,8 +37,10 @@ from sidestep.tui.state import RunState
 
 LOOK_SECONDS = 2.0    # how often the run's process is looked at
 GRACE_SECONDS = 5.0   # after it is gone, how long its last events may take to show
+POLL_SECONDS = 0.5    # how often the follower reads the events file
 MAX_EVENTS_PER_TICK = 2000
 SEND_WORKER = "run-command"
+FOLLOW_WORKER = "follow-run"
 DETACH_WORKER = "detach-start"
 
 
@@ -62,7 +65,10 @@ class AttachedRun:
         self.alive = True
         self.claimed = process is None  # the run has written run.json: its channel listens
         self._terminated = False
-        self._pending: deque[Event] = deque()
+        self._pending: deque[Event] = deque()  # read by the follower, applied by drain
+        self._ended = False  # the follower has queued the run's end
+        self._gone: RunFinished | None = None  # the end it wrote for a vanished process
+        self._gone_claimed = False
         self._next_look = 0.0
         self._gone_at: float | None = None
         self._announced: RunFinished | None = None
@@ -106,28 +112,59 @@ class AttachedRun:
             self._announced = self.state.finished
         self._next_look = time.monotonic() + LOOK_SECONDS
 
-    # -- following (UI thread, on the App's drain timer) ---------------------------------------
+    # -- following: a worker reads, the UI thread applies ----------------------------------------
     @property
     def active(self) -> bool:
         return self.state.finished is None and self.alive
 
+    def follow(self) -> None:
+        """Worker thread (``FOLLOW_WORKER``): read what the run appends and look at its
+        process until it ends or the app quits."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        while not worker.is_cancelled and self.poll():
+            time.sleep(POLL_SECONDS)
+
+    def poll(self) -> bool:
+        """Queue the events appended since the last call and, when due, look at the process;
+        False once the run's end is queued (nothing more to follow). Reads files."""
+        if self._ended:
+            return False
+        events = [e for e in self.tail.read() if e.time >= self.since]
+        with self._lock:
+            self._pending.extend(events)
+        if any(isinstance(e, RunFinished) for e in events):
+            self._ended = True
+            return False
+        now = time.monotonic()
+        if not events and now >= self._next_look:
+            self._next_look = now + LOOK_SECONDS
+            gone = self._look(now)
+            if gone is not None:
+                with self._lock:
+                    self._pending.append(gone)
+                self._ended = True
+                return False
+        return True
+
     def drain(self) -> int:
+        """UI thread: apply what the follower queued (at most ``MAX_EVENTS_PER_TICK``)."""
         if self.state.finished is not None:
             return 0
-        self._pending.extend(e for e in self.tail.read() if e.time >= self.since)
-        n = 0
-        while self._pending and n < MAX_EVENTS_PER_TICK:
-            self.state.apply(self._pending.popleft())
-            n += 1
-        if n and self.state.status != "starting":
+        with self._lock:
+            batch = [self._pending.popleft()
+                     for _ in range(min(len(self._pending), MAX_EVENTS_PER_TICK))]
+        for event in batch:
+            self.state.apply(event)
+            if event is self._gone and self._gone_claimed:
+                self.state.status = "interrupted"
+        if batch and self.state.status != "starting":
             self.claimed = True  # it trains (run_started comes after the claim)
-        now = time.monotonic()
-        if self.state.finished is None and not self._pending and now >= self._next_look:
-            self._next_look = now + LOOK_SECONDS
-            self._look(now)
-        return n
+        return len(batch)
 
-    def _look(self, now: float) -> None:
+    def _look(self, now: float) -> RunFinished | None:
+        """The end to show when the process is gone (after the grace period), else None."""
         from sidestep.engine.run_dir import live_status, run_is_alive
 
         _status, info = live_status(self.run_dir)
@@ -140,21 +177,24 @@ class AttachedRun:
             alive = self.process is not None and run_is_alive(self.process)
         if alive:
             self.alive, self._gone_at = True, None
-            return
+            return None
         if self._gone_at is None:
             self._gone_at = now
-        elif now - self._gone_at >= GRACE_SECONDS:
-            self._end_gone(claimed)
+            self._next_look = now + GRACE_SECONDS  # then it is judged
+            return None
+        if now - self._gone_at < GRACE_SECONDS:
+            return None
+        self._gone, self._gone_claimed = self._end_gone(claimed), claimed
+        self.alive = False
+        return self._gone
 
-    def _end_gone(self, claimed: bool) -> None:
+    def _end_gone(self, claimed: bool) -> RunFinished:
         """The process is gone and wrote no end: say what is left."""
         from sidestep.engine.checkpointing import list_checkpoints
 
-        self.alive = False
         saved = list_checkpoints(self.run_dir) if self.run_dir.is_dir() else []
         if not claimed and self._terminated:
-            self.state.apply(RunFinished(status="stopped", reason="stopped while loading"))
-            return
+            return RunFinished(status="stopped", reason="stopped while loading")
         if not claimed:
             error = ("the run ended before its first step"
                      + (f": {last_lines(self.run_dir / CONSOLE_LOG)}"
@@ -164,13 +204,10 @@ class AttachedRun:
                      "went down)"
                      + (f"; its newest complete checkpoint is {saved[-1]}" if saved else
                         "; it saved no checkpoint"))
-        self.state.apply(RunFinished(status="failed", step=self.state.step,
-                                     epoch=self.state.epoch, error=error,
-                                     error_kind="runtime",
-                                     checkpoint_path=str(saved[-1]) if saved else None,
-                                     reason="process gone"))
-        if claimed:
-            self.state.status = "interrupted"
+        return RunFinished(status="failed", step=self.state.step, epoch=self.state.epoch,
+                           error=error, error_kind="runtime",
+                           checkpoint_path=str(saved[-1]) if saved else None,
+                           reason="process gone")
 
     def take_finished(self) -> RunFinished | None:
         finished = self.state.finished

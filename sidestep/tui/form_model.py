@@ -216,6 +216,11 @@ class FormModel:
         except ValueError as exc:
             return f"VRAM estimate: {exc}", None
         text = f"VRAM estimate: {est.total_gib:.1f} GiB peak"
+        c = self.resolved.config
+        if str(c.devices) != "1" or c.num_nodes > 1:  # data parallel: say what a step takes
+            from sidestep.engine.describe import batches_text
+
+            text += " per device · " + batches_text(c).rsplit(",", 1)[0]
         free = self.gpus[0].get("free_mib") if self.gpus else None
         verdict = est.verdict(free) if free else None
         if verdict:

@@ -57,7 +57,7 @@ class DashboardScreen(Screen):
         super().__init__(*args, **kwargs)
         self._summaries: list = []
         self._live: dict[str, dict] = {}  # the live rows shown, by path
-        self._next_live = 0.0
+        self._next_live = time.monotonic() + LIVE_REFRESH_S  # (mounting loads them all)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,9 +121,9 @@ class DashboardScreen(Screen):
                         f"{state.total_epochs or '?'} (Monitor shows it)")
             elif state.finished is not None:
                 line = f"last run {state.status}: {state.title}"
-        if self._live and time.monotonic() >= self._next_live:
+        if time.monotonic() >= self._next_live:  # also finds a run started elsewhere since
             self._next_live = time.monotonic() + LIVE_REFRESH_S
-            self.load_live(list(self._live))
+            self.load_live()
         self.query_one("#active-run", TextLine).set_text(line)
         button = self.query_one("#go-monitor", Button)
         if button.disabled != (state is None):
@@ -134,13 +134,16 @@ class DashboardScreen(Screen):
         from sidestep.engine.run_dir import find_runs
 
         roots = self.app.run_roots()
-        runs = find_runs(roots)
+        runs = find_runs(self.app.run_places())
         live = live_rows([r.path for r in runs if r.status == "running"])
         self.post_message(RunsFound(roots, runs[:12], live))
 
     @work(thread=True, exclusive=True, group="dash-live")
-    def load_live(self, paths: list[str]) -> None:
-        self.post_message(LiveRunsFound(live_rows([Path(p) for p in paths])))
+    def load_live(self) -> None:
+        """The live runs, looked for afresh (reads only run.json files)."""
+        from sidestep.engine.run_dir import live_run_folders
+
+        self.post_message(LiveRunsFound(live_rows(live_run_folders(self.app.run_roots()))))
 
     def on_runs_found(self, message: RunsFound) -> None:
         self._summaries = message.runs

@@ -62,8 +62,7 @@ class HistoryScreen(samples.SampleKeys, Screen):
     def reload(self) -> None:
         from sidestep.engine.run_dir import find_runs
 
-        roots = self.app.run_roots()
-        self.post_message(RunsFound(roots, find_runs(roots)))
+        self.post_message(RunsFound(self.app.run_roots(), find_runs(self.app.run_places())))
 
     def on_runs_found(self, message: RunsFound) -> None:
         roots, runs = message.roots, message.runs

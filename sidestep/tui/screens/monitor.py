@@ -54,6 +54,8 @@ def val_text(s: RunState) -> str:
 
 
 class MonitorScreen(SampleKeys, Screen):
+    # Nothing focused: Enter must not press Pause because it was the first button.
+    AUTO_FOCUS = ""  # ("" is none; None would mean the App's "*")
     BINDINGS = [
         Binding("l", "toggle_log_scale", "Log scale"),
         Binding("g", "full_log", "Full log"),
@@ -155,9 +157,10 @@ class MonitorScreen(SampleKeys, Screen):
         self._fit_layout()
         self.refresh_view()
         self.refresh_charts()
-        if not self.live or not self.state.active:
-            for bid in ("pause", "save", "stop"):
-                self.query_one(f"#{bid}", Button).disabled = True
+        for bid in ("pause", "save", "stop"):
+            button = self.query_one(f"#{bid}", Button)
+            button.display = self.live  # a past run read back has nothing to control
+            button.disabled = not self.state.active
 
     def _text(self, selector: str, text: str) -> None:
         self.query_one(selector, TextLine).set_text(text)
@@ -203,6 +206,7 @@ class MonitorScreen(SampleKeys, Screen):
                 button = self.query_one(f"#{bid}", Button)
                 if not button.disabled:
                     button.disabled = True
+                    self.refresh_bindings()
 
     def _chart_tick(self) -> None:
         """Redraw the charts when due (called from ``refresh_view``, only while shown)."""
@@ -243,6 +247,16 @@ class MonitorScreen(SampleKeys, Screen):
         from sidestep.tui.screens.log_view import LogScreen
 
         self.app.push_screen(LogScreen(self.state))
+
+    RUN_ACTIONS = ("toggle_pause", "save_now", "stop")
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """The run's keys: hidden for a past run read back, greyed once a live one ended."""
+        if action in self.RUN_ACTIONS:
+            if not self.live:
+                return False
+            return True if self.state.active else None
+        return True
 
     def action_toggle_pause(self) -> None:
         if not self.live or not self.state.active:
