@@ -48,7 +48,7 @@ THEMES = [
 class SideStepApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "Side-Step"
-    SUB_TITLE = "ACE-Step 1.5 LoRA / LoKR training"
+    SUB_TITLE = "ACE-Step 1.5 adapter training"
     COMMANDS = App.COMMANDS | {SideStepCommands}
     # Single letters (either case, shown in capitals as in the spec) act only when no field
     # has focus: see check_action.

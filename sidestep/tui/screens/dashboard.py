@@ -53,6 +53,9 @@ def live_rows(dirs: list[Path]) -> list[dict]:
 
 
 class DashboardScreen(Screen):
+    # The runs: Enter opens the highlighted one (every button has its key, in the footer).
+    AUTO_FOCUS = "#runs-table"
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._summaries: list = []
