@@ -213,18 +213,65 @@ def test_a_file_in_place_of_the_control_folder_does_not_upset_the_run(tmp_path):
         assert wait_ack(tmp_path, send(tmp_path, "save"))["state"] == "done"
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="needs POSIX permissions, which root ignores")
-def test_an_unwritable_control_folder_is_a_clear_error(tmp_path):
-    with MiniRun(tmp_path) as run:
-        control = tmp_path / CONTROL_DIR
-        control.chmod(0o500)
+def _send_as_nobody(run_dir: Path, command: str) -> str:
+    """``send`` from a forked child running as the unprivileged user ``nobody`` (root ignores
+    permissions): what it raised, as text, or "sent"."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, try, report through the pipe, leave at once
+        message = "no report"
         try:
-            with pytest.raises(ChannelError, match="cannot write a command there"):
-                send(tmp_path, "stop")
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            send(run_dir, command)
+            message = "sent"
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            message = f"{type(exc).__name__}: {exc}"
         finally:
-            control.chmod(0o700)
-        assert not run.control.stop_requested
+            os.write(write_end, message.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        report = fh.read().decode()
+    os.waitpid(pid, 0)
+    return report
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
+def test_an_unwritable_control_folder_is_a_clear_error(tmp_path):
+    """A user who may not write the run's folder gets a clear error; the run goes on."""
+    import tempfile
+
+    if os.geteuid() == 0:  # as root: the run is root's, the command comes from nobody
+        run_dir = Path(tempfile.mkdtemp(prefix="sidestep-perm-"))
+        run_dir.chmod(0o755)
+    else:
+        run_dir = tmp_path
+    try:
+        with MiniRun(run_dir) as run:
+            control = run_dir / CONTROL_DIR
+            control.chmod(0o555)  # readable, not writable
+            try:
+                if os.geteuid() == 0:
+                    report = _send_as_nobody(run_dir, "stop")
+                    assert report.startswith("ChannelError: ") and \
+                        "cannot write a command there" in report, report
+                else:
+                    with pytest.raises(ChannelError, match="cannot write a command there"):
+                        send(run_dir, "stop")
+            finally:
+                control.chmod(0o700)
+            steps = run.step
+            time.sleep(0.15)
+            assert run.step > steps and not run.control.stop_requested
+            assert wait_ack(run_dir, send(run_dir, "save"))["state"] == "done"
+    finally:
+        if run_dir != tmp_path:
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # -- the CLI on made-up run folders ---------------------------------------------------------------
