@@ -129,9 +129,6 @@ class StopAt:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SIDESTEP_DDP_RESUME_TEST"),
-                    reason="opt-in (SIDESTEP_DDP_RESUME_TEST=1): rank 0 aborted (SIGABRT) once "
-                    "in the resumed run of a loaded CI machine; under investigation in #19")
 def test_two_ranks_stop_and_resume_exactly(demo_root, small_tensors, tmp_path):
     kw = dict(devices="2", epochs=2, gradient_accumulation=2, dropout=0.1, save_every=5)
     assert Trainer(train_config(demo_root, small_tensors, tmp_path / "a", **kw)).run() \

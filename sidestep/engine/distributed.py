@@ -289,10 +289,25 @@ def _rank_main(fabric, config_data: dict, events, commands, write_files: bool) -
                          name="sidestep-rank-control", daemon=True).start()
     trainer = Trainer(config, [QueueSink(events)] if rank0 else [], control,
                       write_files=write_files and rank0, fabric=fabric)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        _leave_group()
     if result.status == "failed" and not rank0:
         raise RuntimeError(f"rank {fabric.global_rank}: {result.error}")
     return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+
+def _leave_group() -> None:
+    """Take the process group down before the interpreter does: gloo's destructor at exit,
+    with a peer already gone, can abort the process (SIGABRT) after the run has finished."""
+    import torch.distributed as dist
+
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a group already broken by a failed peer: nothing to end
+        pass
 
 
 def _listen(commands, control, parent: int) -> None:
