@@ -7,13 +7,19 @@ both; ``--self/--cross-target-modules`` narrow each side). Saved formats:
   ``peft.PeftModel.from_pretrained(model.decoder, path)`` (what ACE-Step's inference does);
 - LoKR: ``lokr_weights.safetensors`` with the LoKR settings in its metadata, loadable with
   ``lycoris.create_lycoris_from_weights``.
+
+PEFT and LyCORIS are imported through ``import_peft`` / ``import_lycoris`` only, which keep
+bitsandbytes out of the process (``_bitsandbytes_hidden``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,64 @@ LOHA_WEIGHTS = "loha_weights.safetensors"   # LyCORIS keys (lycoris_*.hada_*), a
 
 class AdapterError(ValueError):
     pass
+
+
+BNB = "bitsandbytes"
+_BNB_LOCK = threading.RLock()  # one hiding at a time, and no real import of it meanwhile
+
+
+@contextlib.contextmanager
+def _bitsandbytes_hidden():
+    """bitsandbytes out of sight for the imports (and PEFT calls) inside.
+
+    PEFT imports it whenever it is installed (``peft/helpers.py``: ``try: import bitsandbytes``;
+    ``peft.import_utils.is_bnb_available``: ``importlib.util.find_spec``, cached), and so does
+    LyCORIS (``lycoris/utils/quant.py``), only to wrap quantized base layers, which Side-Step
+    never trains. It costs ~45 MiB and ~570 modules (its backends pull in torch._inductor and
+    networkx). A ``None`` in ``sys.modules`` makes ``import`` raise ImportError and ``find_spec``
+    return None, the "not installed" path of both libraries; PEFT's cached checks are read
+    meanwhile, so they keep saying False after the entry is gone and a later
+    ``import bitsandbytes`` (the ``adamw8bit`` optimizer, ``load_bitsandbytes``) works.
+    Once bitsandbytes is loaded there is nothing to save and nothing is hidden."""
+    with _BNB_LOCK:
+        if BNB in sys.modules:
+            yield
+            return
+        sys.modules[BNB] = None  # type: ignore[assignment]
+        try:
+            yield
+            peft_checks = sys.modules.get("peft.import_utils")
+            for name in ("is_bnb_available", "is_bnb_4bit_available"):
+                check = getattr(peft_checks, name, None)
+                if check is not None:
+                    check()  # lru_cache'd by PEFT: False from now on in this process
+        finally:
+            if BNB in sys.modules and sys.modules[BNB] is None:
+                del sys.modules[BNB]
+
+
+def import_peft():
+    """``peft``, without bitsandbytes: every PEFT use in Side-Step starts here."""
+    with _bitsandbytes_hidden():
+        import peft
+
+    return peft
+
+
+def import_lycoris():
+    """``lycoris`` (which imports PEFT too), without bitsandbytes."""
+    with _bitsandbytes_hidden():
+        import lycoris
+
+    return lycoris
+
+
+def load_bitsandbytes():
+    """``bitsandbytes`` itself, for the ``adamw8bit`` optimizer: the one run that needs it."""
+    with _BNB_LOCK:
+        import bitsandbytes
+
+    return bitsandbytes
 
 
 def target_names(num_layers: int, attention_type: str, target_modules, self_modules=None,
@@ -159,9 +223,8 @@ class Adapted(nn.Module):
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """Adapter weights only, with the key names the saved files use."""
         if self.kind in PEFT_ADAPTERS:
-            from peft import get_peft_model_state_dict
-
-            return {k: v.detach() for k, v in get_peft_model_state_dict(self.net).items()}
+            peft = import_peft()
+            return {k: v.detach() for k, v in peft.get_peft_model_state_dict(self.net).items()}
         return {k: v.detach() for k, v in self.lycoris.state_dict().items()}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor], origin: str) -> None:
@@ -181,9 +244,7 @@ class Adapted(nn.Module):
                                    f"configuration needs {tuple(current[key].shape)} (different "
                                    "rank or linear dim?)")
         if self.kind in PEFT_ADAPTERS:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.net, state)
+            import_peft().set_peft_model_state_dict(self.net, state)
         else:
             self.lycoris.load_state_dict(state, strict=True)
 
@@ -227,14 +288,13 @@ def attach(decoder: nn.Module, null_condition_emb: torch.Tensor, spec: AdapterSp
 
 
 def _attach_lora(decoder: nn.Module, spec: AdapterSpec):
-    from peft import LoraConfig, get_peft_model
-
+    peft = import_peft()
     # DoRA: PEFT adds a trainable magnitude per output row of each adapted weight
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        bias=spec.bias, target_modules=names_regex(list(spec.names)),
-                        use_dora=spec.kind == "dora")
-    model = get_peft_model(decoder, config)
-    return model
+    config = peft.LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                             bias=spec.bias, target_modules=names_regex(list(spec.names)),
+                             use_dora=spec.kind == "dora")
+    with _bitsandbytes_hidden():  # its layer dispatch asks for bitsandbytes again
+        return peft.get_peft_model(decoder, config)
 
 
 def lycoris_preset(names) -> dict[str, Any]:
@@ -247,8 +307,7 @@ def _lycoris_network_class():
     """LyCORIS logs through a coloured stdout handler of its own with propagation off, so its
     lines (ANSI codes and all) bypassed the run's log and landed in --plain output and on the
     app's screen. Its records go through the normal logging tree instead."""
-    from lycoris import LycorisNetwork
-
+    LycorisNetwork = import_lycoris().LycorisNetwork
     own = logging.getLogger("LyCORIS")
     for handler in list(own.handlers):
         own.removeHandler(handler)

@@ -105,8 +105,9 @@ def rank(scores: dict[str, float], granularity: str) -> list[tuple[str, float]]:
 
 
 def estimate(config, *, progress: Callable[[EstimateEvent], None] | None = None,
-             cancel: Callable[[], bool] | None = None) -> EstimateResult:
-    """Run the estimate for a resolved ``estimate`` (or ``selective``) config."""
+             cancel: Callable[[], bool] | None = None, with_app: bool = False) -> EstimateResult:
+    """Run the estimate for a resolved ``estimate`` (or ``selective``) config; ``with_app``: the
+    app's UI shares the process (``cpu_threads.training_threads``)."""
     import torch
 
     from sidestep import cpu_threads
@@ -134,7 +135,7 @@ def estimate(config, *, progress: Callable[[EstimateEvent], None] | None = None,
     batches = EpochBatches(len(files), config.batch_size, config.seed)
     total = config.estimate_batches or auto_batches(device, batches.batches_per_epoch)
 
-    threads_before = cpu_threads.leave_a_core() if device == "cpu" else None
+    threads_before = cpu_threads.use_training_threads(with_app) if device == "cpu" else None
     try:
         say(EstimateEvent("load", 0, total, f"loading {ref.entry.name} on {device} "
                                             f"({precision})"))

@@ -118,8 +118,9 @@ class _Group:
 
 class Trainer:
     def __init__(self, config, sinks: Iterable[Sink] = (), control: Control | None = None,
-                 *, write_files: bool = True, fabric=None):
+                 *, write_files: bool = True, fabric=None, with_app: bool = False):
         self.config = config
+        self.with_app = with_app  # the app's UI shares this process: cpu_threads' policy
         self.control = control or Control()
         self.run_dir = Path(config.output_dir)
         from sidestep.engine.notify import notify_sinks
@@ -325,7 +326,7 @@ class Trainer:
             from sidestep.cpu_malloc import keep_freed_memory
 
             keep_freed_memory()
-            self._threads_before = cpu_threads.leave_a_core()
+            self._threads_before = cpu_threads.use_training_threads(self.with_app)
         log.info("device %s, precision %s", self.device_name, self.precision)
 
     def _joins_torchrun(self) -> bool:
@@ -471,7 +472,8 @@ class Trainer:
         from sidestep.engine.estimate import estimate, write_result
 
         log.info("--auto-estimate: ranking modules by gradient sensitivity first")
-        result = estimate(self.config, cancel=lambda: self.control.stop_requested,
+        result = estimate(self.config, with_app=self.with_app,
+                          cancel=lambda: self.control.stop_requested,
                           progress=lambda e: log.info("estimate %s %d/%d", e.phase, e.done,
                                                       e.total))
         if result.cancelled:

@@ -104,7 +104,8 @@ class EstimateJob(ScreenJob):
     def run(self, config, post, cancelled):
         from sidestep.engine.estimate import estimate
 
-        return estimate(config, progress=lambda e: post(EstimateProgress(e)), cancel=cancelled)
+        return estimate(config, progress=lambda e: post(EstimateProgress(e)), cancel=cancelled,
+                        with_app=True)
 
     def input_errors(self):
         from sidestep.engine.trainer import input_error_types

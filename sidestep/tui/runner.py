@@ -22,7 +22,7 @@ MAX_EVENTS_PER_TICK = 2000
 def default_engine(config, sinks, control):
     from sidestep.engine.trainer import Trainer
 
-    return Trainer(config, sinks, control)
+    return Trainer(config, sinks, control, with_app=True)  # the UI shares our CPU
 
 
 class RunTarget(Protocol):
