@@ -26,6 +26,10 @@ CASES = {
                           "layer_types": ["sliding_attention", "full_attention"] * 2},
             "frames": 750, "rank": 16, "files": 4},
 }
+# The configuration of issue #20's comparison with the reference: mid size, text length 200, at
+# T=750 and T=3000 latent frames.
+for _frames in (750, 3000):
+    CASES[f"mid-t{_frames}"] = {**CASES["mid"], "frames": _frames, "text": 200, "files": 2}
 
 
 def write_case(name: str) -> tuple[Path, Path, object]:
@@ -43,11 +47,12 @@ def write_case(name: str) -> tuple[Path, Path, object]:
     data.mkdir()
     g = torch.Generator().manual_seed(0)
     t, c = case["frames"], config.audio_acoustic_hidden_dim
+    text = case.get("text", 769)
     for i in range(case["files"]):
         torch.save({"target_latents": torch.randn(t, c, generator=g),
                     "attention_mask": torch.ones(t),
-                    "encoder_hidden_states": torch.randn(769, config.enc_hidden, generator=g),
-                    "encoder_attention_mask": torch.ones(769, dtype=torch.bool),
+                    "encoder_hidden_states": torch.randn(text, config.enc_hidden, generator=g),
+                    "encoder_attention_mask": torch.ones(text, dtype=torch.bool),
                     "context_latents": torch.randn(t, 2 * c, generator=g)}, data / f"{i}.pt")
     return root / "checkpoints", data, config
 

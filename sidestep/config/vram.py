@@ -53,6 +53,12 @@ TIGHT_MARGIN = 0.10
 BNB_BLOCK = 256
 BNB_MIN_8BIT = 4096
 
+# Long sequences on the CPU run the sliding layers block by block, with no N x N mask. Mirrors
+# sidestep.model.layers (MIN_BLOCK, BANDED_MAX_WORK, use_banded), which config may not import;
+# tests/test_banded_attention.py checks the two agree.
+BAND_MIN_BLOCK = 128
+BAND_MAX_WORK = 0.75
+
 PROJECTIONS = schema.PROJECTIONS
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 _DTYPE_ALIASES = {"auto": "bf16", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
@@ -278,7 +284,10 @@ def layer_activation_terms(config: Any, model_config: Any, n: int, cond: int = C
     """Bytes autograd keeps for one DiT layer, per sample (the batch multiplies them).
 
     n: sequence length (patches), cond: condition tokens, e: bytes per activation value.
-    Batch-independent extras: ``band_mask_bytes`` (sliding layers), ``lokr_delta_bytes``.
+    Extras: ``band_mask_bytes`` (sliding layers: the dense [N, N] bias, shared by the batch,
+    or the banded CPU path's per-block ones), ``lokr_delta_bytes`` (batch-independent). The
+    banded path keeps q, k and v padded to whole blocks but k/v unrepeated (the CPU kernel reads
+    shared heads): from about 5 blocks on the terms below bound it.
     """
     d = ModelDims.of(model_config)
     h, a, k, i = d.hidden_size, d.attn_width, d.kv_width, d.intermediate_size
@@ -308,10 +317,29 @@ def lokr_delta_bytes(config: Any, model_config: Any, e: int = 2) -> int:
     return _adapter_layer_activations(config, ModelDims.of(model_config), 1, 1, e)[1]
 
 
-def band_mask_bytes(n: int, e: int) -> int:
-    """SDPA turns the boolean band mask into an additive [N, N] bias (last dim padded to 16 for
-    the memory-efficient kernel) that each sliding layer keeps for its backward."""
-    return n * _pad16(n) * e
+def banded(n: int, window: int | None, device: str | None) -> bool:
+    """Whether a sliding layer of ``window`` over ``n`` tokens runs block by block on
+    ``device`` (a setting: "cpu", "cuda:0", "auto", ...): on the CPU, where its blocks do at
+    most BAND_MAX_WORK of the dense mask's work."""
+    if window is None or str(device or "").split(":")[0] != "cpu":
+        return False
+    block = max(window, BAND_MIN_BLOCK)
+    return -(-n // block) * block * (block + 2 * window) <= BAND_MAX_WORK * n * n
+
+
+def band_mask_bytes(n: int, e: int, window: int | None = None, device: str | None = None,
+                    batch: int = 1) -> int:
+    """Per sliding layer: the attention bias its SDPA keeps for the backward.
+
+    Dense band mask (GPUs, short sequences): SDPA turns the boolean [N, N] mask into an additive
+    bias (last dim padded to 16 for the memory-efficient kernel), shared by the batch. Banded
+    (``banded``): one [block, block + 2*window] bias per block of queries and sample, about
+    N x (block + 2*window) per sample instead of N x N.
+    """
+    if not banded(n, window, device):
+        return n * _pad16(n) * e
+    block = max(window, BAND_MIN_BLOCK)
+    return batch * -(-n // block) * block * _pad16(block + 2 * window) * e
 
 
 def transient_bytes(d: ModelDims, n: int, e: int) -> int:
@@ -407,8 +435,10 @@ def estimate(config: Any, model_config: Any = None, *, frames: int | None = None
 
     per_sample = sum(layer_activation_terms(config, d, n, cond, e).values())
     lokr_delta = lokr_delta_bytes(config, d, e)
-    mask = band_mask_bytes(n, e)
+    device = getattr(config, "device", None)
+    mask = band_mask_bytes(n, e, d.sliding_window, device, b)
     sliding = [d.is_sliding(i) for i in range(d.num_hidden_layers)]
+    dense_band = any(sliding) and not banded(n, d.sliding_window, device)
 
     def layer_bytes(index: int) -> int:
         return b * per_sample + lokr_delta + (mask if sliding[index] else 0)
@@ -428,8 +458,9 @@ def estimate(config: Any, model_config: Any = None, *, frames: int | None = None
     act["decoder inputs"] = b * (t * d.in_channels * e + cond * (h + d.enc_hidden) * e)
     # norm_out's fp32 input, proj_out's output, and the fp32 prediction and squared error.
     act["output + loss"] = b * (n * h * 4 + t * ac * e + 2 * t * ac * 4)
-    # RoPE cos/sin [N, head_dim] and the boolean band mask [N, N], shared by all layers.
-    act["shared tables"] = 2 * n * d.head_dim * e + (n * n if any(sliding) else 0)
+    # RoPE cos/sin [N, head_dim] and the boolean band mask [N, N] (unless the sliding layers
+    # run block by block), shared by all layers.
+    act["shared tables"] = 2 * n * d.head_dim * e + (n * n if dense_band else 0)
     if e < 4:  # autocast keeps a low-precision copy of every fp32 adapter weight it uses
         act["autocast adapter copies"] = params * e
 

@@ -4,7 +4,10 @@ Behaviour that is easy to get wrong, all checked against upstream goldens (tests
 - the input is ``cat([context_latents, x_t], -1)`` (context first), right-padded in time to a
   multiple of ``patch_size`` and cropped back at the end;
 - ``attention_mask`` and ``encoder_attention_mask`` are accepted but ignored, as upstream does;
-- even-indexed ("sliding_attention") layers see a bidirectional band |i-j| <= sliding_window;
+- even-indexed ("sliding_attention") layers see a bidirectional band |i-j| <= sliding_window
+  (``layers.sliding_path``: on CUDA FlexAttention block masks, on the CPU for long sequences
+  block by block, ``layers.banded_attention``; otherwise one dense boolean mask, built once and
+  shared by those layers); full layers take no mask at all;
 - ``time_embed_r`` sees ``t - r`` and its output is always added (0 when r == t).
 """
 
@@ -18,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sidestep.model.config import AceStepConfig
-from sidestep.model.layers import MLP, Attention, RMSNorm, Rotary, band_mask
+from sidestep.model.layers import MLP, Attention, RMSNorm, Rotary, band_mask, sliding_path
 
 
 class _SwapTimeChannels(nn.Module):
@@ -66,10 +69,12 @@ class DiTLayer(nn.Module):
         self.mlp_norm = RMSNorm(h, eps)
         self.mlp = MLP(h, config.intermediate_size)
 
-    def forward(self, x, mod, cond, rope, mask):
+    def forward(self, x, mod, cond, rope, mask=None, window=None):
+        """Self-attention sees ``mask`` (a boolean band, or None: everything) or, when
+        ``window`` is given, the band |i-j| <= window without a mask (banded or flex)."""
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + mod).chunk(6, 1)
         h = (self.self_attn_norm(x) * (1 + scale) + shift).type_as(x)
-        x = (x + self.self_attn(h, rope=rope, mask=mask) * gate).type_as(x)
+        x = (x + self.self_attn(h, rope=rope, mask=mask, window=window) * gate).type_as(x)
         x = x + self.cross_attn(self.cross_attn_norm(x).type_as(x), context=cond)
         h = (self.mlp_norm(x) * (1 + c_scale) + c_shift).type_as(x)
         return (x + self.mlp(h) * c_gate).type_as(x)
@@ -134,14 +139,14 @@ class AceStepDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             window = self.config.window_for(i)
             mask = None
-            if window is not None:
+            if window is not None and sliding_path(n, window, x.device, x.dtype) == "dense":
                 if window not in masks:
                     masks[window] = band_mask(n, window, x.device)
-                mask = masks[window]
+                mask, window = masks[window], None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, mod, cond, rope, mask, use_reentrant=False)
+                x = checkpoint(layer, x, mod, cond, rope, mask, window, use_reentrant=False)
             else:
-                x = layer(x, mod, cond, rope, mask)
+                x = layer(x, mod, cond, rope, mask, window)
 
         shift, scale = (self.scale_shift_table + temb[:, None]).chunk(2, dim=1)
         x = (self.norm_out(x) * (1 + scale) + shift).type_as(x)
