@@ -151,6 +151,29 @@ def test_two_ranks_stop_and_resume_exactly(demo_root, small_tensors, tmp_path):
 
 
 @pytest.mark.slow
+def test_torchrun_ranks_join_one_run_and_rank_0_alone_prints(demo_root, small_tensors,
+                                                            tmp_path):
+    """The README's torchrun command, one machine, two CPU processes: they join one process
+    group (no launching), write one run folder and adapter, and only rank 0 prints."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "sidestep", "--yes", "--plain", "fixed", "--checkpoint-dir",
+           str(demo_root / "checkpoints"), "--dataset-dir", str(small_tensors), "--output-dir",
+           str(out), "--device", "cpu", "--devices", "2", "--num-workers", "0", "--epochs", "1",
+           "--rank", "4", "--alpha", "8"]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE", "RANK")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "run.json").read_text())
+    assert (info["status"], info["world_size"]) == ("completed", 2)
+    assert (out / "final" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "rank 0 of 2 (gloo backend)" in (out / "sidestep.log").read_text()
+    assert proc.stdout.count("Side-Step training") == 1 and proc.stdout.count("done in") == 1
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
 def test_sigterm_saves_one_complete_checkpoint(demo_root, small_tensors, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "sidestep", "--yes", "fixed", "--checkpoint-dir",

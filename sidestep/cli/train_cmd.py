@@ -8,6 +8,7 @@ stdout goes to: the run stops and saves, and its log file keeps what could not b
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -161,6 +162,10 @@ def run_training(resolved, args, out: Out) -> int:
     from sidestep.engine.trainer import Trainer, input_error_types
 
     config = resolved.config
+    from sidestep.engine.distributed import torchrun_rank
+
+    if torchrun_rank():  # torchrun's other ranks share rank 0's terminal: it alone prints
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # (errors still go to stderr)
     try:  # before the summary and the prompt: nothing to confirm for a run we would refuse
         preflight(config)
     except input_error_types() as exc:

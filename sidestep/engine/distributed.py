@@ -70,6 +70,16 @@ def under_torchrun() -> bool:
         ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
+def torchrun_rank() -> int | None:
+    """This process's global rank when torchrun started it, else None."""
+    if not under_torchrun():
+        return None
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return None
+
+
 def plan(config, device_name: str, info) -> WorldPlan | None:
     """The data-parallel layout, or None for today's single-device run."""
     kind = device_name.split(":")[0]

@@ -316,6 +316,11 @@ class Trainer:
             warnings.simplefilter("ignore")
             if self._rank_fabric is None and self._joins_torchrun():
                 self._rank_fabric = self._torchrun_fabric()
+                if self._rank_fabric.global_rank != 0:
+                    # Every torchrun rank runs the CLI: rank 0 alone speaks (console,
+                    # --notify-command), as for the ranks this trainer launches itself.
+                    self.bus.close()
+                    self.bus = EventBus([])
             if self._rank_fabric is not None:
                 self._become_rank(self._rank_fabric, kind)
             else:
