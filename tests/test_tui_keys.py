@@ -28,11 +28,12 @@ async def _type_letters(app, pilot, widget):
     await pilot.pause(0.1)
     assert app.focused is widget
     for key in LETTERS:
-        await pilot.press(key)
-        await pilot.pause(0.05)
+        await pilot.press(key)  # (press waits until the app has handled the key)
         assert app.screen is screen, f"{key!r} typed into {widget} changed the screen"
         assert app.focused is widget, f"{key!r} typed into {widget} moved focus " \
                                       f"to {app.focused}"
+    await pilot.pause(0.1)  # anything a key set off later (a pushed screen) shows by now
+    assert app.screen is screen and app.focused is widget
     assert app.is_running
 
 

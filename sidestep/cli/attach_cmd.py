@@ -25,10 +25,12 @@ def run_attach(args, out: Out) -> int:
     from sidestep.cli.runs_cmd import not_live
 
     import signal
+    import threading
 
     # ctrl+c is how one leaves: take it even where it came in ignored (a shell's background
     # job, a harness), which would otherwise leave attach following the run to its end.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     run_dir = Path(args.dir).expanduser()
     problem = not_live(run_dir, "attach to")
     if problem and "still starting" in problem:
