@@ -90,7 +90,7 @@ TINY = {"model_type": "acestep", "hidden_size": 64, "intermediate_size": 128,
 def decoder_step(path: str, monkeypatch, checkpointing: bool = False, batch: int = 2,
                  frames: int = 131):
     monkeypatch.setattr(L, "SLIDING_PATH", path)
-    monkeypatch.setattr(L, "MIN_BLOCK", 16)
+    monkeypatch.setattr(vram, "BAND_MIN_BLOCK", 16)
     torch.manual_seed(0)
     model = build_acestep(TINY, device="cpu", parts=("decoder",))
     init_weights(model, generator=torch.Generator().manual_seed(0))
@@ -138,20 +138,6 @@ def test_auto_choice(monkeypatch):
     assert not L.use_banded(1500, 128, "cpu")
 
 
-def test_vram_mirrors_the_choice():
-    assert (vram.BAND_MIN_BLOCK, vram.BAND_MAX_WORK) == (L.MIN_BLOCK, L.BANDED_MAX_WORK)
-    for n in (10, 128, 256, 257, 375, 460, 512, 1500, 3000):
-        for window in (3, 16, 128, 300):
-            for device in ("cpu", "cuda"):
-                assert vram.banded(n, window, device) == L.use_banded(n, window, device)
-    assert not vram.banded(1500, 128, "auto")  # unresolved: assume a GPU
-    dense = vram.band_mask_bytes(1500, 4)
-    assert dense == vram.band_mask_bytes(1500, 4, 128, "cuda:0") == 1500 * 1504 * 4
-    # 12 blocks of 128 queries x 384 keys, per sample
-    assert vram.band_mask_bytes(1500, 4, 128, "cpu") == 12 * 128 * 384 * 4 < dense / 2
-    assert vram.band_mask_bytes(1500, 4, 128, "cpu", batch=3) == 3 * 12 * 128 * 384 * 4
-
-
 def test_banded_layer_saves_what_the_estimate_says():
     """What one DiT layer keeps for the backward on the banded path: less than the dense path,
     and no more than the estimate counts for it (the dense path's terms with the banded
@@ -189,3 +175,12 @@ def test_banded_layer_saves_what_the_estimate_says():
     banded = saved_bytes(window=16)
     counted = dense - vram.band_mask_bytes(n, 4) + vram.band_mask_bytes(n, 4, 16, "cpu")
     assert 0.85 * counted <= banded <= counted < dense
+
+
+def test_the_estimate_counts_the_per_block_mask():
+    assert not vram.banded(1500, 128, "auto")  # unresolved: assume a GPU
+    dense = vram.band_mask_bytes(1500, 4)
+    assert dense == vram.band_mask_bytes(1500, 4, 128, "cuda:0") == 1500 * 1504 * 4
+    # 12 blocks of 128 queries x 384 keys, per sample
+    assert vram.band_mask_bytes(1500, 4, 128, "cpu") == 12 * 128 * 384 * 4 < dense / 2
+    assert vram.band_mask_bytes(1500, 4, 128, "cpu", batch=3) == 3 * 12 * 128 * 384 * 4

@@ -753,7 +753,7 @@ class Trainer:
         group = self._start_group()
         for index in range(p.position, self.batches_per_epoch):
             if self._obey_control(group):
-                if p.step == 0 and p.position == 0 and self.resumed_from is None:
+                if self._nothing_trained():
                     return self._finished("stopped")  # nothing trained yet: nothing to keep
                 return self._finished("stopped", checkpoint=self._save_from_snapshot(group))
             batch = next(batches)
@@ -847,9 +847,12 @@ class Trainer:
             self._save_from_snapshot(group)
         return False
 
-    def _stop_note(self) -> str:
+    def _nothing_trained(self) -> bool:
         p = self.progress
-        if p.step == 0 and p.position == 0 and self.resumed_from is None:
+        return p.step == 0 and p.position == 0 and self.resumed_from is None
+
+    def _stop_note(self) -> str:
+        if self._nothing_trained():
             return "stopping before the first step (nothing trained, nothing to save)"
         return "stopping and saving a checkpoint"
 

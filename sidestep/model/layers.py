@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sidestep.config import vram
+
 log = logging.getLogger(__name__)
 
 
@@ -95,32 +97,20 @@ def path_from_env(environ=os.environ) -> str:
 # (flex_band_attention; on the CPU forward only and uncompiled, for tests) forces one everywhere
 # (benches and tests compare them). Set once at import from SIDESTEP_SLIDING_PATH.
 SLIDING_PATH = path_from_env()
-# Queries per block of the banded path, at least the window. Blocks of 64 and 128 ran within
-# 10 % of each other at 1500 and 3000 tokens (window 128); 128 makes fewer, larger GEMMs.
-MIN_BLOCK = 128
-# The banded path only where it skips at least a quarter of the dense work: each block scores
-# block x (block + 2*window) pairs, the dense mask N x N. Attention forward+backward, fp32 CPU,
-# 8/4 heads, head_dim 64, window 128, 1 thread: 0.95x the dense mask at 460 tokens (93 % of its
-# work), 1.15x at 512 (75 %), 1.5x at 768, 3.0x at 1500, 6.1x at 3000.
-BANDED_MAX_WORK = 0.75
-
-
 def band_block(window: int) -> int:
-    """Query rows per block of ``banded_attention``."""
-    return max(window, MIN_BLOCK)
+    """Query rows per block of ``banded_attention`` (the rule and its measurements:
+    ``sidestep.config.vram``, which the VRAM estimate counts by too)."""
+    return max(window, vram.BAND_MIN_BLOCK)
 
 
 def use_banded(n: int, window: int, device: torch.device | str) -> bool:
     """Whether a sliding layer over ``n`` tokens runs ``banded_attention`` (else the dense band
     mask). Auto: on the CPU only, where it skips enough work; CUDA takes FlexAttention
     instead (``sliding_path``).
-    ``sidestep.config.vram.banded`` mirrors this rule (config may not import model)."""
+    The rule is ``sidestep.config.vram.banded``'s, one for the model and the estimate."""
     if SLIDING_PATH != "auto":
         return SLIDING_PATH == "banded"
-    if torch.device(device).type != "cpu":
-        return False
-    block = band_block(window)
-    return -(-n // block) * block * (block + 2 * window) <= BANDED_MAX_WORK * n * n
+    return vram.banded(n, window, torch.device(device).type)
 
 
 # What FlexAttention's CUDA kernels take; anything else (float64) keeps the dense mask.
