@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sidestep.config.schema import PEFT_ADAPTERS, PROJECTIONS
+from sidestep.engine.dropout import use_fast_dropout
 
 LORA_WEIGHTS = "adapter_model.safetensors"
 LORA_CONFIG = "adapter_config.json"
@@ -294,7 +295,9 @@ def _attach_lora(decoder: nn.Module, spec: AdapterSpec):
                              bias=spec.bias, target_modules=names_regex(list(spec.names)),
                              use_dora=spec.kind == "dora")
     with _bitsandbytes_hidden():  # its layer dispatch asks for bitsandbytes again
-        return peft.get_peft_model(decoder, config)
+        model = peft.get_peft_model(decoder, config)
+    use_fast_dropout(model)  # torch's CPU dropout draws 4x the random numbers it needs
+    return model
 
 
 def lycoris_preset(names) -> dict[str, Any]:
