@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,6 +149,80 @@ def test_two_ranks_stop_and_resume_exactly(demo_root, small_tensors, tmp_path):
     _, weights = _adapter(tmp_path / "b")
     for key in expected:
         assert torch.equal(weights[key], expected[key]), key
+
+
+class SaveNowThenKillRank1:
+    """From the launching process, as the app's "save now" does, after step 1; once that
+    checkpoint is on disk, the second training process (spawned after rank 0) is killed the
+    way the out-of-memory killer would."""
+
+    def __init__(self, control):
+        self.control, self.killed_at = control, None
+
+    def handle(self, event):
+        import multiprocessing
+
+        if event.type == "step" and event.step == 1:
+            self.control.save_now()
+        if event.type == "checkpoint" and event.kind == "step" and self.killed_at is None:
+            ranks = sorted(p.pid for p in multiprocessing.active_children())
+            os.kill(ranks[-1], signal.SIGKILL)
+            self.killed_at = time.monotonic()
+
+    def close(self):
+        pass
+
+
+@pytest.mark.slow
+def test_save_now_reaches_the_ranks_and_a_killed_rank_ends_the_run_clearly(
+        demo_root, small_tensors, tmp_path):
+    """(Pausing two ranks from the app: test_tui.py.)"""
+    control, rec = Control(), Recorder()
+    killer = SaveNowThenKillRank1(control)
+    out = tmp_path / "run"
+    cfg = train_config(demo_root, small_tensors, out, devices="2", epochs=50, save_every=100)
+    result = Trainer(cfg, [killer, rec], control).run()
+    # save now: one checkpoint (where rank 0 got the word: events and commands cross
+    # processes while the ranks train on), complete, written once, with both ranks' state
+    saved = [e for e in rec.of("checkpoint") if e.kind != "best"]
+    assert len(saved) == 1 and saved[0].kind == "step" and saved[0].step >= 1, saved
+    assert (Path(saved[0].path) / "COMPLETE").is_file()
+    state = torch.load(os.path.join(saved[0].path, "training_state.pt"), weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
+    # the killed rank: a prompt end (not the group's 10-minute timeout) that names the cause
+    # and where to resume, recorded in the run folder although rank 0 could not write it
+    assert killer.killed_at is not None
+    assert time.monotonic() - killer.killed_at < 60
+    assert result.status == "failed" and result.error_kind == "runtime"
+    assert result.error.startswith("training process 1 of 2 was killed (SIGKILL)"), result.error
+    assert result.checkpoint_path == saved[0].path
+    assert f"--resume-from {saved[0].path}" in result.error
+    assert rec.of("run_finished") == [result]  # one end, the clear one
+    info = json.loads((out / "run.json").read_text())
+    assert (info["status"], info["error"]) == ("failed", result.error)
+    assert info["last_step"] == result.step >= saved[0].step
+    ends = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()
+            if '"run_finished"' in line]
+    assert [e["error"] for e in ends] == [result.error]
+
+
+def test_rank_failures_read_as_sentences():
+    from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
+
+    from sidestep.engine.distributed import _rank_failure
+
+    raised = ProcessRaisedException(
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call "
+        "last):\n  File ...\nRuntimeError: rank 1: CUDA out of memory. Tried to allocate 2 GiB\n",
+        1, 4242)
+    assert _rank_failure(raised, 4) == (1, "training process 1 of 4 failed: CUDA out of memory. "
+                                           "Tried to allocate 2 GiB")
+    exited = ProcessExitedException("process 3 terminated with exit code 7", 3, 4243, 7)
+    assert _rank_failure(exited, 4) == (3, "training process 3 of 4 exited with code 7")
+    killed = ProcessExitedException("process 0 terminated with signal SIGSEGV", 0, 4244, -11,
+                                    "SIGSEGV")
+    assert _rank_failure(killed, 2) == (0, "training process 0 of 2 was killed (SIGSEGV)")
+    assert _rank_failure(RuntimeError("boom"), 2) == (None, "a training process failed: boom")
 
 
 @pytest.mark.slow

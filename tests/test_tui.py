@@ -118,6 +118,35 @@ async def test_stop_and_save_then_resume_from_history(tui_env):
         assert app.errors == []
 
 
+@pytest.mark.slow
+async def test_two_device_run_from_the_form_pauses_and_finishes(tui_env):
+    """--devices 2 from the form: the app's run launches two CPU ranks; the monitor's pause
+    key holds both and resumes them; one run folder records world size 2."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot, devices="2", epochs=2, dropout=0.0,
+                               output_dir="./output/two")
+        assert form.resolved is not None, form.blocking_problems()
+        assert form.resolved.config.devices == "2"
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        assert await wait_until(pilot, lambda: app.runner.state is not None
+                                and app.runner.state.step >= 1, 240)
+        await pilot.press("space")
+        assert await wait_until(pilot, lambda: app.runner.state.status == "paused", 30)
+        held = app.runner.state.step
+        await pilot.pause(1.5)
+        assert app.runner.state.step == held and app.runner.state.status == "paused"
+        await pilot.press("space")
+        assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 240)
+        assert app.runner.state.status == "completed", app.runner.state.finished
+        assert app.runner.state.step > held
+        info = json.loads(Path("output/two/run.json").read_text())
+        assert (info["status"], info["world_size"]) == ("completed", 2)
+        assert Path("output/two/final/adapter/adapter_model.safetensors").is_file()
+        assert app.errors == []
+
+
 async def test_preset_save_and_load(tui_env):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -19,10 +19,14 @@ gets a failed result naming it; the process group has a timeout, so nothing wait
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import re
 import signal
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -194,17 +198,20 @@ class QueueSink:
 
 def launch(trainer, world: WorldPlan, precision: str):
     """Run ``world.size`` ranks as child processes. Their events reach ``trainer``'s sinks,
-    its ``Control`` reaches rank 0. Returns (the run's ``RunFinished``, whether it is new: not
-    sent by rank 0, so the caller emits it)."""
+    its ``Control`` reaches rank 0. Returns the run's ``RunFinished``, for the caller to emit:
+    rank 0's, or when another rank failed or rank 0 was killed, one naming that cause."""
     import multiprocessing
 
     import torch.multiprocessing as mp
 
-    from sidestep.engine.events import LogLine, RunFinished
+    from sidestep.engine.events import LogLine, RunFinished, RunStarted, StepMetrics
 
+    _start_resource_tracker()
     ctx = mp.get_context("spawn")
     events, commands = ctx.Queue(), ctx.Queue()
     relayed: list[RunFinished] = []
+    started: list[RunStarted] = []
+    reached = [0, 0]  # the last step and epoch rank 0 reported
     done = threading.Event()
 
     def relay() -> None:
@@ -212,10 +219,15 @@ def launch(trainer, world: WorldPlan, precision: str):
             event = events.get()
             if event is None:
                 return
-            if isinstance(event, RunFinished):
+            if isinstance(event, RunStarted):
+                started.append(event)
+            elif isinstance(event, StepMetrics):
+                reached[:] = [event.step, event.epoch]
+            if isinstance(event, RunFinished):  # held back: ``launch`` decides the outcome
                 relayed.append(event)
                 if event.status == "failed":  # rank 0 gave up: peers must not wait on it
                     threading.Timer(30.0, _end_children, (before,)).start()
+                continue
             trainer.emit(event)
 
     def forward() -> None:
@@ -242,27 +254,111 @@ def launch(trainer, world: WorldPlan, precision: str):
                threading.Thread(target=forward, name="sidestep-ranks-control", daemon=True)]
     for t in threads:
         t.start()
-    failure: str | None = None
+    failure: tuple[int | None, str] | None = None
     result = None
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    spawn_level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)  # its "Terminating process" lines: ours says it better
     try:
         # Plain dicts cross the process boundary: Fabric's launcher maps over its arguments
         # and result, and refuses frozen dataclasses.
         result = fabric.launch(_rank_main, trainer.config.to_dict(), events, commands,
                                trainer.write_files)
     except Exception as exc:  # a rank raised or was killed; torch ended the others
-        failure = _last_line(str(exc)) or type(exc).__name__
+        failure = _rank_failure(exc, world.size)
     finally:
+        spawn_log.setLevel(spawn_level)
         os.environ.pop(RANK_OUTPUT_ENV, None)
         done.set()
         events.put(None)
         threads[0].join()
+    last = relayed[-1] if relayed else None
     if failure is None and isinstance(result, dict):
-        return RunFinished(**result), False
-    if relayed and relayed[-1].status == "failed":
-        return relayed[-1], False
-    return RunFinished(status="failed", step=relayed[-1].step if relayed else 0,
-                       epoch=relayed[-1].epoch if relayed else 0,
-                       error=f"a training process failed: {failure}", error_kind="runtime"), True
+        return RunFinished(**result)
+    if last is not None and last.status == "failed" and (failure is None or failure[0] == 0):
+        return last  # rank 0 failed and said why
+    # Another rank failed (rank 0 then only saw a broken connection), or rank 0 was killed:
+    # name the cause, say where to resume, and record it in the run folder ourselves.
+    run_dir = Path(started[0].run_dir) if started else None
+    saved = _newest_checkpoint(run_dir)
+    cause = failure[1] if failure else "a training process ended without a result"
+    hint = (f"resume from its last checkpoint with --resume-from {saved}" if saved
+            else "no checkpoint had been saved yet")
+    finished = RunFinished(status="failed", step=last.step if last else reached[0],
+                           epoch=last.epoch if last else reached[1], checkpoint_path=saved,
+                           error=f"{cause}; the other processes were stopped; {hint}",
+                           error_kind="runtime")
+    if run_dir is not None and run_dir.is_dir():
+        _record_failure(run_dir, finished, append_event=last is None)
+    return finished
+
+
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker (started by the first queue or process) keeps
+    ``sys.stderr``'s fd open in its own process; inside the app, Textual's stderr capture
+    answers -1, which the spawn refuses ("bad value(s) in fds_to_keep"). So start it first
+    with a real file there: devnull, so a line another thread writes meanwhile is dropped
+    rather than drawn over the app."""
+    from multiprocessing import resource_tracker
+
+    stderr = sys.stderr
+    try:
+        if stderr is None or stderr.fileno() >= 0:
+            return  # a real stream (or none): the tracker starts as usual
+    except (AttributeError, OSError, ValueError):
+        return  # no fileno at all: multiprocessing skips it by itself
+    with open(os.devnull, "w") as devnull:
+        sys.stderr = devnull
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            sys.stderr = stderr
+
+
+def _rank_failure(exc: BaseException, size: int) -> tuple[int | None, str]:
+    """(the failed rank or None, a sentence) from the exception torch's launcher raised."""
+    index = getattr(exc, "error_index", None)
+    who = f"training process {index} of {size}" if index is not None else "a training process"
+    signal_name = getattr(exc, "signal_name", None)
+    if signal_name:
+        text = f"{who} was killed ({signal_name})"
+        if signal_name == "SIGKILL":
+            text += ", on Linux often by the out-of-memory killer (see dmesg)"
+        return index, text
+    if getattr(exc, "exit_code", None) is not None:
+        return index, f"{who} exited with code {exc.exit_code}"
+    line = re.sub(r"^RuntimeError: rank \d+: ", "", _last_line(str(exc)))
+    return index, f"{who} failed: {line or type(exc).__name__}"
+
+
+def _newest_checkpoint(run_dir: Path | None) -> str | None:
+    from sidestep.engine.checkpointing import list_checkpoints
+
+    if run_dir is None or not run_dir.is_dir():
+        return None
+    saved = list_checkpoints(run_dir)
+    return str(saved[-1]) if saved else None
+
+
+def _record_failure(run_dir: Path, finished, append_event: bool) -> None:
+    """run.json (and events.jsonl, unless rank 0 wrote its own end) say the run failed:
+    rank 0, killed or ended by the launcher, could not."""
+    from sidestep.engine.run_dir import EVENTS_FILE, now, read_run, write_run
+    from sidestep.engine.sinks import JsonlSink
+
+    try:
+        if append_event:
+            sink = JsonlSink(run_dir / EVENTS_FILE)
+            sink.handle(finished)
+            sink.close()
+        info = read_run(run_dir)
+        if info is not None:
+            info.update(status="failed", finished_at=now(), error=finished.error,
+                        checkpoint_path=finished.checkpoint_path, last_step=finished.step,
+                        last_epoch=finished.epoch)
+            write_run(run_dir, info)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot record the failure in %s: %s", run_dir, exc)
 
 
 def _last_line(text: str) -> str:

@@ -225,10 +225,7 @@ class Trainer:
             if world is None or distributed.under_torchrun():
                 return None
             self.emit(LogLine(f"launching {world.size} training processes on {device_name}"))
-            result, new = distributed.launch(self, world, PRECISION_TO_FABRIC[precision])
-            if not new:  # rank 0 sent it with its events
-                self.bus.close()
-                return result
+            result = distributed.launch(self, world, PRECISION_TO_FABRIC[precision])
         self.emit(result)
         self.bus.close()
         return result
