@@ -135,6 +135,7 @@ async def test_two_device_run_from_the_form_pauses_and_finishes(tui_env):
         await pilot.press("space")
         assert await wait_until(pilot, lambda: app.runner.state.status == "paused", 30)
         held = app.runner.state.step
+        assert "cpu fp32 x 2 processes" in str(app.screen.query_one("#rate-label").render())
         await pilot.pause(1.5)
         assert app.runner.state.step == held and app.runner.state.status == "paused"
         await pilot.press("space")

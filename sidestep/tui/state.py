@@ -41,6 +41,7 @@ class RunState:
     best_loss: float | None = None
     device: str = ""
     precision: str = ""
+    world_size: int = 1       # data-parallel processes
     model: str = ""
     adapter_type: str = ""
     trainable_params: int = 0
@@ -91,6 +92,7 @@ class RunState:
             self.total_steps, self.total_epochs = event.total_steps, event.total_epochs
             self.step, self.epoch = event.start_step, event.start_epoch
             self.device, self.precision = event.device, event.precision
+            self.world_size = event.world_size
             self.model, self.adapter_type = event.model, event.adapter_type
             self.trainable_params, self.dataset_size = event.trainable_params, event.dataset_size
             try:

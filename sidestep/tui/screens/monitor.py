@@ -194,8 +194,10 @@ class MonitorScreen(SampleKeys, Screen):
         self._bar("#step-bar", s.total_steps, s.step)
         rate = f"{s.samples_per_sec:.2f} samples/s" if s.samples_per_sec else "— samples/s"
         lr = f"lr {s.lrs[-1]:.2e}" if s.lrs else "lr —"
+        where = f"{s.device} {s.precision}" + (f" x {s.world_size} processes"
+                                                 if s.world_size > 1 else "")
         self._text("#rate-label", f"{rate}   ETA {fmt_eta(s.eta_seconds) if s.active else '—'}"
-                                  f"   {lr}   {s.device} {s.precision}")
+                                  f"   {lr}   {where}")
         self.query_one(LogTail).show(s.log, s.log_total)
         label = "Resume (space)" if s.status == "paused" else "Pause (space)"
         pause = self.query_one("#pause", Button)
