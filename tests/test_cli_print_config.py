@@ -175,7 +175,7 @@ def test_python_m_sidestep_runs():
 def test_cli_import_is_light():
     code = ("import sys, sidestep, sidestep.cli, sidestep.cli.parser, sidestep.cli.commands;"
             "from sidestep.cli.parser import build_parser; build_parser();"
-            "heavy=[m for m in ('torch','textual','rich','lightning','peft','transformers')"
+            "heavy=[m for m in ('torch','textual','rich','lightning','lightning_fabric','peft','transformers')"
             " if m in sys.modules]; print(','.join(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)

@@ -119,32 +119,35 @@ async def test_stop_and_save_then_resume_from_history(tui_env):
 
 
 @pytest.mark.slow
-async def test_two_device_run_from_the_form_pauses_and_finishes(tui_env):
+async def test_two_device_run_from_the_form_pauses_resumes_and_stops(tui_env):
     """--devices 2 from the form: the app's run launches two CPU ranks; the monitor's pause
-    key holds both and resumes them; one run folder records world size 2."""
+    key holds both, resumes them, and stop saves one checkpoint of world size 2."""
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        form = await open_form(app, pilot, devices="2", epochs=2, dropout=0.0,
-                               output_dir="./output/two")
+        form = await open_form(app, pilot, devices="2", epochs=200, output_dir="./output/two")
         assert form.resolved is not None, form.blocking_problems()
         assert form.resolved.config.devices == "2"
         await pilot.press("ctrl+s")
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
-        assert await wait_until(pilot, lambda: app.runner.state is not None
-                                and app.runner.state.step >= 1, 240)
+        state = lambda: app.runner.state  # noqa: E731
+        assert await wait_until(pilot, lambda: state() is not None and state().step >= 1, 240)
         await pilot.press("space")
-        assert await wait_until(pilot, lambda: app.runner.state.status == "paused", 30)
-        held = app.runner.state.step
+        assert await wait_until(pilot, lambda: state().status == "paused", 60)
+        held = state().step
         assert "cpu fp32 x 2 processes" in str(app.screen.query_one("#rate-label").render())
         await pilot.pause(1.5)
-        assert app.runner.state.step == held and app.runner.state.status == "paused"
+        assert state().step == held and state().status == "paused"
         await pilot.press("space")
-        assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 240)
-        assert app.runner.state.status == "completed", app.runner.state.finished
-        assert app.runner.state.step > held
+        assert await wait_until(pilot, lambda: state().step > held, 60)
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#stop")
+        assert await wait_until(pilot, lambda: state().finished is not None, 120)
+        assert state().status == "stopped", state().finished
+        saved = Path(state().finished.checkpoint_path)
+        assert (saved / "COMPLETE").is_file()
         info = json.loads(Path("output/two/run.json").read_text())
-        assert (info["status"], info["world_size"]) == ("completed", 2)
-        assert Path("output/two/final/adapter/adapter_model.safetensors").is_file()
+        assert (info["status"], info["world_size"]) == ("stopped", 2)
         assert app.errors == []
 
 

@@ -117,8 +117,8 @@ def plan(config, device_name: str, info) -> WorldPlan | None:
 
 
 def make_fabric(world: WorldPlan, precision: str):
-    from lightning.fabric import Fabric
-    from lightning.fabric.strategies import DDPStrategy
+    from lightning_fabric import Fabric
+    from lightning_fabric.strategies import DDPStrategy
 
     start = {} if under_torchrun() else {"start_method": "spawn"}
     return Fabric(accelerator=world.kind, devices=world.devices, num_nodes=world.num_nodes,

@@ -33,7 +33,7 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     import importlib.metadata as md
 
-    for name in ("sidestep", "torch", "peft", "lycoris-lora", "lightning", "transformers",
+    for name in ("sidestep", "torch", "peft", "lycoris-lora", "lightning-fabric", "transformers",
                  "diffusers", "bitsandbytes"):
         try:
             out[name] = md.version(name)

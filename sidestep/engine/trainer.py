@@ -298,7 +298,7 @@ class Trainer:
                 self._store_run_info()
 
     def _setup_device(self) -> None:
-        from lightning.fabric import Fabric
+        from lightning_fabric import Fabric
 
         from sidestep.config.device import probe, resolve_device, resolve_precision
 
