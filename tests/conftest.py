@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores: one intra-op thread each (set before torch is imported;
+    # the processes tests start inherit it). Tests of the thread policy unset it themselves.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REFERENCE = Path(__file__).parent / "reference"
 
 
