@@ -102,22 +102,13 @@ def recorded() -> list[dict[str, Any]]:
 
 # -- what each run is doing ------------------------------------------------------------------
 def progress(run_dir: Path) -> dict[str, Any]:
-    """The newest run_started, step and pause (its time, while paused) in ``events.jsonl``,
-    read as text (only the lines kept are parsed)."""
+    """The newest run_started, step and pause (its time, while paused) in ``events.jsonl``
+    (read incrementally: ``events_digest``)."""
+    from sidestep.engine.events_digest import digest
     from sidestep.engine.run_dir import EVENTS_FILE
 
-    started = step = pause = None
-    try:
-        with open(Path(run_dir) / EVENTS_FILE, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith('{"type": "step"'):
-                    step = line
-                elif line.startswith(('{"type": "paused"', '{"type": "resumed"')):
-                    pause = line
-                elif line.startswith('{"type": "run_started"'):
-                    started, pause = line, None
-    except OSError:
-        pass
+    seen = digest(Path(run_dir) / EVENTS_FILE)
+    started, step, pause = seen.started_line, seen.step_line, seen.pause_line
 
     def parse(line):
         try:

@@ -263,7 +263,7 @@ class RunSummary:
 def summarize(run_dir: Path) -> RunSummary | None:
     """History view of one run from ``run.json`` and ``events.jsonl`` (None if not a run)."""
     from sidestep.engine.checkpointing import list_checkpoints
-    from sidestep.engine.events import EpochEnded, RunFinished, StepMetrics, read_events
+    from sidestep.engine.events_digest import digest
 
     run_dir = Path(run_dir)
     info = read_run(run_dir)
@@ -271,11 +271,8 @@ def summarize(run_dir: Path) -> RunSummary | None:
     if info is None and not events_path.is_file():
         return None
     info = info or {}
-    events = read_events(events_path)
-    losses = [e.loss for e in events if isinstance(e, StepMetrics) and e.loss == e.loss]
-    epochs = [e.epoch for e in events if isinstance(e, EpochEnded)]
-    steps = [e.step for e in events if isinstance(e, StepMetrics)]
-    finished = [e for e in events if isinstance(e, RunFinished)]
+    seen = digest(events_path)  # only what was appended since the last look is read
+    finished = seen.finished
     status = info.get("status") or (finished[-1].status if finished else "unknown")
     if status == "running" and not run_is_alive(info, run_dir):
         # Gone without rewriting run.json: the end it logged, if this process logged one (a
@@ -291,8 +288,8 @@ def summarize(run_dir: Path) -> RunSummary | None:
     return RunSummary(
         path=run_dir, status=status, mode=str(cfg.get("mode", "fixed")),
         adapter_type=str(cfg.get("adapter_type", "?")), model=str(cfg.get("model_variant", "?")),
-        epochs_done=max(epochs) if epochs else 0, epochs_total=int(cfg.get("epochs") or 0),
-        last_step=max(steps) if steps else 0, best_loss=min(losses) if losses else None,
+        epochs_done=seen.epochs_done, epochs_total=int(cfg.get("epochs") or 0),
+        last_step=seen.last_step, best_loss=seen.best_loss,
         adapter_path=adapter, started_at=info.get("started_at"),
         finished_at=info.get("finished_at"), latest_checkpoint=ckpts[-1] if ckpts else None)
 
