@@ -116,11 +116,8 @@ def build_step(args, device: str = "cuda", cfg: dict | None = None):
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from decoder_step import inputs
+    from decoder_step import lora_train_step
 
-    from sidestep.engine import objective
-    from sidestep.engine.adapters import AdapterSpec, attach, target_names
-    from sidestep.engine.optim import build_optimizer
     from sidestep.model import build_acestep, init_weights, layers
 
     layers.SLIDING_PATH = args.path
@@ -130,38 +127,10 @@ def build_step(args, device: str = "cuda", cfg: dict | None = None):
                           parts=("decoder", "null_condition_emb"))
     init_weights(model)
     model.reset_nonpersistent_buffers(device)
-    config = model.config
     model.decoder.gradient_checkpointing = args.checkpointing
-    names = target_names(config.num_hidden_layers, "both", list(PROJECTIONS))
-    adapted = attach(model.decoder, model.null_condition_emb,
-                     AdapterSpec(kind="lora", names=tuple(names), rank=args.rank,
-                                 alpha=2 * args.rank, dropout=0.1))
-    adapted.train()
-    params = adapted.adapter_parameters()
-    device = torch.device(device)
-    optimizer = build_optimizer("adamw", params, 1e-4, 0.01, device.type)
-    # fp32 inputs, as the preprocessed tensors are; the decoder casts them to its dtype
-    kw, _ = inputs(config, args.batch, args.frames, args.text, device, torch.float32)
-    batch = {"target_latents": kw["hidden_states"],
-             "attention_mask": torch.ones(args.batch, args.frames, device=device),
-             "encoder_hidden_states": kw["encoder_hidden_states"],
-             "encoder_attention_mask": torch.ones(args.batch, args.text, dtype=torch.bool,
-                                                  device=device),
-             "context_latents": kw["context_latents"]}
-    schedule = objective.shifted_schedule(8, 3.0)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            _, loss = objective.batch_loss(
-                adapted, adapted.null_condition_emb, batch, mode="fixed", cfg_ratio=0.0,
-                loss_weighting="none", snr_gamma=5.0, schedule=schedule, mu=config.timestep_mu,
-                sigma=config.timestep_sigma, device=device)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, config, sum(p.numel() for p in params)
+    step, trainable = lora_train_step(model, args.rank, 0.1, args.batch, args.frames, args.text,
+                                      device, autocast=torch.bfloat16)
+    return step, model.config, trainable
 
 
 def main() -> int:

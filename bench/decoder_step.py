@@ -39,6 +39,50 @@ def inputs(config, batch: int, frames: int, cond: int, device, dtype):
                 context_latents=r(batch, frames, 2 * c)), r(batch, frames, c)
 
 
+def lora_train_step(model, rank: int, dropout: float, batch: int, frames: int, text: int,
+                    device, autocast: torch.dtype | None = None):
+    """(step function, trainable parameter count) for ``model`` (decoder and null condition):
+    a PEFT LoRA on q/k/v/o of both attentions (alpha = 2 x rank), the flow-matching loss of
+    sidestep.engine.objective on fp32 inputs (as preprocessed tensors are), AdamW and gradient
+    clipping at 1.0; the forward under ``autocast`` when given. The step benches share it."""
+    from contextlib import nullcontext
+
+    from sidestep.config.schema import PROJECTIONS
+    from sidestep.engine import objective
+    from sidestep.engine.adapters import AdapterSpec, attach, target_names
+    from sidestep.engine.optim import build_optimizer
+
+    config = model.config
+    device = torch.device(device)
+    names = target_names(config.num_hidden_layers, "both", list(PROJECTIONS))
+    adapted = attach(model.decoder, model.null_condition_emb,
+                     AdapterSpec(kind="lora", names=tuple(names), rank=rank, alpha=2 * rank,
+                                 dropout=dropout))
+    adapted.train()
+    params = adapted.adapter_parameters()
+    optimizer = build_optimizer("adamw", params, 1e-4, 0.01, device.type)
+    kw, _ = inputs(config, batch, frames, text, device, torch.float32)
+    data = {"target_latents": kw["hidden_states"],
+            "attention_mask": torch.ones(batch, frames, device=device),
+            "encoder_hidden_states": kw["encoder_hidden_states"],
+            "encoder_attention_mask": torch.ones(batch, text, dtype=torch.bool, device=device),
+            "context_latents": kw["context_latents"]}
+    schedule = objective.shifted_schedule(8, 3.0)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=autocast) if autocast else nullcontext():
+            _, loss = objective.batch_loss(
+                adapted, adapted.null_condition_emb, data, mode="fixed", cfg_ratio=0.0,
+                loss_weighting="none", snr_gamma=5.0, schedule=schedule, mu=config.timestep_mu,
+                sigma=config.timestep_sigma, device=device)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in params)
+
+
 def time_steps(decoder, kw, target, steps: int, sync) -> list[float]:
     times = []
     for i in range(steps + 2):

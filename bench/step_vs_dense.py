@@ -45,48 +45,17 @@ def write_checkpoint(root: Path) -> Path:
 def build_step(side: str, folder: Path, frames: int, rank: int, dropout: float):
     """(step function, number of trainable parameters) for one side."""
     import torch
-    from decoder_step import inputs
+    from decoder_step import lora_train_step
 
     from sidestep.cpu_malloc import keep_freed_memory
-    from sidestep.engine import objective
-    from sidestep.engine.adapters import AdapterSpec, attach, target_names
-    from sidestep.engine.optim import build_optimizer
     from sidestep.model import layers, load_acestep
 
     keep_freed_memory()  # as the Trainer does on CPU
     layers.SLIDING_PATH = "auto" if side == "ours" else "dense"
     model = load_acestep(folder, device="cpu", dtype=torch.float32,
                          parts=("decoder", "null_condition_emb"))
-    config = model.config
     torch.manual_seed(0)
-    names = target_names(config.num_hidden_layers, "both",
-                         ["q_proj", "k_proj", "v_proj", "o_proj"])
-    adapted = attach(model.decoder, model.null_condition_emb,
-                     AdapterSpec(kind="lora", names=tuple(names), rank=rank, alpha=2 * rank,
-                                 dropout=dropout))
-    adapted.train()
-    params = adapted.adapter_parameters()
-    optimizer = build_optimizer("adamw", params, 1e-4, 0.01, "cpu")
-    kw, _ = inputs(config, 1, frames, TEXT_TOKENS, "cpu", torch.float32)
-    batch = {"target_latents": kw["hidden_states"], "attention_mask": torch.ones(1, frames),
-             "encoder_hidden_states": kw["encoder_hidden_states"],
-             "encoder_attention_mask": torch.ones(1, TEXT_TOKENS, dtype=torch.bool),
-             "context_latents": kw["context_latents"]}
-    schedule = objective.shifted_schedule(8, 3.0)
-    cpu = torch.device("cpu")
-
-    def step() -> float:
-        _, loss = objective.batch_loss(
-            adapted, adapted.null_condition_emb, batch, mode="fixed", cfg_ratio=0.0,
-            loss_weighting="none", snr_gamma=5.0, schedule=schedule, mu=config.timestep_mu,
-            sigma=config.timestep_sigma, device=cpu)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    return step, sum(p.numel() for p in params)
+    return lora_train_step(model, rank, dropout, 1, frames, TEXT_TOKENS, "cpu")
 
 
 def worker(args: argparse.Namespace) -> dict:

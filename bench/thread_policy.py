@@ -119,36 +119,23 @@ def headless(root: Path, out: Path, steps: int) -> dict:
 
 
 def app(root: Path, out: Path, steps: int) -> dict:
-    from sidestep.tui.app import SideStepApp
-
     marks = tui_overhead._mark_steps()
     load = _mark_load()
     lags: list[float] = []
     share: list[float] = []
-    errors: list[BaseException] = []
     tick = 0.05
 
-    async def auto_pilot(pilot) -> None:
-        the_app = pilot.app
-        try:
-            the_app.start_run(_config(root, out, steps))  # opens the monitor
-            await tui_overhead._wait_steps(the_app, WARMUP_STEPS)
-            cpu0, wall0 = tui_overhead._app_cpu_seconds(), time.perf_counter()
-            while the_app.runner.state.finished is None:
-                t0 = time.perf_counter()
-                await asyncio.sleep(tick)
-                lags.append(time.perf_counter() - t0 - tick)
-            share.append((tui_overhead._app_cpu_seconds() - cpu0)
-                         / (time.perf_counter() - wall0))
-            assert the_app.runner.state.status == "completed", the_app.runner.state.status
-        except BaseException as exc:  # reported by the parent, not lost in the terminal
-            errors.append(exc)
-        finally:
-            the_app.exit()
+    async def drive(the_app) -> None:
+        await tui_overhead._wait_steps(the_app, WARMUP_STEPS)
+        cpu0, wall0 = tui_overhead._app_cpu_seconds(), time.perf_counter()
+        while the_app.runner.state.finished is None:
+            t0 = time.perf_counter()
+            await asyncio.sleep(tick)
+            lags.append(time.perf_counter() - t0 - tick)
+        share.append((tui_overhead._app_cpu_seconds() - cpu0) / (time.perf_counter() - wall0))
+        assert the_app.runner.state.status == "completed", the_app.runner.state.status
 
-    SideStepApp(prewarm=False, install_signals=False).run(auto_pilot=auto_pilot)
-    if errors:
-        raise errors[0]
+    tui_overhead._run_app(_config(root, out, steps), drive)
     lags.sort()
     return {"step_s": _step_seconds(marks), "threads": tui_overhead.TRAINING_THREADS[0],
             "others": _others(load), "lag_p50_ms": 1000 * lags[len(lags) // 2],

@@ -165,8 +165,9 @@ def headless(demo: Path, epochs: int, out: Path) -> dict:
             "torch_threads": TRAINING_THREADS[0]}
 
 
-def _run_app(demo: Path, epochs: int, out: Path, drive) -> None:
-    """The real app on this process's terminal; ``drive(app)`` (a coroutine) runs beside it."""
+def _run_app(config, drive) -> None:
+    """The real app on this process's terminal training ``config``; ``drive(app)`` (a
+    coroutine) runs beside it; an error in either is raised here."""
     from sidestep.tui.app import SideStepApp
 
     errors: list[BaseException] = []
@@ -174,7 +175,7 @@ def _run_app(demo: Path, epochs: int, out: Path, drive) -> None:
     async def auto_pilot(pilot) -> None:
         app = pilot.app
         try:
-            app.start_run(_config(demo, out, epochs))  # opens the monitor screen
+            app.start_run(config)  # opens the monitor screen
             await drive(app)
         except BaseException as exc:  # reported by the parent, not lost in the terminal
             errors.append(exc)
@@ -207,7 +208,7 @@ def with_monitor(demo: Path, epochs: int, out: Path) -> dict:
         share.append((_app_cpu_seconds() - cpu0) / (time.perf_counter() - wall0))
         assert app.runner.state.status == "completed", app.runner.state.status
 
-    _run_app(demo, epochs, out, drive)
+    _run_app(_config(demo, out, epochs), drive)
     return {"rate": _steady_rate(out), "ui_share": share[0], **_engine_share(marks)}
 
 
@@ -246,7 +247,7 @@ def interleaved(demo: Path, epochs: int, out: Path, window: float = 3.0) -> dict
                 app.pop_screen()
                 kind = "monitor"
 
-    _run_app(demo, epochs, out, drive)
+    _run_app(_config(demo, out, epochs), drive)
     times, per_step = _step_times(out)
 
     def rate(start: float, end: float) -> float | None:

@@ -45,7 +45,7 @@ class Digest:
 
     def _take(self, line: str) -> None:
         if line.startswith(_STEP):
-            data = _loads(line)
+            data = json_object(line)
             step, loss = data.get("step"), data.get("loss")
             if isinstance(step, int):
                 self.last_step = max(self.last_step, step)
@@ -58,7 +58,7 @@ class Digest:
         elif line.startswith(_STARTED):
             self.started_line, self.pause_line = line, ""
         elif line.startswith(_EPOCH):
-            epoch = _loads(line).get("epoch")
+            epoch = json_object(line).get("epoch")
             if isinstance(epoch, int):
                 self.epochs_done = max(self.epochs_done, epoch)
         elif line.startswith(_FINISHED):
@@ -67,7 +67,10 @@ class Digest:
                 self.finished.append(event)
 
 
-def _loads(line: str) -> dict:
+def json_object(line: str) -> dict:
+    """A line's JSON object ({} for a blank, torn or non-object line)."""
+    if not line:
+        return {}
     try:
         data = json.loads(line)
     except ValueError:

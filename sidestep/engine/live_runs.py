@@ -104,20 +104,12 @@ def recorded() -> list[dict[str, Any]]:
 def progress(run_dir: Path) -> dict[str, Any]:
     """The newest run_started, step and pause (its time, while paused) in ``events.jsonl``
     (read incrementally: ``events_digest``)."""
-    from sidestep.engine.events_digest import digest
+    from sidestep.engine.events_digest import digest, json_object
     from sidestep.engine.run_dir import EVENTS_FILE
 
     seen = digest(Path(run_dir) / EVENTS_FILE)
-    started, step, pause = seen.started_line, seen.step_line, seen.pause_line
-
-    def parse(line):
-        try:
-            data = json.loads(line) if line else {}
-        except ValueError:
-            data = {}
-        return data if isinstance(data, dict) else {}
-
-    s, st, p = parse(started), parse(step), parse(pause)
+    s, st, p = (json_object(line) for line in (seen.started_line, seen.step_line,
+                                                 seen.pause_line))
     return {"total_steps": s.get("total_steps"), "total_epochs": s.get("total_epochs"),
             "step": st.get("step"), "epoch": st.get("epoch"), "last_loss": st.get("loss"),
             "paused_at": p.get("time") if p.get("type") == "paused" else None}
