@@ -286,7 +286,8 @@ def launch(trainer, world: WorldPlan, precision: str):
             else "no checkpoint had been saved yet")
     finished = RunFinished(status="failed", step=last.step if last else reached[0],
                            epoch=last.epoch if last else reached[1], checkpoint_path=saved,
-                           error=f"{cause}; the other processes were stopped; {hint}",
+                           error=f"{cause} (the processes' output: {output}); the other "
+                                 f"processes were stopped; {hint}",
                            error_kind="runtime")
     if run_dir is not None and run_dir.is_dir():
         _record_failure(run_dir, finished, append_event=last is None)
