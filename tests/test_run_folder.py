@@ -246,3 +246,34 @@ def test_a_run_stopped_before_its_first_step_keeps_nothing(demo_root, small_tens
     assert not out.exists()
     assert Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run().status == \
         "completed"
+
+
+def test_every_view_counts_the_epochs_a_run_has_completed(tmp_path, capsys):
+    """A live run in its third epoch has completed two: `sidestep runs`, the dashboard's live
+    row and History (the summary) all say 2/5, as they do once it has ended."""
+    from sidestep.engine.events import EpochEnded, RunStarted, StepMetrics, to_json
+    from sidestep.engine.live_runs import run_rows
+    from sidestep.tui.screens.dashboard import live_cells
+
+    run = tmp_path / "runs" / "song"
+    run.mkdir(parents=True)
+    events = [RunStarted(run_dir=str(run), config={"epochs": 5}, device="cpu",
+                         precision="fp32", model="m", adapter_type="lora", trainable_params=1,
+                         dataset_size=2, steps_per_epoch=2, total_steps=10, total_epochs=5)]
+    for epoch in (1, 2):
+        events += [StepMetrics(step=2 * epoch - 1, epoch=epoch, loss=0.5, lr=1e-4),
+                   StepMetrics(step=2 * epoch, epoch=epoch, loss=0.4, lr=1e-4),
+                   EpochEnded(epoch=epoch, step=2 * epoch, mean_loss=0.45, seconds=1.0)]
+    events.append(StepMetrics(step=5, epoch=3, loss=0.3, lr=1e-4))  # the third is under way
+    (run / "events.jsonl").write_text("".join(to_json(e) + "\n" for e in events))
+    (run / "run.json").write_text(json.dumps({
+        "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+        "started_at": time.time(), "config": {"epochs": 5}}))
+
+    assert summarize(run).epochs_done == 2  # History's "epochs" column
+    (row,) = run_rows([tmp_path / "runs"])
+    assert row["live"] and row["epoch"] == 3 and row["epochs_done"] == 2
+    assert live_cells(row)[2] == "2/5"
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "epochs" in out.splitlines()[0] and " 2/5 " in out and " 5/10 " in out

@@ -53,10 +53,10 @@ def _count(text: str) -> int:
 def add_run_parsers(sub, formatter) -> None:
     runs = sub.add_parser(
         "runs", formatter_class=formatter,
-        help="List live and recent runs: status, pid, epoch/step, last loss.",
+        help="List live and recent runs: status, pid, epochs done, step, last loss.",
         description="List live and recent runs, live first: folder, status (running, paused, "
                     "starting, completed, stopped, failed, interrupted: the process is gone), "
-                    "pid, epoch and step, last loss, start time. Without DIR it looks under "
+                    "pid, epochs done and step, last loss, start time. Without DIR it looks under "
                     "the settings' output root, the demo's runs and where runs started with "
                     "--detach went.")
     runs.add_argument("dirs", nargs="*", metavar="DIR",
@@ -130,7 +130,7 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
 
         out.info("no runs found under " + ", ".join(short(r) for r in roots[:4]))
         return EXIT_OK
-    out.table("", ("folder", "status", "pid", "epoch", "step", "last loss", "started"),
+    out.table("", ("folder", "status", "pid", "epochs", "step", "last loss", "started"),
               [_cells(r) for r in rows])
     return EXIT_OK
 
@@ -145,7 +145,8 @@ def _cells(r: dict[str, Any]) -> tuple[str, ...]:
         if r["started_at"] else "-"
     loss = f"{r['last_loss']:.4f}" if isinstance(r["last_loss"], (int, float)) else "-"
     return (short(r["path"]), r["status"], str(r["pid"] or "-"),
-            of(r["epoch"], r["total_epochs"]), of(r["step"], r["total_steps"]), loss, started)
+            of(r["epochs_done"], r["total_epochs"]), of(r["step"], r["total_steps"]), loss,
+            started)
 
 
 # -- stop, pause, resume, save ------------------------------------------------------------------

@@ -134,6 +134,9 @@ def run_rows(roots: list[Path]) -> list[dict[str, Any]]:
             "path": str(s.path), "status": status, "live": live,
             "pid": info.get("pid") if live else None, "host": info.get("host"),
             "epoch": prog["epoch"] if prog["epoch"] is not None else s.epochs_done,
+            # complete epochs (epoch_end events): "epochs" everywhere a user reads it; "epoch"
+            # above is the one the last step was in (in progress while live)
+            "epochs_done": s.epochs_done,
             "total_epochs": prog["total_epochs"] or s.epochs_total,
             "step": prog["step"] if prog["step"] is not None else s.last_step,
             "total_steps": prog["total_steps"], "last_loss": prog["last_loss"],
@@ -155,7 +158,8 @@ def run_rows(roots: list[Path]) -> list[dict[str, Any]]:
             continue
         rows.append({"path": str(folder), "status": status, "live": status == "starting",
                      "pid": entry.get("pid") if status == "starting" else None,
-                     "host": entry.get("host"), "epoch": None, "total_epochs": None,
+                     "host": entry.get("host"), "epoch": None, "epochs_done": None,
+                     "total_epochs": None,
                      "step": None, "total_steps": None, "last_loss": None,
                      "best_loss": None, "started_at": entry.get("started_at"),
                      "finished_at": None, "mode": None, "adapter_type": None,

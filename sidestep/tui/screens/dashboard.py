@@ -29,11 +29,12 @@ def fmt_loss(value) -> str:
 
 
 def live_cells(row: dict) -> tuple[str, str, str, str]:
-    """A live run's row: its status with the step it is at, epoch in progress."""
+    """A live run's row: its status with the step it is at, and the epochs it has completed
+    (as the ended runs' rows and History count them)."""
     step = f" · step {row['step']}" if row.get("step") is not None else ""
-    epoch = f"{row['epoch']}/{row.get('total_epochs') or '?'}" if row.get("epoch") is not None \
-        else "—"
-    return Path(row["path"]).name, f"{row['status']}{step}", epoch, fmt_loss(row.get("best_loss"))
+    done = row.get("epochs_done")
+    epochs = f"{done}/{row.get('total_epochs') or '?'}" if done is not None else "—"
+    return Path(row["path"]).name, f"{row['status']}{step}", epochs, fmt_loss(row.get("best_loss"))
 
 
 def live_rows(dirs: list[Path]) -> list[dict]:
