@@ -240,7 +240,8 @@ def make_demo(root: Path | str, seed: int = 0, clips: int = 12,
         write_checkpoint_root(root / "checkpoints", seed)
         say("synthesising audio")
         write_audio(root / "audio", clips, seed)
-        dataset_path, _doc, _skipped = build_dataset(root / "audio", name="sidestep_demo")
+        dataset_path, _doc, _skipped = build_dataset(root / "audio", name="sidestep_demo",
+                                                     replace=True)  # the demo's own file
         meta, samples = load_dataset_json(dataset_path)
         say("preprocessing audio into tensors")
         result = preprocess(samples, root / "checkpoints", "turbo", root / "tensors",

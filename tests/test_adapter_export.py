@@ -692,3 +692,14 @@ def test_a_folder_that_cannot_be_written_is_a_refusal(runs, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert err.count("cannot write there (Permission denied)") == 2 and "Traceback" not in err
     assert tree_hash(tmp_path) == before
+
+
+def test_export_into_a_missing_folder_is_refused(runs, tmp_path, capsys):
+    """--output /typo/dir/x.safetensors: exit 2 and no folder is made (the app's own
+    <run>/export/ is made for it: tests/test_tui_history_export.py)."""
+    out = tmp_path / "no-such" / "dir" / "x.safetensors"
+    assert main(["--plain", "export", str(runs["lora"]), "--format", "comfyui", "--output",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the folder {out.parent} does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "no-such").exists()

@@ -215,3 +215,41 @@ def test_sidecar_warnings_reach_preprocess_scans(workspace):
     warnings: list[str] = []
     samples_from(str(workspace / "songs"), None, warnings)
     assert len(warnings) == 1 and "clip_00.txt" in warnings[0]
+
+
+def test_build_dataset_keeps_an_edited_dataset_json_unless_forced(workspace, capsys):
+    """dataset.json holds captions the user edited: rebuilding it is refused (exit 2, the file
+    unchanged) unless --force says to replace it."""
+    songs = workspace / "songs"
+    assert run_cli(["build-dataset", "-i", str(songs)], capsys)[0] == 0
+    target = songs / "dataset.json"
+    edited = target.read_text().replace('"caption": "', '"caption": "MY EDIT ', 1)
+    target.write_text(edited)
+    before = tree_digest(workspace)
+    code, err = run_cli(["build-dataset", "-i", str(songs), "--tag", "new"], capsys)
+    assert code == 2 and f"--output {target} already exists; pass --force" in err
+    assert tree_digest(workspace) == before
+    code, _ = run_cli(["build-dataset", "-i", str(songs), "--tag", "new", "--force"], capsys)
+    assert code == 0 and "MY EDIT" not in target.read_text()
+
+
+def test_outputs_in_a_folder_that_does_not_exist_are_refused(workspace, capsys):
+    """A typo in an output file's folder: exit 2, and no folder appears anywhere."""
+    missing = workspace / "no-such" / "dir"
+    before = tree_digest(workspace)
+    code, err = run_cli(["build-dataset", "-i", str(workspace / "songs"), "--output",
+                         str(missing / "dataset.json")], capsys)
+    assert code == 2 and f"the folder {missing} does not exist" in err
+    code, err = run_cli(["build-dataset", "-i", str(workspace / "songs" / "clip_00.wav")],
+                        capsys)
+    assert code == 2 and "is a file; give the folder" in err
+    assert tree_digest(workspace) == before
+
+
+def test_preprocess_dataset_json_that_is_a_folder(demo_root, workspace, capsys):
+    """--dataset-json given the songs folder (a common slip): one clear line, exit 2."""
+    before = tree_digest(workspace)
+    argv = _preprocess_argv(demo_root, workspace, workspace / "tensors")
+    code, err = run_cli([*argv, "--dataset-json", str(workspace / "songs")], capsys)
+    assert code == 2 and "is a folder; give its dataset.json" in err
+    assert tree_digest(workspace) == before

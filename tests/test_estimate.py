@@ -132,6 +132,16 @@ def test_cli_estimate_and_refusals(demo_root, small_tensors, tmp_path, monkeypat
     assert main([*base, "--output", "a_folder"]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # an explicit --output over an existing file: refused (before the slow part) unless --force
+    earlier = Path("estimate-turbo-module.json").read_bytes()
+    assert main([*base, "--output", "estimate-turbo-module.json"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main([*base, "--output", "no-such/e.json"]) == 2  # and no folder is made for it
+    assert "no-such does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert Path("estimate-turbo-module.json").read_bytes() == earlier
+    assert main([*base, "--output", "estimate-turbo-module.json", "--force", "--seed", "7"]) == 0
+    assert Path("estimate-turbo-module.json").read_bytes() != earlier
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"version": 1, "granularity": "module", "modules": [{"name": "x"}]}')

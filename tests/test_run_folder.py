@@ -129,12 +129,19 @@ def test_a_failed_start_leaves_nothing_and_the_folder_stays_usable(
     assert err.count("error: ") == 1, err  # said once, not by the log, the event and the exit
     assert not (tmp_path / "output").exists(), list((tmp_path / "output").rglob("*"))
     assert find_runs([tmp_path]) == []
-    # the same folder, once it already exists with the user's file in it
+    # the same folder, once it already exists (empty: a run needs a new or empty folder)
     out.mkdir(parents=True)
+    assert cli(*argv) == 2
+    assert list(out.iterdir()) == []
+    # a folder holding anything else is refused before anything is written, naming what it
+    # holds: a run mixed into a songs, tensors or checkpoint folder is hard to take out
     (out / "notes.txt").write_text("mine")
     before = tree_hash(tmp_path / "output")
-    assert cli(*argv) == 2
+    capsys.readouterr()
+    assert cli(*train_flags(demo_root, small_tensors, out, "--epochs", "1")) == 2
+    assert "is not empty (it holds notes.txt)" in capsys.readouterr().err
     assert tree_hash(tmp_path / "output") == before
+    (out / "notes.txt").unlink()
     assert cli(*train_flags(demo_root, small_tensors, out, "--epochs", "1")) == 0
     assert (out / "final" / "adapter").is_dir()
 
@@ -277,3 +284,21 @@ def test_every_view_counts_the_epochs_a_run_has_completed(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "epochs" in out.splitlines()[0] and " 2/5 " in out and " 5/10 " in out
+
+
+def test_training_into_the_dataset_or_checkpoint_folder_is_refused(demo_root, small_tensors,
+                                                                    tmp_path, capsys):
+    """--output-dir pointed at the tensors or the checkpoint root (a slip of the tab key):
+    exit 2 and neither folder changes."""
+    tensors = tmp_path / "tensors"
+    shutil.copytree(small_tensors, tensors)
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(demo_root / "checkpoints", checkpoints, symlinks=True)
+    before = tree_hash(tmp_path)
+    for out in (tensors, checkpoints):
+        argv = train_flags(demo_root, tensors, out)
+        argv[argv.index("--checkpoint-dir") + 1] = str(checkpoints)
+        assert cli(*argv) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: is not empty" in err and "Traceback" not in err
+    assert tree_hash(tmp_path) == before

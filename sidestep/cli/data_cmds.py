@@ -17,7 +17,7 @@ def run_build_dataset(config, out: Out) -> int:
         path, doc, warnings = build_dataset(config.input, tag=config.tag,
                                             tag_position=config.tag_position,
                                             genre_ratio=config.genre_ratio, name=config.name,
-                                            output=config.output)
+                                            output=config.output, replace=config.force)
     except DatasetError as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT

@@ -24,7 +24,7 @@ def run_estimate(config, out: Out) -> int:
     from sidestep.engine.trainer import input_error_types
 
     output = Path(config.output) if config.output else default_output(config)
-    problem = output_file_problem(output, "--output", "estimate.json")
+    problem = output_file_problem(output, "--output", "estimate.json", replace=config.force)
     if problem:  # before the slow part, and before anything is written
         out.error(problem)
         return EXIT_BAD_INPUT

@@ -336,8 +336,13 @@ SETTINGS: tuple[Setting, ...] = (
        maximum=10000, label="Top K"),
     _s("granularity", "str", "module", "Rank whole layers or single modules.", "Estimation",
        _SEL_EST, choices=("layer", "module"), label="Granularity"),
-    _s("output", "path", None, "JSON file to write (build-dataset: INPUT/dataset.json when not "
-       "given).", "Output", ("estimate", "build-dataset"), label="Output file", metavar="FILE"),
+    _s("output", "path", None, "JSON file to write, in a folder that exists. When not given: "
+       "./estimate-<variant>-<granularity>.json, never an existing file (estimate); "
+       "INPUT/dataset.json (build-dataset).", "Output", ("estimate", "build-dataset"),
+       label="Output file", metavar="FILE"),
+    _s("force", "bool", False, "Replace the output file when it exists (else the command "
+       "stops and the file is kept).", "Output", ("estimate", "build-dataset"),
+       label="Replace an existing file"),
     # --- compare-configs -----------------------------------------------------------------------
     _s("configs", "path_list", None, "Module config JSON files to compare (at least two).",
        "Compare", ("compare-configs",), required=True, label="Configs", metavar="FILE"),

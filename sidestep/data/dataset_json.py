@@ -183,20 +183,23 @@ def sample_for(audio: Path, root: Path, tag: str = "",
 
 def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "prepend",
                   genre_ratio: int = 0, name: str = "local_dataset",
-                  output: Path | str | None = None) -> tuple[Path, dict[str, Any], list[str]]:
+                  output: Path | str | None = None,
+                  replace: bool = False) -> tuple[Path, dict[str, Any], list[str]]:
     """Scan ``input_dir`` and write dataset.json.
 
     Returns (path, document, warnings): songs skipped (``skipped: ...``) and sidecar problems.
-    The output path is checked before the scan, so a bad one changes nothing.
+    The output path is checked before the scan, so a bad one changes nothing; an existing file
+    (captions the user edited) is replaced only with ``replace``.
     """
     from sidestep.config import atomic
     from sidestep.data.paths import output_file_problem
 
     root = Path(input_dir)
     if not root.is_dir():
-        raise DatasetError(f"{root}: input folder not found")
+        raise DatasetError(f"{root}: input folder not found" if not root.exists() else
+                           f"{root}: is a file; give the folder that holds the audio files")
     out = Path(output) if output else root / "dataset.json"
-    problem = output_file_problem(out, "--output", "dataset.json")
+    problem = output_file_problem(out, "--output", "dataset.json", replace=replace)
     if problem:
         raise DatasetError(problem)
     files = find_audio(root)
@@ -229,6 +232,11 @@ def load_dataset_json(path: Path | str) -> tuple[DatasetMeta, list[Sample]]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DatasetError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a folder; give its dataset.json (`sidestep "
+                           "build-dataset` writes one)") from None
+    except OSError as exc:  # unreadable: permissions, I/O
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):

@@ -34,14 +34,22 @@ def _ancestor_problem(path: Path, flag: str, start: Path) -> str | None:
     return None
 
 
-def output_file_problem(path: Path | str, flag: str, example_name: str) -> str | None:
-    """Why a file cannot be written at ``path`` (replacing an existing file is fine)."""
+def output_file_problem(path: Path | str, flag: str, example_name: str,
+                        replace: bool = True) -> str | None:
+    """Why a file cannot be written at ``path``: its folder must exist (a typo must not make
+    folders anywhere), and an existing file is replaced only with ``replace``."""
     path = Path(path)
     if path.is_dir():
         return (f"{flag} {path} is a folder; give a file path such as "
                 f"{path / example_name}")
     if os.path.lexists(path) and not path.is_file():
         return f"{flag} {path} exists and is not a regular file; choose another file name"
+    if path.is_file() and not replace:
+        return (f"{flag} {path} already exists; pass --force to replace it, or choose another "
+                "file name")
+    if not path.parent.exists():
+        return (f"{flag} {path}: the folder {path.parent} does not exist; create it first, or "
+                "fix the path")
     return _ancestor_problem(path, flag, path.parent)
 
 

@@ -56,9 +56,11 @@ class ExportResult:
 
 
 def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
-                   force: bool = False, decoder: Decoder | None = None) -> ExportResult:
+                   force: bool = False, decoder: Decoder | None = None,
+                   make_folder: bool = False) -> ExportResult:
     """Export ``source`` (an adapter, checkpoint or run folder) to ``output`` in ``fmt``.
-    Raises ``AdapterError`` (bad source) or ``ExportError`` (bad output), before writing."""
+    Raises ``AdapterError`` (bad source) or ``ExportError`` (bad output), before writing.
+    ``output``'s folder must exist, unless ``make_folder`` (the app's <run>/export/)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; pick one of {', '.join(FORMATS)}")
     src_path = Path(source)
@@ -67,7 +69,7 @@ def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
     src = open_source(src_path)
     _refuse_kind(src, fmt)
     output = Path(output)
-    _check_output(output, fmt, force, src)
+    _check_output(output, fmt, force, src, make_folder)
     if decoder is None:
         decoder = Decoder.from_model_dir(src.model_dir) if src.model_dir else Decoder.standard()
     bases: list[Path] = []
@@ -203,7 +205,7 @@ def _stamp(src: Source, fmt: str, normalize_alpha: bool, bases: list[Path]) -> s
     return json.dumps(stamp)
 
 
-def _check_output(output: Path, fmt: str, force: bool, src: Source) -> None:
+def _check_output(output: Path, fmt: str, force: bool, src: Source, make_folder: bool) -> None:
     """Every refusal, before anything is written."""
     resolved = output.resolve()
     src_dir = src.file.parent.resolve()
@@ -229,10 +231,13 @@ def _check_output(output: Path, fmt: str, force: bool, src: Source) -> None:
         if output.exists() and not force:
             raise ExportError(f"{output}: already exists; pass --force to replace it")
     parent = output.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"{output}: {parent} is not a folder")
+    if make_folder:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    if not parent.is_dir():  # a typo in the path must not make folders anywhere
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise ExportError(f"{output}: the folder {parent} {what}; create it first, or fix the "
+                          "path")
 
 
 def _write_file(output: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:

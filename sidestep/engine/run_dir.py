@@ -140,7 +140,8 @@ def _left_by_failed_start(run_dir: Path, info: dict[str, Any] | None) -> bool:
 
 
 def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
-    """Refuse, before anything is written, a folder that holds another run's files.
+    """Refuse, before anything is written, a folder that holds another run's files, or any
+    other files: a run mixed into a songs, tensors or checkpoint folder is hard to take out.
 
     A fresh run needs a new or empty folder (or one whose only run never took a step). A
     resumed run continues in its checkpoint's own run folder, or starts a new or empty one.
@@ -178,6 +179,24 @@ def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
             status = "interrupted"
         raise RunDirError(f"{run_dir}: already holds a run (status: {status}); choose a new "
                           "--output-dir, or continue it with --resume-from <its checkpoint>")
+    others = _other_files(run_dir)
+    if others:
+        raise RunDirError(f"{run_dir}: is not empty (it holds {others}); a run writes its "
+                          "checkpoints, logs and adapters into its own folder: choose a new or "
+                          "empty --output-dir, e.g. a subfolder of this one")
+
+
+def _other_files(run_dir: Path) -> str:
+    """What a folder holds besides what ``--detach`` writes before the run starts ("" when
+    that is all, or the folder does not exist): a short list for an error message."""
+    if not run_dir.is_dir():
+        return ""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()
+                   if p.name != CONSOLE_LOG)
+    if not names:
+        return ""
+    shown = ", ".join(names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 class FolderClaim:

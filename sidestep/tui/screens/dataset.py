@@ -321,7 +321,8 @@ class DatasetScreen(Screen):
             path, doc, warnings = build_dataset(config.input, tag=config.tag,
                                                 tag_position=config.tag_position,
                                                 genre_ratio=config.genre_ratio,
-                                                name=config.name, output=config.output)
+                                                name=config.name, output=config.output,
+                                                replace=True)  # asked first (_build)
         except DatasetError as exc:
             self.post_message(DatasetBuilt(None, 0, [], str(exc)))
             return

@@ -71,8 +71,11 @@ class ExportDialog(ModalScreen[Any]):
             self.query_one("#export-error", Static).update(
                 "name the output: a .safetensors file (a folder for PEFT)")
             return
+        path = Path(output).expanduser()
         self.dismiss({"fmt": str(self.query_one("#export-format", Select).value),
-                      "output": str(Path(output).expanduser()),
+                      "output": str(path),
+                      # the run's own export/ folder is made for it; any other must exist
+                      "make_folder": path.parent == Path(self.run_path) / "export",
                       "normalize_alpha": self.query_one("#export-normalize", Checkbox).value,
                       "force": self.query_one("#export-force", Checkbox).value})
 
