@@ -149,7 +149,8 @@ def test_selective_needs_module_config(capsys):
 
 def test_other_commands_print_config(capsys):
     cfg, _ = run_json(capsys, ["build-dataset", "-i", "songs", "--tag", "zz"])
-    assert cfg == {"output": None, "input": "songs", "tag": "zz", "tag_position": "prepend",
+    assert cfg == {"output": None, "force": False, "input": "songs", "tag": "zz",
+                   "tag_position": "prepend",
                    "genre_ratio": 0, "name": "local_dataset"}
     assert main(["compare-configs", "--configs", "one.json", "--print-config"]) == 2
     assert "at least two" in capsys.readouterr().err

@@ -204,6 +204,8 @@ def test_ctrl_c_in_the_cli_keeps_finished_files_and_a_rerun_completes(demo_root,
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "wrote 5 tensor files" in done.stdout and "half-done earlier" in done.stdout
+    # nothing from the libraries (progress bars, bitsandbytes' kernel warning, deprecations)
+    assert done.stderr == ""
     assert not leftovers(out)
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert "wrote 0 tensor files (kept 5 finished earlier)" in again.stdout

@@ -302,3 +302,42 @@ def test_training_into_the_dataset_or_checkpoint_folder_is_refused(demo_root, sm
         err = capsys.readouterr().err
         assert f"{out}: is not empty" in err and "Traceback" not in err
     assert tree_hash(tmp_path) == before
+
+
+def test_resume_mistakes_are_named_and_a_finished_run_is_left_alone(demo_root, small_tensors,
+                                                                    tmp_path, capsys,
+                                                                    monkeypatch):
+    """From a relative folder, as a user types it: run.json keeps absolute paths; --resume-from
+    given the run folder, its final adapter or a missing path says what to give instead;
+    resuming a finished run with the same --epochs is refused and changes nothing; without
+    --output-dir a resume continues in the checkpoint's own folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(small_tensors, "tensors")
+    flags = ["fixed", "--checkpoint-dir", str(demo_root / "checkpoints"), "--dataset-dir",
+             "tensors", "--device", "cpu", "--num-workers", "0", "--rank", "4", "--alpha", "8",
+             "--save-every", "1"]
+    assert cli(*flags, "--output-dir", "out/song", "--epochs", "1") == 0
+    run = tmp_path / "out" / "song"
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["dataset_dir"] == str(tmp_path / "tensors")
+    assert info["config"]["output_dir"] == str(run)
+    assert Path(info["adapter_path"]).is_absolute()
+    (ckpt,) = run.glob("checkpoint-*")
+    capsys.readouterr()
+    before = tree_hash(tmp_path / "out")
+    cases = {"out/song": f"is a run folder, not one of its checkpoints; resume from its "
+                         f"newest checkpoint, out/song/{ckpt.name}",
+             "out/song/final": "holds an adapter, not a training checkpoint",
+             "out/nothere": "out/nothere: checkpoint folder not found",
+             str(ckpt): "that run has already trained 1 epochs (--epochs 1); raise --epochs "
+                        "above 1"}
+    for given, says in cases.items():
+        assert cli(*flags, "--resume-from", given, "--epochs", "1") == 2, given
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+        assert tree_hash(tmp_path / "out") == before, given
+    # no --output-dir: the checkpoint's own run folder
+    assert cli(*flags, "--resume-from", str(ckpt), "--epochs", "2") == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["last_epoch"] == 2
+    assert info["resumed_from"] == str(ckpt)

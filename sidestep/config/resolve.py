@@ -13,6 +13,7 @@ import dataclasses
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any, Mapping
 
 from sidestep.config import schema
@@ -145,6 +146,11 @@ def resolve(command: str, explicit: Mapping[str, Any] | None = None,
 
     values, sources, family = layered_values(command, explicit, preset, profile,
                                              windows=windows)
+    if command in schema.TRAIN_MODES and not values.get("output_dir") and \
+            values.get("resume_from"):
+        # a resumed run continues in its checkpoint's own run folder unless told otherwise
+        values["output_dir"] = str(Path(values["resume_from"]).parent)
+        sources["output_dir"] = "resume"
 
     for s in settings:
         problem = bounds_problem(s, values[s.name])

@@ -10,6 +10,7 @@ set by ``resolve``; the rest may be None (settings of one mode only, paths not g
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 
@@ -25,6 +26,21 @@ class ConfigBase:
 
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
+
+    def to_record(self) -> dict[str, Any]:
+        """``to_dict`` with every path made absolute (against the current folder): what run
+        files keep, so History's resume, ``check-adapter`` and a resumed run find the same
+        folders from anywhere."""
+        from sidestep.config.schema import BY_NAME
+
+        out = self.to_dict()
+        for name, value in out.items():
+            kind = BY_NAME[name].kind if name in BY_NAME else None
+            if kind == "path" and value:
+                out[name] = os.path.abspath(os.path.expanduser(str(value)))
+            elif kind == "path_list" and value:
+                out[name] = [os.path.abspath(os.path.expanduser(str(v))) for v in value]
+        return out
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -85,18 +85,24 @@ Progress = Callable[[PreprocessEvent], None]
 
 
 def load_vae(path: Path, device, dtype):
-    from diffusers import AutoencoderOobleck
+    from sidestep.model.quiet import quiet_loading
 
-    vae = AutoencoderOobleck.from_pretrained(str(path), local_files_only=True,
-                                             torch_dtype=dtype)
+    with quiet_loading("diffusers"):
+        from diffusers import AutoencoderOobleck
+
+        vae = AutoencoderOobleck.from_pretrained(str(path), local_files_only=True,
+                                                 torch_dtype=dtype)
     return vae.to(device=device).eval()
 
 
 def load_text_encoder(path: Path, device, dtype):
-    from transformers import AutoModel, AutoTokenizer
+    from sidestep.model.quiet import quiet_loading
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    with quiet_loading("transformers"):
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     return tokenizer, model.to(device).eval()
 
 

@@ -14,12 +14,9 @@ bitsandbytes out of the process (``_bitsandbytes_hidden``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,8 @@ from torch import nn
 
 from sidestep.config.schema import PEFT_ADAPTERS, PROJECTIONS
 from sidestep.engine.dropout import use_fast_dropout
+from sidestep.model.quiet import BNB_LOCK as _BNB_LOCK
+from sidestep.model.quiet import bitsandbytes_hidden as _bitsandbytes_hidden
 
 LORA_WEIGHTS = "adapter_model.safetensors"
 LORA_CONFIG = "adapter_config.json"
@@ -38,40 +37,6 @@ LOHA_WEIGHTS = "loha_weights.safetensors"   # LyCORIS keys (lycoris_*.hada_*), a
 
 class AdapterError(ValueError):
     pass
-
-
-BNB = "bitsandbytes"
-_BNB_LOCK = threading.RLock()  # one hiding at a time, and no real import of it meanwhile
-
-
-@contextlib.contextmanager
-def _bitsandbytes_hidden():
-    """bitsandbytes out of sight for the imports (and PEFT calls) inside.
-
-    PEFT imports it whenever it is installed (``peft/helpers.py``: ``try: import bitsandbytes``;
-    ``peft.import_utils.is_bnb_available``: ``importlib.util.find_spec``, cached), and so does
-    LyCORIS (``lycoris/utils/quant.py``), only to wrap quantized base layers, which Side-Step
-    never trains. It costs ~45 MiB and ~570 modules (its backends pull in torch._inductor and
-    networkx). A ``None`` in ``sys.modules`` makes ``import`` raise ImportError and ``find_spec``
-    return None, the "not installed" path of both libraries; PEFT's cached checks are read
-    meanwhile, so they keep saying False after the entry is gone and a later
-    ``import bitsandbytes`` (the ``adamw8bit`` optimizer, ``load_bitsandbytes``) works.
-    Once bitsandbytes is loaded there is nothing to save and nothing is hidden."""
-    with _BNB_LOCK:
-        if BNB in sys.modules:
-            yield
-            return
-        sys.modules[BNB] = None  # type: ignore[assignment]
-        try:
-            yield
-            peft_checks = sys.modules.get("peft.import_utils")
-            for name in ("is_bnb_available", "is_bnb_4bit_available"):
-                check = getattr(peft_checks, name, None)
-                if check is not None:
-                    check()  # lru_cache'd by PEFT: False from now on in this process
-        finally:
-            if BNB in sys.modules and sys.modules[BNB] is None:
-                del sys.modules[BNB]
 
 
 def import_peft():

@@ -115,13 +115,32 @@ def quick_problem(folder: Path | str) -> str | None:
     """Why ``folder`` cannot be resumed from, judged from its files alone (no torch)."""
     folder = Path(folder)
     if not folder.is_dir():
-        return f"{folder}: checkpoint folder not found"
+        return (f"{folder}: checkpoint folder not found" if not folder.exists() else
+                f"{folder}: is a file; give a checkpoint folder (<run>/checkpoint-step-N)")
     if not (folder / MARKER).is_file():
-        return (f"{folder}: incomplete checkpoint (no {MARKER} marker; the save was "
-                "interrupted). Resume from an earlier checkpoint.")
+        return _not_a_checkpoint(folder)
     if not (folder / STATE_FILE).is_file() or not (folder / ADAPTER_DIR).is_dir():
         return f"{folder}: {STATE_FILE} or {ADAPTER_DIR}/ is missing; not a Side-Step checkpoint"
     return None
+
+
+def _not_a_checkpoint(folder: Path) -> str:
+    """Why a folder without the marker cannot be resumed, and what to give instead."""
+    run = folder if any(folder.glob("checkpoint-*")) or (folder / "run.json").is_file() \
+        else folder.parent
+    newest = list_checkpoints(run) if run.is_dir() else []
+    instead = (f"resume from its newest checkpoint, {newest[-1]}" if newest else
+               "that run saved no checkpoint to resume from (they come every --save-every "
+               "epochs); train again, or start from its adapter with a new run")
+    if run == folder:
+        return f"{folder}: is a run folder, not one of its checkpoints; {instead}"
+    if (folder / STATE_FILE).is_file():
+        return (f"{folder}: incomplete checkpoint (no {MARKER} marker; the save was "
+                f"interrupted); {instead}")
+    if (folder / "adapter_config.json").is_file() or (folder / ADAPTER_DIR).is_dir():
+        return (f"{folder}: holds an adapter, not a training checkpoint (no optimizer or "
+                f"position to continue from); {instead}")
+    return f"{folder}: not a Side-Step checkpoint; {instead}"
 
 
 def read_state(folder: Path) -> dict[str, Any]:

@@ -14,12 +14,12 @@ def preflight(config, output_dir: bool = True) -> None:
     from sidestep.engine.run_dir import check_output_dir
     from sidestep.model.checkpoints import resolve_model
 
-    if output_dir:
-        check_output_dir(config.output_dir, config.resume_from)
-    if config.resume_from:
+    if config.resume_from:  # first: a mistyped checkpoint is the problem to name
         problem = checkpointing.quick_problem(config.resume_from)
         if problem:
             raise checkpointing.CheckpointProblem(problem)
+    if output_dir:
+        check_output_dir(config.output_dir, config.resume_from)
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
     if not config.preprocess:  # with --preprocess the tensors are made first
         files = list_files(config.dataset_dir)

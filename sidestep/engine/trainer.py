@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import math
+import os
 import re
 import signal
 import threading
@@ -122,7 +123,9 @@ class Trainer:
         self.config = config
         self.with_app = with_app  # the app's UI shares this process: cpu_threads' policy
         self.control = control or Control()
-        self.run_dir = Path(config.output_dir)
+        # absolute: run.json, events and checkpoints name their files so that History, attach
+        # and a resume find them from any folder
+        self.run_dir = Path(os.path.abspath(config.output_dir))
         from sidestep.engine.notify import notify_sinks
 
         # A data-parallel rank (``fabric`` from the launcher) leaves notifying to the launcher.
@@ -584,6 +587,10 @@ class Trainer:
             int(state["position"])
         if p.position >= self.batches_per_epoch:
             p.epoch, p.position = p.epoch + 1, 0
+        if p.epoch >= self.config.epochs:  # nothing left: a start would only rewrite its files
+            raise ckpt.CheckpointProblem(
+                f"{folder}: that run has already trained {p.epoch} epochs (--epochs "
+                f"{self.config.epochs}); raise --epochs above {p.epoch} to train it further")
         self.resumed_from = str(folder)
         log.info("resumed from %s at epoch %d, step %d", folder, p.epoch + 1, p.step)
 
@@ -615,7 +622,7 @@ class Trainer:
         cfg = self.config
         p = self.progress
         self.emit(RunStarted(
-            run_dir=str(self.run_dir), config=cfg.to_dict(), device=self.device_name,
+            run_dir=str(self.run_dir), config=cfg.to_record(), device=self.device_name,
             precision=self.precision, model=self.model_ref.entry.name,
             adapter_type=cfg.adapter_type, trainable_params=self.trainable,
             dataset_size=len(self.dataset), steps_per_epoch=self.steps_per_epoch,
@@ -1008,7 +1015,7 @@ class Trainer:
         if self._rank0:
             path = ckpt.save(self.run_dir, name, self.adapted, self.optimizer, self.scheduler,
                              step=p.step, epoch=p.epoch, position=p.position, rng=rng,
-                             config=self.config.to_dict(), extra=extra)
+                             config=self.config.to_record(), extra=extra)
         self._barrier()  # no rank moves on (or reads it) before it is complete
         self._saved_any = True
         self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
@@ -1036,13 +1043,13 @@ class Trainer:
             info.update({
                 "status": status,
                 "mode": self.config.mode,
-                "config": self.config.to_dict(),
+                "config": self.config.to_record(),
                 "versions": info.get("versions") or versions(),
                 "device": self.device_name,
                 "precision": self.precision,
                 "world_size": self.world_size,
                 "model_path": str(self.model_ref.path) if self.model_ref is not None else None,
-                "resumed_from": self.config.resume_from,
+                "resumed_from": self.config.to_record()["resume_from"],
                 "heartbeat_at": now(),
             })
             if result is not None:
