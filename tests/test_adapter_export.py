@@ -703,3 +703,6 @@ def test_export_into_a_missing_folder_is_refused(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the folder {out.parent} does not exist" in err and "Traceback" not in err
     assert not (tmp_path / "no-such").exists()
+    assert main(["--plain", "export", str(tmp_path / "no-run"), "--format", "comfyui",
+                 "--output", str(tmp_path / "x.safetensors")]) == 2
+    assert "no-run: not found" in capsys.readouterr().err

@@ -155,6 +155,7 @@ BAD = [
     ("not json", "{nope", "not valid JSON"),
     ("a list", "[1, 2]", "must be a JSON object"),
     ("no version", {"granularity": "module", "modules": entries([M1])}, "'version' is missing"),
+    ("a dataset.json", {"metadata": {}, "samples": []}, "not a module config (no 'modules'"),
     ("version 2", doc([M1], 1, version=2), "version 2 is not supported"),
     ("version true", doc([M1], 1, version=True), "version True is not supported"),
     ("granularity", doc([M1], 1, granularity="block"), "'granularity' must be"),

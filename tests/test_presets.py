@@ -117,6 +117,11 @@ def test_unknown_ignored_missing_default_wrong_type_named(store, tmp_path):
         f.write_text(json.dumps(bad))
         with pytest.raises(PresetError, match=f"field '{field}'"):
             store.import_file(f, overwrite=True)
+    # another JSON file (a dataset.json) is not made into an empty preset
+    f.write_text(json.dumps({"metadata": {"name": "songs"}, "samples": []}))
+    with pytest.raises(PresetError, match="holds no preset settings"):
+        store.import_file(f)
+    assert store.find(name) and not (store.dirs["local"] / "p2.json").exists()
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -49,6 +49,15 @@ def test_update_rejects_bad_values(tmp_path):
         store.update(theme="neon-vomit")
     with pytest.raises(SettingsError, match="nope"):
         store.update(nope=1)
+    # what is allowed, in the message (the Settings screen shows it)
+    with pytest.raises(SettingsError, match=r"'refresh_hz' must be a number from 0\.5 to 30"):
+        store.update(refresh_hz=0)
+    song = tmp_path / "clip.wav"
+    song.write_bytes(b"RIFF")
+    for key in ("checkpoint_dir", "output_root", "dataset_root"):
+        with pytest.raises(SettingsError, match=f"'{key}' must be a folder path"):
+            store.update(**{key: str(song)})
+    assert not (tmp_path / "settings.json").exists()  # nothing refused was saved
 
 
 def test_default_location_follows_config_dir(monkeypatch, tmp_path):

@@ -37,6 +37,12 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def error(self, message):
+        """One line and the way to the full list, exit 2: argparse's default prints the whole
+        usage first (58 lines for `fixed`), burying the one line that says what is wrong."""
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every "
+                     "option)\n")
+
     def parse_known_args(self, args=None, namespace=None):
         if getattr(self, "keeps_argv", False):  # the root: `--detach` restarts with these
             args = list(sys.argv[1:] if args is None else args)

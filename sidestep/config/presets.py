@@ -178,7 +178,7 @@ class PresetStore:
             raise PresetError("built-in presets are read-only")
         if target.exists() and not overwrite:
             raise PresetError(f"a local preset named '{clean}' already exists ({target}); "
-                              "choose another name or allow overwriting")
+                              "choose another name or allow overwriting (--force)")
         kept = {s.name: values[s.name] for s in PRESET_FIELDS if s.name in values}
         # Validate through the same path a load takes, so a saved preset always loads.
         preset = Preset(clean, description, kept)
@@ -202,6 +202,9 @@ class PresetStore:
             else file.stem
         name = sanitize_name(raw_name)
         values, _ignored = parse_preset_dict(data, str(file))
+        if not values:  # another JSON file (a dataset.json): no preset to make of it
+            raise PresetError(f"{file}: holds no preset settings (such as learning_rate or "
+                              "rank); import a file that `sidestep presets export` wrote")
         description = data.get("description") or ""
         path = self.save(name, values, description, overwrite=overwrite)
         return name, path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,19 +39,28 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+def _number(low: float, high: float):
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+
+
+def _folder(optional: bool):
+    """A folder path (created when needed), never a file that exists."""
+    return lambda v: isinstance(v, str) and (optional or v.strip() != "") and \
+        not os.path.isfile(os.path.expanduser(v.strip()))
+
+
+# Each setting's check and, for the error, what it allows.
 _CHECKS = {
-    "checkpoint_dir": lambda v: isinstance(v, str),
-    "output_root": lambda v: isinstance(v, str) and v.strip() != "",
-    "dataset_root": lambda v: isinstance(v, str),
-    "theme": lambda v: isinstance(v, str) and v in THEMES,
-    "refresh_hz": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    and 0.5 <= v <= 30,
-    "gpu_poll_seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    and 0.2 <= v <= 60,
-    "form_mode": lambda v: v in ("basic", "advanced"),
-    "confirm_quit": lambda v: isinstance(v, bool),
-    "keep_running": lambda v: isinstance(v, bool),
-    "notify": lambda v: v in NOTIFY_CHOICES,
+    "checkpoint_dir": (_folder(True), "a folder path, not a file"),
+    "output_root": (_folder(False), "a folder path (not a file)"),
+    "dataset_root": (_folder(True), "a folder path, not a file, or empty"),
+    "theme": (lambda v: isinstance(v, str) and v in THEMES, f"one of {', '.join(THEMES)}"),
+    "refresh_hz": (_number(0.5, 30), "a number from 0.5 to 30 (redraws a second)"),
+    "gpu_poll_seconds": (_number(0.2, 60), "a number of seconds from 0.2 to 60"),
+    "form_mode": (lambda v: v in ("basic", "advanced"), "basic or advanced"),
+    "confirm_quit": (lambda v: isinstance(v, bool), "true or false"),
+    "keep_running": (lambda v: isinstance(v, bool), "true or false"),
+    "notify": (lambda v: v in NOTIFY_CHOICES, f"one of {', '.join(NOTIFY_CHOICES)}"),
 }
 
 
@@ -64,8 +74,8 @@ def validate(values: dict[str, Any]) -> None:
         check = _CHECKS.get(key)
         if check is None:
             raise SettingsError(f"'{key}' is not a setting")
-        if not check(value):
-            raise SettingsError(f"'{key}' has an invalid value: {value!r}")
+        if not check[0](value):
+            raise SettingsError(f"'{key}' must be {check[1]}; got {value!r}")
 
 
 class SettingsStore:
@@ -90,10 +100,10 @@ class SettingsStore:
             check = _CHECKS.get(key)
             if check is None:
                 continue  # a newer version's setting: leave it alone on disk, ignore here
-            if check(value):
+            if check[0](value):
                 kept[key] = value
             else:
-                warnings.append(f"{self.path}: '{key}' has an invalid value {value!r}; "
+                warnings.append(f"{self.path}: '{key}' must be {check[1]}, not {value!r}; "
                                 "the default is used")
         return Settings(**kept), warnings
 

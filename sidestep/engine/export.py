@@ -64,6 +64,8 @@ def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; pick one of {', '.join(FORMATS)}")
     src_path = Path(source)
+    if not src_path.exists():
+        raise AdapterError(f"{src_path}: not found; give an adapter, checkpoint or run folder")
     if not src_path.is_dir():
         raise AdapterError(f"{src_path}: expected an adapter, checkpoint or run folder")
     src = open_source(src_path)

@@ -75,6 +75,9 @@ def load_module_config(path: str | Path) -> ModuleConfig:
                                 f"'granularity' and 'modules', got {type(data).__name__}")
 
     version = data.get("version")
+    if "version" not in data and "modules" not in data:  # another JSON file (a dataset.json)
+        raise ModuleConfigError(f"{where}: not a module config (no 'modules' list); "
+                                "`sidestep estimate` writes one")
     if "version" not in data:
         raise ModuleConfigError(f"{where}: 'version' is missing; add \"version\": {VERSION}")
     if isinstance(version, bool) or version != VERSION:
