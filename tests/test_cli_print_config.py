@@ -106,6 +106,8 @@ def test_out_of_range_is_a_usage_error(capsys, extra, field):
     (["--attention-type", "self", "--cross-target-modules", "q_proj"],
      "only applies with --attention-type both"),
     (["--model-variant", "../../etc"], "--model-variant"),
+    (["--model-variant", "base", "--base-model", "turbo"],
+     "--base-model: is for fine-tunes; 'base' is the official base model"),
 ])
 def test_cross_field_errors(capsys, extra, needle):
     assert main(BASE + extra + ["--print-config"]) == 2

@@ -20,7 +20,8 @@ from sidestep.config import schema
 from sidestep.config.schema import BY_NAME, FieldProblem, Problems, Setting
 from sidestep.config.training_config import ConfigBase, TrainingConfig
 from sidestep.config.values import bounds_problem, to_json
-from sidestep.config.variants import VariantError, check_variant_name, detect_family
+from sidestep.config.variants import (VariantError, check_variant_name, detect_family,
+                                      official_family)
 
 IS_WINDOWS = sys.platform.startswith("win")
 
@@ -290,6 +291,16 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
     if family is None and "model_variant" in v:
         p.warn("base_model", f"cannot tell whether '{v['model_variant']}' is a turbo or a "
                              "base/sft model; base/sft defaults are used. Pass --base-model.")
+    if v.get("base_model") and "base_model" in explicit:
+        try:
+            official = official_family(str(v["model_variant"]))
+        except VariantError:
+            official = None
+        if official and official != v["base_model"]:  # it would train with the wrong schedule
+            p.error("base_model", f"is for fine-tunes; '{v['model_variant']}' is the official "
+                                  f"{official} model, so --base-model {v['base_model']} would "
+                                  "train it with the wrong timesteps and CFG defaults. Leave "
+                                  "it out")
 
 
 def _join(a: str, b: str) -> str:
