@@ -153,3 +153,23 @@ def test_cli_estimate_and_refusals(demo_root, small_tensors, tmp_path, monkeypat
     assert code == 2 and "bad.json" in err and "Traceback" not in err
     assert not (tmp_path / "sel").exists()
     assert hashlib.sha256(bad.read_bytes()).hexdigest() == digest
+
+
+def test_estimate_piped_into_head_says_why_it_stopped(demo_root, small_tensors, tmp_path):
+    """`sidestep estimate ... | head -2`: it stops at the next batch with exit 130, writes
+    nothing, and says so on stderr (it ended silently)."""
+    import subprocess
+    import sys
+
+    argv = [str(Path(sys.executable).parent / "sidestep"), "--plain", "estimate",
+            "--checkpoint-dir", str(demo_root / "checkpoints"), "--dataset-dir",
+            str(small_tensors), "--num-workers", "0", "--estimate-batches", "6",
+            "--output", str(tmp_path / "e.json")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader went away, as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 130
+    assert "output closed, so stopped after" in err and "Traceback" not in err
+    assert not (tmp_path / "e.json").exists()

@@ -43,7 +43,11 @@ def run_estimate(config, out: Out) -> int:
         out.error(str(exc))
         return EXIT_BAD_INPUT
     if result.cancelled:
-        out.info(f"cancelled after {result.batches} batches; nothing was written")
+        message = f"cancelled after {result.batches} batches; nothing was written"
+        out.info(message)
+        if stop.output_lost:  # stdout is gone (`| head`): say it where it can be read
+            out.warn(message.replace("cancelled", "output closed, so stopped") + "; run it "
+                     "again with the output to a file or the terminal")
         return EXIT_STOPPED
     out.table(f"Top {config.top_k} of {len(result.ranking)} ({result.granularity}s, "
               f"{result.batches} batches)", ("rank", "module", "score"),
