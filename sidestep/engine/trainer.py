@@ -277,11 +277,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.clean_partials(self.run_dir)
         self._log_to_file()
-        self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
-        try:
-            self.bus.add(TensorBoardSink(log_dir, cfg.log_every))
-        except Exception as exc:  # TensorBoard is optional for the run itself
-            log.warning("TensorBoard logging is off: %s", exc)
         from sidestep.engine.control_channel import ControlWatcher
 
         # `sidestep stop|pause|resume|save`: listening before run.json says "running", so no
@@ -289,6 +284,13 @@ class Trainer:
         # bus closes it when the run ends.
         self.bus.add(ControlWatcher(self.run_dir, self.control).start())
         self._write_run_json("running")
+        # events.jsonl only after run.json: a folder with events and no run.json read as a
+        # run of status "unknown" to History and `sidestep runs` for that moment
+        self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
+        try:
+            self.bus.add(TensorBoardSink(log_dir, cfg.log_every))
+        except Exception as exc:  # TensorBoard is optional for the run itself
+            log.warning("TensorBoard logging is off: %s", exc)
         threading.Thread(target=self._heartbeat, name="sidestep-heartbeat", daemon=True).start()
 
     def _heartbeat(self) -> None:
