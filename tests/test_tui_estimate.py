@@ -6,6 +6,7 @@ and two saved estimates compare as a table."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from textual.widgets import DataTable, Input, Static
 
@@ -82,7 +83,11 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         await pilot.pause(0.1)
         screen.query_one("#est-chart-box").focus()
 
-        # save (the default name is new; the JSON holds K = 4)
+        # the default name is the CLI's (the variant as named), never an existing file
+        default = screen.query_one("#est-output", Input).value
+        assert Path(default).name.startswith("estimate-turbo-module") and \
+            not Path(default).exists(), default
+        # save (the JSON holds K = 4)
         out = tui_env / "est.json"
         screen.query_one("#est-output", Input).value = str(out)
         await pilot.press("w")

@@ -222,7 +222,9 @@ class EstimateScreen(Screen):
         colours = self.query_one(RankingChart).colours()
         self.query_one("#est-legend", Static).update(legend(colours, result.granularity))
         output = self.query_one("#est-output", Input)
-        output.value = str(default_output(result.model, result.granularity))
+        # the name the CLI gives: the variant as the user named it (turbo), else the folder
+        variant = getattr(self.config, "model_variant", None) or result.model
+        output.value = str(default_output(variant, result.granularity))
         self._show_k(sync_input=True)
         self.query_one("#est-chart-box").focus()
 
