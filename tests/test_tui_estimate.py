@@ -188,3 +188,19 @@ async def test_compare_two_saved_estimates(tui_env, demo_root):
         line = str(screen.query_one("#cmp-pairs").render())
         assert line.startswith("seed1 vs seed2: top-5 overlap") and "Spearman" in line
         assert app.errors == []
+
+
+async def test_the_estimate_dialog_fits_a_small_terminal(tui_env):
+    """At 80x24 the dialog's Start and Cancel are on screen and clickable (the field list
+    pushed them below the dialog's edge)."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.action_estimate()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        await pilot.pause(0.3)
+        for button in ("#ok", "#cancel"):
+            widget = app.screen.query_one(button)
+            region = widget.region
+            assert region.height > 0, (button, region)
+            under, _ = app.screen.get_widget_at(*region.center)
+            assert under is widget, (button, region, under)
