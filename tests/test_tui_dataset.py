@@ -129,10 +129,10 @@ async def test_a_folder_that_is_a_file_is_an_error_row_not_a_crash(tui_env):
 
 @pytest.mark.slow
 async def test_a_folder_of_500_songs_is_browsable_while_it_is_read(tui_env, monkeypatch):
-    """All rows show from the directory walk; the keys work while the worker decodes. Each
-    file's real analysis is made 5 ms slower (as a long song would be), so the scan (over
-    2.5 s) surely outlasts the key presses on a fast machine too."""
-    import time
+    """All rows show from the directory walk; the keys work while the worker decodes. The
+    decode waits for the key presses to be checked (a timed delay lost the race on a busy
+    machine), then runs for real."""
+    import threading
 
     import numpy as np
     import soundfile as sf
@@ -140,9 +140,10 @@ async def test_a_folder_of_500_songs_is_browsable_while_it_is_read(tui_env, monk
     from sidestep.data import check
 
     real = check.audio_facts
+    keys_checked = threading.Event()
 
     def slow(*args, **kwargs):
-        time.sleep(0.005)
+        keys_checked.wait(120)  # the scan is still under way while the keys are pressed
         return real(*args, **kwargs)
 
     monkeypatch.setattr(check, "audio_facts", slow)
@@ -164,6 +165,7 @@ async def test_a_folder_of_500_songs_is_browsable_while_it_is_read(tui_env, monk
         assert browser.report is None  # still decoding, yet every row is there
         await pilot.press("down", "down", "down")
         assert table.cursor_row == 3 and browser.report is None
+        keys_checked.set()
         assert await wait_until(pilot, lambda: browser.report is not None, 300)
         assert len(browser.report.audio) == 500 and browser.report.usable
         assert app.errors == []
