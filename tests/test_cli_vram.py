@@ -100,3 +100,19 @@ def test_training_summary_warns_when_it_will_not_fit(capsys, ckpt_root, monkeypa
     assert "estimated peak VRAM" in text and "will not fit in 1.0 GiB free" in text
     assert "will probably not fit" in text
     assert code == 2 and "not started" in text  # no terminal to confirm on: nothing ran
+
+
+def test_vram_estimate_without_a_model_named_or_with_a_wrong_folder(capsys, tmp_path,
+                                                                    monkeypatch):
+    """No --checkpoint-dir: the 2B architecture, with a warning saying so. A --checkpoint-dir
+    that holds no model is a mistake: exit 2 naming the folder, no table."""
+    monkeypatch.setattr("sidestep.config.profiles.detect_gpus", lambda: [])
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, ["--plain", "vram-estimate"])
+    assert code == 0 and "total" in out
+    assert "no --checkpoint-dir given; estimated for the 2B architecture" in err
+    code, out, err = run(capsys, ["--plain", "vram-estimate", "--checkpoint-dir",
+                                  str(tmp_path / "typo")])
+    assert code == 2 and out == ""
+    assert f"no ACE-Step config.json in {tmp_path / 'typo'}/acestep-v15-turbo" in err
+    assert "Traceback" not in err

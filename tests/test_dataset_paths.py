@@ -253,3 +253,34 @@ def test_preprocess_dataset_json_that_is_a_folder(demo_root, workspace, capsys):
     code, err = run_cli([*argv, "--dataset-json", str(workspace / "songs")], capsys)
     assert code == 2 and "is a folder; give its dataset.json" in err
     assert tree_digest(workspace) == before
+
+
+def test_audio_dir_finds_songs_a_dataset_json_names_elsewhere(workspace, capsys):
+    """The songs moved (another machine, another folder): --audio-dir next to the dataset.json
+    takes each song from there, by its relative path or, for an absolute one, its file name; a
+    song not there keeps the written path; a missing --audio-dir is an error."""
+    from sidestep.data.dataset_json import DatasetError, samples_from
+
+    songs = workspace / "songs"
+    assert run_cli(["build-dataset", "-i", str(songs)], capsys)[0] == 0
+    doc = json.loads((songs / "dataset.json").read_text())
+    assert all(Path(s["audio_path"]).is_absolute() for s in doc["samples"])
+    doc["samples"][1]["audio_path"] = "sub/" + doc["samples"][1]["filename"]  # a relative one
+    moved = workspace / "moved"
+    (moved / "sub").mkdir(parents=True)
+    keep = doc["samples"][2]["filename"]  # not copied: keeps the written path
+    for s in doc["samples"]:
+        if s["filename"] != keep:
+            dest = moved / s["audio_path"] if not s["audio_path"].startswith("/") else moved
+            shutil.copy(songs / s["filename"], dest if dest.suffix else dest / s["filename"])
+    manifest = workspace / "elsewhere.json"
+    manifest.write_text(json.dumps(doc))
+    _, samples = samples_from(str(moved), str(manifest))
+    where = {s.filename: Path(s.audio_path) for s in samples}
+    assert where[doc["samples"][0]["filename"]] == (moved / doc["samples"][0]["filename"])
+    assert where[doc["samples"][1]["filename"]] == moved / "sub" / doc["samples"][1]["filename"]
+    assert where[keep] == Path(doc["samples"][2]["audio_path"])
+    _, unmoved = samples_from(None, str(manifest))
+    assert Path(unmoved[0].audio_path).parent == songs
+    with pytest.raises(DatasetError, match="audio folder not found"):
+        samples_from(str(workspace / "typo"), str(manifest))

@@ -114,3 +114,26 @@ async def test_refused_export_and_a_run_without_adapter_show_why(tui_env, finish
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: app.screen is history, 5)
     assert sorted(p.name for p in taken.parent.iterdir()) == [taken.name]
+
+
+async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, finished_run):
+    """History's Resume on a run that trained all its epochs: the form opens with the cursor
+    in Epochs and a warning saying to raise it (a start with the same epochs is refused)."""
+    from sidestep.tui.screens.train_form import TrainingFormScreen
+
+    place_run(finished_run, tui_env)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot, 1)
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        form = app.screen
+        await pilot.pause(0.3)
+        assert form.explicit["resume_from"].endswith("checkpoint-epoch-1")
+        assert "field-epochs" in [a.id for a in app.focused.ancestors_with_self]
+        assert any("finished all 1 epochs: raise Epochs above 1" in m
+                   for m in messages(app, "warning"))
+        await pilot.press("end", "backspace", "2")  # the cursor is already there
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert form.explicit["epochs"] == 2

@@ -49,6 +49,12 @@ def run_vram_estimate(resolved, args: argparse.Namespace, out: Out) -> int:
 
     config = resolved.config
     model_cfg = model_config_dict(config.checkpoint_dir, config.model_variant)
+    if model_cfg is None and resolved.sources.get("checkpoint_dir") == "explicit":
+        # a folder the user named but that holds no model is a typo, not a wish for defaults
+        out.error(f"--checkpoint-dir: {_no_model_config(config)}; give the folder that holds "
+                  f"{_variant_folder(config)}/, or leave --checkpoint-dir out to estimate for "
+                  "the 2B architecture")
+        return EXIT_BAD_INPUT
     try:
         est = estimate(config, model_cfg)
     except ValueError as exc:
@@ -72,8 +78,24 @@ def run_vram_estimate(resolved, args: argparse.Namespace, out: Out) -> int:
               f"{est.batch_size}, {est.dtype}, {est.adapter_params:,} adapter parameters",
               ("part", "MiB"), rows)
     if model_cfg is None:
-        out.warn("model config.json not found; estimated for the 2B architecture")
+        out.warn(f"{_no_model_config(config)}; estimated for the 2B architecture (pass "
+                 "--checkpoint-dir to estimate for your model)")
     if free is not None:
         msg = f"{verdict}: {est.total_gib:.1f} GiB needed, {free / GIB_MIB:.1f} GiB free"
         (out.warn if verdict == "will not fit" else out.info)(msg)
     return EXIT_OK
+
+
+def _variant_folder(config) -> str:
+    from sidestep.config.variants import VariantError, folder_for
+
+    try:
+        return folder_for(config.model_variant)
+    except VariantError:
+        return str(config.model_variant)
+
+
+def _no_model_config(config) -> str:
+    if not config.checkpoint_dir:
+        return "no --checkpoint-dir given"
+    return f"no ACE-Step config.json in {config.checkpoint_dir}/{_variant_folder(config)}"

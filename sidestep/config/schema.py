@@ -302,7 +302,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- Preprocessing -------------------------------------------------------------------------
     _s("preprocess", "bool", False, "Preprocess --audio-dir into --tensor-output before "
        "training.", "Preprocessing", _T, label="Preprocess first"),
-    _s("audio_dir", "path", None, "Source audio folder.", "Preprocessing", _T + ("preprocess",),
+    _s("audio_dir", "path", None, "Source audio folder; with --dataset-json, where its songs "
+       "are looked up first (by relative path, else file name), for songs moved since it was "
+       "written.", "Preprocessing", _T + ("preprocess",),
        label="Audio directory", metavar="DIR"),
     _s("dataset_json", "path", None, "Labelled dataset JSON (captions, lyrics, BPM, ...).",
        "Preprocessing", _T + ("preprocess",), label="Dataset JSON", metavar="FILE"),

@@ -226,8 +226,15 @@ def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "
     return out, doc, [f"skipped: {m}" for m in skipped] + warnings
 
 
-def load_dataset_json(path: Path | str) -> tuple[DatasetMeta, list[Sample]]:
+def load_dataset_json(path: Path | str, audio_dir: Path | str | None = None,
+                      ) -> tuple[DatasetMeta, list[Sample]]:
+    """``audio_dir`` (``--audio-dir`` next to a dataset.json: the songs were moved to another
+    machine or folder): each song is taken from there, under its path as written when relative,
+    else under its file name; one not found there keeps the dataset.json's path."""
     path = Path(path)
+    moved_to = Path(audio_dir) if audio_dir else None
+    if moved_to is not None and not moved_to.is_dir():
+        raise DatasetError(f"{moved_to}: audio folder not found (--audio-dir)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -253,7 +260,10 @@ def load_dataset_json(path: Path | str) -> tuple[DatasetMeta, list[Sample]]:
         rec.setdefault("id", Path(raw["audio_path"]).stem)
         rec.setdefault("filename", Path(raw["audio_path"]).name)
         audio = Path(rec["audio_path"])
-        if not audio.is_absolute():
+        there = moved_to / (audio.name if audio.is_absolute() else audio) if moved_to else None
+        if there is not None and there.is_file():
+            rec["audio_path"] = str(there.resolve())
+        elif not audio.is_absolute():
             rec["audio_path"] = str((path.parent / audio).resolve())
         rec["bpm"] = _bpm(rec.get("bpm"), f"{path}: samples[{i}]")
         rec.setdefault("custom_tag", meta.custom_tag)
@@ -273,7 +283,7 @@ def samples_from(audio_dir: str | None, dataset_json: str | None,
     """(meta, samples) from a dataset.json, or by scanning a folder and its sidecars (whose
     decoding problems are appended to ``warnings``)."""
     if dataset_json:
-        return load_dataset_json(dataset_json)
+        return load_dataset_json(dataset_json, audio_dir)
     root = Path(audio_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: audio folder not found")

@@ -224,7 +224,7 @@ class SideStepApp(App):
         self.goto(None)
 
     def action_new_training(self, mode: str = "fixed", explicit: dict | None = None,
-                            preset: str | None = None) -> None:
+                            preset: str | None = None, focus: str | None = None) -> None:
         from sidestep.tui.form_model import fresh_run_dir
         from sidestep.tui.screens.train_form import TrainingFormScreen
 
@@ -235,7 +235,7 @@ class SideStepApp(App):
         if self.settings.keep_running:  # the form's "Keep running after I quit" starts checked
             values["detach"] = True
         values.update(explicit or {})
-        form = TrainingFormScreen(mode, values, preset=preset)
+        form = TrainingFormScreen(mode, values, preset=preset, focus=focus)
         self._last_form = form
         self.goto(form)
 
@@ -428,6 +428,14 @@ class SideStepApp(App):
         explicit = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()
                     if k in names and v is not None and k not in ("log_dir", "detach")}
         explicit.update(resume_from=str(checkpoint), output_dir=str(run_dir))
+        epochs = cfg.get("epochs")
+        if info.get("status") == "completed" and epochs:
+            # a finished run continues only with more epochs: say so before Start refuses
+            self.action_new_training(mode, explicit, focus="epochs")
+            self.notify(f"{run_dir.name} finished all {epochs} epochs: raise Epochs above "
+                        f"{epochs} to train it further, then start", severity="warning",
+                        timeout=10)
+            return
         self.action_new_training(mode, explicit)
         self.notify(f"resuming from {checkpoint.name}: check the form, then start")
 

@@ -34,8 +34,10 @@ class TrainingFormScreen(Screen):
 
     def __init__(self, mode: str = "fixed", explicit: dict[str, Any] | None = None,
                  preset: str | None = None, advanced: bool | None = None,
-                 vram_profile: str | None = None):
+                 vram_profile: str | None = None, focus: str | None = None):
+        """``focus``: the field the cursor starts in (the first one otherwise)."""
         super().__init__(classes=f"form-{mode}")
+        self.initial_focus = focus
         self.model = FormModel(mode, explicit, preset, advanced)
         self.mode = mode
         self.settings = self.model.settings
@@ -110,7 +112,8 @@ class TrainingFormScreen(Screen):
         self.refresh_form()
         for name in PATH_CHECKS:
             self.check_path(name)
-        first = self.query(".field Input").first()
+        start = self.query(f"#field-{self.initial_focus} Input") if self.initial_focus else None
+        first = (start or self.query(".field Input")).first()
         if first is not None:
             first.focus()
 
