@@ -278,3 +278,42 @@ def test_monitor_with_val_loss_and_samples(snap_env, snap_compare, monkeypatch):
         await _settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
+
+
+async def _open(pilot, screen: str) -> None:
+    app = pilot.app
+    if screen == "form":
+        app.action_new_training("fixed", _form_values())
+    elif screen == "monitor":
+        app.open_history_run(Path("output/lofi-lora"))
+    elif screen == "history":
+        app.action_history()
+    elif screen == "presets":
+        app.action_presets()
+    elif screen == "settings":
+        app.action_settings()
+    elif screen == "dataset":
+        app.action_dataset(str(Path("tensors").resolve()))
+    await _settle(pilot)
+
+
+@pytest.mark.parametrize("screen", ["dashboard", "form", "monitor", "history", "presets",
+                                    "settings", "dataset"])
+async def test_every_button_shows_on_an_80x24_terminal(snap_env, screen):
+    """A default SSH terminal is 80x24: each main screen's buttons are whole and clickable there
+    (the monitor's row, the dashboard's last ones and the form's Load/Save were cut off)."""
+    from textual.widgets import Button
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, screen)
+        buttons = [b for b in app.screen.query(Button) if b.display]
+        assert len(buttons) >= 2, screen
+        for button in buttons:
+            region = button.region
+            label = str(button.label)
+            assert region.height > 0 and region.right <= 80 and region.bottom <= 24, \
+                (screen, label, region)
+            assert region.width >= len(label.replace("…", "")), (screen, label, region)
+            under, _ = app.screen.get_widget_at(*region.center)
+            assert under is button, (screen, label, region, under)

@@ -47,6 +47,8 @@ THEMES = [
 
 class SideStepApp(App):
     CSS_PATH = "app.tcss"
+    # screens get "-narrow" under 100 columns (an SSH terminal's default 80): app.tcss fits them
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-not-narrow")]
     TITLE = "Side-Step"
     SUB_TITLE = "ACE-Step 1.5 adapter training"
     COMMANDS = App.COMMANDS | {SideStepCommands}

@@ -33,6 +33,7 @@ UI_CPU_BUDGET = 0.01        # share of one core the app may take from a running 
 # and under this many rows the log keeps two lines so the charts keep some height.
 WIDE_COLUMNS = 150
 SHORT_ROWS = 30
+LOW_ROWS = 26  # header, progress, a 5-line log, the charts' minimum, buttons and footer
 
 
 def fmt_eta(seconds) -> str:
@@ -117,9 +118,11 @@ class MonitorScreen(SampleKeys, Screen):
     def _fit_layout(self) -> None:
         width, height = self.app.size
         self.set_class(width >= WIDE_COLUMNS, "-wide")
-        self.set_class(height < SHORT_ROWS, "-short")
-        # The log box is two lines shorter in that case (app.tcss): it tails fewer lines.
-        lines = 2 if self.has_class("-samples") and height < SHORT_ROWS else 5
+        # Under LOW_ROWS (80x24), or under SHORT_ROWS beside the samples panel, the log box is
+        # three lines shorter (app.tcss) so the buttons stay on screen: it tails fewer lines.
+        low = height < LOW_ROWS or (self.has_class("-samples") and height < SHORT_ROWS)
+        self.set_class(low, "-low-log")
+        lines = 2 if low else 5
         tail = self.query_one(LogTail)
         if tail.lines != lines:
             tail.lines = lines
