@@ -48,7 +48,8 @@ async def test_letters_typed_into_fields_stay_there(tui_env):
         await _type_letters(app, pilot, box)
         assert box.value == TYPED
 
-        # the model field's suggestion list: typing there edits the model search text
+        # the model field: letters stay in its box while its list of models shows; Up and
+        # Down move through the list (which never takes focus), Enter picks
         model = form.query_one("#input-model_variant", Input)
         model.focus()
         await pilot.pause(0.2)
@@ -56,9 +57,19 @@ async def test_letters_typed_into_fields_stay_there(tui_env):
         assert options.display and options.option_count > 0
         model.value = ""
         await pilot.pause(0.1)
-        await _type_letters(app, pilot, options)
+        await _type_letters(app, pilot, model)
         assert model.value == TYPED
-        assert options.display
+        model.value = ""
+        await pilot.pause(0.2)
+        assert options.display and options.option_count == 2
+        await pilot.press("down", "down")
+        assert app.focused is model and options.highlighted == 1
+        await pilot.press("up")
+        picked = options.get_option_at_index(options.highlighted).id
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.focused is model and model.value == picked
+        assert form.model.value("model_variant") == picked
 
         # a select, closed and open (type-to-search in its list)
         select = form.query_one("#input-adapter_type", Select)
@@ -176,3 +187,61 @@ async def test_escape_from_a_history_run_returns_to_history(tui_env):
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
         assert len(app.screen_stack) == 2
+
+
+async def test_keys_typed_faster_than_the_form_redraws_are_kept(tui_env):
+    """A keystroke whose Changed message is still queued when the form redraws (another
+    field's edit, a path check) stays in its field, and the form's value follows it: the
+    redraw put the old value back (typing '8' into Batch size showed '1' while 'a value is
+    required'), and the next keys edited text the form no longer knew."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot)
+        form = app.screen
+        batch, lr = form.query_one("#input-batch_size", Input), form.query_one(
+            "#input-learning_rate", Input)
+        assert batch.value == "1"
+        batch.focus()
+        batch.value = "8"  # a keystroke: its Changed message is queued, not yet handled
+        lr.value = "0.002"  # and one in a field not yet edited, typed as fast
+        form.refresh_form()  # a redraw runs first (an earlier edit's, a path check's)
+        assert batch.value == "8" and lr.value == "0.002"
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        assert batch.value == "8" and form.model.value("batch_size") == 8
+        assert lr.value == "0.002" and form.model.value("learning_rate") == 0.002
+        assert not form.blocking_problems()
+        # a redraw with nothing pending still shows what the form decides (a preset's value)
+        form.model.set_preset("quick_test", {"seed": 7})
+        form.refresh_form()
+        assert form.query_one("#input-seed", Input).value == "7"
+
+
+async def test_keys_arriving_faster_than_the_app_handles_them_land_in_order(tui_env):
+    """Keys that reach the app in one burst (a slow SSH link, a busy redraw) act as typed: a
+    backspace before a Tab deletes in the field being left, letters after it go to the next
+    field. Before, a backspace's binding ran once the key had bubbled back up, against the
+    focus of that moment, and Tab moved focus only then, after the next letters had gone to
+    the old field."""
+    from textual import events
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot)
+        data, lr = form.query_one("#input-dataset_dir", Input), form.query_one(
+            "#input-learning_rate", Input)
+        data.focus()
+        data.value = "/tmp/abc"
+        data.cursor_position = len(data.value)
+        await pilot.pause(0.3)
+        before = lr.value
+        burst = [("backspace", None), ("tab", None), ("9", "9"), ("backspace", None),
+                 ("8", "8"), ("shift+tab", None), ("x", "x")]
+        for key, char in burst:  # no wait between them: all queued before any is handled
+            app.post_message(events.Key(key, char))
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert data.value == "/tmp/abx" and lr.value == before + "8"
+        assert app.focused is data
+        assert form.model.value("learning_rate") == float(before + "8")

@@ -68,6 +68,11 @@ class SideStepApp(App):
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q,Q", "request_quit", "Quit", key_display="Q", id="quit"),
         Binding("ctrl+q", "quit_anywhere", "Quit", show=False, priority=True),
+        # Focus moves when Tab arrives, in the order of the keys around it: as an ordinary
+        # binding it ran once the key had bubbled back up, after the letters typed next had
+        # gone to the field being left (widgets/text_input.py has the other half)
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
     ]
     LETTER_ACTIONS = frozenset({"new_training", "dashboard", "dataset", "estimate", "history",
                                 "settings", "help", "request_quit"})

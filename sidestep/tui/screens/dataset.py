@@ -24,6 +24,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 from textual.widgets.data_table import CellDoesNotExist
 
 from sidestep.tui.messages import DatasetBuilt, FileScanned, FolderListed, ScanFinished
+from sidestep.tui.widgets.text_input import TextInput
 
 # (header, width): updated cells do not widen a column, so widths are set up front
 COLUMNS = (("file", 0), ("length", 6), ("rate", 6), ("ch", 2), ("peak", 6), ("LUFS", 6),
@@ -122,8 +123,8 @@ class DatasetScreen(Screen):
         yield Header()
         with Horizontal(id="dataset-path-row"):
             yield Label("Folder ", id="dataset-path-label")
-            yield Input(str(self.folder), id="dataset-path", suggester=PathSuggester(),
-                        placeholder="a folder of audio (with sidecars) or of .pt files")
+            yield TextInput(str(self.folder), id="dataset-path", suggester=PathSuggester(),
+                            placeholder="a folder of audio (with sidecars) or of .pt files")
             yield Button("Scan", id="dataset-scan", compact=True, action="screen.scan")
         yield Static("", id="dataset-summary", markup=False)
         yield DataTable(id="dataset-table", cursor_type="row", zebra_stripes=True)

@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from sidestep.tui.widgets.text_input import TextInput
+
 
 class ConfirmScreen(ModalScreen[str]):
     """Asks a question; dismisses with the id of the button pressed (``cancel`` on escape)."""
@@ -81,7 +83,7 @@ class PromptScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Label(self.label)
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            yield TextInput(self.value, placeholder=self.placeholder, id="prompt-input")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("OK", id="ok", variant="primary", action="screen.submit")
                 yield Button("Cancel", id="cancel", action="screen.cancel")

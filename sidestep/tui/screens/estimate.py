@@ -25,6 +25,7 @@ from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Pr
 from sidestep.engine.describe import fmt_duration
 from sidestep.tui.messages import EstimateFinished, EstimateProgress
 from sidestep.tui.widgets.ranking import RankingChart, legend, selection_line
+from sidestep.tui.widgets.text_input import TextInput
 
 # The dialog's fields, and what carries over from the last training form besides them.
 DIALOG = ("checkpoint_dir", "model_variant", "dataset_dir", "estimate_batches", "top_k",
@@ -73,13 +74,13 @@ class EstimateScreen(Screen):
                 yield RankingChart(id="est-chart")
             with Horizontal(id="est-k-row"):
                 yield Label("Top K ", classes="est-label")
-                yield Input("", id="est-k", type="integer", compact=True,
-                            tooltip="how many to select (+/- change it)")
+                yield TextInput("", id="est-k", type="integer", compact=True,
+                                tooltip="how many to select (+/- change it)")
                 yield Static("", id="est-selection", markup=False)
             with Horizontal(id="est-save-row"):
                 yield Label("Save to ", classes="est-label")
-                yield Input("", id="est-output", compact=True, select_on_focus=False,
-                            placeholder="the module config JSON to write")
+                yield TextInput("", id="est-output", compact=True, select_on_focus=False,
+                                placeholder="the module config JSON to write")
                 yield Static("", id="est-saved", markup=False)
         with Horizontal(id="est-actions"):
             yield Button("Run… (R)", id="est-run", variant="primary", compact=True,
@@ -396,9 +397,9 @@ class CompareScreen(Screen):
         for i, name in enumerate(("A", "B")):
             with Horizontal(classes="cmp-row"):
                 yield Label(f"File {name} ", classes="est-label")
-                yield Input(self.paths[i], id=f"cmp-{name.lower()}", compact=True,
-                            select_on_focus=False,
-                            placeholder="a JSON file written by the estimate (Save)")
+                yield TextInput(self.paths[i], id=f"cmp-{name.lower()}", compact=True,
+                                select_on_focus=False,
+                                placeholder="a JSON file written by the estimate (Save)")
         yield Static("", id="cmp-pairs", markup=False)
         yield DataTable(id="cmp-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="cmp-actions"):

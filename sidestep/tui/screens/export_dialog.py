@@ -14,6 +14,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
+from sidestep.tui.widgets.text_input import TextInput
+
 FORMATS = (("ComfyUI: one .safetensors file", "comfyui"),
            ("acestep.cpp: one .safetensors file", "acestep-cpp"),
            ("PEFT: an adapter folder", "peft"))
@@ -45,7 +47,7 @@ class ExportDialog(ModalScreen[Any]):
             yield Label("Format")
             yield Select(FORMATS, value="comfyui", allow_blank=False, id="export-format")
             yield Label("Output")
-            yield Input(default_output(self.run_path, "comfyui"), id="export-output")
+            yield TextInput(default_output(self.run_path, "comfyui"), id="export-output")
             yield Checkbox("Normalize alpha (--normalize-alpha): fold each scale into the "
                            "weights, alpha = rank", id="export-normalize")
             yield Checkbox("Replace an existing output (--force)", id="export-force")

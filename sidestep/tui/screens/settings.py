@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Label, Select, Static
 
 from sidestep.config.settings import NOTIFY_CHOICES, THEMES, Settings, SettingsError
+from sidestep.tui.widgets.text_input import TextInput
 
 FIELDS = [
     ("checkpoint_dir", "Default checkpoint folder", "text"),
@@ -53,7 +54,7 @@ class SettingsScreen(Screen):
                     elif kind == "bool":
                         yield Checkbox("", value=value, id=f"set-{key}", compact=True)
                     else:
-                        yield Input(str(value), id=f"set-{key}", compact=True)
+                        yield TextInput(str(value), id=f"set-{key}", compact=True)
         yield Static("", id="settings-error")
         with Horizontal(id="settings-actions"):
             yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True,

@@ -17,6 +17,7 @@ from textual.widgets.option_list import Option
 
 from sidestep.config.schema import Setting
 from sidestep.config.values import to_text
+from sidestep.tui.widgets.text_input import TextInput
 
 
 def empty_means(s: Setting) -> str:
@@ -84,9 +85,9 @@ class SettingField(Vertical):
             select.tooltip = s.help
             return select
         placeholder = "required" if s.required else (empty_means(s) if s.nullable else "")
-        return Input(value=to_text(s, self.initial), placeholder=placeholder, id=cid,
-                     classes="field-input", compact=True, tooltip=s.help,
-                     select_on_focus=False)
+        return TextInput(value=to_text(s, self.initial), placeholder=placeholder, id=cid,
+                         classes="field-input", compact=True, tooltip=s.help,
+                         select_on_focus=False)
 
     @property
     def control(self):
@@ -102,8 +103,13 @@ class SettingField(Vertical):
             return None if ctl.value is Select.NULL else ctl.value
         return ctl.value
 
-    def show_value(self, value: Any) -> None:
-        """Display ``value`` without marking the field as edited."""
+    def show_value(self, value: Any, replace_typed: bool = False) -> None:
+        """Display ``value`` without marking the field as edited. A control whose value is not
+        the one last shown holds a keystroke whose Changed message is still queued (typing
+        faster than the form redraws): it is kept, and that message marks the field edited,
+        unless ``replace_typed`` (a pick from a list replaces the text typed to find it)."""
+        if self.raw_value() != self._shown and not replace_typed:
+            return
         self._shown = self._as_control_value(value)
         ctl = self.control
         if isinstance(ctl, Checkbox):
@@ -170,6 +176,7 @@ class ModelField(SettingField):
     def compose(self) -> ComposeResult:
         yield from super().compose()
         options = OptionList(id="model-options", classes="model-options")
+        options.can_focus = False  # Up/Down from the box move through it (on_key)
         options.display = False
         yield options
 
@@ -185,8 +192,7 @@ class ModelField(SettingField):
         ranked = fuzzy_rank(self.entries, query if self.touched else "")
         options.clear_options()
         options.add_options([Option(e.label, id=e.name) for e in ranked[:6]])
-        # a focused list stays shown even with no match: hiding it would move focus away
-        options.display = (bool(ranked) or options.has_focus) and self._editing
+        options.display = bool(ranked) and self._editing
 
     _editing = False
 
@@ -205,27 +211,30 @@ class ModelField(SettingField):
             self._refresh_options(event.value)
 
     def on_key(self, event) -> None:
-        """Typing while the suggestion list has focus edits the search text, as a combo box
-        does; focus stays on the list (the Input consumes its own keys before this)."""
+        """Up and Down move through the offered models while the box has focus, as in a combo
+        box; Enter picks the highlighted one. The list itself never takes focus: shown only
+        while the box has it, as a Tab stop it came and went, and quick Tabs skipped it or
+        not depending on timing."""
         options = self.query_one("#model-options", OptionList)
-        if not options.has_focus:
-            return
-        box = self.control
-        if event.key == "backspace":
-            text = box.value[:-1]
-        elif event.is_printable and event.character:
-            text = box.value + event.character
-        else:
+        if not options.display or event.key not in ("down", "up"):
             return
         event.stop()
         event.prevent_default()
-        box.value = text
-        box.cursor_position = len(text)
+        if event.key == "down":
+            options.action_cursor_down()
+        else:
+            options.action_cursor_up()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        options = self.query_one("#model-options", OptionList)
+        if options.display and options.highlighted is not None:
+            event.stop()
+            options.action_select()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         name = event.option.id or ""
-        self.show_value(name)
+        self.show_value(name, replace_typed=True)
         self._edited(name, force=True)
         self.post_message(self.Picked(name))
 
