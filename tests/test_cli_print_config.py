@@ -186,3 +186,17 @@ def test_cli_import_is_light():
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
+
+
+def test_a_rank_far_from_alpha_warns_with_the_usual_alpha(capsys):
+    """alpha defaults to 128 (for rank 64): a rank changed alone scales the update by alpha /
+    rank = 32 at rank 4. That warns, naming the usual alpha; both set on purpose, or a sane
+    ratio, does not."""
+    cfg, err = run_json(capsys, BASE + ["-r", "4"])
+    assert cfg["alpha"] == 128  # the spec's default stays; the warning says what to pass
+    assert "alpha 128 with rank 4 scales the adapter by 32 (alpha / rank); the usual is 2: " \
+           "--alpha 8" in err
+    for flags in (["-r", "4", "--alpha", "128"], ["-r", "32"], ["-r", "16", "--alpha", "32"],
+                  ["--adapter-type", "lokr"]):
+        _, err = run_json(capsys, BASE + flags)
+        assert "alpha / rank" not in err, flags

@@ -165,7 +165,11 @@ async def test_preset_save_and_load(tui_env):
         await pilot.press(*list("my style"), "enter")
         await pilot.pause(0.3)
         saved = Path("presets/my_style.json")
-        assert saved.is_file() and json.loads(saved.read_text())["rank"] == 24
+        stored = json.loads(saved.read_text())
+        assert stored["rank"] == 24
+        # the turbo form's family-derived schedule is not fixed into the preset (a base model
+        # trained with it would get turbo's shift 3 and 8 steps)
+        assert not {"shift", "num_inference_steps", "cfg_ratio"} & set(stored)
 
         form2 = await open_form(app, pilot, rank=None, alpha=None)
         assert form2.resolved.config.rank == 64  # defaults again
@@ -183,6 +187,60 @@ async def test_preset_save_and_load(tui_env):
         assert await wait_until(pilot, lambda: any(i.name == "my_style"
                                                    for i in getattr(app.screen, "infos", [])),
                                 10)
+        # Load in form from the Presets screen keeps the form's paths (a preset holds none)
+        presets = app.screen
+        table = presets.query_one("#presets-table")
+        table.move_cursor(row=[i.name for i in presets.infos].index("quick_test"))
+        await pilot.pause(0.2)
+        presets.action_load()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+                                and app.screen is not form2, 10)
+        form3 = app.screen
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        assert form3.preset_name == "quick_test" and form3.resolved is not None
+        assert form3.resolved.config.dataset_dir == "./tensors"
+        assert form3.resolved.config.output_dir == "./output/run-a"
+        assert form3.resolved.config.rank == 16  # quick_test's
+        assert app.errors == []
+
+
+async def test_deleting_presets_refuses_builtins_first_and_defaults_to_cancel(tui_env):
+    """A built-in preset is refused before the question; for a local one the question's
+    focused button is Cancel (Enter, Enter deleted it)."""
+    from sidestep.config.presets import PresetStore
+
+    PresetStore().save("mine", {"rank": 8}, "")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_presets()
+        assert await wait_until(pilot, lambda: any(i.name == "mine" for i in
+                                                   getattr(app.screen, "infos", [])), 10)
+        presets = app.screen
+        table = presets.query_one("#presets-table")
+        names = [i.name for i in presets.infos]
+        table.move_cursor(row=names.index("recommended"))
+        await pilot.pause(0.1)
+        presets.action_delete_preset()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen)
+                                and app.screen.query(".dialog-body"), 5)
+        assert "built-in preset and cannot be deleted" in str(
+            app.screen.query_one(".dialog-body").render())
+        await pilot.press("escape")
+        table.move_cursor(row=names.index("mine"))
+        await pilot.pause(0.1)
+        presets.action_delete_preset()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                                and app.focused is not None, 5)
+        assert app.focused.id == "cancel"
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert Path("presets/mine.json").is_file()
+        presets.action_delete_preset()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                                and app.focused is not None, 5)
+        await pilot.click("#delete")
+        assert await wait_until(pilot, lambda: not Path("presets/mine.json").exists(), 5)
         assert app.errors == []
 
 

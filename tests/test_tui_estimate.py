@@ -106,16 +106,25 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         assert await wait_until(pilot, lambda: app.screen is screen, 10)
         assert other.read_text() == "keep me"
 
-        # Train selective with K changed: the file is written again first (our own file)
+        # Train selective with K changed: rewriting even our own file asks first (a stray
+        # '-' typed outside a field once rewrote it unasked); Enter keeps it, Replace writes
         screen.query_one("#est-output", Input).value = str(out)
         await pilot.press("minus")
         assert screen.k == 3
         await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
+        assert "(it holds top 4)" in str(app.screen.query_one(".dialog-body").render())
+        await pilot.press("enter")  # the safe button has focus
+        assert await wait_until(pilot, lambda: app.screen is screen, 10)
+        assert json.loads(out.read_text())["top_k"] == 4
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
+        await pilot.click("#replace")
         assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
                                 and app.screen.mode == "selective", 10)
         assert json.loads(out.read_text())["top_k"] == 3
         form = app.screen
-        await app.workers.wait_for_complete()
+        await app.workers.wait_for_complete([w for w in app.workers if w.node is form])
         await pilot.pause(0.3)
         assert str(form.query_one("#form-title").render()) == "Selective training"
         assert form.query_one("#field-module_config").display

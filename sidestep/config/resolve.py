@@ -254,6 +254,14 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
     if not v["target_modules"]:
         p.error("target_modules", "name at least one projection (q_proj k_proj v_proj o_proj)")
 
+    if v["adapter_type"] in ("lora", "dora") and v["rank"] and v["alpha"]:
+        # a rank changed without alpha (default 128, for rank 64) scales the update by far
+        # more than the usual 2: a rank-4 run stepped 16x as far as intended
+        ratio = v["alpha"] / v["rank"]
+        if not 0.5 <= ratio <= 4 and not ("alpha" in explicit and "rank" in explicit):
+            p.warn("alpha", f"alpha {v['alpha']} with rank {v['rank']} scales the adapter by "
+                   f"{ratio:g} (alpha / rank); the usual is 2: --alpha {2 * v['rank']}")
+
     chunk = v["chunk_duration"]
     if chunk is not None and chunk < 60:
         p.warn("chunk_duration", f"{chunk} s windows are short; below 60 s the adapter may "

@@ -246,6 +246,19 @@ class SideStepApp(App):
         self._last_form = form
         self.goto(form)
 
+    def load_preset_in_form(self, name: str) -> None:
+        """A new form from preset ``name`` that keeps what a preset does not hold (paths,
+        device, model) from the last form: loading one must not empty the dataset folder."""
+        from sidestep.config import schema
+
+        last = self._last_form
+        if last is None:
+            self.action_new_training(preset=name)
+            return
+        held = {s.name for s in schema.PRESET_FIELDS}
+        kept = {k: v for k, v in last.explicit.items() if k not in held}
+        self.action_new_training(last.mode, kept, preset=name)
+
     def current_target(self) -> RunTarget | None:
         """The run the Monitor shows: the one started or attached last."""
         target = self.target if self.target is not None else self.runner
@@ -606,7 +619,8 @@ class SideStepApp(App):
             going_on = left_running(self)
             self.push_screen(ConfirmScreen("Quit Side-Step?", "Leave the app?" + (
                 f" {len(going_on)} run(s) keep training in the background." if going_on
-                else ""), [("quit", "Quit", "error"), ("cancel", "Cancel", "primary")]),
+                else ""), [("quit", "Quit", "error"), ("cancel", "Cancel", "primary")],
+                default="quit"),  # nothing is lost: q, Enter quits
                              lambda choice: self.exit() if choice == "quit" else None)
             return
 

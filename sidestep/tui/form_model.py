@@ -150,6 +150,14 @@ class FormModel:
         layered = self.layered()
         return {s.name: layered.get(s.name) for s in self.settings}
 
+    def values_for_preset(self) -> dict[str, Any]:
+        """What "Save preset" stores: the form's values, less those the model family decides
+        (shift, inference steps, CFG ratio) unless typed or from the loaded preset; a preset
+        saved on turbo then trains a base model with base's schedule, as the CLI's does."""
+        chosen = set(self.explicit) | set(self.preset_values)
+        return {k: v for k, v in self.current_values().items()
+                if k not in self.by_name or not self.by_name[k].variant_defaults or k in chosen}
+
     def field_views(self, touched) -> dict[str, FieldView]:
         """What each field shows after ``resolve``; ``touched(name)``: the user set it."""
         layered = self.layered()

@@ -16,11 +16,16 @@ class ConfirmScreen(ModalScreen[str]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, message: str, choices: list[tuple[str, str, str]]):
+    def __init__(self, title: str, message: str, choices: list[tuple[str, str, str]],
+                 default: str | None = None):
+        """``default``: the button focused at first (Enter presses it); without it, the first
+        that is not destructive (variant "error"), so that a reflexive Enter keeps things."""
         super().__init__(classes="dialog-screen")
         self.title_text = title
         self.message = message
         self.choices = choices  # (id, label, variant)
+        safe = [cid for cid, _label, variant in choices if variant != "error"]
+        self.default = default or (safe[0] if safe else choices[0][0])
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -31,7 +36,7 @@ class ConfirmScreen(ModalScreen[str]):
                     yield Button(label, id=cid, variant=variant)
 
     def on_mount(self) -> None:
-        self.query(Button).first().focus()
+        self.query_one(f"#{self.default}", Button).focus()
 
     # One handler, not one action per button: the choices are the caller's, and the answer is
     # the chosen button's id.

@@ -308,13 +308,17 @@ class EstimateScreen(Screen):
             self.app.show_error("Cannot save", problem)
             return
         k = self.k
-        if path.exists() and not (self.saved and self.saved[0] == path):
+        if path.exists() and self.saved != (path, k):
+            # also a file this screen wrote, with another K: Train selective after a stray
+            # '-' rewrote it unasked
             def answer(choice: str | None) -> None:
                 if choice == "replace":
                     self._write(path, k, then)
 
+            held = f" (it holds top {self.saved[1]})" if self.saved and self.saved[0] == path \
+                else ""
             self.app.push_screen(ConfirmScreen(
-                "Replace the file?", f"{path} exists. Replace it with this estimate "
+                "Replace the file?", f"{path} exists{held}. Replace it with this estimate "
                 f"(top {k})?", [("replace", "Replace", "error"), ("cancel", "Cancel",
                                                                    "primary")]), answer)
             return

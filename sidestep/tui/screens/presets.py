@@ -93,7 +93,7 @@ class PresetsScreen(Screen):
     def action_load(self) -> None:
         info = self.selected()
         if info is not None:
-            self.app.action_new_training(preset=info.name)
+            self.app.load_preset_in_form(info.name)
 
     def action_dashboard(self) -> None:
         self.app.action_dashboard()
@@ -129,6 +129,11 @@ class PresetsScreen(Screen):
 
         info = self.selected()
         if info is None:
+            return
+        if info.source == "builtin":  # refused before asking, not after
+            self.app.show_error("Cannot delete", f"'{info.name}' is a built-in preset and "
+                                "cannot be deleted; save a local preset of the same name to "
+                                "use your own values instead")
             return
         store = PresetStore()
 

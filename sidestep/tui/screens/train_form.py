@@ -163,7 +163,7 @@ class TrainingFormScreen(Screen):
         def save(name: str | None) -> None:
             if not name:
                 return
-            values = self.current_values()
+            values = self.model.values_for_preset()
             try:
                 path = PresetStore().save(name, values, "saved from the training form")
             except PresetError as exc:
