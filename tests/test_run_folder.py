@@ -284,6 +284,14 @@ def test_every_view_counts_the_epochs_a_run_has_completed(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "epochs" in out.splitlines()[0] and " 2/5 " in out and " 5/10 " in out
+    # the run stops there: the monitor of it (History's Open curves) says 2 done, not "3/5"
+    from sidestep.engine.events import RunFinished
+    from sidestep.tui.state import RunState
+
+    with open(run / "events.jsonl", "a") as fh:
+        fh.write(to_json(RunFinished(status="stopped", step=5, epoch=2)) + "\n")
+    state = RunState.from_run_dir(run)
+    assert not state.active and state.epochs_done == 2 and state.epoch == 3
 
 
 def test_training_into_the_dataset_or_checkpoint_folder_is_refused(demo_root, small_tensors,

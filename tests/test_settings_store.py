@@ -45,17 +45,19 @@ def test_bad_value_uses_default_with_warning(tmp_path):
 
 def test_update_rejects_bad_values(tmp_path):
     store = SettingsStore(tmp_path / "settings.json")
-    with pytest.raises(SettingsError, match="theme"):
+    with pytest.raises(SettingsError, match="^Theme must be one of"):
         store.update(theme="neon-vomit")
     with pytest.raises(SettingsError, match="nope"):
         store.update(nope=1)
-    # what is allowed, in the message (the Settings screen shows it)
-    with pytest.raises(SettingsError, match=r"'refresh_hz' must be a number from 0\.5 to 30"):
+    # what is allowed, in the message, under the label the Settings screen shows
+    with pytest.raises(SettingsError, match=r"^Monitor refresh rate must be a number from "
+                                            r"0\.5 to 30"):
         store.update(refresh_hz=0)
     song = tmp_path / "clip.wav"
     song.write_bytes(b"RIFF")
-    for key in ("checkpoint_dir", "output_root", "dataset_root"):
-        with pytest.raises(SettingsError, match=f"'{key}' must be a folder path"):
+    for key, label in (("checkpoint_dir", "Default checkpoint folder"),
+                       ("output_root", "Output root"), ("dataset_root", "Dataset root")):
+        with pytest.raises(SettingsError, match=f"^{label} must be a folder path"):
             store.update(**{key: str(song)})
     assert not (tmp_path / "settings.json").exists()  # nothing refused was saved
 

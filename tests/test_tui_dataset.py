@@ -60,6 +60,8 @@ async def test_browse_build_preprocess_and_train(tui_env, demo_copy):
         assert browser.folder == demo_copy / "audio"
         table = browser.query_one("#dataset-table", DataTable)
         assert table.row_count == 4
+        headers = [str(c.label) for c in table.columns.values()]
+        assert headers[:3] == ["file", "length", "rate"]
         broken = str(demo_copy / "audio" / "broken.wav")
         assert table.get_row(broken)[-1].startswith("✗ unreadable")
         assert [p.kind for p in browser.report.problems if p.file == broken] == ["unreadable"]
@@ -89,6 +91,14 @@ async def test_browse_build_preprocess_and_train(tui_env, demo_copy):
         form = app.screen
         await app.workers.wait_for_complete()
         assert form.current_values()["dataset_dir"] == str(out)
+        # the .pt folder: frames under their own header, not under "rate"
+        app.action_dataset(str(out))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen)
+                                and app.screen.folder == out and app.screen.report is not None,
+                                60)
+        table = app.screen.query_one("#dataset-table", DataTable)
+        assert [str(c.label) for c in table.columns.values()][2] == "frames"
+        assert table.get_row(str(out / "clip_00.pt"))[2].endswith(" fr")
         assert app.errors == []
 
 

@@ -143,6 +143,12 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         again = app.screen
         assert again.result is result and again.k == 3 and again.saved == (out, 3)
         assert "saved with top 3" in str(again.query_one("#est-saved", Static).render())
+        # Run… again starts from the K chosen here, not the first run's 5
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        await pilot.pause(0.2)
+        assert app.screen.query_one("#input-top_k").value == "3"
+        await pilot.press("escape")
         assert app.errors == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -106,7 +107,7 @@ async def test_refused_export_and_a_run_without_adapter_show_why(tui_env, finish
         await pilot.press("x")
         await pilot.pause(0.3)
         assert app.screen is history
-        assert any("a-stopped-run has no final adapter" in m
+        assert any("a-stopped-run has no adapter yet (status: stopped)" in m
                    for m in messages(app, "warning"))
         # Esc in the dialog cancels without exporting
         await pilot.press("up", "x")
@@ -137,3 +138,31 @@ async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, fi
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert form.explicit["epochs"] == 2
+
+
+async def test_a_stopped_run_exports_its_best_adapter(tui_env, finished_run):
+    """A run stopped before its final adapter: X exports its best adapter (named so in the
+    output), and says that it does."""
+    from sidestep.engine.adapter_check import check_adapter
+
+    run = place_run(finished_run, tui_env, "stopped-lora")
+    shutil.rmtree(run / "final")
+    info = json.loads((run / "run.json").read_text())
+    info.update(status="stopped", adapter_path=None)
+    (run / "run.json").write_text(json.dumps(info))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        history = await open_history(app, pilot, 1)
+        assert "(best: " in str(history.query_one("#history-detail").render())
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ExportDialog), 5)
+        dialog = app.screen
+        assert Path(dialog.adapter).resolve() == (run / "best" / "adapter").resolve()
+        output = dialog.query_one("#export-output")
+        assert output.value == "output/stopped-lora/export/stopped-lora-best-comfyui.safetensors"
+        assert any("exporting its best adapter" in m for m in messages(app))
+        await pilot.click("#ok")
+        assert await wait_until(pilot, lambda: history.last_export is not None, 60)
+        assert history.last_export.error is None, history.last_export.error
+    written = run / "export" / "stopped-lora-best-comfyui.safetensors"
+    assert not check_adapter(written).problems

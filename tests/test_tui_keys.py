@@ -245,3 +245,43 @@ async def test_keys_arriving_faster_than_the_app_handles_them_land_in_order(tui_
         assert data.value == "/tmp/abx" and lr.value == before + "8"
         assert app.focused is data
         assert form.model.value("learning_rate") == float(before + "8")
+
+
+async def test_settings_errors_use_labels_and_a_missing_folder_is_named(tui_env):
+    """The Settings screen names a bad value by its label (not 'refresh_hz'); a checkpoint
+    folder that does not exist is saved (it may be mounted later) with a warning naming it."""
+    from textual.widgets import Static
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_settings()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen), 5)
+        screen = app.screen
+        await pilot.pause(0.2)
+        screen.query_one("#set-refresh_hz", Input).value = "fast"
+        screen.action_save()
+        await pilot.pause(0.1)
+        error = str(screen.query_one("#settings-error", Static).render())
+        assert error == "✗ Monitor refresh rate must be a number", error
+        screen.query_one("#set-refresh_hz", Input).value = "2"
+        screen.query_one("#set-checkpoint_dir", Input).value = "./no-such-models"
+        screen.action_save()
+        await pilot.pause(0.2)
+        assert str(screen.query_one("#settings-error", Static).render()) == ""
+        assert app.settings.checkpoint_dir == "./no-such-models"
+        notes = [n.message for n in app._notifications if n.severity == "warning"]
+        assert any("Default checkpoint folder: ./no-such-models does not exist" in m
+                   for m in notes), notes
+
+
+def test_messages_shared_with_the_cli_name_the_apps_fields():
+    """A message written for the command line names the field, not the flag, in the app."""
+    from sidestep.tui.wording import in_app_words
+
+    assert in_app_words("checkpoint folder not found; set --checkpoint-dir to the folder") == \
+        "checkpoint folder not found; set 'Checkpoint directory' to the folder"
+    assert in_app_words("use --lr 1e-4 or --learning-rate 1e-4") == \
+        "use 'Learning rate' 1e-4 or 'Learning rate' 1e-4"
+    # a switch's flag and anything not a setting stay as written
+    assert in_app_words("pass --force to replace it; see --help") == \
+        "pass --force to replace it; see --help"

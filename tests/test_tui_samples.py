@@ -222,7 +222,7 @@ async def test_monitor_shows_samples_spectrogram_loudness_and_scp_line(tui_env, 
                                 and all(e.done for e in panel.entries), 60)
         await pilot.pause(0.2)
         assert str(screen.query_one("#epoch-label").render()) == \
-            "epoch 4/8   val loss 2.0200 (best 1.9800 @ 3)"
+            "4/8 epochs done   val loss 2.0200 (best 1.9800 @ 3)"
         # the newest sample (silence) is selected first
         assert panel.selected == 1
         facts = str(panel.query_one("#sample-facts").render())

@@ -49,6 +49,20 @@ def _folder(optional: bool):
         not os.path.isfile(os.path.expanduser(v.strip()))
 
 
+# What each setting is called where people edit it (the app's Settings screen, its errors).
+LABELS = {
+    "checkpoint_dir": "Default checkpoint folder",
+    "output_root": "Output root (new runs go here; History looks here)",
+    "dataset_root": "Dataset root (optional)",
+    "theme": "Theme",
+    "refresh_hz": "Monitor refresh rate (per second)",
+    "gpu_poll_seconds": "GPU sampling period (seconds)",
+    "form_mode": "Training form opens in",
+    "confirm_quit": "Ask before quitting when idle (a run always asks)",
+    "keep_running": "New runs keep running after I quit (form default)",
+    "notify": "When a run ends or needs you, tell me by",
+}
+
 # Each setting's check and, for the error, what it allows.
 _CHECKS = {
     "checkpoint_dir": (_folder(True), "a folder path, not a file"),
@@ -69,13 +83,17 @@ class SettingsError(ValueError):
 
 
 def validate(values: dict[str, Any]) -> None:
-    """Raise ``SettingsError`` naming the first invalid key."""
+    """Raise ``SettingsError`` naming the first invalid setting by its label."""
     for key, value in values.items():
         check = _CHECKS.get(key)
         if check is None:
             raise SettingsError(f"'{key}' is not a setting")
         if not check[0](value):
-            raise SettingsError(f"'{key}' must be {check[1]}; got {value!r}")
+            raise SettingsError(f"{label_of(key)} must be {check[1]}; got {value!r}")
+
+
+def label_of(key: str) -> str:
+    return LABELS.get(key, key).split(" (")[0]
 
 
 class SettingsStore:

@@ -573,8 +573,9 @@ class SideStepApp(App):
     # -- errors and quitting -------------------------------------------------------------------
     def show_error(self, title: str, message: str, hint: str = "") -> None:
         from sidestep.tui.screens.dialogs import ErrorScreen
+        from sidestep.tui.wording import in_app_words
 
-        self.push_screen(ErrorScreen(title, message, hint))
+        self.push_screen(ErrorScreen(title, in_app_words(message), in_app_words(hint)))
 
     def _handle_exception(self, error: Exception) -> None:
         """Unexpected errors in handlers show in the app instead of ending it."""

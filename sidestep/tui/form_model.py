@@ -17,6 +17,7 @@ from typing import Any
 from sidestep.config import schema
 from sidestep.config.resolve import ConfigError, Resolved, layered_values, resolve
 from sidestep.config.values import parse_text
+from sidestep.tui.wording import in_app_words
 
 FORM_MODES = schema.TRAIN_MODES
 TITLES = {"fixed": "Fixed training", "vanilla": "Vanilla training",
@@ -183,19 +184,21 @@ class FormModel:
                     note, kind = warnings[s.name], "warning"
                 else:
                     note = self.path_notes.get(s.name)
-            out[s.name] = FieldView(bool(visible), shown.get(s.name), message, note, kind)
+            out[s.name] = FieldView(bool(visible), shown.get(s.name),
+                                    in_app_words(message) if message else message,
+                                    in_app_words(note) if note else note, kind)
         return out
 
     def blocking_problems(self) -> list[str]:
         out = []
         for name, msg in list(self.parse_errors.items()) + list(self.path_errors.items()):
             s = self.by_name.get(name)
-            out.append(f"{s.label if s else name}: {msg}")
+            out.append(f"{s.label if s else name}: {in_app_words(msg)}")
         for problem in self.config_errors:
             if problem.field in self.parse_errors or problem.field in self.path_errors:
                 continue
             s = self.by_name.get(problem.field)
-            out.append(f"{s.label if s else problem.field}: {problem.message}")
+            out.append(f"{s.label if s else problem.field}: {in_app_words(problem.message)}")
         return out
 
     def status_line(self) -> tuple[str, bool]:

@@ -31,7 +31,8 @@ class RunState:
     lrs: list[float] = field(default_factory=list)
     step: int = 0
     total_steps: int = 0
-    epoch: int = 0
+    epoch: int = 0                      # the epoch in progress (1-based) while training
+    epochs_done: int = 0                # completed epochs, what History and `runs` count
     total_epochs: int = 0
     epoch_progress: float = 0.0
     samples_per_sec: float | None = None
@@ -91,6 +92,7 @@ class RunState:
             self.run_dir = event.run_dir
             self.total_steps, self.total_epochs = event.total_steps, event.total_epochs
             self.step, self.epoch = event.start_step, event.start_epoch
+            self.epochs_done = event.start_epoch
             self.device, self.precision = event.device, event.precision
             self.world_size = event.world_size
             self.model, self.adapter_type = event.model, event.adapter_type
@@ -115,7 +117,7 @@ class RunState:
                                               or event.loss < self.best_loss):
                 self.best_loss, self.best_step = event.loss, event.step
         elif isinstance(event, EpochEnded):
-            self.epoch = event.epoch
+            self.epoch = self.epochs_done = event.epoch
             self.epoch_progress = 1.0
             val = ""
             if event.val_loss is not None:

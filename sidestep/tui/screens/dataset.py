@@ -187,7 +187,12 @@ class DatasetScreen(Screen):
         names = [_fit(str(p.relative_to(message.folder)) if p.is_relative_to(message.folder)
                       else p.name) for p in paths]
         table.clear(columns=True)
+        # a .pt file has latent frames where audio has a sample rate
+        third = ("rate" if not listing.tensors else "frames" if not listing.audio
+                 else "rate/fr")
         for header, width in COLUMNS:
+            if header == "rate":
+                header, width = third, max(width, len(third))
             table.add_column(header, width=width or min(40, max([len(n) for n in names] + [8])))
         for path, name in zip(paths, names):
             table.add_row(name, *("" for _ in COLUMNS[1:-1]), "...", key=str(path))

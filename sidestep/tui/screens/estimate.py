@@ -141,6 +141,8 @@ class EstimateScreen(Screen):
         if self.running:
             self.notify("an estimate is running: cancel it first (C)", severity="warning")
             return
+        if self.result is not None:  # the K chosen here since (+/-, typed) is the one to keep
+            self.values["top_k"] = self.k
         fixed = {k: v for k, v in self.values.items() if k not in DIALOG}
         dialog = SettingsDialog(
             "estimate", "Estimate module sensitivity", DIALOG, values=self.values, fixed=fixed,
@@ -455,8 +457,10 @@ class CompareScreen(Screen):
                    rows)
 
     def _problem(self, text: str) -> None:
+        from sidestep.tui.wording import in_app_words
+
         pairs = self.query_one("#cmp-pairs", Static)
-        pairs.update(text)
+        pairs.update(in_app_words(text))
         pairs.set_class(True, "status-error")
 
     def action_back(self) -> None:

@@ -21,19 +21,38 @@ FORMATS = (("ComfyUI: one .safetensors file", "comfyui"),
            ("PEFT: an adapter folder", "peft"))
 
 
-def default_output(run_path: Path, fmt: str) -> str:
-    """Next to the run: <run>/export/<run-name>-<format>.safetensors (a folder for PEFT)."""
-    name = f"{Path(run_path).name}-{fmt}"
+def default_output(run_path: Path, fmt: str, source: str = "") -> str:
+    """Next to the run: <run>/export/<run-name>[-<source>]-<format>.safetensors (a folder for
+    PEFT); ``source`` names what is exported when it is not the final adapter (best, a
+    checkpoint)."""
+    name = "-".join(p for p in (Path(run_path).name, source, fmt) if p)
     return str(Path(run_path) / "export" / (name if fmt == "peft" else name + ".safetensors"))
+
+
+def export_source(run_path: Path, final: str | None,
+                  latest_checkpoint: Path | None) -> tuple[str, str] | None:
+    """(adapter folder, its name in the output) of a run: the final adapter; a run that
+    stopped before writing one, its best adapter, else its newest checkpoint; None when it
+    has none of them."""
+    if final:
+        return final, ""
+    best = Path(run_path) / "best" / "adapter"
+    if best.is_dir():
+        return str(best), "best"
+    if latest_checkpoint is not None:
+        name = Path(latest_checkpoint).name
+        return str(latest_checkpoint), name.removeprefix("checkpoint-")
+    return None
 
 
 class ExportDialog(ModalScreen[Any]):
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "ok", "Export")]
 
-    def __init__(self, run_path: Path, adapter: str, kind: str = ""):
+    def __init__(self, run_path: Path, adapter: str, kind: str = "", source: str = ""):
         super().__init__(classes="dialog-screen")
         self.run_path = Path(run_path)
         self.adapter = adapter
+        self.source = source  # "" (the final adapter), "best", "step-37", ...
         self.kind = kind
 
     def compose(self) -> ComposeResult:
@@ -47,7 +66,8 @@ class ExportDialog(ModalScreen[Any]):
             yield Label("Format")
             yield Select(FORMATS, value="comfyui", allow_blank=False, id="export-format")
             yield Label("Output")
-            yield TextInput(default_output(self.run_path, "comfyui"), id="export-output")
+            yield TextInput(default_output(self.run_path, "comfyui", self.source),
+                            id="export-output")
             yield Checkbox("Normalize alpha (--normalize-alpha): fold each scale into the "
                            "weights, alpha = rank", id="export-normalize")
             yield Checkbox("Replace an existing output (--force)", id="export-force")
@@ -63,9 +83,9 @@ class ExportDialog(ModalScreen[Any]):
     def _format_changed(self, event: Select.Changed) -> None:
         """A path still at another format's default follows the format; a typed one stays."""
         field = self.query_one("#export-output", Input)
-        defaults = {default_output(self.run_path, f) for _, f in FORMATS}
+        defaults = {default_output(self.run_path, f, self.source) for _, f in FORMATS}
         if field.value in defaults and event.value in {f for _, f in FORMATS}:
-            field.value = default_output(self.run_path, str(event.value))
+            field.value = default_output(self.run_path, str(event.value), self.source)
 
     def action_ok(self) -> None:
         output = self.query_one("#export-output", Input).value.strip()

@@ -14,7 +14,7 @@ HELP = """\
 Fine-tune ACE-Step 1.5 on your songs with LoRA or DoRA (PEFT), LoKR or LoHA (LyCORIS)
 adapters.
 
-## Keys (either case; not while a field, list, select or checkbox has focus)
+## Keys (either case on every screen; not while a field, list, select or checkbox has focus)
 
 | key | does |
 | --- | --- |
@@ -36,8 +36,9 @@ now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole
 audio samples, `[`/`]` choose one and `y` copies its `scp` line.
 In History: `enter`/`o` opens a run's curves, `r` resumes it, `x` exports its adapter for
 ComfyUI, acestep.cpp or PEFT, `[`/`]` choose among its audio samples.
-In the dataset browser: `b` builds dataset.json, `p` preprocesses, `t` trains on the folder's
-`.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
+In the dataset browser: `b` builds dataset.json, `p` (lower case) preprocesses, `t` trains
+on the folder's `.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
+A screen's own lower-case key wins over the same letter above: `P` still opens the browser.
 In the estimate screen: `r` chooses the settings and runs, `c` cancels, `+`/`-` (or the Top K
 field) change the selection at once, `w` saves the module config, `t` trains selective on it
 (saving first), `m` compares two saved estimates.
@@ -54,8 +55,9 @@ the dashboard lists runs live in any process, and enter attaches the monitor to 
 and `x` act on it). Quitting leaves such runs training (`sidestep attach DIR` follows one).
 
 Each run folder holds `run.json`, `events.jsonl`, TensorBoard logs in `runs/`, checkpoints,
-`final/adapter/` and `sidestep.log`; with a validation split or EMA (Advanced), `best/adapter/`;
-with samples every N epochs, `samples/epoch-N.wav`.
+`final/adapter/`, `best/adapter/` (the epoch with the lowest validation loss, or without a
+validation split the lowest training loss averaged over 5 epochs; `best/best.json` says which) and
+`sidestep.log`; with samples every N epochs, `samples/epoch-N.wav`.
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -97,7 +98,9 @@ class HistoryScreen(samples.SampleKeys, Screen):
         if r is not None:
             from sidestep.config.paths import short
 
-            adapter = short(r.adapter_path) if r.adapter_path else "—"
+            best = r.path / "best" / "adapter"  # a stopped run's stand-in, what X exports
+            adapter = short(r.adapter_path) if r.adapter_path else \
+                f"— (best: {short(best)})" if best.is_dir() else "—"
             latest = short(r.latest_checkpoint) if r.latest_checkpoint else "— (cannot resume)"
             text = f"{short(r.path)}\nadapter: {adapter}\nlatest checkpoint: {latest}"
         self.query_one("#history-detail", Static).update(text)
@@ -131,27 +134,32 @@ class HistoryScreen(samples.SampleKeys, Screen):
         self.app.resume_run(r.path, r.latest_checkpoint)
 
     def action_export(self) -> None:
-        """The selected run's final adapter, through the export dialog, written off the UI
+        """The selected run's final adapter (a run stopped before writing one: its best
+        adapter, else its newest checkpoint), through the export dialog, written off the UI
         thread by the same ``export_adapter`` as ``sidestep export``."""
-        from sidestep.tui.screens.export_dialog import ExportDialog
+        from sidestep.tui.screens.export_dialog import ExportDialog, export_source
 
         r = self.selected()
         if r is None:
             self.notify("no run to export", severity="warning")
             return
-        if not r.adapter_path:
-            self.notify(f"{r.name} has no final adapter (status: {r.status}); export one of its "
-                        "checkpoints with `sidestep export <checkpoint folder>`",
-                        title="Nothing to export", severity="warning", timeout=10)
+        found = export_source(r.path, r.adapter_path, r.latest_checkpoint)
+        if found is None:
+            self.notify(f"{r.name} has no adapter yet (status: {r.status}): no final or best "
+                        "adapter and no complete checkpoint", title="Nothing to export",
+                        severity="warning", timeout=10)
             return
-        adapter = r.adapter_path
+        adapter, source = found
+        if source:  # a stopped run: say what stands in for the final adapter
+            self.notify(f"{r.name} has no final adapter (status: {r.status}); exporting its "
+                        f"{'best adapter' if source == 'best' else Path(adapter).name}")
 
         def chosen(choice) -> None:
             if choice:
                 self.notify(f"exporting {r.name} for {choice['fmt']}")
                 self.run_export(adapter, choice)
 
-        self.app.push_screen(ExportDialog(r.path, adapter, r.adapter_type), chosen)
+        self.app.push_screen(ExportDialog(r.path, adapter, r.adapter_type, source), chosen)
 
     @work(thread=True, group="export")
     def run_export(self, adapter: str, choice: dict) -> None:

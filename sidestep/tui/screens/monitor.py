@@ -188,8 +188,13 @@ class MonitorScreen(SampleKeys, Screen):
         if self.target is not None and self.target.outlives_app:
             status += " · in the background"  # its own process: quitting leaves it training
         self._text("#run-title", f"{s.title or s.run_dir}  [{status}]")
-        self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}" + val_text(s))
-        self._bar("#epoch-bar", s.total_epochs, s.epoch)
+        if s.active:  # the epoch in progress, as a progress bar counts
+            self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}" + val_text(s))
+            self._bar("#epoch-bar", s.total_epochs, s.epoch)
+        else:  # an ended run: the epochs it completed, as History and `runs` say
+            self._text("#epoch-label", f"{s.epochs_done}/{s.total_epochs or '?'} epochs done"
+                       + val_text(s))
+            self._bar("#epoch-bar", s.total_epochs, s.epochs_done)
         last = s.losses[-1] if s.losses else float("nan")
         best = f"{s.best_loss:.4f} @ {s.best_step}" if s.best_loss is not None else "—"
         self._text("#step-label", f"step {s.step}/{s.total_steps or '?'}   loss {last:.4f}   "

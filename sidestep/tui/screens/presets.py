@@ -60,11 +60,30 @@ class PresetsScreen(Screen):
         self.query_one("#preset-dirs", Static).update(
             f"local {short(store.dirs['local'])} · global {short(store.dirs['global'])} · "
             "built-in (read-only)")
-        rows = [(i.name, i.source + (f" (hides {', '.join(i.shadows)})" if i.shadows else ""),
-                 i.description) for i in infos]
-        fill_table(self.query_one("#presets-table", DataTable), ("name", "location",
-                   "description"), rows, [i.name for i in infos])
+        self._fill()
+        self.call_after_refresh(self._fill)  # again once laid out: the table's width is known
         self._view()
+
+    def _fill(self) -> None:
+        """The list, its descriptions cut with an ellipsis to the table's width (DataTable
+        crops at its edge, and a cut description read as whole)."""
+        from rich.cells import cell_len
+
+        from sidestep.tui.widgets.tables import fit
+
+        table = self.query_one("#presets-table", DataTable)
+        rows = [(i.name, i.source + (f" (hides {', '.join(i.shadows)})" if i.shadows else ""),
+                 i.description) for i in self.infos]
+        used = sum(max([cell_len(h)] + [cell_len(r[c]) for r in rows]) + 2
+                   for c, h in enumerate(("name", "location")))
+        room = max(12, table.size.width - used - 3)
+        fill_table(table, ("name", "location", "description"),
+                   [(n, where, fit(d, room)) for n, where, d in rows],
+                   [i.name for i in self.infos])
+
+    def on_resize(self) -> None:
+        if self.infos:
+            self.call_after_refresh(self._fill)
 
     def selected(self):
         table = self.query_one("#presets-table", DataTable)

@@ -4,6 +4,7 @@ running after the app quits, how a run's end is told (settings.json)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
@@ -12,21 +13,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Label, Select, Static
 
-from sidestep.config.settings import NOTIFY_CHOICES, THEMES, Settings, SettingsError
+from sidestep.config.settings import (LABELS, NOTIFY_CHOICES, THEMES, Settings, SettingsError,
+                                      label_of)
 from sidestep.tui.widgets.text_input import TextInput
 
-FIELDS = [
-    ("checkpoint_dir", "Default checkpoint folder", "text"),
-    ("output_root", "Output root (new runs go here; History looks here)", "text"),
-    ("dataset_root", "Dataset root (optional)", "text"),
-    ("theme", "Theme", "theme"),
-    ("refresh_hz", "Monitor refresh rate (per second)", "float"),
-    ("gpu_poll_seconds", "GPU sampling period (seconds)", "float"),
-    ("form_mode", "Training form opens in", "mode"),
-    ("confirm_quit", "Ask before quitting when idle (a run always asks)", "bool"),
-    ("keep_running", "New runs keep running after I quit (form default)", "bool"),
-    ("notify", "When a run ends or needs you, tell me by", "notify"),
-]
+KINDS = {"theme": "theme", "refresh_hz": "float", "gpu_poll_seconds": "float",
+         "form_mode": "mode", "confirm_quit": "bool", "keep_running": "bool",
+         "notify": "notify"}  # any other setting is a text box
+FIELDS = [(key, label, KINDS.get(key, "text")) for key, label in LABELS.items()]
 CHOICES = {"theme": THEMES, "mode": ("basic", "advanced"), "notify": NOTIFY_CHOICES}
 
 
@@ -74,7 +68,7 @@ class SettingsScreen(Screen):
                 try:
                     out[key] = float(widget.value)
                 except ValueError:
-                    raise SettingsError(f"'{key}' must be a number") from None
+                    raise SettingsError(f"{label_of(key)} must be a number") from None
             else:
                 out[key] = widget.value.strip()
         return out
@@ -92,7 +86,14 @@ class SettingsScreen(Screen):
             return
         err.update("")
         self.app.apply_settings(new)
-        self.notify("settings saved")
+        # saved all the same (a drive may be mounted later), but a typo shows now
+        missing = [f"{label_of(k)}: {values[k]} does not exist" for k in ("checkpoint_dir",
+                                                                           "dataset_root")
+                   if values.get(k) and not Path(values[k]).expanduser().exists()]
+        if missing:
+            self.notify("settings saved; " + "; ".join(missing), severity="warning", timeout=8)
+        else:
+            self.notify("settings saved")
 
     @on(Select.Changed, "#set-theme")
     def _theme_preview(self, event: Select.Changed) -> None:

@@ -15,7 +15,7 @@ from textual.widgets import DataTable
 
 def fill_table(table: DataTable, headers: Sequence[str], rows: Iterable[Sequence[str]],
                keys: Iterable[str | None] | None = None, max_width: int = 60) -> None:
-    rows = [[str(cell) for cell in row] for row in rows]
+    rows = [[fit(str(cell), max_width) for cell in row] for row in rows]
     keys = list(keys) if keys is not None else [None] * len(rows)
     widths = [min(max([cell_len(h)] + [cell_len(r[i]) for r in rows]), max_width)
               for i, h in enumerate(headers)]
@@ -24,3 +24,12 @@ def fill_table(table: DataTable, headers: Sequence[str], rows: Iterable[Sequence
         table.add_column(header, width=width)
     for row, key in zip(rows, keys):
         table.add_row(*row, key=key)
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells with an ellipsis: a cut value must not read as whole."""
+    if cell_len(text) <= width:
+        return text
+    while cell_len(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
