@@ -130,7 +130,11 @@ class AceStepDecoder(nn.Module):
         pad = (-length) % p
         if pad:
             x = F.pad(x, (0, 0, 0, pad))
-        x = self.proj_in(x)
+        # The patch conv's [B, C, N] output swapped back is a strided view, and elementwise
+        # ops keep their input's strides: the whole residual stream stayed channels-first and
+        # every Linear ran as a batched matmul over it (forward and backward). Contiguous,
+        # they are plain matrix products (bench: within noise on a 2-core CPU).
+        x = self.proj_in(x).contiguous()
         cond = self.condition_embedder(encoder_hidden_states.to(dtype))
         n = x.shape[1]
         rope = self.rotary_emb(n, x.device, x.dtype)
