@@ -170,12 +170,16 @@ def write_text_encoder(folder: Path, seed: int) -> None:
 
 def write_checkpoint_root(root: Path, seed: int = 0) -> Path:
     from sidestep.model.checkpoints import TEXT_ENCODER_FOLDER, VAE_FOLDER
+    from sidestep.model.quiet import quiet_loading
 
     root.mkdir(parents=True, exist_ok=True)
     write_dit(root / "acestep-v15-turbo", {"is_turbo": True, "model_version": "turbo"}, seed)
     write_dit(root / "acestep-v15-base", {"is_turbo": False, "model_version": "base"}, seed + 1)
-    write_vae(root / VAE_FOLDER, seed + 2)
-    write_text_encoder(root / TEXT_ENCODER_FOLDER, seed + 3)
+    # diffusers' import pulls in bitsandbytes (a kernels warning on a CPU), the Oobleck VAE
+    # uses the deprecated weight_norm, and save_pretrained draws a progress bar
+    with quiet_loading("diffusers", "transformers"):
+        write_vae(root / VAE_FOLDER, seed + 2)
+        write_text_encoder(root / TEXT_ENCODER_FOLDER, seed + 3)
     return root
 
 

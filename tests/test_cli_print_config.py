@@ -75,8 +75,11 @@ def test_fine_tune_family_from_config_json(capsys, tmp_path):
     assert cfg["model_family"] == "base" and cfg["cfg_ratio"] == 0.15
 
 
-def test_unknown_fine_tune_warns(capsys):
-    cfg, err = run_json(capsys, BASE + ["--model-variant", "someone-elses-tune"])
+def test_unknown_fine_tune_warns(capsys, tmp_path):
+    (tmp_path / "someone-elses-tune").mkdir()  # there, but no config.json to tell the family
+    argv = ["--plain", "fixed", "--checkpoint-dir", str(tmp_path), "--dataset-dir", "b",
+            "--output-dir", "c", "--model-variant", "someone-elses-tune"]
+    cfg, err = run_json(capsys, argv)
     assert cfg["model_family"] is None and "--base-model" in err
 
 

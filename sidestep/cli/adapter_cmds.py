@@ -25,10 +25,14 @@ def _decoder(args):
     """The decoder named by --checkpoint-dir, else None (the adapter's run decides)."""
     if not getattr(args, "checkpoint_dir", None):
         return None
+    from sidestep.config.resolve import CHECKPOINT_DIR_FIX, not_a_folder
     from sidestep.engine.adapter_keys import Decoder
     from sidestep.engine.adapters import AdapterError
     from sidestep.model.checkpoints import DiscoveryError, resolve_model
 
+    problem = not_a_folder(args.checkpoint_dir, CHECKPOINT_DIR_FIX)
+    if problem:
+        raise AdapterError(f"--checkpoint-dir: {problem}")
     try:
         model = resolve_model(args.checkpoint_dir, args.model_variant)
     except DiscoveryError as exc:

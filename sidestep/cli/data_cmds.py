@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -82,9 +83,14 @@ def run_check_dataset(args: argparse.Namespace, out: Out) -> int:
     if root:
         import json
 
+        from sidestep.config.resolve import CHECKPOINT_DIR_FIX, not_a_folder
         from sidestep.model.checkpoints import DiscoveryError, resolve_model
         from sidestep.model.config import AceStepConfig
 
+        problem = not_a_folder(root, CHECKPOINT_DIR_FIX)
+        if problem:
+            out.error(f"--checkpoint-dir: {problem}")
+            return EXIT_BAD_INPUT
         try:
             model = resolve_model(root, getattr(args, "model_variant", "turbo"))
             path = model.path / "config.json"
@@ -109,17 +115,62 @@ def run_check_dataset(args: argparse.Namespace, out: Out) -> int:
 
 
 def run_make_demo(args: argparse.Namespace, out: Out) -> int:
+    from sidestep.data.paths import output_dir_problem
+    from sidestep.data.preprocess import PreprocessError
     from sidestep.demo import make_demo
 
     root = Path(args.dir)
-    if root.exists() and any(root.iterdir()) and not args.force:
-        out.error(f"{root} is not empty; pick a new folder or pass --force")
-        return EXIT_BAD_INPUT
-    t0 = time.monotonic()
     if args.clips < 1:
         out.error("--clips must be at least 1")
         return EXIT_BAD_INPUT
-    make_demo(root, seed=args.seed, clips=args.clips,
-              progress=lambda msg: out.info(f"[{time.monotonic() - t0:5.1f}s] {msg}"))
+    problem = output_dir_problem(root, "make-demo:")  # a file in the way, no permission
+    if problem:
+        out.error(problem)
+        return EXIT_BAD_INPUT
+    if root.exists() and any(root.iterdir()) and not args.force:
+        out.error(f"{root} is not empty; pick a new folder or pass --force")
+        return EXIT_BAD_INPUT
+    undo = _undo_for(root)
+    t0 = time.monotonic()
+    try:
+        make_demo(root, seed=args.seed, clips=args.clips,
+                  progress=lambda msg: out.info(f"[{time.monotonic() - t0:5.1f}s] {msg}"))
+    except BaseException as exc:
+        undo()  # a failed or interrupted demo leaves nothing behind
+        if not isinstance(exc, (OSError, PreprocessError)):
+            raise
+        where = getattr(exc, "filename", None) or root
+        reason = getattr(exc, "strerror", None) or exc
+        out.error(f"make-demo: cannot write {where} ({reason}); nothing was kept. Choose a "
+                  "folder you can write to, with some free space")
+        return EXIT_BAD_INPUT
     out.info(f"demo written to {root}: checkpoints/ audio/ tensors/")
+    # a short run: the default 100 epochs and 100 warmup steps are for real datasets
+    out.info(f"next, try: sidestep fixed --checkpoint-dir {root / 'checkpoints'} "
+             f"--dataset-dir {root / 'tensors'} --output-dir {root / 'run'} --epochs 2 "
+             "--warmup-steps 0")
     return EXIT_OK
+
+
+def _undo_for(root: Path):
+    """What removes everything make-demo is about to write: the folders it creates, or the
+    contents of the empty folder it was given (with --force into a non-empty one: nothing,
+    since what was there cannot be told from what was written)."""
+    import shutil
+
+    top = None  # the outermost folder that does not exist yet
+    path = Path(os.path.abspath(root))
+    while not os.path.lexists(path) and path != path.parent:
+        top, path = path, path.parent
+    before = set(root.iterdir()) if top is None and root.is_dir() else None
+
+    def undo() -> None:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif before == set():
+            for child in list(root.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+    return undo

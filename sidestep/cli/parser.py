@@ -43,12 +43,58 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every "
                      "option)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a subcommand's unknown flags from the root parser, which would
+        # name `sidestep --help` (no training flags there) and guess nothing
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._unrecognized(namespace, extras)
+        return namespace
+
+    def _unrecognized(self, namespace, extras: list[str]) -> None:
+        import difflib
+
+        parser = self._chosen(namespace)
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        guesses, hints = [], []
+        for token in extras:
+            flag = token.split("=", 1)[0]
+            if not flag.startswith("-") or _is_number(flag):
+                continue
+            if parser is not self and flag in self._option_string_actions:  # -y, --plain
+                hints.append(f"{flag} goes before the command: `{self.prog} {flag} "
+                             f"{parser.prog.split(' ', 1)[1]} ...`")
+                continue
+            guesses += difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+        if guesses:
+            hints.insert(0, f"did you mean {', '.join(guesses)}?")
+        parser.error(f"unrecognized arguments: {' '.join(extras)}"
+                     + "".join(f"; {h}" for h in hints))
+
+    def _chosen(self, namespace) -> argparse.ArgumentParser:
+        """The deepest subcommand parser the arguments picked (``sidestep presets save``)."""
+        parser = self
+        while True:
+            subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            chosen = subs[0].choices.get(getattr(namespace, subs[0].dest, None)) if subs else None
+            if chosen is None:
+                return parser
+            parser = chosen
+
     def parse_known_args(self, args=None, namespace=None):
         if getattr(self, "keeps_argv", False):  # the root: `--detach` restarts with these
             args = list(sys.argv[1:] if args is None else args)
             namespace = namespace if namespace is not None else argparse.Namespace()
             namespace.raw_argv = list(args)
         return super().parse_known_args(args, namespace)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):

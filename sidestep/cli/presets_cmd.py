@@ -46,12 +46,14 @@ def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = 
             values.update(explicit_values(args, schema.PRESET_FIELDS))
             path = store.save(args.name, values, args.description, overwrite=args.force)
             out.info(f"saved preset to {path}")
+            _say_hidden(store, path.stem, out)
         elif action == "delete":
             source, path = store.delete(args.name)
             out.info(f"deleted {source} preset {path}")
         elif action == "import":
             name, path = store.import_file(Path(args.file), overwrite=args.force)
             out.info(f"imported preset '{name}' to {path}")
+            _say_hidden(store, path.stem, out)
         elif action == "export":
             path = store.export(args.name, Path(args.path), overwrite=args.force)
             out.info(f"exported preset '{args.name}' to {path}")
@@ -62,3 +64,13 @@ def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = 
         out.error(f"{exc.filename or ''}: {exc.strerror or exc}")
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _say_hidden(store: PresetStore, name: str, out: Out) -> None:
+    """Local wins over global and built-in (spec 000): say so, or `--preset recommended`
+    silently stops meaning the shipped preset."""
+    hidden = store.hidden_by(name)
+    if hidden:
+        where = " and ".join("built-in" if h == "builtin" else h for h in hidden)
+        out.warn(f"local preset '{name}' now hides the {where} preset of that "
+                 f"name; `sidestep presets delete {name}` brings it back")

@@ -26,6 +26,25 @@ def _shown(e: LogLine) -> bool:
     return e.level == "warning" or (e.level == "error" and e.source != "sidestep.engine")
 
 
+class _BestOnce:
+    """best/adapter is rewritten on every epoch that improves: its path is said once (and
+    again only if it moves), the epoch lines' "best so far" mark the later saves."""
+
+    def __init__(self):
+        self.shown: str | None = None
+
+    def first(self, e: CheckpointSaved) -> bool:
+        if e.kind != "best":
+            return True
+        first, self.shown = e.path != self.shown, e.path
+        return first
+
+    @staticmethod
+    def note(e: CheckpointSaved) -> str:
+        return (" (rewritten at each epoch marked 'best so far')" if e.kind == "best"
+                else "")
+
+
 class PlainProgress:
     """Line output for logs and pipes."""
 
@@ -35,6 +54,7 @@ class PlainProgress:
         self.total = 0
         self.epochs = 0
         self.fatal_shown = False
+        self.best = _BestOnce()
 
     def handle(self, e: Event) -> None:
         say = self.out.info
@@ -54,7 +74,8 @@ class PlainProgress:
                 + (f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else "")
                 + (" (best so far)" if e.best else "") + f" ({e.seconds:.1f} s)")
         elif isinstance(e, CheckpointSaved):
-            say(f"saved {e.kind} checkpoint: {e.path}")
+            if self.best.first(e):
+                say(f"saved {e.kind} checkpoint: {e.path}" + self.best.note(e))
         elif isinstance(e, SampleWritten):
             say(f"sample for epoch {e.epoch}: {e.path} ({e.seconds:.1f} s to render)")
         elif isinstance(e, Problem):
@@ -83,6 +104,7 @@ class RichProgress:
         self.epoch_task = None
         self.step_task = None
         self.fatal_shown = False
+        self.best = _BestOnce()
 
     def handle(self, e: Event) -> None:
         from rich.markup import escape
@@ -106,7 +128,9 @@ class RichProgress:
                      + (f"  val {e.val_loss:.4f}" if e.val_loss is not None else "")
                      + ("  best" if e.best else ""))
         elif isinstance(e, CheckpointSaved):
-            p.console.print(f"saved {e.kind} checkpoint: {escape(e.path)}")
+            if self.best.first(e):
+                p.console.print(f"saved {e.kind} checkpoint: {escape(e.path)}"
+                                + escape(self.best.note(e)))
         elif isinstance(e, SampleWritten):
             p.console.print(f"sample for epoch {e.epoch}: {escape(e.path)}")
         elif isinstance(e, Problem):
@@ -168,6 +192,10 @@ def run_training(resolved, args, out: Out) -> int:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # (errors still go to stderr)
     try:  # before the summary and the prompt: nothing to confirm for a run we would refuse
         preflight(config)
+        if config.preprocess:  # a songs folder as --tensor-output, before any song is read
+            from sidestep.data.preprocess import check_output_dir
+
+            check_output_dir(config.tensor_output, (config.audio_dir,))
     except input_error_types() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -46,9 +47,20 @@ def give_default_mode(path: Path) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``. An OSError names ``path``, never the temp file: the user
+    knows the one, not the other (``.p.json.nm6ad57z.tmp: Read-only file system``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, f"{path.parent} is a file, not a folder",
+                                 str(path)) from None
+    except OSError as exc:
+        raise _about(exc, path) from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    except OSError as exc:
+        raise _about(exc, path) from None
     try:
         # mkstemp makes the file 0600; the result gets the mode any other new file would
         os.chmod(tmp, _FILE_MODE)
@@ -57,13 +69,22 @@ def write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _about(exc, path) from None
         raise
     fsync_dir(path.parent)
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """The same error (class, errno, reason) about ``path``."""
+    if exc.errno is None:
+        return OSError(f"{path}: {exc}")
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -183,8 +183,17 @@ class PresetStore:
         # Validate through the same path a load takes, so a saved preset always loads.
         preset = Preset(clean, description, kept)
         parse_preset_dict(preset.to_file_dict(), f"preset '{clean}'")
-        atomic.write_json(target, preset.to_file_dict())
+        try:
+            atomic.write_json(target, preset.to_file_dict())
+        except OSError as exc:
+            raise PresetError(f"{target}: cannot write it ({exc.strerror or exc}); local "
+                              "presets go to ./presets, so run this from a folder you can "
+                              "write to") from None
         return target
+
+    def hidden_by(self, name: str) -> list[str]:
+        """The global or built-in presets a local preset called ``name`` hides."""
+        return [source for source in SOURCES[1:] if name in self._files(source)]
 
     def delete(self, name: str) -> tuple[str, Path]:
         source, path = self.find(name)
@@ -217,7 +226,11 @@ class PresetStore:
         if dest.exists() and not overwrite:
             raise PresetError(f"{dest} already exists; choose another path or allow "
                               "overwriting (--force)")
-        atomic.write_json(dest, preset.to_file_dict())
+        try:
+            atomic.write_json(dest, preset.to_file_dict())
+        except OSError as exc:
+            raise PresetError(f"{dest}: cannot write it ({exc.strerror or exc}); choose a "
+                              "path in a folder you can write to") from None
         return dest
 
     def _is_builtin_dir(self, folder: Path) -> bool:

@@ -21,7 +21,7 @@ from sidestep.config.schema import BY_NAME, FieldProblem, Problems, Setting
 from sidestep.config.training_config import ConfigBase, TrainingConfig
 from sidestep.config.values import bounds_problem, to_json
 from sidestep.config.variants import (VariantError, check_variant_name, detect_family,
-                                      official_family)
+                                      folder_for, official_family)
 
 IS_WINDOWS = sys.platform.startswith("win")
 
@@ -174,6 +174,7 @@ def resolve(command: str, explicit: Mapping[str, Any] | None = None,
         if values["configs"] is not None and len(values["configs"]) < 2:
             problems.error("configs", "give at least two module config files to compare")
 
+    _folder_rule(values, names, problems)
     if "model_variant" in values:
         try:
             check_variant_name(values["model_variant"])
@@ -296,7 +297,8 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
         v["log_dir"] = _join(v["output_dir"], "runs")
         src["log_dir"] = "rule"
 
-    if family is None and "model_variant" in v:
+    if family is None and "model_variant" in v and _model_folder_exists(v):
+        # a missing folder is reported by the model check, with the folders there are
         p.warn("base_model", f"cannot tell whether '{v['model_variant']}' is a turbo or a "
                              "base/sft model; base/sft defaults are used. Pass --base-model.")
     if v.get("base_model") and "base_model" in explicit:
@@ -309,6 +311,45 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
                                   f"{official} model, so --base-model {v['base_model']} would "
                                   "train it with the wrong timesteps and CFG defaults. Leave "
                                   "it out")
+
+
+def _model_folder_exists(v: dict) -> bool:
+    if not v.get("checkpoint_dir"):
+        return False
+    try:
+        return (Path(v["checkpoint_dir"]) / folder_for(str(v["model_variant"]))).is_dir()
+    except VariantError:
+        return False
+
+
+# Settings that name a folder, and the fix when a file is given: an input folder's contents,
+# or None for a folder the command writes into (and creates).
+_FOLDER_SETTINGS: dict[str, str | None] = {
+    "checkpoint_dir": "give the folder that holds the model folders (acestep-v15-turbo/, "
+                      "vae/, ...)",
+    "dataset_dir": "give the folder that holds the preprocessed .pt files",
+    "audio_dir": "give the folder that holds the audio files",
+    "resume_from": "give a checkpoint folder (<run>/checkpoint-step-N)",
+    "output_dir": None, "tensor_output": None, "log_dir": None,
+}
+CHECKPOINT_DIR_FIX = _FOLDER_SETTINGS["checkpoint_dir"]
+
+
+def not_a_folder(path: str | Path, fix: str | None) -> str | None:
+    """The message for a file given where a folder is expected, else None (a missing path
+    is left to the command, which knows whether it creates it)."""
+    if not Path(path).is_file():
+        return None
+    return (f"{path} is a file, not a folder; "
+            + (fix or "give a folder path (it is created if missing), or move that file away"))
+
+
+def _folder_rule(values: dict, names: set[str], problems: Problems) -> None:
+    for name, fix in _FOLDER_SETTINGS.items():
+        if name in names and values.get(name):
+            problem = not_a_folder(values[name], fix)
+            if problem:
+                problems.error(name, problem)
 
 
 def _join(a: str, b: str) -> str:

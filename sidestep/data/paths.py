@@ -60,3 +60,33 @@ def output_dir_problem(path: Path | str, flag: str) -> str | None:
         return (f"{flag} {path} is a file, not a folder; give a folder path (it is created "
                 f"if missing), or move that file away")
     return _ancestor_problem(path, flag, path)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def songs_folder_problem(path: Path | str, flag: str, songs: tuple = ()) -> str | None:
+    """Why ``path`` must not take generated files: it is a folder of songs (one of ``songs``,
+    or audio files lie in it). Bookkeeping next to the user's audio is clutter that a later
+    scan, copy or sync trips over; a folder of earlier output (.pt files) is fine."""
+    from sidestep.data.audio import AUDIO_EXTENSIONS
+
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    try:
+        audio = sorted(p.name for p in path.iterdir()
+                       if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
+    except OSError:
+        return None  # unreadable: the write itself will say so
+    if not audio and not any(_same_folder(path, Path(s)) for s in songs if s):
+        return None
+    what = (f"holds audio files ({', '.join(audio[:2])}{', ...' if len(audio) > 2 else ''})"
+            if audio else "is the songs folder")
+    other = path.parent / "tensors" if path.name != "tensors" else path.parent / "tensors-pt"
+    return (f"{flag} {path} {what}; the .pt files, manifest.json and bookkeeping would be "
+            f"written among your songs. Give a separate folder, such as {other}")

@@ -180,7 +180,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     say = progress or (lambda event: None)
     stopped = cancel or (lambda: False)
     out = Path(output_dir)
-    check_output_dir(out)
+    check_output_dir(out)  # also refuses a folder of songs (the trainer's --preprocess)
     clash = _id_clashes(samples)
     if clash:
         raise PreprocessError(clash)
@@ -327,7 +327,7 @@ def preprocess_config(config, *, progress: Progress | None = None,
     from sidestep.data.dataset_json import samples_from
 
     say_warning = warn or (lambda message: None)
-    check_output_dir(config.tensor_output)
+    check_output_dir(config.tensor_output, (config.audio_dir,))
     info = probe()
     device = resolve_device(config.device, info)
     precision, note = resolve_precision(config.precision, device, info)
@@ -465,11 +465,13 @@ def _write_state(out: Path, state: dict[str, str]) -> None:
     atomic.write_json(out / STATE_FILE, {"version": 1, "files": dict(sorted(state.items()))})
 
 
-def check_output_dir(path: Path | str) -> None:
-    """Refuse an unusable ``--tensor-output`` before anything is loaded or written."""
-    from sidestep.data.paths import output_dir_problem
+def check_output_dir(path: Path | str, songs: tuple = ()) -> None:
+    """Refuse an unusable ``--tensor-output`` before anything is loaded or written: not a
+    folder we can write, or a folder of songs (``songs``: the folders they are read from)."""
+    from sidestep.data.paths import output_dir_problem, songs_folder_problem
 
-    problem = output_dir_problem(path, "--tensor-output")
+    problem = (output_dir_problem(path, "--tensor-output")
+               or songs_folder_problem(path, "--tensor-output", songs))
     if problem:
         raise PreprocessError(problem)
 
