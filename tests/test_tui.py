@@ -217,13 +217,15 @@ async def test_deleting_presets_refuses_builtins_first_and_defaults_to_cancel(tu
         assert await wait_until(pilot, lambda: any(i.name == "mine" for i in
                                                    getattr(app.screen, "infos", [])), 10)
         presets = app.screen
+        await pilot.pause(0.3)  # laid out: the list is filled again to its width
         table = presets.query_one("#presets-table")
         names = [i.name for i in presets.infos]
         table.move_cursor(row=names.index("recommended"))
         await pilot.pause(0.1)
+        assert presets.selected().name == "recommended"
         presets.action_delete_preset()
         assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen)
-                                and app.screen.query(".dialog-body"), 5)
+                                and app.screen.query(".dialog-body"), 10)
         assert "built-in preset and cannot be deleted" in str(
             app.screen.query_one(".dialog-body").render())
         await pilot.press("escape")

@@ -124,7 +124,9 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
                                 and app.screen.mode == "selective", 10)
         assert json.loads(out.read_text())["top_k"] == 3
         form = app.screen
-        await app.workers.wait_for_complete([w for w in app.workers if w.node is form])
+        # (its exclusive path checks cancel one another: wait for none running)
+        assert await wait_until(pilot, lambda: not any(w.is_running for w in app.workers
+                                                       if w.node is form), 30)
         await pilot.pause(0.3)
         assert str(form.query_one("#form-title").render()) == "Selective training"
         assert form.query_one("#field-module_config").display

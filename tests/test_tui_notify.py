@@ -52,9 +52,11 @@ def test_notify_and_keep_running_settings(tmp_path):
     store.update(notify="both", keep_running=True)
     settings, warnings = store.load()
     assert (settings.notify, settings.keep_running, warnings) == ("both", True, [])
-    with pytest.raises(SettingsError, match="notify"):
+    with pytest.raises(SettingsError, match="^When a run ends or needs you, tell me by must "
+                                            "be one of"):
         store.update(notify="loud")
-    with pytest.raises(SettingsError, match="keep_running"):
+    with pytest.raises(SettingsError, match="^New runs keep running after I quit must be "
+                                            "true or false"):
         store.update(keep_running="yes")
     path.write_text(json.dumps({"notify": "siren", "keep_running": 1}))
     settings, warnings = store.load()

@@ -77,9 +77,12 @@ class PresetsScreen(Screen):
         used = sum(max([cell_len(h)] + [cell_len(r[c]) for r in rows]) + 2
                    for c, h in enumerate(("name", "location")))
         room = max(12, table.size.width - used - 3)
+        row = table.cursor_row
         fill_table(table, ("name", "location", "description"),
                    [(n, where, fit(d, room)) for n, where, d in rows],
                    [i.name for i in self.infos])
+        if row is not None and 0 < row < table.row_count:  # a refill keeps the chosen preset
+            table.move_cursor(row=row)
 
     def on_resize(self) -> None:
         if self.infos:
