@@ -285,3 +285,19 @@ def test_messages_shared_with_the_cli_name_the_apps_fields():
     # a switch's flag and anything not a setting stay as written
     assert in_app_words("pass --force to replace it; see --help") == \
         "pass --force to replace it; see --help"
+
+
+async def test_a_new_form_in_the_demo_trains_on_the_demo_songs(tui_env, demo_root):
+    """--demo: F from the dashboard fills the demo's tensors next to its model, as the first
+    form does (it asked for a dataset folder, beside the demo's checkpoint folder)."""
+    app = make_app(demo=True, demo_dir=demo_root)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        await app.workers.wait_for_complete()
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.press("f")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        form = app.screen
+        assert form.explicit["dataset_dir"] == str(demo_root / "tensors")
+        assert form.explicit["checkpoint_dir"] == str(demo_root / "checkpoints")

@@ -286,6 +286,12 @@ async def _open(pilot, screen: str) -> None:
         app.action_new_training("fixed", _form_values())
     elif screen == "monitor":
         app.open_history_run(Path("output/lofi-lora"))
+    elif screen == "monitor-of-a-run":  # as after a start: all five buttons, the longest row
+        from sidestep.tui.screens.monitor import MonitorScreen
+        from sidestep.tui.state import RunState
+
+        app.goto(MonitorScreen(RunState.from_run_dir(Path("output/lofi-lora")),
+                               target=app.runner))
     elif screen == "history":
         app.action_history()
     elif screen == "presets":
@@ -297,8 +303,8 @@ async def _open(pilot, screen: str) -> None:
     await _settle(pilot)
 
 
-@pytest.mark.parametrize("screen", ["dashboard", "form", "monitor", "history", "presets",
-                                    "settings", "dataset"])
+@pytest.mark.parametrize("screen", ["dashboard", "form", "monitor", "monitor-of-a-run",
+                                    "history", "presets", "settings", "dataset"])
 async def test_every_button_shows_on_an_80x24_terminal(snap_env, screen):
     """A default SSH terminal is 80x24: each main screen's buttons are whole and clickable there
     (the monitor's row, the dashboard's last ones and the form's Load/Save were cut off)."""

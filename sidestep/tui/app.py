@@ -237,7 +237,9 @@ class SideStepApp(App):
 
         values = {"checkpoint_dir": str(self.checkpoint_root()),
                   "output_dir": fresh_run_dir(Path(self.settings.output_root).expanduser())}
-        if self.settings.dataset_root:
+        if self.demo and (self.demo_dir / "tensors").is_dir():  # with the demo's model
+            values["dataset_dir"] = str(self.demo_dir / "tensors")
+        elif self.settings.dataset_root:
             values["dataset_dir"] = self.settings.dataset_root
         if self.settings.keep_running:  # the form's "Keep running after I quit" starts checked
             values["detach"] = True

@@ -168,7 +168,7 @@ class MonitorScreen(SampleKeys, Screen):
     def _text(self, selector: str, text: str) -> None:
         self.query_one(selector, TextLine).set_text(text)
 
-    def _bar(self, selector: str, total: int, progress: int) -> None:
+    def _bar(self, selector: str, total: int, progress: float) -> None:
         self.query_one(selector, CellBar).set_progress(progress, total)
 
     def refresh_view(self) -> None:
@@ -188,9 +188,10 @@ class MonitorScreen(SampleKeys, Screen):
         if self.target is not None and self.target.outlives_app:
             status += " · in the background"  # its own process: quitting leaves it training
         self._text("#run-title", f"{s.title or s.run_dir}  [{status}]")
-        if s.active:  # the epoch in progress, as a progress bar counts
+        if s.active:  # the epoch in progress; the bar fills as epochs complete
             self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}" + val_text(s))
-            self._bar("#epoch-bar", s.total_epochs, s.epoch)
+            partial = s.epoch_progress if s.epoch > s.epochs_done else 0.0
+            self._bar("#epoch-bar", s.total_epochs, s.epochs_done + partial)
         else:  # an ended run: the epochs it completed, as History and `runs` say
             self._text("#epoch-label", f"{s.epochs_done}/{s.total_epochs or '?'} epochs done"
                        + val_text(s))

@@ -29,7 +29,7 @@ class CellBar(Widget):
     def fraction(self) -> float:
         return min(max(self._done / self._total, 0.0), 1.0) if self._total > 0 else 0.0
 
-    def set_progress(self, done: int, total: int) -> None:
+    def set_progress(self, done: float, total: int) -> None:
         self._done, self._total = done, total
         key = self._visible_key(self.size.width)
         if key != self._key:
