@@ -134,10 +134,15 @@ async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, fi
         assert "field-epochs" in [a.id for a in app.focused.ancestors_with_self]
         assert any("finished all 1 epochs: raise Epochs above 1" in m
                    for m in messages(app, "warning"))
+        # the form says it too, on the field, and Start is refused there
+        assert form.resolved is None
+        assert any("Max epochs: the run has trained 1 epochs; raise this above 1" in p
+                   for p in form.blocking_problems()), form.blocking_problems()
         await pilot.press("end", "backspace", "2")  # the cursor is already there
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert form.explicit["epochs"] == 2
+        assert form.resolved is not None, form.blocking_problems()
 
 
 async def test_a_stopped_run_exports_its_best_adapter(tui_env, finished_run):

@@ -454,6 +454,7 @@ class SideStepApp(App):
         if info.get("status") == "completed" and epochs:
             # a finished run continues only with more epochs: say so before Start refuses
             self.action_new_training(mode, explicit, focus="epochs")
+            self._last_form.model.epochs_done = int(info.get("last_epoch") or epochs)
             self.notify(f"{run_dir.name} finished all {epochs} epochs: raise Epochs above "
                         f"{epochs} to train it further, then start", severity="warning",
                         timeout=10)

@@ -134,6 +134,10 @@ class FormModel:
         return {k: v for k, v in self.explicit.items()
                 if self.visible_by_condition(self.by_name[k])}
 
+    # Set when the form resumes a run that trained all its epochs: Start would be refused
+    # (the engine's check) unless Epochs goes above it, so the form says so at once.
+    epochs_done: int | None = None
+
     def resolve(self) -> Resolved | None:
         try:
             self.resolved = resolve(self.mode, self.explicit_for_resolve(), self.preset_values,
@@ -142,6 +146,13 @@ class FormModel:
         except ConfigError as exc:
             self.resolved = None
             self.config_errors = exc.problems
+        done = self.epochs_done
+        if self.resolved is not None and done is not None and self.value("resume_from") \
+                and self.resolved.config.epochs <= done:
+            self.resolved = None
+            self.config_errors = [schema.FieldProblem(
+                "epochs", f"the run has trained {done} epochs; raise this above {done} to "
+                "train it further")]
         return self.resolved
 
     def current_values(self) -> dict[str, Any]:
