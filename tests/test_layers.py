@@ -94,3 +94,16 @@ def test_the_check_catches_an_upward_import(tmp_path, monkeypatch):
     assert len(found) == 2
     assert "engine/bad.py:2: engine imports sidestep.cli.output" in found[0]
     assert "model imports rich.console" in found[1]
+
+
+def test_the_app_builds_text_boxes_from_textinput_only():
+    """A plain textual Input resolves its backspaces and arrows against whatever has focus
+    when the key has bubbled up (keys typed ahead land in the next field); the app's text
+    boxes are TextInput (tui/widgets/text_input.py), so a new screen cannot regress that."""
+    plain = []
+    for path in sorted((PACKAGE / "tui").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id == "Input":
+                plain.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not plain, f"use TextInput, not Input: {plain}"

@@ -280,31 +280,30 @@ def test_monitor_with_val_loss_and_samples(snap_env, snap_compare, monkeypatch):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run)
 
 
-async def _open(pilot, screen: str) -> None:
-    app = pilot.app
-    if screen == "form":
-        app.action_new_training("fixed", _form_values())
-    elif screen == "monitor":
-        app.open_history_run(Path("output/lofi-lora"))
-    elif screen == "monitor-of-a-run":  # as after a start: all five buttons, the longest row
-        from sidestep.tui.screens.monitor import MonitorScreen
-        from sidestep.tui.state import RunState
+def _monitor_of_a_run(app) -> None:
+    """As after a start: all five buttons, the longest row."""
+    from sidestep.tui.screens.monitor import MonitorScreen
+    from sidestep.tui.state import RunState
 
-        app.goto(MonitorScreen(RunState.from_run_dir(Path("output/lofi-lora")),
-                               target=app.runner))
-    elif screen == "history":
-        app.action_history()
-    elif screen == "presets":
-        app.action_presets()
-    elif screen == "settings":
-        app.action_settings()
-    elif screen == "dataset":
-        app.action_dataset(str(Path("tensors").resolve()))
+    app.goto(MonitorScreen(RunState.from_run_dir(Path("output/lofi-lora")), target=app.runner))
+
+
+OPEN = {"dashboard": lambda app: None,
+        "form": lambda app: app.action_new_training("fixed", _form_values()),
+        "monitor": lambda app: app.open_history_run(Path("output/lofi-lora")),
+        "monitor-of-a-run": _monitor_of_a_run,
+        "history": lambda app: app.action_history(),
+        "presets": lambda app: app.action_presets(),
+        "settings": lambda app: app.action_settings(),
+        "dataset": lambda app: app.action_dataset(str(Path("tensors").resolve()))}
+
+
+async def _open(pilot, screen: str) -> None:
+    OPEN[screen](pilot.app)
     await _settle(pilot)
 
 
-@pytest.mark.parametrize("screen", ["dashboard", "form", "monitor", "monitor-of-a-run",
-                                    "history", "presets", "settings", "dataset"])
+@pytest.mark.parametrize("screen", list(OPEN))
 async def test_every_button_shows_on_an_80x24_terminal(snap_env, screen):
     """A default SSH terminal is 80x24: each main screen's buttons are whole and clickable there
     (the monitor's row, the dashboard's last ones and the form's Load/Save were cut off)."""

@@ -270,6 +270,7 @@ class RunSummary:
     last_step: int
     best_loss: float | None
     adapter_path: str | None
+    best_adapter: str | None    # best/adapter: what a run stopped before final/ exports
     started_at: float | None
     finished_at: float | None
     latest_checkpoint: Path | None
@@ -304,12 +305,14 @@ def summarize(run_dir: Path) -> RunSummary | None:
     if not adapter and (run_dir / FINAL_ADAPTER).is_dir():
         adapter = str(run_dir / FINAL_ADAPTER)
     ckpts = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    best = run_dir / BEST_ADAPTER
     return RunSummary(
         path=run_dir, status=status, mode=str(cfg.get("mode", "fixed")),
         adapter_type=str(cfg.get("adapter_type", "?")), model=str(cfg.get("model_variant", "?")),
         epochs_done=seen.epochs_done, epochs_total=int(cfg.get("epochs") or 0),
         last_step=seen.last_step, best_loss=seen.best_loss,
-        adapter_path=adapter, started_at=info.get("started_at"),
+        adapter_path=adapter, best_adapter=str(best) if best.is_dir() else None,
+        started_at=info.get("started_at"),
         finished_at=info.get("finished_at"), latest_checkpoint=ckpts[-1] if ckpts else None)
 
 

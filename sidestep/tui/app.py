@@ -231,7 +231,8 @@ class SideStepApp(App):
         self.goto(None)
 
     def action_new_training(self, mode: str = "fixed", explicit: dict | None = None,
-                            preset: str | None = None, focus: str | None = None) -> None:
+                            preset: str | None = None, focus: str | None = None,
+                            epochs_done: int | None = None) -> None:
         from sidestep.tui.form_model import fresh_run_dir
         from sidestep.tui.screens.train_form import TrainingFormScreen
 
@@ -244,7 +245,8 @@ class SideStepApp(App):
         if self.settings.keep_running:  # the form's "Keep running after I quit" starts checked
             values["detach"] = True
         values.update(explicit or {})
-        form = TrainingFormScreen(mode, values, preset=preset, focus=focus)
+        form = TrainingFormScreen(mode, values, preset=preset, focus=focus,
+                                  epochs_done=epochs_done)
         self._last_form = form
         self.goto(form)
 
@@ -453,8 +455,8 @@ class SideStepApp(App):
         epochs = cfg.get("epochs")
         if info.get("status") == "completed" and epochs:
             # a finished run continues only with more epochs: say so before Start refuses
-            self.action_new_training(mode, explicit, focus="epochs")
-            self._last_form.model.epochs_done = int(info.get("last_epoch") or epochs)
+            self.action_new_training(mode, explicit, focus="epochs",
+                                     epochs_done=int(info.get("last_epoch") or epochs))
             self.notify(f"{run_dir.name} finished all {epochs} epochs: raise Epochs above "
                         f"{epochs} to train it further, then start", severity="warning",
                         timeout=10)

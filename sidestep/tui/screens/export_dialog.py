@@ -29,19 +29,16 @@ def default_output(run_path: Path, fmt: str, source: str = "") -> str:
     return str(Path(run_path) / "export" / (name if fmt == "peft" else name + ".safetensors"))
 
 
-def export_source(run_path: Path, final: str | None,
-                  latest_checkpoint: Path | None) -> tuple[str, str] | None:
-    """(adapter folder, its name in the output) of a run: the final adapter; a run that
+def export_source(run) -> tuple[str, str] | None:
+    """(adapter folder, its name in the output) of a History run: its final adapter; a run
     stopped before writing one, its best adapter, else its newest checkpoint; None when it
     has none of them."""
-    if final:
-        return final, ""
-    best = Path(run_path) / "best" / "adapter"
-    if best.is_dir():
-        return str(best), "best"
-    if latest_checkpoint is not None:
-        name = Path(latest_checkpoint).name
-        return str(latest_checkpoint), name.removeprefix("checkpoint-")
+    if run.adapter_path:
+        return run.adapter_path, ""
+    if run.best_adapter:
+        return run.best_adapter, "best"
+    if run.latest_checkpoint is not None:
+        return str(run.latest_checkpoint), run.latest_checkpoint.name.removeprefix("checkpoint-")
     return None
 
 

@@ -98,9 +98,8 @@ class HistoryScreen(samples.SampleKeys, Screen):
         if r is not None:
             from sidestep.config.paths import short
 
-            best = r.path / "best" / "adapter"  # a stopped run's stand-in, what X exports
             adapter = short(r.adapter_path) if r.adapter_path else \
-                f"— (best: {short(best)})" if best.is_dir() else "—"
+                f"— (best: {short(r.best_adapter)})" if r.best_adapter else "—"
             latest = short(r.latest_checkpoint) if r.latest_checkpoint else "— (cannot resume)"
             text = f"{short(r.path)}\nadapter: {adapter}\nlatest checkpoint: {latest}"
         self.query_one("#history-detail", Static).update(text)
@@ -143,7 +142,7 @@ class HistoryScreen(samples.SampleKeys, Screen):
         if r is None:
             self.notify("no run to export", severity="warning")
             return
-        found = export_source(r.path, r.adapter_path, r.latest_checkpoint)
+        found = export_source(r)
         if found is None:
             self.notify(f"{r.name} has no adapter yet (status: {r.status}): no final or best "
                         "adapter and no complete checkpoint", title="Nothing to export",

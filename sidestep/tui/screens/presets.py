@@ -65,22 +65,13 @@ class PresetsScreen(Screen):
         self._view()
 
     def _fill(self) -> None:
-        """The list, its descriptions cut with an ellipsis to the table's width (DataTable
-        crops at its edge, and a cut description read as whole)."""
-        from rich.cells import cell_len
-
-        from sidestep.tui.widgets.tables import fit
-
+        """The list, its descriptions cut to the table's width (refilled on resize)."""
         table = self.query_one("#presets-table", DataTable)
         rows = [(i.name, i.source + (f" (hides {', '.join(i.shadows)})" if i.shadows else ""),
                  i.description) for i in self.infos]
-        used = sum(max([cell_len(h)] + [cell_len(r[c]) for r in rows]) + 2
-                   for c, h in enumerate(("name", "location")))
-        room = max(12, table.size.width - used - 3)
         row = table.cursor_row
-        fill_table(table, ("name", "location", "description"),
-                   [(n, where, fit(d, room)) for n, where, d in rows],
-                   [i.name for i in self.infos])
+        fill_table(table, ("name", "location", "description"), rows,
+                   [i.name for i in self.infos], fit_last=True)
         if row is not None and 0 < row < table.row_count:  # a refill keeps the chosen preset
             table.move_cursor(row=row)
 

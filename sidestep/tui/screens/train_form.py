@@ -34,11 +34,14 @@ class TrainingFormScreen(Screen):
 
     def __init__(self, mode: str = "fixed", explicit: dict[str, Any] | None = None,
                  preset: str | None = None, advanced: bool | None = None,
-                 vram_profile: str | None = None, focus: str | None = None):
-        """``focus``: the field the cursor starts in (the first one otherwise)."""
+                 vram_profile: str | None = None, focus: str | None = None,
+                 epochs_done: int | None = None):
+        """``focus``: the field the cursor starts in (the first one otherwise);
+        ``epochs_done``: resuming a run that trained that many, all it was set to."""
         super().__init__(classes=f"form-{mode}")
         self.initial_focus = focus
         self.model = FormModel(mode, explicit, preset, advanced)
+        self.model.epochs_done = epochs_done
         self.mode = mode
         self.settings = self.model.settings
         self.initial_profile = vram_profile

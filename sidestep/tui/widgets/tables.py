@@ -14,11 +14,18 @@ from textual.widgets import DataTable
 
 
 def fill_table(table: DataTable, headers: Sequence[str], rows: Iterable[Sequence[str]],
-               keys: Iterable[str | None] | None = None, max_width: int = 60) -> None:
+               keys: Iterable[str | None] | None = None, max_width: int = 60,
+               fit_last: bool = False) -> None:
+    """``fit_last``: the last column takes what the table's width leaves (at least 12), its
+    cells cut with an ellipsis (DataTable crops at its edge, and a cut text reads as whole)."""
     rows = [[fit(str(cell), max_width) for cell in row] for row in rows]
     keys = list(keys) if keys is not None else [None] * len(rows)
     widths = [min(max([cell_len(h)] + [cell_len(r[i]) for r in rows]), max_width)
               for i, h in enumerate(headers)]
+    if fit_last and table.size.width:
+        padding = 2 * table.cell_padding * len(widths) + 1  # and the scrollbar's edge
+        widths[-1] = min(widths[-1], max(12, table.size.width - sum(widths[:-1]) - padding))
+        rows = [[*r[:-1], fit(r[-1], widths[-1])] for r in rows]
     table.clear(columns=True)
     for header, width in zip(headers, widths):
         table.add_column(header, width=width)
