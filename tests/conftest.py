@@ -111,6 +111,14 @@ def make_app(**kw):
     return SideStepApp(**kw)
 
 
+def form_built(app) -> bool:
+    """A training form is the screen and all its rows are built (hidden ones come a moment
+    after it shows)."""
+    from sidestep.tui.screens.train_form import TrainingFormScreen
+
+    return isinstance(app.screen, TrainingFormScreen) and app.screen.built
+
+
 async def wait_until(pilot, predicate, timeout=240.0, step=0.2):
     import time as _time
 

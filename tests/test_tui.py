@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from conftest import make_app, wait_until
+from conftest import form_built, make_app, wait_until
 from sidestep.telemetry.nvml import GpuReading
 from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen, PromptScreen
@@ -27,7 +27,7 @@ async def open_form(app, pilot, **explicit):
     values.update(explicit)
     values = {k: v for k, v in values.items() if v is not None}
     app.action_new_training("fixed", values)
-    await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+    await wait_until(pilot, lambda: form_built(app)
                      and app.screen.is_mounted, 10)
     await pilot.pause(0.3)
     await app.workers.wait_for_complete()
@@ -56,7 +56,7 @@ async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, mo
     demo_dir = tmp_path / "cache" / "demo"
     app = make_app(demo=True, demo_dir=demo_dir)
     async with app.run_test(size=SIZE) as pilot:
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 300)
+        assert await wait_until(pilot, lambda: form_built(app), 300)
         form = app.screen
         await wait_until(pilot, lambda: form.resolved is not None, 20)
         await app.workers.wait_for_complete()
@@ -98,7 +98,7 @@ async def test_stop_and_save_then_resume_from_history(tui_env):
                                 and app.screen.runs, 20)
         assert app.screen.runs[0].status == "stopped"
         await pilot.press("r")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        assert await wait_until(pilot, lambda: form_built(app), 10)
         form = app.screen
         await pilot.pause(0.5)
         await app.workers.wait_for_complete()
@@ -193,7 +193,7 @@ async def test_preset_save_and_load(tui_env):
         table.move_cursor(row=[i.name for i in presets.infos].index("quick_test"))
         await pilot.pause(0.2)
         presets.action_load()
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+        assert await wait_until(pilot, lambda: form_built(app)
                                 and app.screen is not form2, 10)
         form3 = app.screen
         await app.workers.wait_for_complete()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Checkbox, DataTable, Select
 
-from conftest import make_app, wait_until
+from conftest import form_built, make_app, wait_until
 from sidestep.engine.checkpointing import is_complete, list_checkpoints
 from sidestep.engine.control_channel import read_ack, send
 from sidestep.tui.attached import AttachedRun
@@ -24,7 +24,6 @@ from sidestep.tui.runner import left_running
 from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.dialogs import ConfirmScreen
 from sidestep.tui.screens.monitor import MonitorScreen
-from sidestep.tui.screens.train_form import TrainingFormScreen
 
 SIZE = (100, 32)
 LONG = {"epochs": 2000, "save_every": 2000, "log_every": 1, "rank": 4, "alpha": 8,
@@ -162,7 +161,7 @@ async def test_a_run_started_to_keep_running_outlives_the_app(tui_env):
                                           "dataset_dir": "./tensors",
                                           "output_dir": "./output/keeps-going", "detach": True,
                                           "device": "cpu", **LONG})
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+        assert await wait_until(pilot, lambda: form_built(app)
                                 and app.screen.resolved is not None, 20)
         await app.workers.wait_for_complete()
         assert app.screen.resolved.config.detach
@@ -202,7 +201,7 @@ async def test_keep_running_setting_prefills_the_form(tui_env):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         app.action_new_training("fixed")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+        assert await wait_until(pilot, lambda: form_built(app)
                                 and app.screen.is_mounted, 10)
         assert "detach" not in app.screen.explicit  # off by default: as before
 
@@ -218,7 +217,7 @@ async def test_keep_running_setting_prefills_the_form(tui_env):
         assert app.settings.keep_running
 
         app.action_new_training("vanilla")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+        assert await wait_until(pilot, lambda: form_built(app)
                                 and app.screen.is_mounted, 10)
         form = app.screen
         await app.workers.wait_for_complete()

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from textual.widgets import Button, DataTable
 
-from conftest import make_app, wait_until
+from conftest import form_built, make_app, wait_until
 from sidestep.demo import DEMO_MARKER
 from sidestep.tui.screens.dataset import DatasetScreen
 from sidestep.tui.screens.preprocess import PreprocessScreen
@@ -55,7 +55,7 @@ async def run_dialog(app, pilot):
 async def test_browse_build_preprocess_and_train(tui_env, demo_copy):
     app = make_app(demo=True, demo_dir=demo_copy)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        await wait_until(pilot, lambda: form_built(app), 30)
         browser = await open_browser(app, pilot)
         assert browser.folder == demo_copy / "audio"
         table = browser.query_one("#dataset-table", DataTable)
@@ -87,7 +87,7 @@ async def test_browse_build_preprocess_and_train(tui_env, demo_copy):
         assert not progress.query_one("#pp-train", Button).disabled
 
         await pilot.press("t")  # "Train on these"
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        assert await wait_until(pilot, lambda: form_built(app), 10)
         form = app.screen
         await app.workers.wait_for_complete()
         assert form.current_values()["dataset_dir"] == str(out)
@@ -105,7 +105,7 @@ async def test_browse_build_preprocess_and_train(tui_env, demo_copy):
 async def test_cancel_leaves_no_partial_file(tui_env, demo_copy):
     app = make_app(demo=True, demo_dir=demo_copy)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        await wait_until(pilot, lambda: form_built(app), 30)
         await open_browser(app, pilot)
         await pilot.press("p")
         await run_dialog(app, pilot)

@@ -10,11 +10,10 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Input, Static
 
-from conftest import make_app, wait_until
+from conftest import form_built, make_app, wait_until
 from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen
 from sidestep.tui.screens.estimate import CompareScreen, EstimateScreen
 from sidestep.tui.screens.settings_dialog import SettingsDialog
-from sidestep.tui.screens.train_form import TrainingFormScreen
 from sidestep.tui.widgets.ranking import RankingChart
 
 SIZE = (100, 32)
@@ -45,7 +44,7 @@ def selected(screen) -> int:
 async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
     app = make_app(demo=True, demo_dir=demo_root)
     async with app.run_test(size=SIZE) as pilot:
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        assert await wait_until(pilot, lambda: form_built(app), 30)
         await app.workers.wait_for_complete()
         await pilot.press("escape")  # the demo opens the form first
         await pilot.press("e")
@@ -120,7 +119,7 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         await pilot.press("t")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
         await pilot.click("#replace")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+        assert await wait_until(pilot, lambda: form_built(app)
                                 and app.screen.mode == "selective", 10)
         assert json.loads(out.read_text())["top_k"] == 3
         form = app.screen

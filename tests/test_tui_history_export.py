@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Recorder, make_app, train_config, wait_until
+from conftest import Recorder, form_built, make_app, train_config, wait_until
 from sidestep.tui.screens.export_dialog import ExportDialog
 from sidestep.tui.screens.history import HistoryScreen
 
@@ -120,14 +120,13 @@ async def test_refused_export_and_a_run_without_adapter_show_why(tui_env, finish
 async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, finished_run):
     """History's Resume on a run that trained all its epochs: the form opens with the cursor
     in Epochs and a warning saying to raise it (a start with the same epochs is refused)."""
-    from sidestep.tui.screens.train_form import TrainingFormScreen
 
     place_run(finished_run, tui_env)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await open_history(app, pilot, 1)
         await pilot.press("r")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        assert await wait_until(pilot, lambda: form_built(app), 10)
         form = app.screen
         await pilot.pause(0.3)
         assert form.explicit["resume_from"].endswith("checkpoint-epoch-1")

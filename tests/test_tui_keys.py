@@ -7,13 +7,12 @@ from pathlib import Path
 
 from textual.widgets import Checkbox, Input, OptionList, Select
 
-from conftest import make_app, wait_until
+from conftest import form_built, make_app, wait_until
 from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.help import HelpScreen
 from sidestep.tui.screens.history import HistoryScreen
 from sidestep.tui.screens.monitor import MonitorScreen
 from sidestep.tui.screens.settings import SettingsScreen
-from sidestep.tui.screens.train_form import TrainingFormScreen
 from test_tui import SIZE, open_form
 from test_tui_snapshots import _write_run
 
@@ -152,7 +151,7 @@ async def test_letter_keys_work_in_both_cases_when_no_field_has_focus(tui_env):
         for key, mode in (("F", "fixed"), ("V", "vanilla")):
             app.set_focus(None)
             await pilot.press(key)
-            assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen),
+            assert await wait_until(pilot, lambda: form_built(app),
                                     5), key
             assert app.screen.mode == mode
             await pilot.press("escape")
@@ -292,12 +291,54 @@ async def test_a_new_form_in_the_demo_trains_on_the_demo_songs(tui_env, demo_roo
     form does (it asked for a dataset folder, beside the demo's checkpoint folder)."""
     app = make_app(demo=True, demo_dir=demo_root)
     async with app.run_test(size=SIZE) as pilot:
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 30)
+        assert await wait_until(pilot, lambda: form_built(app), 30)
         await app.workers.wait_for_complete()
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
         await pilot.press("f")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen), 10)
+        assert await wait_until(pilot, lambda: form_built(app), 10)
         form = app.screen
         assert form.explicit["dataset_dir"] == str(demo_root / "tensors")
         assert form.explicit["checkpoint_dir"] == str(demo_root / "checkpoints")
+
+
+async def test_a_new_form_shows_first_and_builds_hidden_rows_after_in_schema_order(tui_env):
+    """A new form is built with the rows it shows (a quarter of them in Basic); the rest follow
+    once it is on screen. Advanced asked for at once, and keys typed at once, are not lost: the
+    rows end up in the schema's order under their headings, every Advanced row shown, and the
+    text typed is in the field that had focus."""
+    from textual import events
+
+    from sidestep.tui.screens.train_form import TrainingFormScreen, group_id
+    from sidestep.tui.widgets.fields import SettingField
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.post_message(events.Key("F", "F"))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+                                and app.screen.focused is not None, 10, step=0.01)
+        form = app.screen
+        first = form.focused
+        start = first.value
+        assert len(form.query(SettingField)) < len(form.settings)  # not all built yet
+        for key, char in [("end", None), ("slash", "/"), ("z", "z"), ("f2", None)]:
+            app.post_message(events.Key(key, char))
+        assert await wait_until(pilot, lambda: form.built, 20)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        assert first.value == start + "/z"
+        body = form.query_one("#form-body")
+        order = [w.id for w in body.children]
+        expected, group = [], None
+        for s in form.settings:
+            if s.group != group:
+                group = s.group
+                expected.append(group_id(group))
+            expected.append(f"field-{s.name}")
+        assert order == expected
+        shown = {f.setting.name for f in form.query(SettingField) if f.display}
+        hidden_by_rule = {s.name for s in form.settings
+                          if not form.model.visible_by_condition(s)}
+        assert shown == {s.name for s in form.settings} - hidden_by_rule
+        assert app.errors == []

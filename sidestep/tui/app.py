@@ -220,6 +220,18 @@ class SideStepApp(App):
         return [*self.run_roots(), *(Path(e["run_dir"]) for e in recorded())]
 
     # -- navigation ----------------------------------------------------------------------------
+    def push_screen(self, screen, *args, **kwargs):
+        """A new screen gets its width class (``-narrow``) before it mounts: set after, on its
+        first resize, it restyles every widget again (half a second on the training form)."""
+        if not isinstance(screen, str) and not screen.is_attached:
+            width = self.size.width
+            for edge, name in self.HORIZONTAL_BREAKPOINTS:
+                screen.set_class(False, name)
+            name = max((b for b in self.HORIZONTAL_BREAKPOINTS if width >= b[0]), default=None)
+            if name is not None:
+                screen.add_class(name[1])
+        return super().push_screen(screen, *args, **kwargs)
+
     def goto(self, screen=None) -> None:
         """Show ``screen`` with the dashboard under it (None: the dashboard itself)."""
         while len(self.screen_stack) > 2:
@@ -441,16 +453,14 @@ class SideStepApp(App):
             self.goto(monitor)
 
     def resume_run(self, run_dir: Path, checkpoint: Path) -> None:
+        from sidestep.config.resume import carried_settings
         from sidestep.engine.run_dir import read_run
-        from sidestep.tui.form_model import FORM_MODES, form_settings
+        from sidestep.tui.form_model import FORM_MODES
 
         info = read_run(run_dir) or {}
         cfg = info.get("config") or {}
         mode = cfg.get("mode") if cfg.get("mode") in FORM_MODES else "fixed"
-        names = {s.name for s in form_settings(mode)}
-        # how the old run was started is not carried: the settings' default applies
-        explicit = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()
-                    if k in names and v is not None and k not in ("log_dir", "detach")}
+        explicit = carried_settings(mode, cfg)
         explicit.update(resume_from=str(checkpoint), output_dir=str(run_dir))
         epochs = cfg.get("epochs")
         if info.get("status") == "completed" and epochs:

@@ -100,6 +100,8 @@ class EstimateScreen(Screen):
         self.values = self.initial_values()
         self.query_one("#est-chart-box").focus()
         self.query_one("#est-bar", ProgressBar).display = False  # until there is progress
+        for row in ("#est-k-row", "#est-save-row"):  # until there is a ranking to pick from
+            self.query_one(row).display = False
         kept = getattr(self.app, "last_estimate", None)
         if kept is not None and not self.explicit:  # back from the form: the same ranking
             self.values, self.config = dict(kept["values"]), kept["config"]
@@ -214,6 +216,8 @@ class EstimateScreen(Screen):
 
         self.result = result
         self.saved = None
+        for row in ("#est-k-row", "#est-save-row"):
+            self.query_one(row).display = True
         self.k = max(1, min(result.top_k, len(result.ranking)))
         bar = self.query_one("#est-bar", ProgressBar)
         bar.update(total=max(result.batches, 1), progress=result.batches)

@@ -24,6 +24,11 @@ from sidestep.tui.messages import (ModelConfigLoaded, PathChecked, PresetsListed
 from sidestep.tui.widgets.fields import ModelField, SettingField
 
 
+def group_id(group: str) -> str:
+    """The id of a settings group's heading."""
+    return "group-" + group.replace(" ", "-").replace("/", "")
+
+
 class TrainingFormScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", id="form_start"),
@@ -45,6 +50,7 @@ class TrainingFormScreen(Screen):
         self.mode = mode
         self.settings = self.model.settings
         self.initial_profile = vram_profile
+        self._pending_fields: set[str] = set()  # rows mounted, not composed yet
 
     # The model's state, read where the screen was read before it had a model.
     explicit = property(lambda self: self.model.explicit)
@@ -77,19 +83,24 @@ class TrainingFormScreen(Screen):
             yield Button("Load", id="preset-load", compact=True, action="screen.load_preset")
             yield Button("Save…", id="preset-save", compact=True, action="screen.save_preset",
                          tooltip="Save the form's settings as a local preset")
+        # Only the fields shown now are built here (Basic shows a quarter of them); the rest
+        # follow in batches once the form is on screen, or at once when one is to be shown:
+        # styling all 74 rows up front kept a new form off the screen for 1.5 s.
+        if self.model.advanced is None:
+            settings = getattr(self.app, "settings", None)
+            self.model.advanced = bool(settings and settings.form_mode == "advanced")
+        if self.model.preset_name:
+            self._read_preset(self.model.preset_name)
+        self.model.resolve()
+        views = self.model.field_views(lambda name: name in self.model.explicit)
         with VerticalScroll(id="form-body"):
             group = None
             for s in self.settings:
                 if s.group != group:
                     group = s.group
-                    yield Static(group, classes="group-title",
-                                 id=f"group-{group.replace(' ', '-').replace('/', '')}")
-                value = self.model.explicit.get(s.name, s.default)
-                field = ModelField(s, value) if s.name == "model_variant" else \
-                    SettingField(s, value)
-                if s.name in self.model.explicit:
-                    field.touched = True
-                yield field
+                    yield Static(group, classes="group-title", id=group_id(group))
+                if views[s.name].visible:
+                    yield self._new_field(s.name)
         yield Static("", id="field-help-bar", markup=False)
         yield Static("", id="vram-estimate", markup=False)
         yield Static("", id="form-status")
@@ -101,16 +112,70 @@ class TrainingFormScreen(Screen):
             yield Button("Back", id="back", compact=True, action="screen.back")
         yield Footer()
 
+    def _new_field(self, name: str, value: Any = None) -> SettingField:
+        """The row for setting ``name``, showing ``value`` (its explicit or default value when
+        None); marked as the user's when they gave it."""
+        s = self.model.by_name[name]
+        if value is None:
+            value = self.model.explicit.get(name, s.default)
+        field = ModelField(s, value) if name == "model_variant" else SettingField(s, value)
+        field.touched = name in self.model.explicit
+        return field
+
+    def _add_fields(self, names: list[str], views: dict) -> None:
+        """Mount the rows of ``names`` (not built yet) in schema order, each after the row or
+        group heading before it, then redraw once they are composed."""
+        bodies = self.query("#form-body")
+        if not bodies:  # the screen is being taken down
+            return
+        body, waits = bodies.first(), []
+        built: dict[str, SettingField] = {f.setting.name: f for f in body.query(SettingField)}
+        wanted = set(names)
+        anchor, group = None, None
+        for s in self.settings:
+            if s.group != group:  # a row goes after its heading or the last row built
+                heading = body.query(f"#{group_id(s.group)}")
+                if not heading:  # being taken down
+                    return
+                anchor, group = heading.first(), s.group
+            if s.name in wanted:
+                field = self._new_field(s.name, views[s.name].value)
+                field.display = views[s.name].visible
+                waits.append(body.mount(field, after=anchor))
+                built[s.name] = field
+            anchor = built.get(s.name, anchor)
+        self._pending_fields.update(names)
+
+        async def composed() -> None:
+            for wait in waits:
+                await wait
+            self._pending_fields.difference_update(names)
+            self.refresh_form()
+
+        self.call_later(composed)
+
+    @property
+    def built(self) -> bool:
+        """Every row exists and is composed (a second or so after the form shows)."""
+        return not self._pending_fields and len(self.query(SettingField)) == len(self.settings)
+
+    def _build_hidden_fields(self) -> None:
+        """Build the rows not shown yet, a few at a time, so Advanced opens at once later and
+        keys typed meanwhile are not held up for long."""
+        if not self._alive():
+            return
+        built = {f.setting.name for f in self.query(SettingField)} | self._pending_fields
+        rest = [s.name for s in self.settings if s.name not in built][:8]
+        if rest:
+            views = self.model.field_views(lambda name: False)
+            self._add_fields(rest, views)
+            self.set_timer(0.05, self._build_hidden_fields)
+
     def on_mount(self) -> None:
-        settings = getattr(self.app, "settings", None)
-        if self.model.advanced is None:
-            self.model.advanced = bool(settings and settings.form_mode == "advanced")
         box = self.query_one("#advanced-switch", Checkbox)
         with box.prevent(Checkbox.Changed):
             box.value = self.model.advanced
         self.load_preset_list()
-        if self.model.preset_name:
-            self.load_preset(self.model.preset_name)
         self.apply_profile(self.initial_profile or "auto")
         self.refresh_form()
         for name in PATH_CHECKS:
@@ -119,6 +184,7 @@ class TrainingFormScreen(Screen):
         first = (start or self.query(".field Input")).first()
         if first is not None:
             first.focus()
+        self.set_timer(0.3, self._build_hidden_fields)
 
     # -- presets -------------------------------------------------------------------------------
     @work(thread=True, group="presets", exclusive=True)
@@ -138,19 +204,25 @@ class TrainingFormScreen(Screen):
                 select.value = name
 
     def load_preset(self, name: str) -> None:
+        if self._read_preset(name):
+            self.refresh_form()
+
+    def _read_preset(self, name: str) -> bool:
+        """Put preset ``name``'s values in the model (False, and an error shown, if it
+        cannot be read)."""
         try:
             preset = PresetStore().load(name)
         except PresetError as exc:
             self.app.show_error("Preset not loaded", str(exc))
-            return
+            return False
         for key in self.model.set_preset(name, preset.values):  # the preset decides these
             field = self._field(key)
             if field:
                 field.touched = False
-        self.refresh_form()
         if preset.ignored:
             self.notify(f"preset {name}: ignored unknown fields {', '.join(preset.ignored)}",
                         severity="warning")
+        return True
 
     def action_load_preset(self) -> None:
         value = self.query_one("#preset-select", Select).value
@@ -228,9 +300,12 @@ class TrainingFormScreen(Screen):
         self.model.resolve()
         fields = {f.setting.name: f for f in self.query(SettingField)}
         views = self.model.field_views(lambda name: name in fields and fields[name].touched)
+        missing = [name for name, view in views.items() if view.visible and name not in fields]
+        if missing:
+            self._add_fields(missing, views)
         for name, view in views.items():
             field = fields.get(name)
-            if field is None:
+            if field is None or name in self._pending_fields or not field.ready:
                 continue
             visible = view.visible
             if keep_focused and not visible and field.display and field.has_focus_within:

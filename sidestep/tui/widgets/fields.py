@@ -90,6 +90,12 @@ class SettingField(Vertical):
                          select_on_focus=False)
 
     @property
+    def ready(self) -> bool:
+        """Whether the control exists: not yet while a row mounted late composes, nor once
+        its screen starts taking it down."""
+        return bool(self.query(f"#{control_id(self.setting.name)}"))
+
+    @property
     def control(self):
         return self.query_one(f"#{control_id(self.setting.name)}")
 
