@@ -285,3 +285,35 @@ def test_the_best_checkpoint_is_named_once_not_every_epoch(capsys, plain):
     if plain:
         assert shown.count("(best so far)") == 9
 
+
+
+# -- 9. ~ in a path ---------------------------------------------------------------------------
+def test_a_tilde_in_a_path_is_the_home_folder_everywhere(demo_root, small_tensors, tmp_path,
+                                                         monkeypatch, capsys):
+    """'--output-dir=~/runs/r1' (bash leaves ~ after '=' alone; so does a quoted path, the
+    app's fields and presets): the run goes to the home folder, and run.json says where it
+    is. Before, a folder named '~' appeared in the current one, while run.json named home."""
+    from sidestep.config.schema import BY_NAME
+    from sidestep.config.values import check_json_value, parse_text
+    from sidestep.tui.form_model import FormModel
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    assert parse_text(BY_NAME["output_dir"], "~/x") == str(home / "x")
+    assert check_json_value(BY_NAME["configs"], ["~/a.json"]) == (str(home / "a.json"),)
+    form = FormModel("fixed")
+    form.edit("dataset_dir", "~/tensors")
+    assert form.value("dataset_dir") == str(home / "tensors")
+
+    code, out, err = run(["-y", "fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+                          "--dataset-dir", str(small_tensors), "--output-dir=~/runs/r1",
+                          "--epochs", "1", "--num-workers", "0", "-r", "4", "--alpha", "8",
+                          "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert list(cwd.iterdir()) == []
+    run_json = json.loads((home / "runs" / "r1" / "run.json").read_text())
+    assert run_json["config"]["output_dir"] == str(home / "runs" / "r1")
+    assert (home / "runs" / "r1" / "final" / "adapter").is_dir()

@@ -284,3 +284,58 @@ def test_audio_dir_finds_songs_a_dataset_json_names_elsewhere(workspace, capsys)
     assert Path(unmoved[0].audio_path).parent == songs
     with pytest.raises(DatasetError, match="audio folder not found"):
         samples_from(str(workspace / "typo"), str(manifest))
+
+
+def test_a_song_named_with_dots_finds_its_sidecars(workspace, capsys):
+    """"mix v1.2 final.wav" reads "mix v1.2 final.txt" and ".json" (they were looked for as
+    "mix v1.txt"), and the dataset check agrees it has a caption."""
+    from sidestep.data.check import check_dataset
+
+    songs = workspace / "songs"
+    shutil.copy(songs / "clip_00.wav", songs / "mix v1.2 final.wav")
+    (songs / "mix v1.2 final.txt").write_text("caption: versioned mix, big drums\n")
+    shutil.copy(songs / "clip_01.wav", songs / "take 2.5.wav")
+    (songs / "take 2.5.json").write_text(json.dumps({"caption": "json caption", "bpm": 90}))
+    out = workspace / "dataset.json"
+    assert run_cli(["build-dataset", "-i", str(songs), "--output", str(out)], capsys)[0] == 0
+    by_name = {s["filename"]: s for s in json.loads(out.read_text())["samples"]}
+    assert by_name["mix v1.2 final.wav"]["caption"] == "versioned mix, big drums"
+    assert (by_name["take 2.5.wav"]["caption"], by_name["take 2.5.wav"]["bpm"]) == \
+        ("json caption", 90)
+    kinds = {(Path(p.file).name, p.kind) for p in check_dataset(songs).problems}
+    assert ("mix v1.2 final.wav", "missing_sidecar") not in kinds
+    assert ("take 2.5.wav", "missing_sidecar") not in kinds
+
+
+def test_a_bad_tempo_leaves_out_the_tempo_not_the_song(workspace, capsys):
+    """bpm 500 in a sidecar: build-dataset keeps the song without a tempo and says so; the
+    dataset check warns about the same file beforehand."""
+    from sidestep.data.check import check_dataset
+
+    songs = workspace / "songs"
+    (songs / "clip_02.txt").write_text("caption: noise rock\nbpm: 500\n")
+    out = workspace / "dataset.json"
+    code, err = run_cli(["build-dataset", "-i", str(songs), "--output", str(out)], capsys)
+    assert code == 0 and "skipped" not in err
+    assert "bpm 500 is outside 20-400; the song is kept without a tempo" in err
+    by_name = {s["filename"]: s for s in json.loads(out.read_text())["samples"]}
+    assert by_name["clip_02.wav"]["caption"] == "noise rock"
+    assert by_name["clip_02.wav"]["bpm"] is None
+    found = [p for p in check_dataset(songs).problems if p.kind == "bad_sidecar"]
+    assert [(Path(p.file).name, p.severity) for p in found] == [("clip_02.wav", "warning")]
+    assert "bpm 500" in found[0].message
+
+
+def test_build_dataset_skips_audio_too_short_to_encode(workspace, capsys):
+    """A 0.2 s clip, which the check calls an error and preprocessing would fail on every run,
+    is skipped by build-dataset with the reason."""
+    import numpy as np
+    import soundfile as sf
+
+    songs = workspace / "songs"
+    sf.write(songs / "blip.wav", np.zeros((8820, 2), dtype=np.float32) + 0.1, 44100)
+    out = workspace / "dataset.json"
+    code, err = run_cli(["build-dataset", "-i", str(songs), "--output", str(out)], capsys)
+    assert code == 0
+    assert "skipped" in err and "blip.wav: only 0.20 s long" in err
+    assert "blip.wav" not in {s["filename"] for s in json.loads(out.read_text())["samples"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK
@@ -56,6 +57,8 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
                       require_paths: bool = True) -> Resolved | None:
     """Profile + preset + explicit flags -> checked config; prints problems, None on error."""
     explicit = explicit_values(args, schema.settings_for(command))
+    if command in schema.TRAIN_MODES and explicit.get("resume_from"):
+        explicit = with_resumed_run(command, explicit, out)
     preset_values: dict[str, Any] = {}
     profile_layer: dict[str, Any] = {}
     profile = getattr(args, "vram_profile", None)
@@ -91,6 +94,25 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
     for warning in resolved.warnings:
         out.warn(str(warning))
     return resolved
+
+
+def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[str, Any]:
+    """The checkpoint's own settings under the flags given: ``--resume-from`` alone continues
+    the run as it was. A checkpoint that cannot be read is left to the checks that say why."""
+    from sidestep.config.resume import carried_settings, changed_on_resume
+    from sidestep.engine.checkpointing import CheckpointProblem, read_state
+
+    try:
+        saved = read_state(Path(explicit["resume_from"]).expanduser()).get("config") or {}
+    except (CheckpointProblem, OSError):
+        return explicit
+    if saved.get("mode") in schema.TRAIN_MODES and saved["mode"] != command:
+        out.warn(f"{explicit['resume_from']} is from a `{saved['mode']}` run; it continues as "
+                 f"`{command}`")
+    carried = carried_settings(command, saved)
+    for line in changed_on_resume(carried, explicit):
+        out.warn(line)
+    return {**carried, **explicit}
 
 
 def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:

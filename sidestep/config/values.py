@@ -7,6 +7,7 @@ Both end in the same bounds check, so the CLI, the TUI and presets agree on what
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from sidestep.config.schema import Setting
@@ -68,9 +69,21 @@ def parse_text(setting: Setting, text: str | None) -> Any:
         value = tuple(part for part in raw.replace(",", " ").split() if part)
     else:
         value = raw
+    value = expand_home(setting, value)
     problem = bounds_problem(setting, value)
     if problem:
         raise ValueError(problem)
+    return value
+
+
+def expand_home(setting: Setting, value: Any) -> Any:
+    """``~`` is the home folder in every path, however it was given (quoted, after ``=``, in
+    the app, in a preset): left as typed, a run went into a folder named ``~`` under the
+    current one while run.json named the home one."""
+    if setting.kind == "path" and isinstance(value, str):
+        return os.path.expanduser(value)
+    if setting.kind == "path_list" and value:
+        return tuple(os.path.expanduser(v) for v in value)
     return value
 
 
@@ -106,6 +119,7 @@ def check_json_value(setting: Setting, value: Any) -> Any:
         else:
             raise ValueError(f"must be a list of strings or a space-separated string, "
                              f"got {value!r}")
+    value = expand_home(setting, value)
     problem = bounds_problem(setting, value)
     if problem:
         raise ValueError(problem)

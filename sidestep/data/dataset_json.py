@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidestep.data.audio import AudioError, audio_info, find_audio
+from sidestep.data.audio import MIN_SECONDS, AudioError, audio_info, find_audio
 
 INSTRUMENTAL = "[Instrumental]"
 _KEY_ALIASES = {
@@ -119,8 +119,8 @@ def _read_text(path: Path, warnings: list[str] | None) -> str:
 def read_sidecars(audio: Path, warnings: list[str] | None = None) -> dict[str, Any]:
     """Fields from ``audio``'s sidecar files; text-decoding problems go to ``warnings``."""
     fields: dict[str, Any] = {}
-    stem = audio.with_suffix("")
-    js = stem.with_suffix(".json")
+    stem = audio.with_suffix("")  # "mix v1.2" of "mix v1.2.wav": name sidecars by adding to it
+    js = Path(f"{stem}.json")
     if js.is_file():
         try:
             data = json.loads(js.read_text(encoding="utf-8"))
@@ -132,12 +132,20 @@ def read_sidecars(audio: Path, warnings: list[str] | None = None) -> dict[str, A
             key = _KEY_ALIASES.get(str(k).lower())
             if key:
                 fields[key] = v
-    txt = stem.with_suffix(".txt")
+    txt = Path(f"{stem}.txt")
     if txt.is_file():
         fields.update(_parse_kv_text(_read_text(txt, warnings)))
     for lyr in (Path(f"{stem}.lyrics.txt"), Path(f"{stem}_lyrics.txt")):
         if lyr.is_file():
             fields["lyrics"] = _read_text(lyr, warnings).strip()
+    if "bpm" in fields:  # a bad tempo is left out, not the song with it
+        try:
+            _bpm(fields["bpm"], "")
+        except DatasetError as exc:
+            del fields["bpm"]
+            if warnings is not None:
+                warnings.append(f"{audio}: sidecar{exc}; the song is kept without a tempo "
+                                "(fix the sidecar to give it one)")
     return fields
 
 
@@ -146,7 +154,7 @@ def _bpm(value: Any, where: str) -> int | None:
         return None
     try:
         bpm = int(round(float(str(value).split()[0])))
-    except ValueError:
+    except (ValueError, IndexError, OverflowError):
         raise DatasetError(f"{where}: bpm {value!r} is not a number") from None
     if not 20 <= bpm <= 400:
         raise DatasetError(f"{where}: bpm {bpm} is outside 20-400")
@@ -163,6 +171,9 @@ def sample_id(audio: Path, root: Path) -> str:
 def sample_for(audio: Path, root: Path, tag: str = "",
                warnings: list[str] | None = None) -> Sample:
     duration, _rate, _ch = audio_info(audio)
+    if duration < MIN_SECONDS:  # preprocessing would fail it on every run
+        raise DatasetError(f"{audio}: only {duration:.2f} s long; the VAE needs at least "
+                           f"{MIN_SECONDS} s. Remove it or use a longer clip.")
     fields = read_sidecars(audio, warnings)
     lyrics = str(fields.get("lyrics") or "").strip()
     if lyrics.lower() in ("[instrumental]", "instrumental"):

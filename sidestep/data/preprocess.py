@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sidestep.data.dataset_json import Sample, genre_indices
+from sidestep.data.audio import AudioError
+from sidestep.data.dataset_json import DatasetError, Sample, genre_indices
 
 DIT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 TEXT_MAX_TOKENS = 256
@@ -52,6 +53,15 @@ def text_prompt(sample: Sample, caption: str) -> str:
     return (f"# Instruction\n{DIT_INSTRUCTION}\n\n# Caption\n{caption}\n\n"
             f"# Metas\n{metas_text(sample)}<|endoftext|>\n")
 
+
+
+def failure_reason(exc: Exception, path: str) -> str:
+    """Why a song failed, said once: our own errors explain themselves (less the path the line
+    already names); anything else keeps its type, which is the clue."""
+    if isinstance(exc, (AudioError, DatasetError)):
+        text = str(exc)
+        return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+    return f"{type(exc).__name__}: {exc}"
 
 @dataclass
 class PreprocessResult:
@@ -256,7 +266,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                               "text_attention_mask": tm, "lyric_hidden_states": lh,
                               "lyric_attention_mask": lm}, parts[fp])
             except Exception as exc:  # one bad song must not lose the others
-                result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
+                result.failed.append((sample.audio_path, failure_reason(exc, sample.audio_path)))
             clock.tick()
         del vae, text_encoder
         if device.startswith("cuda"):
@@ -285,7 +295,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                 result.written.append(target)
                 part.unlink(missing_ok=True)
             except Exception as exc:
-                result.failed.append((sample.audio_path, f"{type(exc).__name__}: {exc}"))
+                result.failed.append((sample.audio_path, failure_reason(exc, sample.audio_path)))
             clock.tick()
         del encoder_model, enc
     result.cancelled = stopped()

@@ -157,7 +157,7 @@ def _sidecar_facts(facts: AudioFacts, record: dict) -> None:
     facts.lyrics = bool(lyrics) and not (tagged and len(lyrics.splitlines()) == 1)
     facts.caption = bool(fields.get("caption") or fields.get("genre"))
     marked = record.get("is_instrumental") is True or tagged
-    js = stem.with_suffix(".json")
+    js = Path(f"{stem}.json")
     if js.is_file() and not facts.sidecar_error:
         try:
             raw = json.loads(js.read_text(encoding="utf-8"))

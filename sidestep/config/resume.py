@@ -1,0 +1,57 @@
+"""What a resumed run keeps of the run it continues.
+
+Resuming is exact only with the run's own settings, so they are the starting point (the CLI's
+``--resume-from`` and History's Resume alike): anything given again overrides them, and the CLI
+says which. Not carried: where this attempt writes and how it is started.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from sidestep.config import schema
+from sidestep.config.values import check_json_value
+
+# This attempt's own: its folder and checkpoint, whether it detaches, and preprocessing (a
+# resumed run trains on the tensors the first attempt made).
+NOT_CARRIED = ("output_dir", "resume_from", "log_dir", "detach", "preprocess")
+# Settings the learning-rate schedule is computed from.
+SCHEDULE = ("epochs", "warmup_steps", "scheduler_type", "learning_rate", "batch_size",
+            "gradient_accumulation")
+
+
+def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of ``command`` that a run saved (``saved``: its recorded config), checked
+    as a preset's are. Left to the defaults: values that no longer parse, and settings that
+    did not apply to the run (a LoKR factor in a LoRA run)."""
+    out: dict[str, Any] = {}
+    for s in schema.settings_for(command):
+        value = saved.get(s.name)
+        if s.name in NOT_CARRIED or value is None:
+            continue
+        if s.shown_when and saved.get(s.shown_when[0]) not in s.shown_when[1]:
+            continue
+        try:
+            out[s.name] = check_json_value(s, value)
+        except ValueError:
+            continue
+    return out
+
+
+def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """One line per setting given with a value other than the run's."""
+    lines = []
+    for name, value in given.items():
+        if name not in carried or carried[name] == value:
+            continue
+        flag = schema.BY_NAME[name].flags[-1]
+        line = f"resuming with {flag} {_shown(value)} (the run used {_shown(carried[name])})"
+        if name in SCHEDULE:
+            line += ": the learning-rate schedule is recomputed, so the run no longer follows " \
+                    "its first course"
+        lines.append(line)
+    return lines
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
