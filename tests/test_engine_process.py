@@ -162,14 +162,18 @@ def test_one_event_sent_twice_is_one_request(monkeypatch):
     exits = []
     monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    with SignalStop(Control(), lambda _msg: None) as stopper:
+    said: list[str] = []
+    with SignalStop(Control(), said.append) as stopper:
         stopper._handle(signal.SIGHUP, None)
         stopper._handle(signal.SIGHUP, None)
         clock[0] += 30
         stopper._handle(signal.SIGHUP, None)
         assert exits == [] and stopper.control.stop_requested
-    with SignalStop(Control(), lambda _msg: None) as stopper:
+    # no one is there to send another: the notice does not ask for one
+    assert said == ["SIGHUP: stopping at the next micro-batch and saving a checkpoint"]
+    with SignalStop(Control(), said.append) as stopper:
         stopper._handle(signal.SIGTERM, None)
+        assert said[-1].endswith("send it again, a second or more later, to exit at once")
         clock[0] += 0.2
         stopper._handle(signal.SIGTERM, None)  # forwarded copy
         assert exits == []

@@ -42,8 +42,10 @@ def test_resume_is_exact(demo_root, small_tensors, tmp_path, adapter):
               dropout=0.1) if adapter == "lora" else dict(adapter_type=adapter, epochs=4,
                                                           save_every=2, gradient_accumulation=4)
     # uninterrupted reference run
-    ref = Trainer(train_config(demo_root, small_tensors, tmp_path / "a", **kw))
-    assert ref.run().status == "completed"
+    seen = Recorder()
+    ref = Trainer(train_config(demo_root, small_tensors, tmp_path / "a", **kw), [seen])
+    ref_result = ref.run()
+    assert ref_result.status == "completed"
     expected = _final_state(ref)
     ckpt2 = tmp_path / "a" / "checkpoint-epoch-2"
     assert (ckpt2 / "COMPLETE").is_file()
@@ -62,11 +64,27 @@ def test_resume_is_exact(demo_root, small_tensors, tmp_path, adapter):
     stopped = c.run()
     assert stopped.status == "stopped" and stopped.checkpoint_path
     assert "checkpoint-step-" in stopped.checkpoint_path
+    # the run's log alone says how it went and where to go on (the terminal may be gone)
+    record = (tmp_path / "c" / "sidestep.log").read_text()
+    assert f"saved step checkpoint: {stopped.checkpoint_path}" in record
+    assert f"run stopped at step {stopped.step}" in record
+    assert f"resume with --resume-from {stopped.checkpoint_path}" in record
+    assert "epoch 3 ended at step" not in record and "(epoch 3): loss" in record
+    # ... and those lines are the file's: the console and the app have the events
+    assert not [e for e in seen.of("log") if "checkpoint:" in e.message or "run " in e.message]
+    assert "epoch 2 ended at step" in (tmp_path / "a" / "sidestep.log").read_text()
+    resumed = Recorder()
     d = Trainer(train_config(demo_root, small_tensors, tmp_path / "c",
-                             resume_from=stopped.checkpoint_path, **kw))
+                             resume_from=stopped.checkpoint_path, **kw), [resumed])
     result = d.run()
     assert result.status == "completed", result.error
     _assert_identical(expected, _final_state(d))
+    # the epoch stopped in, and those after, have the uninterrupted run's means (the steps
+    # before the stop count), and the best step loss is the whole run's
+    means = {e.epoch: e.mean_loss for e in seen.of("epoch_end")}
+    after = {e.epoch: e.mean_loss for e in resumed.of("epoch_end")}
+    assert after and after == {k: means[k] for k in after}
+    assert result.best_loss == ref_result.best_loss
 
 
 def test_save_now_and_pause(demo_root, small_tensors, tmp_path):

@@ -68,6 +68,10 @@ def test_layer_granularity(demo_root, small_tensors):
     result = estimate(est_config(demo_root, small_tensors, granularity="layer", top_k=2))
     assert sorted(n for n, _ in result.ranking) == [f"layers.{i}" for i in range(4)]
     assert len(result.to_json()["modules"]) == 2
+    # a K above the number ranked selects them all, and the file says how many it holds
+    result = estimate(est_config(demo_root, small_tensors, granularity="layer", top_k=99))
+    assert result.top_k == 4 and result.to_json()["top_k"] == 4
+    assert len(result.to_json()["modules"]) == 4
 
 
 @pytest.mark.parametrize("adapter", ["lora", "lokr"])

@@ -249,3 +249,23 @@ def test_a_closed_stdout_stops_the_cli_and_says_so_on_stderr(demo_root, tmp_path
     assert proc.wait(timeout=300) == 130
     assert "output closed, so stopped" in err and "Traceback" not in err
     assert not list(out.rglob("*.tmp"))
+
+
+def test_time_left_follows_the_songs_lengths(monkeypatch):
+    """A 30 s song took 3 s: a 10-minute one next is 60 s away, not another 3 s (a count of
+    files said 52 s, then 10:30 at the next song); a song of unknown length counts as 1 s, and
+    --max-duration caps what is encoded."""
+    import time
+
+    from sidestep.data.dataset_json import Sample
+    from sidestep.data.preprocess import _Clock, _encoded_seconds
+
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    clock = _Clock([30.0, 600.0, 0.0])
+    assert clock.eta(0) is None  # no pace yet
+    now[0] += 3.0
+    clock.tick()
+    assert clock.eta(1) == pytest.approx(3.0 / 30 * 601)
+    song = Sample(id="a", audio_path="/a.wav", filename="a.wav", caption="", duration=600.0)
+    assert (_encoded_seconds(song, 0.0), _encoded_seconds(song, 30.0)) == (600.0, 30.0)

@@ -165,3 +165,8 @@ def test_sigterm_during_a_run_saves_and_exits(pty_app):
     # the terminal is left usable: out of the alternate screen, cursor shown
     time.sleep(0.3)
     assert b"\x1b[?1049l" in app.output
+    # ... and says, after the app's screen, how the run ended and where it resumes
+    after = app.output.split(b"\x1b[?1049l")[-1].decode(errors="replace")
+    saved = json.loads((run_dir / "run.json").read_text())["checkpoint_path"]
+    assert f"{run_dir.name}: stopped at step" in after, after
+    assert f"resume with: sidestep fixed --resume-from {saved}" in after, after

@@ -342,3 +342,16 @@ async def test_a_new_form_shows_first_and_builds_hidden_rows_after_in_schema_ord
                           if not form.model.visible_by_condition(s)}
         assert shown == {s.name for s in form.settings} - hidden_by_rule
         assert app.errors == []
+
+
+async def test_ctrl_c_says_how_to_quit_and_changes_nothing(tui_env):
+    """ctrl+c (a terminal habit) on the dashboard: the app stays, on the same screen, and says
+    which keys quit."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, DashboardScreen) and app.is_running
+        shown = [n.message for n in app._notifications]
+        assert any("ctrl+c does not quit here" in m and "ctrl+q" in m for m in shown), shown

@@ -37,7 +37,7 @@ def run_preprocess(config, out: Out) -> int:
     t0 = time.monotonic()
     try:
         with CancelBetweenUnits("{name}: stopping after this song; finished files are kept and "
-                                "a rerun encodes the rest. Send it again to exit at once") as stop:
+                                "a rerun encodes the rest{again}") as stop:
             def show(e) -> None:
                 stop.show_notices(out)
                 out.info(progress_line(e))

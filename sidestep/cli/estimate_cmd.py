@@ -29,8 +29,8 @@ def run_estimate(config, out: Out) -> int:
         out.error(problem)
         return EXIT_BAD_INPUT
     try:
-        with CancelBetweenUnits("{name}: stopping after this batch (nothing is written); send "
-                                "it again to exit at once") as stop:
+        with CancelBetweenUnits("{name}: stopping after this batch (nothing is written)"
+                                "{again}") as stop:
             def show(e) -> None:
                 stop.show_notices(out)
                 if e.phase == "batch":
@@ -49,7 +49,7 @@ def run_estimate(config, out: Out) -> int:
             out.warn(message.replace("cancelled", "output closed, so stopped") + "; run it "
                      "again with the output to a file or the terminal")
         return EXIT_STOPPED
-    out.table(f"Top {config.top_k} of {len(result.ranking)} ({result.granularity}s, "
+    out.table(f"Top {result.top_k} of {len(result.ranking)} ({result.granularity}s, "
               f"{result.batches} batches)", ("rank", "module", "score"),
               [(str(i + 1), name, f"{score:.3f}") for i, (name, score)
                in enumerate(result.top())])

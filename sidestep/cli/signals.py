@@ -25,8 +25,10 @@ class SignalStop:
 
     DUPLICATE_SECONDS = 1.0
 
-    NOTICE = ("{name}: stopping at the next micro-batch and saving a checkpoint; send it again "
-              "to exit at once")
+    NOTICE = "{name}: stopping at the next micro-batch and saving a checkpoint{again}"
+    # What "{again}" says: a repeat within DUPLICATE_SECONDS is the same request, and a hung-up
+    # terminal has no one to send another.
+    AGAIN = "; send it again, a second or more later, to exit at once"
 
     def __init__(self, control, announce=None, notice: str | None = None):
         self.control = control
@@ -57,7 +59,8 @@ class SignalStop:
             os._exit(EXIT_STOPPED)  # what was saved is complete: writes are atomic
         name = signal.Signals(signum).name
         self.control.request_stop(f"{name} received")
-        self.announce(self.notice.format(name=name))
+        again = "" if signum == getattr(signal, "SIGHUP", None) else self.AGAIN
+        self.announce(self.notice.format(name=name, again=again))
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():

@@ -248,7 +248,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
         vae = load_vae(vae_dir(checkpoint_dir), device, dtype)
         tokenizer, text_encoder = load_text_encoder(text_encoder_dir(checkpoint_dir), device,
                                                     dtype)
-        clock = _Clock(len(pending))
+        clock = _Clock([_encoded_seconds(s, max_duration) for s, _ in pending])
         for i, (sample, fp) in enumerate(pending):
             if stopped():
                 break
@@ -280,7 +280,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
         enc = encoder_model.encoder.eval()
         timbre_dim = encoder_model.config.timbre_hidden_dim
         silence = load_silence_latent(model.path)
-        clock = _Clock(len(pass1))
+        clock = _Clock([_encoded_seconds(s, max_duration) for s, _, _ in pass1])
         for j, (sample, fp, part) in enumerate(pass1):
             if stopped():
                 break
@@ -305,7 +305,9 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
 
     done = {p.name for p in result.written + result.reused}
     manifest = {
-        "metadata": dataset_meta or {},
+        # the dataset's own (tag, name, ...), less its song count: the tensors made are counted
+        # below, and two different counts read as a bug
+        "metadata": {k: v for k, v in (dataset_meta or {}).items() if k != "num_samples"},
         # relative to the folder, so a copied or moved folder trains on its own files
         "samples": [f"{s.id}.pt" for s in samples if f"{s.id}.pt" in done],
         "num_samples": len(done),
@@ -412,10 +414,11 @@ def encode_condition(enc, timbre_dim: int, text_hidden, text_mask, lyric_hidden,
 
 
 class _Clock:
-    """Time left in a pass, from the pace of the files finished so far."""
+    """Time left in a pass, from the pace so far per second of audio: a 10-minute song
+    takes twenty times a 30-second one, and a count of files would say 50 s before it."""
 
-    def __init__(self, total: int):
-        self.total = total
+    def __init__(self, seconds: list[float]):
+        self.weights = [s if s > 0 else 1.0 for s in seconds]
         self.start = time.monotonic()
         self.finished = 0
 
@@ -425,8 +428,14 @@ class _Clock:
     def eta(self, done: int) -> float | None:
         if not self.finished:
             return None
-        per_file = (time.monotonic() - self.start) / self.finished
-        return per_file * (self.total - done)
+        per_second = (time.monotonic() - self.start) / sum(self.weights[:self.finished])
+        return per_second * sum(self.weights[done:])
+
+
+def _encoded_seconds(sample: Sample, max_duration: float | None) -> float:
+    """How much of the song is encoded (0 when its length is not known)."""
+    seconds = float(sample.duration or 0.0)
+    return min(seconds, max_duration) if max_duration else seconds
 
 
 def _id_clashes(samples: list[Sample]) -> str | None:

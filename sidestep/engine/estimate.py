@@ -193,11 +193,14 @@ def estimate(config, *, progress: Callable[[EstimateEvent], None] | None = None,
             h.remove()
     finally:
         cpu_threads.restore(threads_before)
-    result = EstimateResult(granularity=config.granularity, top_k=config.top_k,
+    ranking = rank({k: float(v) / max(done, 1) for k, v in sums.items()}, config.granularity)
+    top_k = min(config.top_k, len(ranking)) if ranking else config.top_k
+    if top_k < config.top_k:
+        log.warning("--top-k %d is more than the %d %ss ranked: all %d are selected",
+                    config.top_k, len(ranking), config.granularity, top_k)
+    result = EstimateResult(granularity=config.granularity, top_k=top_k,
                             model=ref.entry.name, dataset=str(config.dataset_dir),
-                            batches=done, seed=config.seed,
-                            ranking=rank({k: float(v) / max(done, 1) for k, v in sums.items()},
-                                         config.granularity),
+                            batches=done, seed=config.seed, ranking=ranking,
                             seconds=time.monotonic() - t_start, cancelled=stopped())
     say(EstimateEvent("cancelled" if result.cancelled else "done", done, total,
                       f"{done} batches in {result.seconds:.1f} s"))

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from sidestep.engine.events import (EpochEnded, Event, LogLine, Problem, RunFinished, StepMetrics,
-                                    to_json)
+from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
+                                    RunFinished, StepMetrics, to_json)
 
 log = logging.getLogger("sidestep.engine")
 
@@ -105,6 +105,42 @@ class TensorBoardSink:
         self.writer.close()
 
 
+class RecordSink:
+    """The run's milestones as lines of its ``sidestep.log`` (the file only: the console and
+    the app show them as events), so the log alone tells how a run went and where it can
+    resume, also when the terminal that showed it is gone."""
+
+    FILE_ONLY = {"file_only": True}  # LogToEvents passes these by
+
+    def __init__(self, log_every: int):
+        self.log_every = max(1, int(log_every))
+        self.record = logging.getLogger("sidestep.run")
+
+    def handle(self, event: Event) -> None:
+        line = None
+        if isinstance(event, StepMetrics) and (event.step % self.log_every == 0
+                                               or event.step == 1):
+            line = f"step {event.step} (epoch {event.epoch}): loss {event.loss:.4f}, " \
+                   f"lr {event.lr:.3g}"
+        elif isinstance(event, EpochEnded):
+            line = f"epoch {event.epoch} ended at step {event.step}: mean loss " \
+                   f"{event.mean_loss:.4f}" + (f", validation {event.val_loss:.4f}"
+                                               if event.val_loss is not None else "") + \
+                   (" (best so far)" if event.best else "")
+        elif isinstance(event, CheckpointSaved):
+            line = f"saved {event.kind} checkpoint: {event.path}"
+        elif isinstance(event, RunFinished):
+            line = f"run {event.status} at step {event.step}, epoch {event.epoch}" + \
+                (f": {event.error}" if event.error else "")
+            if event.status != "completed" and event.checkpoint_path:
+                line += f"; resume with --resume-from {event.checkpoint_path}"
+        if line:
+            self.record.info(line, extra=self.FILE_ONLY)
+
+    def close(self) -> None:
+        pass
+
+
 _STOP = object()
 
 
@@ -181,8 +217,8 @@ class LogToEvents(logging.Handler):
         self._local = threading.local()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(self._local, "busy", False):  # never recurse through our own logging
-            return
+        if getattr(self._local, "busy", False) or getattr(record, "file_only", False):
+            return  # never recurse through our own logging; RecordSink's lines are the file's
         self._local.busy = True
         try:
             msg = record.getMessage()

@@ -41,7 +41,8 @@ from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine,
 from sidestep.engine.run_dir import (BEST_DIR, EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS,
                                      LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim, now,
                                      process_identity, versions, write_run)
-from sidestep.engine.sinks import EventBus, JsonlSink, LogToEvents, Sink, TensorBoardSink
+from sidestep.engine.sinks import (EventBus, JsonlSink, LogToEvents, RecordSink, Sink,
+                                   TensorBoardSink)
 
 log = logging.getLogger("sidestep.engine")
 
@@ -103,6 +104,9 @@ class _Progress:
     position: int = 0        # micro-batches done in the current epoch
     best_loss: float = math.inf
     samples: int = 0
+    # the current epoch's step losses, checkpointed: a resume mid-epoch keeps them, so the
+    # epoch's mean (which picks best/) counts the steps before the stop too
+    epoch_losses: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -287,6 +291,7 @@ class Trainer:
         # events.jsonl only after run.json: a folder with events and no run.json read as a
         # run of status "unknown" to History and `sidestep runs` for that moment
         self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
+        self.bus.add(RecordSink(cfg.log_every))
         try:
             self.bus.add(TensorBoardSink(log_dir, cfg.log_every))
         except Exception as exc:  # TensorBoard is optional for the run itself
@@ -589,6 +594,9 @@ class Trainer:
             int(state["position"])
         if p.position >= self.batches_per_epoch:
             p.epoch, p.position = p.epoch + 1, 0
+        elif p.position:  # older checkpoints lack them: the mean then counts from here
+            p.epoch_losses = [float(x) for x in state.get("epoch_losses") or ()]
+        p.best_loss = float(state.get("best_loss", math.inf))
         if p.epoch >= self.config.epochs:  # nothing left: a start would only rewrite its files
             raise ckpt.CheckpointProblem(
                 f"{folder}: that run has already trained {p.epoch} epochs (--epochs "
@@ -638,13 +646,13 @@ class Trainer:
 
         while p.epoch < cfg.epochs:
             epoch_t0 = time.monotonic()
-            epoch_losses: list[float] = []
-            ended = self._train_epoch(epoch_losses)
+            ended = self._train_epoch(p.epoch_losses)
             if ended is not None:  # stopped, or gave up
                 return ended
             p.epoch += 1
             p.position = 0
-            reason = self._end_epoch(epoch_losses, time.monotonic() - epoch_t0)
+            reason = self._end_epoch(p.epoch_losses, time.monotonic() - epoch_t0)
+            p.epoch_losses = []
             if reason is not None:
                 return self._complete(reason)
 
@@ -1010,7 +1018,8 @@ class Trainer:
     def _save(self, name: str, rng: dict, kind: str) -> Path:
         p = self.progress
         extra = {"ema": self.ema.state_dict() if self.ema is not None else None,
-                 "best": self.tracker.state_dict() if self.tracker else None}
+                 "best": self.tracker.state_dict() if self.tracker else None,
+                 "epoch_losses": list(p.epoch_losses), "best_loss": p.best_loss}
         if self.world is not None:  # every rank's RNG, so each resumes its own draws
             extra.update(world_size=self.world.size, rng_ranks=self.world.gather(rng))
         path = self.run_dir / name

@@ -28,7 +28,8 @@ from sidestep.tui.commands import SideStepCommands
 from sidestep.tui.jobs import EstimateJob, PreprocessJob
 from sidestep.tui.demo import DEMO_BUILD, open_demo_form, start_demo
 from sidestep.tui.runner import (EngineRunner, RunTarget, announce, install_stop_signals,
-                                 left_running, save_before_exit, stop_for_signal)
+                                 left_running, own_run_line, save_before_exit,
+                                 stop_for_signal)
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.fields import is_field_widget
 
@@ -622,6 +623,13 @@ class SideStepApp(App):
             return None
         return True
 
+    def action_help_quit(self) -> None:
+        """ctrl+c outside a text field (Textual's binding): a terminal habit, so say what to
+        press instead of doing nothing; training is never stopped by it."""
+        what = "x on the Monitor stops the run and saves; " if self.runner.active else ""
+        self.notify(f"ctrl+c does not quit here: {what}Q or ctrl+q quits (asking first while "
+                    "a run is active)", title="Quit?", timeout=6)
+
     async def action_quit_anywhere(self) -> None:
         await self.action_request_quit()
 
@@ -671,7 +679,9 @@ def run_app(demo: bool = False) -> int:
     finally:
         save_before_exit(app)
         if not app.terminal_dead:
-            for line in left_running(app):  # quitting never stops another process's run
+            own = own_run_line(app)
+            for line in ([own] if own else []) + left_running(app):
+                # quitting never stops another process's run
                 try:
                     print(line, flush=True)
                 except OSError:

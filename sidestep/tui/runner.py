@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from sidestep.engine.control import Control
@@ -220,6 +221,24 @@ def save_before_exit(app) -> None:
             except OSError:
                 pass
         app.runner.wait(timeout=900)
+
+
+def own_run_line(app) -> str | None:
+    """How the app's own run ended, for the terminal the app leaves (a SIGTERM or a quit
+    during a run ends it with the screen that said so), with where it resumes."""
+    import shlex
+
+    state, config = app.runner.state, app.runner.config
+    finished = state.finished if state is not None else None
+    if finished is None or config is None:
+        return None
+    line = f"{Path(config.output_dir).name}: {finished.status} at step {finished.step}"
+    if finished.status != "completed" and finished.checkpoint_path:
+        line += (f"; resume with: sidestep {config.mode} --resume-from "
+                 f"{shlex.quote(finished.checkpoint_path)}")
+    elif finished.adapter_path:
+        line += f"; adapter: {finished.adapter_path}"
+    return line
 
 
 def left_running(app) -> list[str]:

@@ -77,7 +77,8 @@ class PreprocessScreen(Screen):
                 else ""
             self.query_one("#pp-file", Static).update(f"{e.done + 1}/{e.total}  {e.file}{left}")
         elif e.phase in ("done", "cancelled"):
-            bar.update(total=max(e.total, 1), progress=e.done)
+            # done is every song dealt with: a failed one is listed, not left as a gap
+            bar.update(total=max(e.total, 1), progress=e.total if e.phase == "done" else e.done)
             log.write(f"{e.phase}: {e.message}")
 
     def on_preprocess_note(self, message: PreprocessNote) -> None:
