@@ -200,3 +200,28 @@ def test_manifest_entries_are_found_after_a_move(demo_root, tmp_path):
     shutil.copytree(demo_root / "tensors", moved)
     files = list_files(moved)  # the manifest lists the old absolute paths
     assert len(files) == 12 and all(f.parent == moved or f.exists() for f in files)
+
+
+def test_a_folder_that_stops_taking_writes_fails_with_the_file_and_the_resume(
+        demo_root, small_tensors, tmp_path, monkeypatch):
+    """The run folder turns read-only (or the disk fills) after the first checkpoint: the run
+    fails naming the file, why, and the checkpoint to resume from, not a bare
+    'PermissionError: [Errno 1] ...'."""
+    from sidestep.engine import checkpointing
+
+    real, calls = checkpointing.save, []
+
+    def save(run_dir, name, *args, **kw):
+        calls.append(name)
+        if len(calls) > 1:
+            raise PermissionError(1, "Operation not permitted", str(run_dir / f".{name}.tmp"))
+        return real(run_dir, name, *args, **kw)
+
+    monkeypatch.setattr(checkpointing, "save", save)
+    out = tmp_path / "run"
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=3)).run()
+    assert result.status == "failed"
+    first = out / calls[0]
+    assert result.error == (f"cannot read or write {out / ('.' + calls[1] + '.tmp')}: "
+                            f"Operation not permitted; fix that (free space, permissions) and "
+                            f"resume with --resume-from {first}")

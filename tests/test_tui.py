@@ -89,6 +89,8 @@ async def test_stop_and_save_then_resume_from_history(tui_env):
         assert app.runner.state.status == "stopped"
         saved = Path(app.runner.state.finished.checkpoint_path)
         assert (saved / "COMPLETE").is_file()
+        first_steps = [s for s in app.runner.state.steps
+                       if s <= int((saved / "COMPLETE").read_text())]
         # how far it got (a busy machine stops it later): the resume trains past that
         more_epochs = str(app.runner.state.finished.epoch + 2)
 
@@ -112,6 +114,10 @@ async def test_stop_and_save_then_resume_from_history(tui_env):
         assert await wait_until(pilot, lambda: app.runner.state.finished is not None
                                 and app.runner.state.finished.status != "stopped", 240)
         assert app.runner.state.status == "completed", app.runner.state.finished
+        # the monitor's charts hold the whole run: the first attempt's steps, then the rest
+        steps = app.runner.state.steps
+        assert steps[:len(first_steps)] == first_steps and steps == sorted(set(steps))
+        assert steps[-1] == app.runner.state.finished.step
         assert (Path("output/first/final/adapter/adapter_model.safetensors")).is_file()
         events = [json.loads(x) for x in Path("output/first/events.jsonl").read_text()
                   .splitlines()]

@@ -175,6 +175,19 @@ class Trainer:
     def emit(self, event: Event) -> None:
         self.bus.emit(event)
 
+    def _file_error(self, exc: OSError) -> str:
+        """A file error as a user can act on it: the file, why, and where the run resumes."""
+        where = f" {exc.filename}" if exc.filename else ""
+        line = f"cannot read or write{where}: {exc.strerror or exc}"
+        try:
+            saved = ckpt.list_checkpoints(self.run_dir)
+        except OSError:
+            saved = []
+        if saved:
+            line += (f"; fix that (free space, permissions) and resume with --resume-from "
+                     f"{saved[-1]}")
+        return line
+
     def run(self) -> RunFinished:
         self._started = time.monotonic()
         if self._rank_fabric is None and not self._setup_done:
@@ -193,6 +206,11 @@ class Trainer:
             log.error("%s", exc)
             self.emit(Problem(kind="input", message=str(exc), fatal=True))
             result = self._finished("failed", error=str(exc), error_kind="input")
+        except OSError as exc:  # a disk that filled up, a folder made read-only, a dead mount
+            log.error("training failed: %s\n%s", exc, traceback.format_exc())
+            message = self._file_error(exc)
+            self.emit(Problem(kind="error", message=message, fatal=True))
+            result = self._finished("failed", error=message, error_kind="runtime")
         except Exception as exc:  # anything else is a bug or an environment failure
             log.error("training failed: %s\n%s", exc, traceback.format_exc())
             self.emit(Problem(kind="error", message=f"{type(exc).__name__}: {exc}",

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 from sidestep.engine.control import Control
 from sidestep.engine.events import RunFinished
 from sidestep.engine.sinks import QueueSink
-from sidestep.tui.state import RunState
+from sidestep.tui.state import EarlierSteps, RunState
 
 MAX_EVENTS_PER_TICK = 2000
 
@@ -84,6 +84,10 @@ class EngineRunner:
 
         def work():
             try:
+                if config.resume_from:  # before the engine's first event
+                    earlier = EarlierSteps.of(config.output_dir, config.resume_from)
+                    if earlier is not None:
+                        sink.queue.put(earlier)
                 engine = self.factory(config, [sink], control)
                 return engine.run()
             finally:

@@ -20,6 +20,41 @@ from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine,
 LOG_LIMIT = 5000
 
 
+@dataclass(frozen=True)
+class EarlierSteps:
+    """What the attempts before a resume trained, up to the checkpoint it resumes from: the
+    charts show the whole run, not only what this attempt adds."""
+
+    steps: list[int]
+    losses: list[float]
+    lrs: list[float]
+    val_losses: dict[int, tuple[int, float]]
+
+    @classmethod
+    def of(cls, run_dir: Path | str, checkpoint: Path | str) -> "EarlierSteps | None":
+        """From the run's ``events.jsonl`` (None when it has none). Reads files: call it off
+        the UI thread."""
+        from sidestep.engine.checkpointing import MARKER
+
+        try:
+            upto = int((Path(checkpoint) / MARKER).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        by_step: dict[int, StepMetrics] = {}  # a step trained twice (kill -9): the last one
+        vals: dict[int, tuple[int, float]] = {}
+        for event in read_events(Path(run_dir) / "events.jsonl"):
+            if isinstance(event, StepMetrics) and event.step <= upto:
+                by_step[event.step] = event
+            elif isinstance(event, EpochEnded) and event.val_loss is not None \
+                    and event.step <= upto:
+                vals[event.epoch] = (event.step, float(event.val_loss))
+        if not by_step:
+            return None
+        order = sorted(by_step)
+        return cls(order, [by_step[k].loss for k in order], [by_step[k].lr for k in order],
+                   vals)
+
+
 @dataclass
 class RunState:
     run_dir: str = ""
@@ -83,8 +118,19 @@ class RunState:
         points = sorted(self.val_losses.values())
         return [p[0] for p in points], [p[1] for p in points]
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event | EarlierSteps) -> None:
         self.version += 1
+        if isinstance(event, EarlierSteps):
+            self.steps[:0], self.losses[:0], self.lrs[:0] = event.steps, event.losses, \
+                event.lrs
+            self.val_losses = {**event.val_losses, **self.val_losses}
+            finite = [(loss, step) for step, loss in zip(event.steps, event.losses)
+                      if math.isfinite(loss)]
+            if finite:
+                loss, step = min(finite)
+                if self.best_loss is None or loss < self.best_loss:
+                    self.best_loss, self.best_step = loss, step
+            return
         if not isinstance(event, (LogLine, SampleWritten)):
             self._echo = None
         if isinstance(event, RunStarted):

@@ -21,7 +21,7 @@ from sidestep.tui.widgets.tables import fill_table
 
 
 LIVE_REFRESH_S = 5.0  # how often the live rows' step and status are read again
-RUN_COLUMNS = ("run", "status", "epochs", "best loss")
+RUN_COLUMNS = ("run", "status", "epochs", "lowest loss")  # a step loss; best/ is by epoch
 
 
 def fmt_loss(value) -> str:

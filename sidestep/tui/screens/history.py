@@ -78,7 +78,7 @@ class HistoryScreen(samples.SampleKeys, Screen):
                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at))
                  if r.started_at else "?") for r in runs]
         fill_table(self.query_one("#history-table", DataTable),
-                   ("run", "status", "mode", "adapter", "model", "epochs", "step", "best loss",
+                   ("run", "status", "mode", "adapter", "model", "epochs", "step", "lowest loss",
                     "started"), rows, [str(r.path) for r in runs])
         self._detail()
 

@@ -199,7 +199,7 @@ class MonitorScreen(SampleKeys, Screen):
         last = s.losses[-1] if s.losses else float("nan")
         best = f"{s.best_loss:.4f} @ {s.best_step}" if s.best_loss is not None else "—"
         self._text("#step-label", f"step {s.step}/{s.total_steps or '?'}   loss {last:.4f}   "
-                                  f"best {best}")
+                                  f"lowest {best}")
         self._bar("#step-bar", s.total_steps, s.step)
         rate = f"{s.samples_per_sec:.2f} samples/s" if s.samples_per_sec else "— samples/s"
         lr = f"lr {s.lrs[-1]:.2e}" if s.lrs else "lr —"
