@@ -265,6 +265,21 @@ def test_saving_under_a_builtin_name_says_it_hides_it(in_tmp_cwd, capsys):
     assert code == 0 and "hides" not in err
 
 
+def test_a_preset_saved_with_a_rank_far_from_alpha_warns_and_view_names_model_defaults(
+        in_tmp_cwd, capsys):
+    """`presets save mine --rank 16` kept alpha 128 (x8) silently, as `fixed --rank 16` does
+    not; `presets view` showed turbo's shift 3 and base's CFG 0.15 as if both applied."""
+    code, _, err = run(["presets", "save", "mine", "--rank", "16"], capsys)
+    assert code == 0 and "alpha 128 with rank 16 scales the adapter by 8" in err
+    assert "--alpha 32" in err
+    code, _, err = run(["presets", "save", "both", "--rank", "16", "--alpha", "128"], capsys)
+    assert code == 0 and "scales the adapter" not in err  # both given: meant
+    code, out, _ = run(["presets", "view", "quick_test"], capsys)
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "(the model's default)" in rows["shift"] and "(the model's default)" in rows[
+        "cfg_ratio"]
+
+
 # -- 8. the best checkpoint, once -------------------------------------------------------------
 @pytest.mark.parametrize("plain", [True, False], ids=["plain", "rich"])
 def test_the_best_checkpoint_is_named_once_not_every_epoch(capsys, plain):

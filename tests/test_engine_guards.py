@@ -225,3 +225,16 @@ def test_a_folder_that_stops_taking_writes_fails_with_the_file_and_the_resume(
     assert result.error == (f"cannot read or write {out / ('.' + calls[1] + '.tmp')}: "
                             f"Operation not permitted; fix that (free space, permissions) and "
                             f"resume with --resume-from {first}")
+
+
+def test_a_lycoris_notice_is_said_with_our_flags():
+    """LyCORIS's 'lora_dim 64 is too large for dim=128 and factor=-1' names its own argument;
+    the user set --lokr-linear-dim."""
+    from sidestep.engine.sinks import in_our_words
+
+    said = in_our_words("LyCORIS", "lora_dim 64 is too large for dim=128 and factor=-1, using "
+                                   "full matrix mode.")
+    assert said.startswith("--lokr-linear-dim 64 is large for a 128-wide layer "
+                           "(--lokr-factor -1): LyCORIS trains")
+    assert "lora_dim" not in said
+    assert in_our_words("other", "lora_dim 64 is too large") == "lora_dim 64 is too large"

@@ -46,6 +46,8 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: form_built(app), 30)
         await app.workers.wait_for_complete()
+        app.screen.query_one("#input-epochs", Input).value = "3"  # typed there: carried on
+        await pilot.pause(0.2)
         await pilot.press("escape")  # the demo opens the form first
         await pilot.press("e")
         assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
@@ -128,6 +130,7 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
                                                        if w.node is form), 30)
         await pilot.pause(0.3)
         assert str(form.query_one("#form-title").render()) == "Selective training"
+        assert form.model.value("epochs") == 3  # what the last form was set to
         assert form.query_one("#field-module_config").display
         values = form.current_values()
         assert values["module_config"] == str(out)

@@ -10,6 +10,7 @@ from sidestep.cli.output import Out
 from sidestep.cli.parser import explicit_values
 from sidestep.config import schema
 from sidestep.config.presets import PresetError, PresetStore
+from sidestep.config.resolve import alpha_warning
 from sidestep.config.values import to_text
 
 
@@ -32,6 +33,8 @@ def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = 
             for s in schema.PRESET_FIELDS:
                 if s.name in preset.values:
                     rows.append((s.file_key, to_text(s, preset.values[s.name]) or "(none)"))
+                elif s.variant_defaults:  # turbo's shift 3 or base's CFG 0.15: not both
+                    rows.append((s.file_key, "(the model's default)"))
                 else:
                     rows.append((s.file_key, f"{to_text(s, s.default) or '(none)'} (default)"))
             out.table(f"{preset.name} [{preset.source}] {preset.description}",
@@ -43,7 +46,11 @@ def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = 
             else:
                 values.update({s.name: s.default for s in schema.PRESET_FIELDS
                                if not s.variant_defaults})
-            values.update(explicit_values(args, schema.PRESET_FIELDS))
+            given = explicit_values(args, schema.PRESET_FIELDS)
+            values.update(given)
+            warning = alpha_warning(values, given)
+            if warning:
+                out.warn(warning)
             path = store.save(args.name, values, args.description, overwrite=args.force)
             out.info(f"saved preset to {path}")
             _say_hidden(store, path.stem, out)

@@ -195,6 +195,20 @@ def resolve(command: str, explicit: Mapping[str, Any] | None = None,
     return Resolved(config=config, warnings=tuple(problems.warnings), sources=sources)
 
 
+def alpha_warning(values: Mapping[str, Any], explicit: Mapping[str, Any]) -> str | None:
+    """A rank changed without alpha (default 128, for rank 64) scales the update by far more
+    than the usual 2: a rank-4 run stepped 16x as far as intended. Not said when both were
+    given (then it is meant)."""
+    rank, alpha = values.get("rank"), values.get("alpha")
+    if values.get("adapter_type", "lora") not in ("lora", "dora") or not rank or not alpha:
+        return None
+    ratio = alpha / rank
+    if 0.5 <= ratio <= 4 or ("alpha" in explicit and "rank" in explicit):
+        return None
+    return (f"alpha {alpha} with rank {rank} scales the adapter by {ratio:g} (alpha / rank); "
+            f"the usual is 2: --alpha {2 * rank}")
+
+
 def _device_rule(values: dict, problems: Problems) -> None:
     dev = str(values.get("device", "auto")).strip().lower()
     if not _DEVICE_RE.match(dev):
@@ -255,13 +269,9 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
     if not v["target_modules"]:
         p.error("target_modules", "name at least one projection (q_proj k_proj v_proj o_proj)")
 
-    if v["adapter_type"] in ("lora", "dora") and v["rank"] and v["alpha"]:
-        # a rank changed without alpha (default 128, for rank 64) scales the update by far
-        # more than the usual 2: a rank-4 run stepped 16x as far as intended
-        ratio = v["alpha"] / v["rank"]
-        if not 0.5 <= ratio <= 4 and not ("alpha" in explicit and "rank" in explicit):
-            p.warn("alpha", f"alpha {v['alpha']} with rank {v['rank']} scales the adapter by "
-                   f"{ratio:g} (alpha / rank); the usual is 2: --alpha {2 * v['rank']}")
+    warning = alpha_warning(v, explicit)
+    if warning:
+        p.warn("alpha", warning)
 
     chunk = v["chunk_duration"]
     if chunk is not None and chunk < 60:

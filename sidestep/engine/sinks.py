@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -202,6 +203,22 @@ class EventBus:
 QUIET = (("bitsandbytes", "No module named 'kernels'"),)
 
 
+# Library notices in the library's terms, said in ours: (logger name prefix, pattern, words).
+REWORDED = (
+    ("LyCORIS", re.compile(r"lora_dim (\d+) is too large for dim=(\d+) and factor=(-?\d+), "
+                           r"using full matrix mode\.?"),
+     r"--lokr-linear-dim \1 is large for a \2-wide layer (--lokr-factor \3): LyCORIS trains "
+     r"that Kronecker factor as a full matrix instead of a low-rank pair (more parameters)"),
+)
+
+
+def in_our_words(logger: str, message: str) -> str:
+    for name, pattern, words in REWORDED:
+        if logger.startswith(name) and pattern.search(message):
+            return pattern.sub(words, message)
+    return message
+
+
 def _level(record: logging.LogRecord, message: str) -> str:
     if any(record.name.startswith(name) and words in message for name, words in QUIET):
         return "debug"
@@ -221,7 +238,7 @@ class LogToEvents(logging.Handler):
             return  # never recurse through our own logging; RecordSink's lines are the file's
         self._local.busy = True
         try:
-            msg = record.getMessage()
+            msg = in_our_words(record.name, record.getMessage())
             if record.name == "py.warnings":
                 msg = msg.strip().splitlines()[0] if msg.strip() else msg
             self.bus.emit(LogLine(message=msg, level=_level(record, msg), source=record.name))

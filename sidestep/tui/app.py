@@ -336,6 +336,15 @@ class SideStepApp(App):
         form = self._last_form
         return form.current_values() if form is not None else None
 
+    def last_form_typed(self) -> dict:
+        """What the user typed in the last form (epochs, learning rate, ...), for a new form
+        that carries on from it; not where that run writes or what it resumes."""
+        form = self._last_form
+        typed = dict(form.explicit) if form is not None else {}
+        for name in ("output_dir", "resume_from", "module_config"):
+            typed.pop(name, None)
+        return typed
+
     def model_widths(self) -> dict[str, int]:
         """The default model's latent and condition widths, to check ``.pt`` files against;
         {} when the checkpoint folder cannot tell (the files are then compared with each

@@ -354,8 +354,10 @@ class EstimateScreen(Screen):
             self.action_save(then=self._train)
 
     def _train(self, path: Path) -> None:
-        values = {k: self.values[k] for k in ("checkpoint_dir", "model_variant", "base_model",
-                                              "dataset_dir", "seed") if k in self.values}
+        values = self.app.last_form_typed()  # the epochs, rate, ... chosen there
+        values.update({k: self.values[k] for k in ("checkpoint_dir", "model_variant",
+                                                   "base_model", "dataset_dir", "seed")
+                       if k in self.values})
         if self.config is None and self.result is not None:  # a result fed by hand
             values.update(model_variant=self.result.model, dataset_dir=self.result.dataset)
         values["module_config"] = str(path)
