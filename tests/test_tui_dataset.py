@@ -8,7 +8,7 @@ import os
 import shutil
 
 import pytest
-from textual.widgets import Button, DataTable
+from textual.widgets import Button, DataTable, Input
 
 from conftest import form_built, make_app, wait_until
 from sidestep.demo import DEMO_MARKER
@@ -106,8 +106,11 @@ async def test_cancel_leaves_no_partial_file(tui_env, demo_copy):
     app = make_app(demo=True, demo_dir=demo_copy)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: form_built(app), 30)
-        await open_browser(app, pilot)
+        browser = await open_browser(app, pilot)
         await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        mine = demo_copy / "mine_tensors"
+        app.screen.query_one("#input-tensor_output", Input).value = str(mine)
         await run_dialog(app, pilot)
         assert await wait_until(pilot, lambda: isinstance(app.screen, PreprocessScreen), 10)
         progress = app.screen
@@ -117,10 +120,16 @@ async def test_cancel_leaves_no_partial_file(tui_env, demo_copy):
         await pilot.press("c")
         assert await wait_until(pilot, lambda: progress.finished, 240)
         assert progress.result.cancelled
-        out = demo_copy / "audio_tensors"
+        out = mine
         assert list(out.glob("*.pt")) == []
         assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
         assert progress.query_one("#pp-train", Button).disabled
+        # preprocessing the folder again starts from what was typed for it
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is browser, 10)
+        await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        assert app.screen.query_one("#input-tensor_output", Input).value == str(mine)
         assert app.errors == []
 
 

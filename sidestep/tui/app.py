@@ -95,6 +95,8 @@ class SideStepApp(App):
         self.preprocessing = PreprocessJob(self)
         self.estimating = EstimateJob(self)
         self.last_estimate: dict | None = None  # the estimate screen's result, kept across visits
+        # a songs folder -> the preprocess dialog's values last started for it
+        self.preprocess_choices: dict[str, dict] = {}
         self.gpu_reader = gpu_reader
         self.gpu = None
         self.prewarm = prewarm

@@ -354,7 +354,8 @@ class DatasetScreen(Screen):
         if (folder / "dataset.json").is_file():
             source["dataset_json"] = str(folder / "dataset.json")
         values = {"checkpoint_dir": str(self.app.checkpoint_root()),
-                  "tensor_output": str(folder.parent / f"{folder.name}_tensors")}
+                  "tensor_output": str(folder.parent / f"{folder.name}_tensors"),
+                  **self.app.preprocess_choices.get(str(folder), {})}  # as typed last time
         dialog = SettingsDialog(
             "preprocess", "Preprocess", ("checkpoint_dir", "model_variant", "tensor_output",
                                          "normalize", "max_duration"),
@@ -367,6 +368,10 @@ class DatasetScreen(Screen):
     def _preprocess(self, config) -> None:
         if config is not None:
             from sidestep.tui.screens.preprocess import PreprocessScreen
+
+            self.app.preprocess_choices[str(self.folder)] = {
+                k: getattr(config, k) for k in ("checkpoint_dir", "model_variant",
+                                                 "tensor_output", "normalize", "max_duration")}
 
             self.app.push_screen(PreprocessScreen(config))
 

@@ -10,6 +10,7 @@ shows a finished run read-only.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -187,7 +188,13 @@ class MonitorScreen(SampleKeys, Screen):
         status = s.status + (" (read-only)" if s.read_only else "")
         if self.target is not None and self.target.outlives_app:
             status += " · in the background"  # its own process: quitting leaves it training
-        self._text("#run-title", f"{s.title or s.run_dir}  [{status}]")
+        # status and the folder's name (its full path in the tooltip): a long path cut the
+        # status off on a narrow terminal
+        where = Path(s.run_dir or s.title)
+        self._text("#run-title", f"[{status}] {where.name}")
+        title = self.query_one("#run-title")
+        if title.tooltip != str(where):
+            title.tooltip = str(where)
         if s.active:  # the epoch in progress; the bar fills as epochs complete
             self._text("#epoch-label", f"epoch {s.epoch}/{s.total_epochs or '?'}" + val_text(s))
             partial = s.epoch_progress if s.epoch > s.epochs_done else 0.0
