@@ -18,7 +18,8 @@ from sidestep.config.values import parse_text
 TRAINING_HELP = {
     "fixed": "Train an adapter: LoRA, DoRA, LoKR or LoHA (corrected: logit-normal timesteps, "
              "CFG dropout).",
-    "vanilla": "Train the original way (discrete 8-step turbo timesteps, no CFG dropout).",
+    "vanilla": "Train the original way: discrete timesteps from the model's schedule "
+               "(--num-inference-steps, --shift: turbo 8 and 3.0), no CFG dropout.",
     "selective": "Corrected training on the modules an estimate picked.",
 }
 OTHER_HELP = {

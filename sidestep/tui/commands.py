@@ -17,7 +17,7 @@ class SideStepCommands(Provider):
             ("New training (fixed)", lambda: app.action_new_training("fixed"),
              "corrected training: logit-normal timesteps, CFG dropout"),
             ("New training (vanilla)", lambda: app.action_new_training("vanilla"),
-             "original discrete 8-step turbo training"),
+             "original discrete-timestep training, no CFG dropout"),
             ("Monitor", app.action_monitor, "the current run's progress and charts"),
             ("Dataset browser", app.action_dataset,
              "check audio and .pt files, build dataset.json, preprocess"),
