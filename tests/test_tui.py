@@ -75,6 +75,33 @@ async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, mo
         assert app.errors == []
 
 
+async def test_leaving_the_demo_setup_screen_lets_the_build_finish(tui_env, tmp_path,
+                                                                   monkeypatch):
+    """H while the demo is built: the build went on writing to the screen's log, which was
+    gone ("Demo setup failed: NoMatches"). It finishes, and says so without pulling the user
+    off the screen they went to."""
+    import sidestep.demo as fixtures
+    from sidestep.tui.screens.demo_setup import DemoSetupScreen
+
+    real = fixtures.make_demo
+    monkeypatch.setattr(fixtures, "make_demo",
+                        lambda root, **kw: real(root, clips=4, **{k: v for k, v in kw.items()
+                                                                   if k != "clips"}))
+    demo_dir = tmp_path / "cache" / "demo"
+    app = make_app(demo=True, demo_dir=demo_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DemoSetupScreen), 30)
+        await pilot.press("h")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, HistoryScreen)
+        shown = [n.message for n in app._notifications]
+        assert any("demo is ready" in m for m in shown), shown
+        assert (demo_dir / "tensors").is_dir() and app.errors == []
+        assert not any(isinstance(s, ErrorScreen) for s in app.screen_stack)
+
+
 async def test_stop_and_save_then_resume_from_history(tui_env):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

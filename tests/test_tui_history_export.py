@@ -170,3 +170,21 @@ async def test_a_stopped_run_exports_its_best_adapter(tui_env, finished_run):
         assert history.last_export.error is None, history.last_export.error
     written = run / "export" / "stopped-lora-best-comfyui.safetensors"
     assert not check_adapter(written).problems
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_the_export_dialog_fits_a_small_terminal(tui_env, finished_run, size):
+    """At 80x24 the buttons and the second checkbox were cut off below the screen."""
+    place_run(finished_run, tui_env)
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await open_history(app, pilot, 1)
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ExportDialog), 5)
+        await pilot.pause(0.3)
+        dialog = app.screen
+        screen = dialog.region
+        for wid in ("#export-format", "#export-output", "#export-normalize", "#export-force",
+                    "#ok", "#cancel"):
+            region = dialog.query_one(wid).region
+            assert region.height and screen.contains_region(region), (wid, region, screen)

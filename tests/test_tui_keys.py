@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from textual.widgets import Checkbox, Input, OptionList, Select
 
 from conftest import form_built, make_app, wait_until
@@ -355,3 +357,62 @@ async def test_ctrl_c_says_how_to_quit_and_changes_nothing(tui_env):
         assert isinstance(app.screen, DashboardScreen) and app.is_running
         shown = [n.message for n in app._notifications]
         assert any("ctrl+c does not quit here" in m and "ctrl+q" in m for m in shown), shown
+
+
+@pytest.mark.parametrize("key", ["F", "E"])
+async def test_keys_typed_straight_after_the_key_that_opens_a_field_land_in_it(tui_env, key):
+    """F (the form) or E (the estimate's dialog), then at once "/zz" and a backspace: they
+    reached the new screen before it had put the cursor in its first field and were lost."""
+    from textual import events
+
+    from sidestep.tui.screens.settings_dialog import SettingsDialog
+    from sidestep.tui.screens.train_form import TrainingFormScreen
+
+    screen_type = TrainingFormScreen if key == "F" else SettingsDialog
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.pause(0.3)
+        for k, char in [(key, key), ("end", None), ("slash", "/"), ("z", "z"), ("z", "z"),
+                        ("backspace", None)]:
+            app.post_message(events.Key(k, char))  # one burst: none handled before the next
+        assert await wait_until(pilot, lambda: isinstance(app.screen, screen_type)
+                                and isinstance(app.screen.focused, Input), 20)
+        await pilot.pause(0.5)
+        box = app.screen.focused
+        assert box.id == "input-checkpoint_dir" and box.value.endswith("/z"), box.value
+        assert app.errors == []
+
+
+async def test_screen_letter_keys_work_in_capitals_as_the_footer_shows_them(tui_env):
+    """Every screen's letter key is shown in capitals and takes both cases (B, R, W, X, ...
+    did nothing typed as shown); on History, O opens the selected run's curves."""
+    import importlib
+    import pkgutil
+
+    import sidestep.tui.screens as screens
+
+    letters = []
+    for info in pkgutil.iter_modules(screens.__path__):
+        module = importlib.import_module(f"sidestep.tui.screens.{info.name}")
+        for cls in vars(module).values():
+            for b in getattr(cls, "BINDINGS", ()) if isinstance(cls, type) else ():
+                keys = b.key.split(",") if hasattr(b, "key") else []
+                if any(len(k) == 1 and k.isalpha() for k in keys):
+                    letters.append((cls.__name__, b.key, b.key_display))
+    assert len(letters) >= 15, letters
+    for name, keys, shown in letters:
+        parts = set(keys.split(","))
+        assert {k.lower() for k in parts} | {k.upper() for k in parts} == parts, (name, keys)
+        assert shown is not None and shown.isupper(), (name, keys, shown)
+
+    _write_run(tui_env / "output", "old-run", "completed", 9, False)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("H")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
+        history = app.screen
+        assert await wait_until(pilot, lambda: len(history.runs) == 1, 10)
+        await pilot.press("O")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        assert app.errors == []

@@ -14,6 +14,7 @@ import traceback
 from functools import partial
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.theme import Theme
@@ -557,8 +558,13 @@ class SideStepApp(App):
             if state is not None and state.finished is None:
                 state.apply(RunFinished(status="failed", error=error, error_kind="runtime"))
         elif worker.name == DEMO_BUILD:
-            if not failed:
+            from sidestep.tui.screens.demo_setup import DemoSetupScreen
+
+            if not failed and isinstance(self.screen, DemoSetupScreen):
                 open_demo_form(self)
+            elif not failed:  # the user went on elsewhere meanwhile: not pulled away from it
+                self.notify("The demo is ready: F opens a form on its model and songs",
+                            title="Demo", timeout=10)
             else:
                 self.show_error("Demo setup failed", f"{type(worker.error).__name__}: "
                                 f"{worker.error}", "Run `sidestep make-demo DIR` for details.")
@@ -625,6 +631,19 @@ class SideStepApp(App):
         except Exception:
             super()._handle_exception(error)
 
+    async def on_event(self, event: events.Event) -> None:
+        """A letter key runs its binding when it arrives, not after the focused widget has
+        passed it back up: keys typed straight after it (F, then a path) were forwarded to the
+        dashboard's table before F had opened the form, and lost. The lookup is the one the
+        key would bubble through (focused widget, screen, app; a dialog stops it), so the
+        same binding wins; in a text field a letter is data and goes there as before."""
+        if (isinstance(event, events.Key) and not event.is_forwarded
+                and event.character is not None and len(event.key) == 1
+                and not is_field_widget(self.focused)
+                and await self._check_bindings(event.key)):
+            return
+        await super().on_event(event)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The single-letter keys are refused while a field has focus: an Input consumes
         printable keys itself, but a suggestion list, a Select or a Checkbox does not, and the
@@ -637,7 +656,7 @@ class SideStepApp(App):
     def action_help_quit(self) -> None:
         """ctrl+c outside a text field (Textual's binding): a terminal habit, so say what to
         press instead of doing nothing; training is never stopped by it."""
-        what = "x on the Monitor stops the run and saves; " if self.runner.active else ""
+        what = "X on the Monitor stops the run and saves; " if self.runner.active else ""
         self.notify(f"ctrl+c does not quit here: {what}Q or ctrl+q quits (asking first while "
                     "a run is active)", title="Quit?", timeout=6)
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 from sidestep.engine.control import Control
 from sidestep.engine.events import RunFinished
 from sidestep.engine.sinks import QueueSink
+from sidestep.engine.run_dir import resume_command
 from sidestep.tui.state import EarlierSteps, RunState
 
 MAX_EVENTS_PER_TICK = 2000
@@ -230,16 +231,13 @@ def save_before_exit(app) -> None:
 def own_run_line(app) -> str | None:
     """How the app's own run ended, for the terminal the app leaves (a SIGTERM or a quit
     during a run ends it with the screen that said so), with where it resumes."""
-    import shlex
-
     state, config = app.runner.state, app.runner.config
     finished = state.finished if state is not None else None
     if finished is None or config is None:
         return None
     line = f"{Path(config.output_dir).name}: {finished.status} at step {finished.step}"
     if finished.status != "completed" and finished.checkpoint_path:
-        line += (f"; resume with: sidestep {config.mode} --resume-from "
-                 f"{shlex.quote(finished.checkpoint_path)}")
+        line += f"; resume with: {resume_command(finished.checkpoint_path, config.mode)}"
     elif finished.adapter_path:
         line += f"; adapter: {finished.adapter_path}"
     return line

@@ -106,9 +106,9 @@ def check_cell(problems) -> str:
 class DatasetScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("b", "build", "Build dataset.json"),
-        Binding("p", "preprocess", "Preprocess"),
-        Binding("t", "train", "Train on these"),
+        Binding("b,B", "build", "Build dataset.json", key_display="B"),
+        Binding("p,P", "preprocess", "Preprocess", key_display="P"),
+        Binding("t,T", "train", "Train on these", key_display="T"),
         Binding("ctrl+r", "scan", "Rescan"),
     ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, RichLog
 
@@ -18,4 +19,7 @@ class DemoSetupScreen(Screen):
         yield Footer()
 
     def add_line(self, text: str) -> None:
-        self.query_one("#demo-log", RichLog).write(text)
+        try:
+            self.query_one("#demo-log", RichLog).write(text)
+        except NoMatches:  # the user left this screen (F, H, ...): the build goes on
+            pass

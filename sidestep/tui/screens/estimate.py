@@ -40,11 +40,11 @@ def _plain(value: Any) -> Any:
 class EstimateScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("r", "run", "Run…"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("w", "save", "Save"),
-        Binding("t", "train", "Train selective"),
-        Binding("m", "compare", "Compare…"),
+        Binding("r,R", "run", "Run…", key_display="R"),
+        Binding("c,C", "cancel", "Cancel", key_display="C"),
+        Binding("w,W", "save", "Save", key_display="W"),
+        Binding("t,T", "train", "Train selective", key_display="T"),
+        Binding("m,M", "compare", "Compare…", key_display="M"),
         Binding("plus,equals_sign", "top_k(1)", "Top K +1", show=False),
         Binding("minus", "top_k(-1)", "Top K -1", show=False),
     ]

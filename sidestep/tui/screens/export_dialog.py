@@ -61,13 +61,16 @@ class ExportDialog(ModalScreen[Any]):
                          + (f" ({self.kind})" if self.kind else ""),
                          classes="dialog-hint", markup=False)
             yield Label("Format")
-            yield Select(FORMATS, value="comfyui", allow_blank=False, id="export-format")
+            # compact widgets: the whole dialog fits an 80x24 terminal
+            yield Select(FORMATS, value="comfyui", allow_blank=False, id="export-format",
+                         compact=True)
             yield Label("Output")
             yield TextInput(default_output(self.run_path, "comfyui", self.source),
-                            id="export-output")
-            yield Checkbox("Normalize alpha (--normalize-alpha): fold each scale into the "
-                           "weights, alpha = rank", id="export-normalize")
-            yield Checkbox("Replace an existing output (--force)", id="export-force")
+                            id="export-output", compact=True)
+            yield Checkbox("Normalize alpha: alpha = rank, each scale folded into the weights",
+                           id="export-normalize", compact=True)
+            yield Checkbox("Replace an existing output (--force)", id="export-force",
+                           compact=True)
             yield Static("", id="export-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Export", id="ok", variant="primary", action="screen.ok")

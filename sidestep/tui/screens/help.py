@@ -31,17 +31,17 @@ adapters.
 | `ctrl+p` | command palette: every screen and action |
 
 In the training form: `ctrl+s` starts, `F3` reviews first, `F2` switches Basic/Advanced,
-`Tab` moves between fields. In the monitor: `space` pauses or resumes, `c` saves a checkpoint
-now, `x` stops and saves, `l` toggles a log-scale loss axis, `g` shows the whole log; with
-audio samples, `[`/`]` choose one and `y` copies its `scp` line.
-In History: `enter`/`o` opens a run's curves, `r` resumes it, `x` exports its adapter for
+`Tab` moves between fields. In the monitor: `space` pauses or resumes, `C` saves a checkpoint
+now, `X` stops and saves, `L` toggles a log-scale loss axis, `G` shows the whole log; with
+audio samples, `[`/`]` choose one and `Y` copies its `scp` line.
+In History: `enter`/`O` opens a run's curves, `R` resumes it, `X` exports its adapter for
 ComfyUI, acestep.cpp or PEFT, `[`/`]` choose among its audio samples.
-In the dataset browser: `b` builds dataset.json, `p` (lower case) preprocesses, `t` trains
-on the folder's `.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
-A screen's own lower-case key wins over the same letter above: `P` still opens the browser.
-In the estimate screen: `r` chooses the settings and runs, `c` cancels, `+`/`-` (or the Top K
-field) change the selection at once, `w` saves the module config, `t` trains selective on it
-(saving first), `m` compares two saved estimates.
+In the dataset browser: `B` builds dataset.json, `P` preprocesses, `T` trains on the folder's
+`.pt` files, `ctrl+r` scans again; the folder field completes paths (→ accepts).
+A screen's own key wins over the same letter above (the browser's `P` preprocesses).
+In the estimate screen: `R` chooses the settings and runs, `C` cancels, `+`/`-` (or the Top K
+field) change the selection at once, `W` saves the module config, `T` trains selective on it
+(saving first), `M` compares two saved estimates.
 
 ## How a run works
 
@@ -51,8 +51,8 @@ History → Resume continues from the newest complete one. If the SSH session dr
 the app receives SIGTERM during its own run, it stops and saves before it exits.
 
 "Keep running after I quit" (Advanced → Run control) starts the run as a process of its own;
-the dashboard lists runs live in any process, and enter attaches the monitor to one (space, `c`
-and `x` act on it). Quitting leaves such runs training (`sidestep attach DIR` follows one).
+the dashboard lists runs live in any process, and enter attaches the monitor to one (space, `C`
+and `X` act on it). Quitting leaves such runs training (`sidestep attach DIR` follows one).
 
 Each run folder holds `run.json`, `events.jsonl`, TensorBoard logs in `runs/`, checkpoints,
 `final/adapter/`, `best/adapter/` (the epoch with the lowest validation loss, or without a

@@ -26,9 +26,9 @@ class HistoryScreen(samples.SampleKeys, Screen):
     BINDINGS = [
         *samples.BINDINGS,
         Binding("enter", "open", "Curves", show=False),
-        Binding("r", "resume", "Resume"),
-        Binding("o", "open", "Open curves"),
-        Binding("x", "export", "Export"),
+        Binding("r,R", "resume", "Resume", key_display="R"),
+        Binding("o,O", "open", "Open curves", key_display="O"),
+        Binding("x,X", "export", "Export", key_display="X"),
         Binding("escape", "dashboard", "Dashboard"),
     ]
 

@@ -12,7 +12,8 @@ from sidestep.tui.widgets.log_tail import styled_line
 
 
 class LogScreen(ModalScreen):
-    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("g", "dismiss", "Close", show=False)]
+    BINDINGS = [Binding("escape", "dismiss", "Close"),
+                Binding("g,G", "dismiss", "Close", key_display="G", show=False)]
 
     def __init__(self, state: RunState):
         super().__init__(id="log-screen")

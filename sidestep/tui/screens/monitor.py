@@ -59,11 +59,11 @@ class MonitorScreen(SampleKeys, Screen):
     # Nothing focused: Enter must not press Pause because it was the first button.
     AUTO_FOCUS = ""  # ("" is none; None would mean the App's "*")
     BINDINGS = [
-        Binding("l", "toggle_log_scale", "Log scale"),
-        Binding("g", "full_log", "Full log"),
+        Binding("l,L", "toggle_log_scale", "Log scale", key_display="L"),
+        Binding("g,G", "full_log", "Full log", key_display="G"),
         Binding("space", "toggle_pause", "Pause/resume", id="monitor_pause"),
-        Binding("c", "save_now", "Save now"),
-        Binding("x", "stop", "Stop & save"),
+        Binding("c,C", "save_now", "Save now", key_display="C"),
+        Binding("x,X", "stop", "Stop & save", key_display="X"),
         Binding("escape", "back", "Back"),
         *SAMPLE_BINDINGS,   # [ ] and y, out of the footer (the panel's border shows them)
     ]
@@ -105,10 +105,10 @@ class MonitorScreen(SampleKeys, Screen):
         with Horizontal(id="monitor-actions"):
             yield Button("Pause (space)", id="pause", compact=True,
                          action="screen.toggle_pause")
-            yield Button("Save now (c)", id="save", compact=True, action="screen.save_now")
-            yield Button("Stop & save (x)", id="stop", variant="error", compact=True,
+            yield Button("Save now (C)", id="save", compact=True, action="screen.save_now")
+            yield Button("Stop & save (X)", id="stop", variant="error", compact=True,
                          action="screen.stop")
-            yield Button("Full log (g)", id="log", compact=True, action="screen.full_log")
+            yield Button("Full log (G)", id="log", compact=True, action="screen.full_log")
             yield Button("History (esc)" if self.back_to is not None else "Dashboard (esc)",
                          id="dash", compact=True, action="screen.back")
         yield Footer()

@@ -20,8 +20,8 @@ PASSES = {"encode": "Pass 1 of 2: VAE and text encoder",
 class PreprocessScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("t", "train", "Train on these"),
+        Binding("c,C", "cancel", "Cancel", key_display="C"),
+        Binding("t,T", "train", "Train on these", key_display="T"),
     ]
 
     def __init__(self, config, *, start: bool = True):

@@ -13,9 +13,10 @@ from textual.widgets import Button, Checkbox, Label, Select, Static
 
 from sidestep.config.schema import BY_NAME
 from sidestep.tui.widgets.fields import SettingField
+from sidestep.tui.widgets.text_input import KeysBeforeFocus
 
 
-class SettingsDialog(ModalScreen[Any]):
+class SettingsDialog(KeysBeforeFocus, ModalScreen[Any]):
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "ok", "OK")]
 
     def __init__(self, command: str, title: str, names: tuple[str, ...], *,
