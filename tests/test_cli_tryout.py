@@ -332,3 +332,22 @@ def test_a_tilde_in_a_path_is_the_home_folder_everywhere(demo_root, small_tensor
     run_json = json.loads((home / "runs" / "r1" / "run.json").read_text())
     assert run_json["config"]["output_dir"] == str(home / "runs" / "r1")
     assert (home / "runs" / "r1" / "final" / "adapter").is_dir()
+
+    # the commands whose paths are not settings, and a list of paths: the same home folder
+    code, out, err = run(["presets", "export", "quick_test", "~/quick.json"], capsys)
+    assert code == 0 and (home / "quick.json").is_file(), err
+    code, out, err = run(["check-adapter", "~/runs/r1/final/adapter"], capsys)
+    assert code == 0, err
+    code, out, err = run(["export", "~/runs/r1/final/adapter", "--format", "comfyui",
+                          "--output=~/r1_comfy.safetensors"], capsys)
+    assert code == 0 and (home / "r1_comfy.safetensors").is_file(), err
+    (home / "tensors").symlink_to(small_tensors)
+    (home / "checkpoints").symlink_to(demo_root / "checkpoints")
+    code, out, err = run(["check-dataset", "~/tensors", "--checkpoint-dir=~/checkpoints"],
+                         capsys)
+    assert code == 0, err
+    assert list(cwd.iterdir()) == []
+    from sidestep.cli.parser import build_parser
+
+    ns = build_parser().parse_args(["compare-configs", "--configs", "~/a.json", "~/b.json"])
+    assert ns.configs == [str(home / "a.json"), str(home / "b.json")]

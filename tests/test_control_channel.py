@@ -434,4 +434,5 @@ def test_attach_follows_the_file_and_ends_with_the_run(tmp_path, capsys):
     assert f"attached to {run} (pid {os.getpid()})" in shown
     assert "step 3/8 epoch 2/4" in shown and "step 4/8 epoch 2/4" in shown  # then, and live
     assert "paused at step 4" in shown and "resumed at step 4" in shown
-    assert f"resume with --resume-from {run / 'checkpoint-step-4'}" in shown
+    assert f"resume with: sidestep fixed --resume-from {run / 'checkpoint-step-4'}" \
+        in shown

@@ -224,7 +224,7 @@ def test_a_folder_that_stops_taking_writes_fails_with_the_file_and_the_resume(
     first = out / calls[0]
     assert result.error == (f"cannot read or write {out / ('.' + calls[1] + '.tmp')}: "
                             f"Operation not permitted; fix that (free space, permissions) and "
-                            f"resume with --resume-from {first}")
+                            f"resume with: sidestep fixed --resume-from {first}")
 
 
 def test_a_lycoris_notice_is_said_with_our_flags():

@@ -114,7 +114,7 @@ def test_sigterm_saves_exits_130_and_resumes(demo_root, small_tensors, tmp_path)
             proc.kill()
     assert proc.returncode == 130, rest[-2000:]
     assert "SIGTERM: stopping at the next micro-batch" in rest  # queued by the handler
-    assert "resume with --resume-from" in rest and "Traceback" not in rest
+    assert "resume with: sidestep fixed --resume-from" in rest and "Traceback" not in rest
     saved = [p for p in out.glob("checkpoint-step-*")]
     assert len(saved) == 1 and ck.is_complete(saved[0])
     state = ck.read_state(saved[0])
@@ -122,7 +122,8 @@ def test_sigterm_saves_exits_130_and_resumes(demo_root, small_tensors, tmp_path)
     assert run["status"] == "stopped"
     # the checkpoint resumes: finish the epoch it stopped in
     result = Trainer(train_config(demo_root, small_tensors, out, epochs=state["epoch"] + 1,
-                                  rank=4, alpha=8, save_every=100, resume_from=str(saved[0]))
+                                  rank=4, alpha=8, gradient_accumulation=4, save_every=100,
+                                  resume_from=str(saved[0]))
                      ).run()
     assert result.status == "completed", result.error
 

@@ -68,7 +68,7 @@ def test_resume_is_exact(demo_root, small_tensors, tmp_path, adapter):
     record = (tmp_path / "c" / "sidestep.log").read_text()
     assert f"saved step checkpoint: {stopped.checkpoint_path}" in record
     assert f"run stopped at step {stopped.step}" in record
-    assert f"resume with --resume-from {stopped.checkpoint_path}" in record
+    assert f"resume with: sidestep fixed --resume-from {stopped.checkpoint_path}" in record
     assert "epoch 3 ended at step" not in record and "(epoch 3): loss" in record
     # ... and those lines are the file's: the console and the app have the events
     assert not [e for e in seen.of("log") if "checkpoint:" in e.message or "run " in e.message]
@@ -129,11 +129,13 @@ def test_resume_refuses_mismatches(demo_root, small_tensors, tmp_path):
 
     res = attempt(rank=8, alpha=16)
     assert res.status == "failed" and res.error_kind == "input"
-    assert "shape" in res.error and "rank" in res.error
+    # each named, with the run's value, before the checkpoint is loaded
+    assert "--rank 8 (the run used 4)" in res.error and "--alpha 16 (the run used 8)" \
+        in res.error
     res = attempt(adapter_type="lokr")
-    assert res.status == "failed" and "LORA adapter" in res.error
+    assert res.status == "failed" and "--adapter-type lokr (the run used lora)" in res.error
     res = attempt(attention_type="self")
-    assert res.status == "failed" and "does not match" in res.error
+    assert res.status == "failed" and "--attention-type self (the run used both)" in res.error
     # an incomplete checkpoint (no COMPLETE marker) is refused
     (good / "COMPLETE").unlink()
     res = attempt()

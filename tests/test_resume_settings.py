@@ -11,7 +11,8 @@ import torch
 
 from conftest import Recorder, train_config
 from sidestep.cli import main
-from sidestep.config.resume import carried_settings, changed_on_resume
+from sidestep.config.resume import carried_settings, changed_on_resume, refused_on_resume
+from test_run_folder import tree_hash
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,68 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_did(run_folder, tmp_path
     after = load_file(copy / "final" / "adapter" / name)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_what_a_resume_cannot_change():
+    saved = {"adapter_type": "lora", "rank": 8, "alpha": 16, "dropout": 0.1, "batch_size": 1,
+             "gradient_accumulation": 2, "optimizer_type": "adamw", "lokr_factor": 4,
+             "target_modules": ["q_proj", "v_proj"]}
+    same = {"adapter_type": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.0, "batch_size": 1,
+            "gradient_accumulation": 2, "optimizer_type": "adamw", "lokr_factor": 8,
+            "target_modules": ("q_proj", "v_proj"), "epochs": 9, "learning_rate": 1.0}
+    # the dropout, a LoKR factor in a LoRA run, the schedule's settings: nothing refused
+    assert refused_on_resume(saved, same) == []
+    changed = {**same, "rank": 16, "gradient_accumulation": 4,
+               "target_modules": ("q_proj",), "optimizer_type": "prodigy"}
+    assert refused_on_resume(saved, changed) == [
+        "--rank 16 (the run used 8)", "--target-modules q_proj (the run used q_proj v_proj)",
+        "--gradient-accumulation 4 (the run used 2)", "--optimizer-type prodigy (the run used "
+        "adamw)"]
+    assert refused_on_resume({}, changed) == []  # an older checkpoint without its record
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--gradient-accumulation", "4"], "--gradient-accumulation 4 (the run used 2)"),
+    (["--batch-size", "2"], "--batch-size 2 (the run used 1)"),
+    (["-r", "16"], "--rank 16 (the run used 8)"),
+])
+def test_a_resume_that_changes_the_adapter_or_the_batches_is_refused(run_folder, tmp_path,
+                                                                      capsys, flags, named):
+    """With another batch size the checkpoint's step and place in its epoch count other
+    batches (the learning rate jumped); another rank does not fit its weights. Refused before
+    anything is written, the flag and the run's value named."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_folder, copy)
+    before = tree_hash(copy)
+    code = main(["--plain", "-y", "fixed", "--resume-from", str(copy / "checkpoint-epoch-1"),
+                 *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert named in err and "start a new run" in err, err
+    assert tree_hash(copy) == before
+
+
+def test_the_engine_refuses_them_too_before_writing(run_folder, demo_root, small_tensors,
+                                                    tmp_path):
+    """The app starts the engine without the CLI: the same refusal, as an input problem."""
+    from sidestep.engine.trainer import Trainer
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_folder, copy)
+    before = tree_hash(copy)
+    config = train_config(demo_root, small_tensors, copy, epochs=3, learning_rate=3e-4,
+                          warmup_steps=3, rank=8, alpha=16, seed=7, gradient_accumulation=1,
+                          resume_from=str(copy / "checkpoint-epoch-1"))
+    result = Trainer(config, [Recorder()]).run()
+    assert result.status == "failed" and result.error_kind == "input", result
+    assert "--gradient-accumulation 1 (the run used 2)" in result.error
+    assert tree_hash(copy) == before
+
+
+def test_a_missing_checkpoint_is_the_error_named(tmp_path, capsys, in_tmp_cwd):
+    """`--resume-from` alone with a mistyped folder said "--checkpoint-dir is required"."""
+    code = main(["--plain", "fixed", "--resume-from", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--resume-from" in err and "nope: checkpoint folder not found" in err, err
+    assert "--checkpoint-dir" not in err

@@ -153,7 +153,7 @@ def test_a_failed_resume_leaves_its_run_as_it_was(demo_root, small_tensors, tmp_
     before = tree_hash(out)
     result = Trainer(train_config(demo_root, small_tensors, out, epochs=2, adapter_type="lokr",
                                   resume_from=str(out / "checkpoint-epoch-1"))).run()
-    assert result.status == "failed" and "LORA adapter" in result.error
+    assert result.status == "failed" and "--adapter-type lokr" in result.error
     assert tree_hash(out) == before
 
 
@@ -349,3 +349,19 @@ def test_resume_mistakes_are_named_and_a_finished_run_is_left_alone(demo_root, s
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["last_epoch"] == 2
     assert info["resumed_from"] == str(ckpt)
+
+
+def test_the_resume_command_is_ready_to_paste(tmp_path):
+    """Every "resume with" line names the run's mode and quotes the path: a bare
+    `--resume-from /runs/my song/checkpoint-step-4` was neither a command nor one argument."""
+    from sidestep.engine.run_dir import resume_command
+
+    run = tmp_path / "my song"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"config": {"mode": "vanilla"}}))
+    ckpt = run / "checkpoint-step-4"
+    assert resume_command(ckpt) == f"sidestep vanilla --resume-from '{ckpt}'"
+    assert resume_command(ckpt, "selective") == f"sidestep selective --resume-from '{ckpt}'"
+    # a run folder that cannot say: the default mode
+    assert resume_command(tmp_path / "gone" / "checkpoint-step-1") == \
+        f"sidestep fixed --resume-from {tmp_path / 'gone' / 'checkpoint-step-1'}"

@@ -15,6 +15,7 @@ from typing import Any
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from sidestep.cli.output import Out
 from sidestep.engine.live_runs import EventTail
+from sidestep.engine.run_dir import resume_command
 
 POLL_SECONDS = 0.2
 LOOK_SECONDS = 2.0   # how often the run's process is looked at while the file is quiet
@@ -159,7 +160,7 @@ class Attached:
             return EXIT_OK
         if result.status == "stopped":
             say(f"the run stopped at step {result.step}"
-                + (f"; resume with --resume-from {result.checkpoint_path}"
+                + (f"; resume with: {resume_command(result.checkpoint_path)}"
                    if result.checkpoint_path else ""))
             return EXIT_STOPPED
         self.out.error(f"the run failed: {result.error or 'see its sidestep.log'}")
@@ -178,7 +179,7 @@ class Attached:
 
             saved = list_checkpoints(self.run_dir)
             self.out.error("the run's process is gone (interrupted)"
-                           + (f"; resume with --resume-from {saved[-1]}" if saved else ""))
+                           + (f"; resume with: {resume_command(saved[-1])}" if saved else ""))
         else:
             self.out.info(f"the run ended: {status}"
                           + (f"; last checkpoint {checkpoint}" if checkpoint else ""))

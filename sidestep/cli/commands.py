@@ -59,6 +59,8 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
     explicit = explicit_values(args, schema.settings_for(command))
     if command in schema.TRAIN_MODES and explicit.get("resume_from"):
         explicit = with_resumed_run(command, explicit, out)
+        if explicit is None:
+            return None
     preset_values: dict[str, Any] = {}
     profile_layer: dict[str, Any] = {}
     profile = getattr(args, "vram_profile", None)
@@ -96,16 +98,18 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
     return resolved
 
 
-def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[str, Any]:
+def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[str, Any] | None:
     """The checkpoint's own settings under the flags given: ``--resume-from`` alone continues
-    the run as it was. A checkpoint that cannot be read is left to the checks that say why."""
+    the run as it was. None (said why) for a checkpoint that cannot be read: it is the problem
+    to name, before any setting it would have given."""
     from sidestep.config.resume import carried_settings, changed_on_resume
-    from sidestep.engine.checkpointing import CheckpointProblem, read_state
+    from sidestep.engine.checkpointing import CheckpointProblem, saved_config
 
     try:
-        saved = read_state(Path(explicit["resume_from"]).expanduser()).get("config") or {}
-    except (CheckpointProblem, OSError):
-        return explicit
+        saved = saved_config(Path(explicit["resume_from"]).expanduser())
+    except CheckpointProblem as exc:
+        out.error(f"--resume-from: {exc}")
+        return None
     if saved.get("mode") in schema.TRAIN_MODES and saved["mode"] != command:
         out.warn(f"{explicit['resume_from']} is from a `{saved['mode']}` run; it continues as "
                  f"`{command}`")

@@ -7,6 +7,7 @@ that is what lets explicit flags win over a preset, and a preset over the defaul
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -127,7 +128,7 @@ def _value_type(s: Setting):
             if s.choices is not None and text not in s.choices:
                 raise argparse.ArgumentTypeError(
                     f"{text!r} is not one of: {', '.join(s.choices)}")
-            return text
+            return os.path.expanduser(text) if s.kind == "path_list" else text
         return one
 
     def convert(text: str) -> Any:
@@ -137,6 +138,12 @@ def _value_type(s: Setting):
             raise argparse.ArgumentTypeError(str(exc)) from None
     convert.__name__ = s.kind
     return convert
+
+
+def user_path(text: str) -> str:
+    """argparse ``type=`` of a path that is not a setting: ``~`` is the home folder here too
+    (quoted, or after ``=``, the shell leaves it; `presets export x ~/x.json` wrote ./~)."""
+    return os.path.expanduser(text)
 
 
 def add_setting(parser: argparse._ActionsContainer, s: Setting) -> None:
@@ -225,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "on instrumentals, tensors made for another model. Exit 0 "
                                        "when the dataset is usable, 2 when a problem blocks "
                                        "training.")
-    check.add_argument("folder", metavar="FOLDER", help="the dataset folder")
+    check.add_argument("folder", metavar="FOLDER", type=user_path, help="the dataset folder")
     check.add_argument("--json", action="store_true",
                        help="print JSON with a 'problems' list (file, kind, severity, message)")
     add_setting(check, schema.BY_NAME["chunk_duration"])
@@ -236,13 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
                       ("model_variant", "the model under --checkpoint-dir (default: turbo)")):
         s = schema.BY_NAME[name]
         check.add_argument(*s.flags, dest=name, default=argparse.SUPPRESS, metavar=s.metavar,
-                           help=why)
+                           type=user_path if s.kind == "path" else None, help=why)
 
     demo = sub.add_parser("make-demo", help="Write the tiny demo checkpoint root and dataset.",
                           description="Write a tiny but complete ACE-Step checkpoint root "
                                       "(turbo and base DiT, VAE, text encoder) plus synthetic "
                                       "audio and preprocessed tensors, for tests and --demo.")
-    demo.add_argument("dir", metavar="DIR", help="folder to create")
+    demo.add_argument("dir", metavar="DIR", type=user_path, help="folder to create")
     demo.add_argument("--seed", type=int, default=0, help="seed for weights and audio")
     demo.add_argument("--force", action="store_true", help="write into a non-empty folder")
     demo.add_argument("--clips", type=int, default=12, help="number of audio clips (default 12)")
@@ -263,18 +270,18 @@ def _add_adapter_parsers(sub) -> None:
                                      ".alpha; LoKR with LyCORIS keys), or a PEFT folder. "
                                      "Exit 2 when the source is not an adapter or the output "
                                      "is refused (nothing is written then).")
-    exp.add_argument("adapter", metavar="ADAPTER",
+    exp.add_argument("adapter", metavar="ADAPTER", type=user_path,
                      help="an adapter folder, a checkpoint folder or a run folder (its final "
                           "adapter)")
     exp.add_argument("--format", dest="fmt", required=True,
                      choices=("comfyui", "acestep-cpp", "peft"), help="the target runtime")
-    exp.add_argument("--output", required=True, metavar="PATH",
+    exp.add_argument("--output", required=True, metavar="PATH", type=user_path,
                      help="the .safetensors file to write (a folder for --format peft)")
     exp.add_argument("--normalize-alpha", action="store_true",
                      help="fold each module's scale into its up factor and set alpha = rank, "
                           "for runtimes that ignore alpha")
     exp.add_argument("--force", action="store_true", help="replace an existing output")
-    exp.add_argument("--checkpoint-dir", metavar="DIR",
+    exp.add_argument("--checkpoint-dir", metavar="DIR", type=user_path,
                      help="checkpoint root, to check names and shapes against that model "
                           "(default: the run's model, else the standard ACE-Step 1.5 names)")
     exp.add_argument("--model-variant", metavar="NAME", default="turbo",
@@ -290,11 +297,11 @@ def _add_adapter_parsers(sub) -> None:
                                      "foreign keys, missing alpha and rank mismatches. Exit 0 "
                                      "when no problem is found, 1 when one is, 2 when the path "
                                      "is not an adapter.")
-    chk.add_argument("path", metavar="FILE_OR_FOLDER",
+    chk.add_argument("path", metavar="FILE_OR_FOLDER", type=user_path,
                      help="a .safetensors file, or an adapter, checkpoint or run folder")
     chk.add_argument("--json", action="store_true",
                      help="print JSON: problems, and per runtime loads/modules/dropped/strength")
-    chk.add_argument("--checkpoint-dir", metavar="DIR",
+    chk.add_argument("--checkpoint-dir", metavar="DIR", type=user_path,
                      help="checkpoint root, to check names and shapes against that model "
                           "(default: the run's model, else the standard ACE-Step 1.5 names)")
     chk.add_argument("--model-variant", metavar="NAME", default="turbo",
@@ -320,11 +327,11 @@ def _add_presets_parser(sub) -> None:
     d = ps.add_parser("delete", help="delete a local or global preset")
     d.add_argument("name")
     i = ps.add_parser("import", help="copy a preset JSON file into ./presets")
-    i.add_argument("file")
+    i.add_argument("file", type=user_path)
     i.add_argument("--force", action="store_true", help="overwrite a local preset of that name")
     e = ps.add_parser("export", help="write a preset (any location) to a file")
     e.add_argument("name")
-    e.add_argument("path")
+    e.add_argument("path", type=user_path)
     e.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from sidestep.cli.output import Out
 from sidestep.engine.live_runs import run_rows
+from sidestep.engine.run_dir import resume_command
 
 CONTROL_HELP = {
     "stop": "Stop a running run: it saves a checkpoint at the next micro-batch and ends.",
@@ -220,7 +221,7 @@ def _await(run_dir: Path, name: str, command: str, wait: float, out: Out) -> int
     if state == "done":
         out.info(f"{command}: {message}")
         if command == "stop" and ack.get("checkpoint"):
-            out.info(f"continue with --resume-from {ack['checkpoint']}")
+            out.info(f"continue with: {resume_command(ack['checkpoint'])}")
         return EXIT_OK
     if state in ("ended", "ignored"):
         out.error(f"{command}: {message}")

@@ -18,6 +18,7 @@ from sidestep.cli.signals import SignalStop
 from sidestep.engine.describe import fmt_duration, summary_rows
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunStarted, SampleWritten, StepMetrics)
+from sidestep.engine.run_dir import resume_command
 
 
 def _shown(e: LogLine) -> bool:
@@ -232,8 +233,8 @@ def run_training(resolved, args, out: Out) -> int:
         if result.checkpoint_path is None:
             out.info("stopped before the first step: nothing was trained, nothing was kept")
         else:
-            out.info(f"stopped after step {result.step}; resume with --resume-from "
-                     f"{result.checkpoint_path}")
+            out.info(f"stopped after step {result.step}; resume with: "
+                     f"{resume_command(result.checkpoint_path)}")
         return EXIT_STOPPED
     if not sink.fatal_shown:
         out.error(result.error or "training failed")

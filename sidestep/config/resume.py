@@ -16,8 +16,14 @@ from sidestep.config.values import check_json_value
 # resumed run trains on the tensors the first attempt made).
 NOT_CARRIED = ("output_dir", "resume_from", "log_dir", "detach", "preprocess")
 # Settings the learning-rate schedule is computed from.
-SCHEDULE = ("epochs", "warmup_steps", "scheduler_type", "learning_rate", "batch_size",
-            "gradient_accumulation")
+SCHEDULE = ("epochs", "warmup_steps", "scheduler_type", "learning_rate")
+# Settings a resume cannot change: the checkpoint's weights and optimizer state have the
+# adapter's shape and scale (every setting of the adapter's groups but its dropout), and its
+# step, epoch and place in the epoch count batches of the run's size.
+ADAPTER_GROUPS = ("Adapter", "LoRA", "LoKR", "LoHA")
+KEPT = tuple(s.name for s in schema.SETTINGS
+             if s.group in ADAPTER_GROUPS and s.name != "dropout") \
+    + ("batch_size", "gradient_accumulation", "optimizer_type")
 
 
 def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,6 +42,29 @@ def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
         except ValueError:
             continue
     return out
+
+
+def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """One line per setting in ``KEPT`` that ``values`` (the resumed run's) sets otherwise than
+    the checkpoint's run did (``saved``: its recorded config). Settings that did not apply to
+    that run, and values an older record lacks, are not compared."""
+    lines = []
+    for name in KEPT:
+        s = schema.BY_NAME[name]
+        if name not in saved or name not in values:
+            continue
+        if s.shown_when and saved.get(s.shown_when[0]) not in s.shown_when[1]:
+            continue
+        try:
+            theirs = check_json_value(s, saved[name])
+        except ValueError:
+            continue
+        ours = values[name]
+        if isinstance(theirs, tuple) and isinstance(ours, (list, tuple)):
+            ours = tuple(ours)
+        if ours != theirs:
+            lines.append(f"{s.flags[-1]} {_shown(ours)} (the run used {_shown(theirs)})")
+    return lines
 
 
 def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:

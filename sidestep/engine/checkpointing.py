@@ -116,7 +116,8 @@ def quick_problem(folder: Path | str) -> str | None:
     folder = Path(folder)
     if not folder.is_dir():
         return (f"{folder}: checkpoint folder not found" if not folder.exists() else
-                f"{folder}: is a file; give a checkpoint folder (<run>/checkpoint-step-N)")
+                f"{folder} is a file, not a folder; give a checkpoint folder "
+                "(<run>/checkpoint-step-N)")
     if not (folder / MARKER).is_file():
         return _not_a_checkpoint(folder)
     if not (folder / STATE_FILE).is_file() or not (folder / ADAPTER_DIR).is_dir():
@@ -159,6 +160,24 @@ def read_state(folder: Path) -> dict[str, Any]:
         if key not in state:
             raise CheckpointProblem(f"{folder / STATE_FILE}: '{key}' is missing")
     return state
+
+
+def saved_config(folder: Path | str) -> dict[str, Any]:
+    """The recorded settings of the run a complete checkpoint comes from ({} for a checkpoint
+    older than that record), or ``CheckpointProblem``. The state file is memory-mapped, so
+    the optimizer's tensors are not read for it."""
+    import torch
+
+    folder = Path(folder)
+    problem = quick_problem(folder)
+    if problem:
+        raise CheckpointProblem(problem)
+    try:
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointProblem(f"{folder / STATE_FILE}: cannot be loaded ({exc})") from None
+    config = state.get("config") if isinstance(state, dict) else None
+    return dict(config) if isinstance(config, dict) else {}
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -18,6 +18,7 @@ def preflight(config, output_dir: bool = True) -> None:
         problem = checkpointing.quick_problem(config.resume_from)
         if problem:
             raise checkpointing.CheckpointProblem(problem)
+        refused_resume(config)
     if output_dir:
         check_output_dir(config.output_dir, config.resume_from)
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
@@ -35,3 +36,20 @@ def preflight(config, output_dir: bool = True) -> None:
         from sidestep.engine.module_config import load_module_config
 
         load_module_config(config.module_config)
+
+
+def refused_resume(config) -> None:
+    """A resumed run with another adapter shape, batch size or optimizer than its checkpoint:
+    the weights and optimizer state would not fit, or its step count and place in the epoch
+    would mean other batches (the learning-rate schedule jumped)."""
+    from sidestep.config.resume import refused_on_resume
+    from sidestep.engine import checkpointing
+
+    refused = refused_on_resume(checkpointing.saved_config(config.resume_from),
+                                config.to_dict())
+    if refused:
+        raise checkpointing.CheckpointProblem(
+            f"{config.resume_from}: a resumed run keeps its checkpoint's adapter, batch size "
+            f"and optimizer, but this one sets {'; '.join(refused)}. Leave these out to "
+            "continue the run as it was, or start a new run (without --resume-from) to train "
+            "with them")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import time
@@ -52,6 +53,19 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
 
 def write_run(run_dir: Path, data: dict[str, Any]) -> None:
     write_json(Path(run_dir) / RUN_FILE, data)
+
+
+def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
+    """The command that continues a run from ``checkpoint``, ready to paste: its mode (read
+    from the run's run.json when not given; `fixed` when that cannot say) and the path quoted."""
+    if mode is None:
+        config = (read_run(Path(checkpoint).parent) or {}).get("config")
+        mode = config.get("mode") if isinstance(config, dict) else None
+    from sidestep.config.schema import TRAIN_MODES
+
+    if mode not in TRAIN_MODES:
+        mode = "fixed"
+    return f"sidestep {mode} --resume-from {shlex.quote(str(checkpoint))}"
 
 
 # -- who owns a folder ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, StepMetrics, to_json)
+from sidestep.engine.run_dir import resume_command
 
 log = logging.getLogger("sidestep.engine")
 
@@ -113,8 +114,9 @@ class RecordSink:
 
     FILE_ONLY = {"file_only": True}  # LogToEvents passes these by
 
-    def __init__(self, log_every: int):
+    def __init__(self, log_every: int, mode: str | None = None):
         self.log_every = max(1, int(log_every))
+        self.mode = mode  # for the resume command it writes
         self.record = logging.getLogger("sidestep.run")
 
     def handle(self, event: Event) -> None:
@@ -134,7 +136,7 @@ class RecordSink:
             line = f"run {event.status} at step {event.step}, epoch {event.epoch}" + \
                 (f": {event.error}" if event.error else "")
             if event.status != "completed" and event.checkpoint_path:
-                line += f"; resume with --resume-from {event.checkpoint_path}"
+                line += f"; resume with: {resume_command(event.checkpoint_path, self.mode)}"
         if line:
             self.record.info(line, extra=self.FILE_ONLY)
 

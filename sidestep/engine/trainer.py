@@ -40,7 +40,8 @@ from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine,
                                     StepMetrics)
 from sidestep.engine.run_dir import (BEST_DIR, EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS,
                                      LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim, now,
-                                     process_identity, versions, write_run)
+                                     process_identity, resume_command, versions,
+                                     write_run)
 from sidestep.engine.sinks import (EventBus, JsonlSink, LogToEvents, RecordSink, Sink,
                                    TensorBoardSink)
 
@@ -184,8 +185,8 @@ class Trainer:
         except OSError:
             saved = []
         if saved:
-            line += (f"; fix that (free space, permissions) and resume with --resume-from "
-                     f"{saved[-1]}")
+            line += (f"; fix that (free space, permissions) and resume with: "
+                     f"{resume_command(saved[-1], self.config.mode)}")
         return line
 
     def run(self) -> RunFinished:
@@ -309,7 +310,7 @@ class Trainer:
         # events.jsonl only after run.json: a folder with events and no run.json read as a
         # run of status "unknown" to History and `sidestep runs` for that moment
         self.bus.add(JsonlSink(self.run_dir / EVENTS_FILE))
-        self.bus.add(RecordSink(cfg.log_every))
+        self.bus.add(RecordSink(cfg.log_every, cfg.mode))
         try:
             self.bus.add(TensorBoardSink(log_dir, cfg.log_every))
         except Exception as exc:  # TensorBoard is optional for the run itself
@@ -602,7 +603,7 @@ class Trainer:
                         self.world_size, saved_world)
         self._resume_quality(state, folder)
         saved_cfg = state.get("config") or {}
-        for key in ("batch_size", "gradient_accumulation", "seed", "val_split"):
+        for key in ("seed", "val_split"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
                 log.warning("resuming with %s %s (the checkpoint used %s): the data order "
                             "will differ from the original run", schema.BY_NAME[key].flags[-1],
