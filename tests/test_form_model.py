@@ -106,3 +106,29 @@ def test_the_estimate_line_gives_the_effective_batch_over_devices():
     form.resolve()
     text = form.estimate_line()[0]
     assert "GiB peak per device · batch 3 x accumulation 2 x 2 devices = 12 songs" in text
+
+
+def test_a_resumed_run_keeps_its_adapter_and_batches_in_the_form():
+    """History's Resume: changing the batch size (or the adapter's rank, ...) is refused by
+    the engine at start; the form says so on the field at once, with the run's value."""
+    saved = {"adapter_type": "lora", "rank": 64, "alpha": 128, "batch_size": 1,
+             "gradient_accumulation": 4, "optimizer_type": "adamw"}
+    ckpt = "/out/checkpoint-step-5"
+    form = FormModel("fixed", {**PATHS, "resume_from": ckpt, **saved}, advanced=True)
+    form.resumed = (ckpt, saved)
+    assert form.resolve() is not None
+    form.edit("batch_size", "2")
+    form.edit("rank", "16")
+    assert form.resolve() is None
+    views = form.field_views(lambda name: True)
+    assert "keeps the run's 1" in views["batch_size"].error
+    assert "keeps the run's 64" in views["rank"].error
+    assert "to start a new run with this" in views["rank"].error
+    assert form.status_line()[1] is True
+    form.edit("batch_size", "1")
+    form.edit("rank", "64")
+    assert form.resolve() is not None
+    # another checkpoint typed in: the run's settings no longer apply
+    form.edit("batch_size", "2")
+    form.edit("resume_from", "/elsewhere/checkpoint-step-1")
+    assert form.resolve() is not None

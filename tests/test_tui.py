@@ -133,6 +133,14 @@ async def test_stop_and_save_then_resume_from_history(tui_env):
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert Path(form.explicit["resume_from"]).resolve() == saved.resolve()
+        # what a resume cannot change is a field error at once, not a refusal at start
+        batch = str(form.resolved.config.gradient_accumulation)
+        await type_into(pilot, app, "gradient_accumulation", "3")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert form.resolved is None
+        assert any(f"keeps the run's {batch}" in p for p in form.blocking_problems())
+        await type_into(pilot, app, "gradient_accumulation", batch)
         await type_into(pilot, app, "epochs", more_epochs)
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)

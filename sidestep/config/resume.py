@@ -45,10 +45,16 @@ def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
-    """One line per setting in ``KEPT`` that ``values`` (the resumed run's) sets otherwise than
-    the checkpoint's run did (``saved``: its recorded config). Settings that did not apply to
-    that run, and values an older record lacks, are not compared."""
-    lines = []
+    """One line per setting of ``kept_on_resume``, naming its flag and both values."""
+    return [f"{schema.BY_NAME[name].flags[-1]} {_shown(_as_saved(values[name]))} (the run used "
+            f"{_shown(theirs)})" for name, theirs in kept_on_resume(saved, values).items()]
+
+
+def kept_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings in ``KEPT`` that ``values`` (the resumed run's) sets otherwise than the
+    checkpoint's run did (``saved``: its recorded config), with the run's values. Settings that
+    did not apply to that run, and values an older record lacks, are not compared."""
+    out: dict[str, Any] = {}
     for name in KEPT:
         s = schema.BY_NAME[name]
         if name not in saved or name not in values:
@@ -59,12 +65,13 @@ def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> li
             theirs = check_json_value(s, saved[name])
         except ValueError:
             continue
-        ours = values[name]
-        if isinstance(theirs, tuple) and isinstance(ours, (list, tuple)):
-            ours = tuple(ours)
-        if ours != theirs:
-            lines.append(f"{s.flags[-1]} {_shown(ours)} (the run used {_shown(theirs)})")
-    return lines
+        if _as_saved(values[name]) != theirs:
+            out[name] = theirs
+    return out
+
+
+def _as_saved(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:

@@ -248,7 +248,8 @@ class SideStepApp(App):
 
     def action_new_training(self, mode: str = "fixed", explicit: dict | None = None,
                             preset: str | None = None, focus: str | None = None,
-                            epochs_done: int | None = None) -> None:
+                            epochs_done: int | None = None,
+                            resumed: tuple[str, dict] | None = None) -> None:
         from sidestep.tui.form_model import fresh_run_dir
         from sidestep.tui.screens.train_form import TrainingFormScreen
 
@@ -262,7 +263,7 @@ class SideStepApp(App):
             values["detach"] = True
         values.update(explicit or {})
         form = TrainingFormScreen(mode, values, preset=preset, focus=focus,
-                                  epochs_done=epochs_done)
+                                  epochs_done=epochs_done, resumed=resumed)
         self._last_form = form
         self.goto(form)
 
@@ -479,12 +480,13 @@ class SideStepApp(App):
         if info.get("status") == "completed" and epochs:
             # a finished run continues only with more epochs: say so before Start refuses
             self.action_new_training(mode, explicit, focus="epochs",
-                                     epochs_done=int(info.get("last_epoch") or epochs))
+                                     epochs_done=int(info.get("last_epoch") or epochs),
+                                     resumed=(str(checkpoint), cfg))
             self.notify(f"{run_dir.name} finished all {epochs} epochs: raise Epochs above "
                         f"{epochs} to train it further, then start", severity="warning",
                         timeout=10)
             return
-        self.action_new_training(mode, explicit)
+        self.action_new_training(mode, explicit, resumed=(str(checkpoint), cfg))
         self.notify(f"resuming from {checkpoint.name}: check the form, then start")
 
     def action_pause_run(self) -> None:

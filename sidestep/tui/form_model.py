@@ -137,6 +137,9 @@ class FormModel:
     # Set when the form resumes a run that trained all its epochs: Start would be refused
     # (the engine's check) unless Epochs goes above it, so the form says so at once.
     epochs_done: int | None = None
+    # Set when the form resumes a run: (its checkpoint, the run's recorded settings). What a
+    # resume cannot change (config/resume.py's KEPT) is a field error while it resumes that.
+    resumed: tuple[str, dict] | None = None
 
     def resolve(self) -> Resolved | None:
         try:
@@ -153,6 +156,17 @@ class FormModel:
             self.config_errors = [schema.FieldProblem(
                 "epochs", f"the run has trained {done} epochs; raise this above {done} to "
                 "train it further")]
+        if self.resolved is not None and self.resumed is not None \
+                and str(self.value("resume_from")) == self.resumed[0]:
+            from sidestep.config.resume import kept_on_resume
+
+            kept = kept_on_resume(self.resumed[1], self.resolved.config.to_dict())
+            if kept:
+                self.resolved = None
+                self.config_errors = [schema.FieldProblem(name, (
+                    f"a resumed run keeps the run's {_shown(theirs)}: set it back, or empty "
+                    f"'{self.by_name['resume_from'].label}' to start a new run with this"))
+                    for name, theirs in kept.items()]
         return self.resolved
 
     def current_values(self) -> dict[str, Any]:
@@ -254,6 +268,10 @@ class FormModel:
             text += " — no GPU detected" + (" (auto profile not applied)"
                                             if self.profile_note else "")
         return text, verdict or ""
+
+
+def _shown(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | None, list | None]:
