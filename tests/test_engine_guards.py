@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pickle
 import threading
 import time
@@ -225,6 +227,34 @@ def test_a_folder_that_stops_taking_writes_fails_with_the_file_and_the_resume(
     assert result.error == (f"cannot read or write {out / ('.' + calls[1] + '.tmp')}: "
                             f"Operation not permitted; fix that (free space, permissions) and "
                             f"resume with: sidestep fixed --resume-from {first}")
+    # the result and run.json say where it resumes, as for a stopped run
+    assert result.checkpoint_path == str(first)
+    assert json.loads((out / "run.json").read_text())["checkpoint_path"] == str(first)
+
+
+def test_a_run_that_fails_mid_way_names_its_newest_checkpoint(demo_root, small_tensors,
+                                                              tmp_path, monkeypatch):
+    """Any error after a checkpoint (here one raised by the optimizer at step 5): run.json's
+    checkpoint_path was null, so History and the log had no resume for it."""
+    import torch
+
+    real_step, steps = torch.optim.AdamW.step, []
+
+    def step(self, *args, **kw):
+        steps.append(1)
+        if len(steps) == 5:
+            raise RuntimeError("the device fell off the bus")
+        return real_step(self, *args, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    out = tmp_path / "run"
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=4)).run()
+    assert result.status == "failed" and "fell off the bus" in result.error
+    saved = sorted(out.glob("checkpoint-*"))
+    assert saved and result.checkpoint_path == str(saved[-1])
+    assert json.loads((out / "run.json").read_text())["checkpoint_path"] == str(saved[-1])
+    assert f"resume with: sidestep fixed --resume-from {saved[-1]}" in \
+        (out / "sidestep.log").read_text()
 
 
 def test_a_lycoris_notice_is_said_with_our_flags():

@@ -49,3 +49,23 @@ def test_other_sinks_ignore_them(tmp_path):
         sink.handle(RunPaused(step=1))
         sink.handle(RunResumed(step=1))
         sink.close()
+
+
+def test_a_stopped_run_says_where_it_resumes_in_the_monitors_log(tmp_path):
+    """The monitor's last line said "run stopped" and no more; the way on is History's R or
+    the command (the run's own mode, read from its run.json)."""
+    import json
+
+    from sidestep.engine.events import RunFinished
+
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"mode": "selective"}}))
+    ckpt = tmp_path / "checkpoint-step-4"
+    state = RunState(run_dir=str(tmp_path), title="r")
+    state.apply(RunFinished(status="stopped", step=4, checkpoint_path=str(ckpt)))
+    lines = [text for _, text in state.log]
+    assert lines[-2] == "run stopped"
+    assert lines[-1] == (f"it resumes from checkpoint-step-4: History, then R; or "
+                         f"sidestep selective --resume-from {ckpt}")
+    done = RunState(run_dir=str(tmp_path), title="r")
+    done.apply(RunFinished(status="completed", step=4, checkpoint_path=str(ckpt)))
+    assert [text for _, text in done.log] == ["run completed"]

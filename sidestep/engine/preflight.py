@@ -49,7 +49,7 @@ def refused_resume(config) -> None:
                                 config.to_dict())
     if refused:
         raise checkpointing.CheckpointProblem(
-            f"{config.resume_from}: a resumed run keeps its checkpoint's adapter, batch size "
-            f"and optimizer, but this one sets {'; '.join(refused)}. Leave these out to "
-            "continue the run as it was, or start a new run (without --resume-from) to train "
-            "with them")
+            f"{config.resume_from}: a resumed run keeps its checkpoint's adapter shape, batch "
+            f"size, gradient accumulation and optimizer, but this one sets "
+            f"{'; '.join(refused)}. Leave these out to continue the run as it was, or start a "
+            "new run (without --resume-from) to train with them")

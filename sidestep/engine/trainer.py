@@ -180,14 +180,22 @@ class Trainer:
         """A file error as a user can act on it: the file, why, and where the run resumes."""
         where = f" {exc.filename}" if exc.filename else ""
         line = f"cannot read or write{where}: {exc.strerror or exc}"
+        saved = self._newest_saved()
+        if saved:
+            line += (f"; fix that (free space, permissions) and resume with: "
+                     f"{resume_command(saved, self.config.mode)}")
+        return line
+
+    def _newest_saved(self) -> Path | None:
+        """The run's newest complete checkpoint, where a failed run resumes (None before its
+        folder was ours, or when it cannot be read)."""
+        if self._claim is None:
+            return None
         try:
             saved = ckpt.list_checkpoints(self.run_dir)
         except OSError:
-            saved = []
-        if saved:
-            line += (f"; fix that (free space, permissions) and resume with: "
-                     f"{resume_command(saved[-1], self.config.mode)}")
-        return line
+            return None
+        return saved[-1] if saved else None
 
     def run(self) -> RunFinished:
         self._started = time.monotonic()
@@ -211,13 +219,14 @@ class Trainer:
             log.error("training failed: %s\n%s", exc, traceback.format_exc())
             message = self._file_error(exc)
             self.emit(Problem(kind="error", message=message, fatal=True))
-            result = self._finished("failed", error=message, error_kind="runtime")
+            result = self._finished("failed", error=message, error_kind="runtime",
+                                    checkpoint=self._newest_saved())
         except Exception as exc:  # anything else is a bug or an environment failure
             log.error("training failed: %s\n%s", exc, traceback.format_exc())
             self.emit(Problem(kind="error", message=f"{type(exc).__name__}: {exc}",
                               fatal=True))
             result = self._finished("failed", error=f"{type(exc).__name__}: {exc}",
-                                    error_kind="runtime")
+                                    error_kind="runtime", checkpoint=self._newest_saved())
         self.emit(result)
         self._heartbeat_stop.set()
         # A start that failed (or was stopped) before its first step or checkpoint leaves the

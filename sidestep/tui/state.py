@@ -202,6 +202,12 @@ class RunState:
             self.add_log(f"run {event.status}" + (f": {event.error}" if event.error else "")
                          + (f" ({event.reason})" if event.reason else ""),
                          "error" if event.status == "failed" else "info")
+            if event.status != "completed" and event.checkpoint_path \
+                    and "--resume-from" not in (event.error or ""):
+                from sidestep.engine.run_dir import resume_command
+
+                self.add_log(f"it resumes from {Path(event.checkpoint_path).name}: History, "
+                             f"then R; or {resume_command(event.checkpoint_path)}")
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> "RunState":
