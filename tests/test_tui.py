@@ -561,3 +561,16 @@ async def test_app_exit_stops_an_active_run(tui_env):
         app.exit()
     assert app.runner.control.stop_requested
     assert app.runner.wait(10)
+
+
+async def test_the_monitor_before_the_first_step_shows_no_nan(tui_env):
+    from sidestep.tui.state import RunState
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.push_screen(MonitorScreen(RunState(run_dir="/runs/new", title="new")))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 5)
+        await pilot.pause(0.5)
+        text = str(app.screen.query_one("#step-label").render())
+        assert "loss —" in text and "nan" not in text, text

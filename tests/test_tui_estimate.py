@@ -169,6 +169,7 @@ async def test_cancel_and_bad_input_stay_in_the_app(tui_env):
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: app.screen is screen, 10)
         assert screen.result is None
+        assert not screen.query_one("#est-bar").display  # not pulsing on after the failure
 
         screen = await start_estimate(app, pilot, {"dataset_dir": "tensors",
                                                    "estimate_batches": 400})
@@ -178,6 +179,7 @@ async def test_cancel_and_bad_input_stay_in_the_app(tui_env):
         assert await wait_until(pilot, lambda: not screen.running, 120)
         assert screen.result is None
         assert "cancelled" in str(screen.query_one("#est-status", Static).render())
+        assert not screen.query_one("#est-bar").display
         assert app.errors == []
 
 

@@ -302,6 +302,19 @@ async def test_a_new_form_in_the_demo_trains_on_the_demo_songs(tui_env, demo_roo
         form = app.screen
         assert form.explicit["dataset_dir"] == str(demo_root / "tensors")
         assert form.explicit["checkpoint_dir"] == str(demo_root / "checkpoints")
+        # the demo's quick settings and its own runs folder, not 100 epochs into ./output
+        assert form.preset_name == "quick_test"
+        assert Path(form.explicit["output_dir"]).parent == demo_root / "runs"
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.press("V")
+        assert await wait_until(pilot, lambda: form_built(app), 10)
+        assert app.screen.mode == "vanilla" and app.screen.preset_name == "quick_test"
+        # the browser's "Train on these": its tensors, a run folder in the demo's too
+        app.action_new_training("fixed", {"dataset_dir": str(demo_root / "tensors")})
+        assert await wait_until(pilot, lambda: form_built(app) and app.screen.mode == "fixed",
+                                10)
+        assert Path(app.screen.explicit["output_dir"]).parent == demo_root / "runs"
 
 
 async def test_a_new_form_shows_first_and_builds_hidden_rows_after_in_schema_order(tui_env):
@@ -416,3 +429,19 @@ async def test_screen_letter_keys_work_in_capitals_as_the_footer_shows_them(tui_
         await pilot.press("O")
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
         assert app.errors == []
+
+
+async def test_a_history_key_typed_before_the_runs_are_listed_is_done_when_they_are(tui_env):
+    """H then O at once: O came before History's worker had listed the runs and did
+    nothing (R opened no form, X said "no run to export")."""
+    from textual import events
+
+    _write_run(tui_env / "output", "old-run", "completed", 9, False)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.pause(0.3)
+        for key in ("H", "O"):
+            app.post_message(events.Key(key, key))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        assert app.screen.state.title == "old-run" and app.errors == []

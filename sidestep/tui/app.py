@@ -253,9 +253,16 @@ class SideStepApp(App):
         from sidestep.tui.form_model import fresh_run_dir
         from sidestep.tui.screens.train_form import TrainingFormScreen
 
+        demo_ready = self.demo and (self.demo_dir / "tensors").is_dir()
+        if demo_ready and explicit is None and preset is None:
+            open_demo_form(self, mode)  # F or V in the demo: its quick form, as at the start
+            return
+        # the demo's runs stay in its own folder, not in ./output of wherever it started
+        root = self.demo_dir / "runs" if self.demo else \
+            Path(self.settings.output_root).expanduser()
         values = {"checkpoint_dir": str(self.checkpoint_root()),
-                  "output_dir": fresh_run_dir(Path(self.settings.output_root).expanduser())}
-        if self.demo and (self.demo_dir / "tensors").is_dir():  # with the demo's model
+                  "output_dir": fresh_run_dir(root, "demo" if self.demo else "run")}
+        if demo_ready:  # with the demo's model
             values["dataset_dir"] = str(self.demo_dir / "tensors")
         elif self.settings.dataset_root:
             values["dataset_dir"] = self.settings.dataset_root

@@ -39,11 +39,11 @@ def build_demo(demo_dir: Path, progress) -> None:
     make_demo(demo_dir, progress=progress)
 
 
-def open_demo_form(app) -> None:
+def open_demo_form(app, mode: str = "fixed") -> None:
     from sidestep.tui.form_model import fresh_run_dir
 
     explicit = {"checkpoint_dir": str(app.demo_dir / "checkpoints"),
                 "model_variant": "turbo", "dataset_dir": str(app.demo_dir / "tensors"),
                 "output_dir": fresh_run_dir(app.demo_dir / "runs", "demo"),
                 "num_workers": 0}
-    app.action_new_training("fixed", explicit, preset="quick_test")
+    app.action_new_training(mode, explicit, preset="quick_test")

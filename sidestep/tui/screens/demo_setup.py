@@ -8,6 +8,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, RichLog
 
+from sidestep.tui.widgets.wrapped_log import WrappedLog
+
 
 class DemoSetupScreen(Screen):
     def compose(self) -> ComposeResult:
@@ -15,7 +17,7 @@ class DemoSetupScreen(Screen):
         with Vertical(id="demo-setup"):
             yield Label("Preparing the demo: a tiny ACE-Step model, 12 synthetic songs and their "
                         "preprocessed tensors (first run only)…", id="demo-title")
-            yield RichLog(id="demo-log", markup=False)
+            yield WrappedLog(id="demo-log")
         yield Footer()
 
     def add_line(self, text: str) -> None:

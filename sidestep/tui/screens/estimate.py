@@ -199,6 +199,12 @@ class EstimateScreen(Screen):
     def on_estimate_finished(self, message: EstimateFinished) -> None:
         self.running = self.cancelling = False
         result = message.result
+        if message.error or result.cancelled:
+            # the bar stops (it went on pulsing after a failure): the previous ranking's, or none
+            bar = self.query_one("#est-bar", ProgressBar)
+            bar.display = self.result is not None
+            if self.result is not None:
+                bar.update(total=max(self.result.batches, 1), progress=self.result.batches)
         if message.error:
             self._status(f"the estimate could not run: {message.error}", error=True)
             self.app.show_error("Estimate could not run", message.error,

@@ -35,6 +35,8 @@ class HistoryScreen(samples.SampleKeys, Screen):
     def __init__(self):
         super().__init__()
         self.runs = []
+        self.loaded = False  # the first listing has arrived
+        self._typed_ahead: str | None = None  # O, R or X pressed before it had
         self.last_export: AdapterExported | None = None
 
     def compose(self) -> ComposeResult:
@@ -68,6 +70,7 @@ class HistoryScreen(samples.SampleKeys, Screen):
     def on_runs_found(self, message: RunsFound) -> None:
         roots, runs = message.roots, message.runs
         self.runs = runs
+        self.loaded = True
         from sidestep.config.paths import short
 
         self.query_one("#history-roots", Static).update(
@@ -81,6 +84,17 @@ class HistoryScreen(samples.SampleKeys, Screen):
                    ("run", "status", "mode", "adapter", "model", "epochs", "step", "lowest loss",
                     "started"), rows, [str(r.path) for r in runs])
         self._detail()
+        if self._typed_ahead:
+            action, self._typed_ahead = self._typed_ahead, None
+            getattr(self, f"action_{action}")()
+
+    def _before_listing(self, action: str) -> bool:
+        """H then R typed at once: R came before the runs were listed and did nothing (X
+        said "no run to export"). It is done when they are."""
+        if self.loaded:
+            return False
+        self._typed_ahead = action
+        return True
 
     def selected(self):
         table = self.query_one("#history-table", DataTable)
@@ -119,11 +133,15 @@ class HistoryScreen(samples.SampleKeys, Screen):
         self.action_open()
 
     def action_open(self) -> None:
+        if self._before_listing("open"):
+            return
         r = self.selected()
         if r is not None:
             self.app.open_history_run(r.path)
 
     def action_resume(self) -> None:
+        if self._before_listing("resume"):
+            return
         r = self.selected()
         if r is None:
             return
@@ -138,6 +156,8 @@ class HistoryScreen(samples.SampleKeys, Screen):
         thread by the same ``export_adapter`` as ``sidestep export``."""
         from sidestep.tui.screens.export_dialog import ExportDialog, export_source
 
+        if self._before_listing("export"):
+            return
         r = self.selected()
         if r is None:
             self.notify("no run to export", severity="warning")

@@ -9,6 +9,7 @@ from textual.widgets import Footer, Label, RichLog
 
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.log_tail import styled_line
+from sidestep.tui.widgets.wrapped_log import WrappedLog
 
 
 class LogScreen(ModalScreen):
@@ -22,7 +23,7 @@ class LogScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         yield Label(f"Log — {self.state.title or self.state.run_dir}", id="log-title")
-        yield RichLog(id="full-log", wrap=True, markup=False, max_lines=None)
+        yield WrappedLog(id="full-log", max_lines=None)
         yield Footer()
 
     def on_mount(self) -> None:

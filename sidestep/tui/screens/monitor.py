@@ -203,9 +203,9 @@ class MonitorScreen(SampleKeys, Screen):
             self._text("#epoch-label", f"{s.epochs_done}/{s.total_epochs or '?'} epochs done"
                        + val_text(s))
             self._bar("#epoch-bar", s.total_epochs, s.epochs_done)
-        last = s.losses[-1] if s.losses else float("nan")
+        last = f"{s.losses[-1]:.4f}" if s.losses else "—"  # (not "nan" before the first step)
         best = f"{s.best_loss:.4f} @ {s.best_step}" if s.best_loss is not None else "—"
-        self._text("#step-label", f"step {s.step}/{s.total_steps or '?'}   loss {last:.4f}   "
+        self._text("#step-label", f"step {s.step}/{s.total_steps or '?'}   loss {last}   "
                                   f"lowest {best}")
         self._bar("#step-bar", s.total_steps, s.step)
         rate = f"{s.samples_per_sec:.2f} samples/s" if s.samples_per_sec else "— samples/s"

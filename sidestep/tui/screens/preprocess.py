@@ -12,6 +12,7 @@ from textual.widgets import Button, Footer, Header, Label, ProgressBar, RichLog,
 
 from sidestep.engine.describe import fmt_duration
 from sidestep.tui.messages import PreprocessFinished, PreprocessNote, PreprocessProgress
+from sidestep.tui.widgets.wrapped_log import WrappedLog
 
 PASSES = {"encode": "Pass 1 of 2: VAE and text encoder",
           "condition": "Pass 2 of 2: condition encoder"}
@@ -44,7 +45,7 @@ class PreprocessScreen(Screen):
             yield Static("starting ...", id="pp-pass", markup=False)
             yield ProgressBar(id="pp-bar", show_eta=False)
             yield Static("", id="pp-file", markup=False)
-            yield RichLog(id="pp-log", markup=False, wrap=True, max_lines=500)
+            yield WrappedLog(id="pp-log", max_lines=500)
         with Horizontal(id="pp-actions"):
             yield Button("Cancel (C)", id="pp-cancel", variant="error", compact=True,
                          action="screen.cancel")
