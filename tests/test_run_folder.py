@@ -365,3 +365,20 @@ def test_the_resume_command_is_ready_to_paste(tmp_path):
     # a run folder that cannot say: the default mode
     assert resume_command(tmp_path / "gone" / "checkpoint-step-1") == \
         f"sidestep fixed --resume-from {tmp_path / 'gone' / 'checkpoint-step-1'}"
+
+
+def test_a_run_outside_the_output_root_is_found_again(demo_root, small_tensors, tmp_path,
+                                                      in_tmp_cwd, capsys):
+    """A run given another --output-dir vanished from History and `sidestep runs` once the
+    app that started it had quit: every run's folder is noted when it starts."""
+    from sidestep.cli.runs_cmd import default_roots
+    from sidestep.engine.run_dir import find_runs
+    from conftest import make_app
+
+    out = tmp_path / "elsewhere" / "song-lora"
+    assert Trainer(train_config(demo_root, small_tensors, out, epochs=1)).run().status == \
+        "completed"
+    assert out in [r.path for r in find_runs(default_roots())]
+    assert out in [r.path for r in find_runs(make_app().run_places())]
+    assert main(["--plain", "runs"]) == 0
+    assert "song-lora" in capsys.readouterr().out

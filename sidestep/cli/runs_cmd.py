@@ -101,13 +101,14 @@ def run_runs_command(args: argparse.Namespace, out: Out) -> int:
 
 # -- runs ---------------------------------------------------------------------------------------
 def default_roots() -> list[Path]:
-    from sidestep.engine.live_runs import recorded
     from sidestep.config.paths import cache_dir
     from sidestep.config.settings import SettingsStore
+    from sidestep.engine.live_runs import recorded, remembered_runs
 
     settings, _ = SettingsStore().load()
     roots = [Path(settings.output_root).expanduser(), cache_dir() / "demo" / "runs"]
-    return roots + [Path(e["run_dir"]) for e in reversed(recorded())]
+    return roots + [Path(e["run_dir"]) for e in reversed(recorded())] \
+        + list(reversed(remembered_runs()))
 
 
 def list_runs(args: argparse.Namespace, out: Out) -> int:

@@ -20,6 +20,8 @@ from sidestep.engine.run_dir import CONSOLE_LOG
 
 REGISTRY = "detached-runs.jsonl"
 REGISTRY_KEEP = 50
+KNOWN = "run-folders.txt"  # every run folder a training started in, for History and `runs`
+KNOWN_KEEP = 200
 
 
 def child_argv(raw_argv: list[str]) -> list[str]:
@@ -194,3 +196,30 @@ class EventTail:
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
         return [e for e in map(parse_line, lines) if e is not None]
+
+
+# -- every run's folder, wherever it is ----------------------------------------------------------
+def remember_run(run_dir: Path) -> None:
+    """Note the folder of a run that starts (the newest ``KNOWN_KEEP``): History and `sidestep
+    runs` look under the output root, and a run given another --output-dir vanished from them
+    once the app that started it had quit. A failure here costs nothing."""
+    from sidestep.config.atomic import write_text
+    from sidestep.config.paths import cache_dir
+
+    folder = os.path.abspath(run_dir)
+    try:
+        known = [f for f in remembered_runs() if str(f) != folder][-(KNOWN_KEEP - 1):]
+        write_text(cache_dir() / KNOWN, "".join(f"{f}\n" for f in [*known, folder]))
+    except OSError:
+        pass
+
+
+def remembered_runs() -> list[Path]:
+    """The run folders ``remember_run`` noted, oldest first (some may be gone since)."""
+    from sidestep.config.paths import cache_dir
+
+    try:
+        lines = (cache_dir() / KNOWN).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [Path(line) for line in lines if line.strip()]

@@ -38,6 +38,7 @@ from sidestep.engine.preflight import preflight
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunPaused, RunResumed, RunStarted,
                                     StepMetrics)
+from sidestep.engine.live_runs import remember_run
 from sidestep.engine.run_dir import (BEST_DIR, EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS,
                                      LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim, now,
                                      process_identity, resume_command, versions,
@@ -307,6 +308,7 @@ class Trainer:
         log_dir = Path(cfg.log_dir or self.run_dir / "runs")
         self._claim = FolderClaim(self.run_dir, log_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remember_run(self.run_dir)  # History finds it wherever it is
         ckpt.clean_partials(self.run_dir)
         self._log_to_file()
         from sidestep.engine.control_channel import ControlWatcher

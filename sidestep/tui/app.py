@@ -217,11 +217,13 @@ class SideStepApp(App):
 
     def run_places(self) -> list[Path]:
         """Where runs are looked for: the roots, then the folders of runs started in the
-        background anywhere else (``--detach`` to any folder; killed ones too). Reads a file:
-        call it from a worker."""
-        from sidestep.engine.live_runs import recorded
+        background anywhere else (``--detach`` to any folder; killed ones too), and of every
+        run a training started in (an --output-dir outside the root). Reads files: call it
+        from a worker."""
+        from sidestep.engine.live_runs import recorded, remembered_runs
 
-        return [*self.run_roots(), *(Path(e["run_dir"]) for e in recorded())]
+        return [*self.run_roots(), *(Path(e["run_dir"]) for e in recorded()),
+                *reversed(remembered_runs())]
 
     # -- navigation ----------------------------------------------------------------------------
     def push_screen(self, screen, *args, **kwargs):
