@@ -202,3 +202,23 @@ async def test_path_completion_offers_folders_only(tmp_path):
     assert await s.get_suggestion(f"{tmp_path}/x") is None
     assert await s.get_suggestion(f"{tmp_path}/") == f"{tmp_path}/songs_2024/"
     assert await s.get_suggestion(f"{tmp_path}/.h") == f"{tmp_path}/.hidden/"
+
+
+async def test_without_a_folder_the_browser_asks_for_one(tui_env):
+    """No demo and no dataset root in the settings: P scanned the folder the app was started
+    in and said it held no audio. It asks, with the cursor in the folder field."""
+    from textual.widgets import Static
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen), 10)
+        browser = app.screen
+        await pilot.pause(0.3)
+        summary = str(browser.query_one("#dataset-summary", Static).render())
+        assert summary.startswith("Type the folder of your songs"), summary
+        assert app.focused.id == "dataset-path" and browser.report is None
+        await pilot.press("B")  # typed into the field: a folder's name, not "build"
+        assert browser.query_one("#dataset-path").value == "B"
+        assert app.errors == []

@@ -88,6 +88,7 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         default = screen.query_one("#est-output", Input).value
         assert Path(default).name.startswith("estimate-turbo-module") and \
             not Path(default).exists(), default
+        assert Path(default).parent == demo_root  # the demo's folder, not the current one
         # save (the JSON holds K = 4)
         out = tui_env / "est.json"
         screen.query_one("#est-output", Input).value = str(out)

@@ -309,8 +309,8 @@ class SideStepApp(App):
         if folder is None:
             if self.demo:  # its songs, even while the demo is still being built
                 folder = str(self.demo_dir / "audio")
-            else:
-                folder = self.settings.dataset_root or str(Path.cwd())
+            else:  # none set: the browser asks (it scanned the current folder, said "no audio")
+                folder = self.settings.dataset_root or None
         self.goto(DatasetScreen(folder))
 
     def action_estimate(self, explicit: dict | None = None) -> None:

@@ -114,7 +114,7 @@ class DatasetScreen(Screen):
 
     def __init__(self, folder: Path | str | None = None):
         super().__init__()
-        self.folder = Path(folder) if folder else Path.cwd()
+        self.folder: Path | None = Path(folder) if folder else None
         self.report = None          # data.check.CheckReport once a scan has finished
         self.rows: dict[str, object] = {}   # row key (path) -> facts
         self.problems: dict[str, list] = {}  # path -> problems on that file
@@ -123,7 +123,7 @@ class DatasetScreen(Screen):
         yield Header()
         with Horizontal(id="dataset-path-row"):
             yield Label("Folder ", id="dataset-path-label")
-            yield TextInput(str(self.folder), id="dataset-path", suggester=PathSuggester(),
+            yield TextInput(str(self.folder or ""), id="dataset-path", suggester=PathSuggester(),
                             placeholder="a folder of audio (with sidecars) or of .pt files")
             yield Button("Scan", id="dataset-scan", compact=True, action="screen.scan")
         yield Static("", id="dataset-summary", markup=False)
@@ -141,7 +141,8 @@ class DatasetScreen(Screen):
 
     def on_mount(self) -> None:
         self.action_scan()
-        self.query_one("#dataset-table", DataTable).focus()
+        if self.folder is not None:
+            self.query_one("#dataset-table", DataTable).focus()
 
     # -- scanning ------------------------------------------------------------------------------
     @on(Input.Submitted, "#dataset-path")
@@ -149,15 +150,23 @@ class DatasetScreen(Screen):
         self.action_scan()  # focus stays in the field: typing on must not press b/p/t
 
     def action_scan(self) -> None:
-        text = self.query_one("#dataset-path", Input).value.strip()
-        self.folder = Path(os.path.expanduser(text)) if text else Path.cwd()
+        field = self.query_one("#dataset-path", Input)
+        text = field.value.strip()
+        self.folder = Path(os.path.expanduser(text)) if text else None
         self.report = None
         self.rows.clear()
         self.problems.clear()
         self.query_one("#dataset-table", DataTable).clear(columns=True)
-        self.query_one("#dataset-summary", Static).update(f"scanning {self.folder} ...")
         self.query_one("#dataset-detail", Static).update("")
         self._update_buttons()
+        if self.folder is None:  # nothing given yet: ask, rather than scan wherever we are
+            self.query_one("#dataset-summary", Static).update(
+                "Type the folder of your songs (audio with sidecars) or of preprocessed .pt "
+                "files, then Enter; → completes a folder name. (Settings → Dataset root sets "
+                "where this starts.)")
+            field.focus()
+            return
+        self.query_one("#dataset-summary", Static).update(f"scanning {self.folder} ...")
         self.scan(self.folder)
 
     @work(thread=True, exclusive=True, group="dataset-scan")
@@ -277,12 +286,15 @@ class DatasetScreen(Screen):
             except CellDoesNotExist:
                 pass
         lines = [f"{p.severity}: {p.message}" for p in [*folder_wide, *problems]]
-        if not lines and table.row_count:
+        if not lines and table.row_count and self.report is not None:  # (not while checking)
             lines = ["no problems found in this file"]
         self.query_one("#dataset-detail", Static).update("\n".join(lines))
 
     # -- the way on ----------------------------------------------------------------------------
     def _blocked(self, what: str) -> bool:
+        if self.folder is None:
+            self.notify("type a folder of songs first", severity="warning")
+            return True
         if self.report is None:
             self.notify("the scan has not finished yet", severity="warning")
             return True

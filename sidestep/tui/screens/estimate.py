@@ -237,7 +237,9 @@ class EstimateScreen(Screen):
         output = self.query_one("#est-output", Input)
         # the name the CLI gives: the variant as the user named it (turbo), else the folder
         variant = getattr(self.config, "model_variant", None) or result.model
-        output.value = str(default_output(variant, result.granularity))
+        # the demo keeps its files in its own folder, not in wherever the app was started
+        folder = self.app.demo_dir if self.app.demo and self.app.demo_dir.is_dir() else "."
+        output.value = str(default_output(variant, result.granularity, folder))
         self._show_k(sync_input=True)
         self.query_one("#est-chart-box").focus()
 
