@@ -67,7 +67,7 @@ def test_resume_is_exact(demo_root, small_tensors, tmp_path, adapter):
     # the run's log alone says how it went and where to go on (the terminal may be gone)
     record = (tmp_path / "c" / "sidestep.log").read_text()
     assert f"saved step checkpoint: {stopped.checkpoint_path}" in record
-    assert f"run stopped at step {stopped.step}" in record
+    assert f"run stopped at step {stopped.step} ({stopped.epoch} epochs done)" in record
     assert f"resume with: sidestep fixed --resume-from {stopped.checkpoint_path}" in record
     assert "epoch 3 ended at step" not in record and "(epoch 3): loss" in record
     # ... and those lines are the file's: the console and the app have the events

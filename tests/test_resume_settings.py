@@ -103,6 +103,24 @@ def test_what_a_resume_cannot_change():
         "--gradient-accumulation 4 (the run used 2)", "--optimizer-type prodigy (the run used "
         "adamw)"]
     assert refused_on_resume({}, changed) == []  # an older checkpoint without its record
+    # the same modules in another order, the same module config written from elsewhere: kept
+    assert refused_on_resume({**saved, "target_modules": ["v_proj", "q_proj"]}, same) == []
+    assert refused_on_resume({"mode": "selective", "module_config": "/runs/est.json"},
+                             {"module_config": "/runs/../runs/est.json"}, "selective") == []
+    assert refused_on_resume({"mode": "selective", "module_config": "/runs/est.json"},
+                             {"module_config": "/runs/other.json"}, "selective") == [
+        "--module-config /runs/other.json (the run used /runs/est.json)"]
+    # switches and unset lists in words, not Python's
+    assert refused_on_resume({"adapter_type": "lokr", "lokr_decompose_both": False,
+                              "attention_type": "both", "self_target_modules": None},
+                             {"lokr_decompose_both": True, "self_target_modules": ("q_proj",)}) \
+        == ["--self-target-modules q_proj (the run used none)",
+            "--lokr-decompose-both on (the run used off)"]
+    # a selective checkpoint fits no other mode's adapter (fixed and vanilla share theirs)
+    assert refused_on_resume({"mode": "selective"}, {}, "fixed") == [
+        "the checkpoint is from a `selective` run, whose adapter is on other modules than a "
+        "`fixed` run's: resume it with `sidestep selective`"]
+    assert refused_on_resume({"mode": "vanilla"}, {}, "fixed") == []
 
 
 @pytest.mark.parametrize("flags, named", [
@@ -123,7 +141,12 @@ def test_a_resume_that_changes_the_adapter_or_the_batches_is_refused(run_folder,
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert named in err and "start a new run" in err, err
+    assert "warning" not in err  # not first "resuming with ..." as if it applied
     assert tree_hash(copy) == before
+    # --print-config shows no config that would be refused
+    code = main(["--plain", "fixed", "--resume-from", str(copy / "checkpoint-epoch-1"), *flags,
+                 "--print-config"])
+    assert code == 2 and named in capsys.readouterr().err
 
 
 def test_the_engine_refuses_them_too_before_writing(run_folder, demo_root, small_tensors,
@@ -150,3 +173,32 @@ def test_a_missing_checkpoint_is_the_error_named(tmp_path, capsys, in_tmp_cwd):
     assert code == 2 and "Traceback" not in err
     assert "--resume-from" in err and "nope: checkpoint folder not found" in err, err
     assert "--checkpoint-dir" not in err
+
+
+def test_a_resume_with_another_rate_or_length_follows_the_new_schedule(run_folder,
+                                                                       demo_root,
+                                                                       small_tensors,
+                                                                       tmp_path):
+    """`--learning-rate` and `--epochs` given with --resume-from: said to apply, but the
+    checkpoint's scheduler state brought back the first run's rate (steps went on at 3e-4),
+    and the first step after it kept the old length's value. Each step's rate now equals an
+    uninterrupted run's with the new settings."""
+    from sidestep.engine.events import StepMetrics
+    from sidestep.engine.trainer import Trainer
+
+    settings = dict(epochs=4, learning_rate=1e-3, warmup_steps=3, rank=8, alpha=16, seed=7)
+    fresh = Recorder()
+    assert Trainer(train_config(demo_root, small_tensors, tmp_path / "fresh", **settings),
+                   [fresh]).run().status == "completed"
+    copy = tmp_path / "run"
+    shutil.copytree(run_folder, copy)
+    shutil.rmtree(copy / "final")
+    resumed = Recorder()
+    result = Trainer(train_config(demo_root, small_tensors, copy,
+                                  resume_from=str(copy / "checkpoint-epoch-1"), **settings),
+                     [resumed]).run()
+    assert result.status == "completed", result.error
+    rate = {e.step: e.lr for e in fresh.events if isinstance(e, StepMetrics)}
+    after = [(e.step, e.lr) for e in resumed.events if isinstance(e, StepMetrics)]
+    assert after and after[0][1] != 3e-4
+    assert after == [(step, rate[step]) for step, _ in after]

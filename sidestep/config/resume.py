@@ -7,6 +7,7 @@ says which. Not carried: where this attempt writes and how it is started.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 from sidestep.config import schema
@@ -18,12 +19,13 @@ NOT_CARRIED = ("output_dir", "resume_from", "log_dir", "detach", "preprocess")
 # Settings the learning-rate schedule is computed from.
 SCHEDULE = ("epochs", "warmup_steps", "scheduler_type", "learning_rate")
 # Settings a resume cannot change: the checkpoint's weights and optimizer state have the
-# adapter's shape and scale (every setting of the adapter's groups but its dropout), and its
-# step, epoch and place in the epoch count batches of the run's size.
+# adapter's shape and scale (every setting of the adapter's groups but its dropout, and the
+# module config that picks a selective run's modules), and its step, epoch and place in the
+# epoch count batches of the run's size.
 ADAPTER_GROUPS = ("Adapter", "LoRA", "LoKR", "LoHA")
 KEPT = tuple(s.name for s in schema.SETTINGS
              if s.group in ADAPTER_GROUPS and s.name != "dropout") \
-    + ("batch_size", "gradient_accumulation", "optimizer_type")
+    + ("module_config", "batch_size", "gradient_accumulation", "optimizer_type")
 
 
 def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,16 +46,33 @@ def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
-    """One line per setting of ``kept_on_resume``, naming its flag and both values."""
-    return [f"{schema.BY_NAME[name].flags[-1]} {_shown(_as_saved(values[name]))} (the run used "
-            f"{_shown(theirs)})" for name, theirs in kept_on_resume(saved, values).items()]
+def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any],
+                      mode: str | None = None) -> list[str]:
+    """What stops a resume, one line each: a mode whose adapter sits on other modules (see
+    ``mode_refused``), and each setting of ``kept_on_resume`` with its flag and both values."""
+    lines = [line for line in [mode_refused(saved.get("mode"), mode)] if line]
+    for name, theirs in kept_on_resume(saved, values).items():
+        s = schema.BY_NAME[name]
+        lines.append(f"{s.flags[-1]} {_shown(values[name])} (the run used {_shown(theirs)})")
+    return lines
+
+
+def mode_refused(saved_mode: Any, mode: str | None) -> str | None:
+    """A selective run trains the modules its module config chose, the others every attention
+    projection: a checkpoint of one does not fit the other (fixed and vanilla share one)."""
+    if mode is None or saved_mode not in schema.TRAIN_MODES or saved_mode == mode:
+        return None
+    if "selective" not in (saved_mode, mode):
+        return None
+    return (f"the checkpoint is from a `{saved_mode}` run, whose adapter is on other modules "
+            f"than a `{mode}` run's: resume it with `sidestep {saved_mode}`")
 
 
 def kept_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """The settings in ``KEPT`` that ``values`` (the resumed run's) sets otherwise than the
     checkpoint's run did (``saved``: its recorded config), with the run's values. Settings that
-    did not apply to that run, and values an older record lacks, are not compared."""
+    did not apply to that run, and values an older record lacks, are not compared; module
+    lists compare in any order, paths wherever they are written from."""
     out: dict[str, Any] = {}
     for name in KEPT:
         s = schema.BY_NAME[name]
@@ -65,13 +84,19 @@ def kept_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
             theirs = check_json_value(s, saved[name])
         except ValueError:
             continue
-        if _as_saved(values[name]) != theirs:
+        if _comparable(s, values[name]) != _comparable(s, theirs):
             out[name] = theirs
     return out
 
 
-def _as_saved(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+def _comparable(s: schema.Setting, value: Any) -> Any:
+    if value is None:
+        return None
+    if s.kind == "path":
+        return os.path.abspath(os.path.expanduser(str(value)))
+    if s.is_list:
+        return tuple(sorted(value))
+    return value
 
 
 def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
@@ -90,4 +115,8 @@ def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> l
 
 
 def _shown(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -67,3 +67,16 @@ def build_optimizer(kind: str, params, lr: float, weight_decay: float, device_ty
 def build_scheduler(optimizer, kind: str, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(kind, step, warmup, total))
+
+
+def continue_schedule(scheduler, optimizer, lr: float) -> None:
+    """After a checkpoint's scheduler state is loaded: its step count stays, but the rates are
+    this run's (the state brings back the first run's base rate, and the rate it had set for
+    the next step from the first run's length: a resume with another --learning-rate or
+    --epochs went on at the old rate). Unchanged settings give the very values saved."""
+    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    rates = [base * factor(scheduler.last_epoch)
+             for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["initial_lr"], group["lr"] = lr, rate
+    scheduler._last_lr = rates

@@ -46,10 +46,13 @@ def refused_resume(config) -> None:
     from sidestep.engine import checkpointing
 
     refused = refused_on_resume(checkpointing.saved_config(config.resume_from),
-                                config.to_dict())
+                                config.to_dict(), config.mode)
     if refused:
-        raise checkpointing.CheckpointProblem(
-            f"{config.resume_from}: a resumed run keeps its checkpoint's adapter shape, batch "
+        raise checkpointing.CheckpointProblem(refusal(config.resume_from, refused))
+
+
+def refusal(checkpoint, refused: list[str]) -> str:
+    return (f"{checkpoint}: a resumed run keeps its checkpoint's mode, adapter shape, batch "
             f"size, gradient accumulation and optimizer, but this one sets "
             f"{'; '.join(refused)}. Leave these out to continue the run as it was, or start a "
             "new run (without --resume-from) to train with them")

@@ -133,7 +133,9 @@ class RecordSink:
         elif isinstance(event, CheckpointSaved):
             line = f"saved {event.kind} checkpoint: {event.path}"
         elif isinstance(event, RunFinished):
-            line = f"run {event.status} at step {event.step}, epoch {event.epoch}" + \
+            # epochs done, not the one in progress ("step 2 (epoch 1)" above ended "epoch 0")
+            done = f"{event.epoch} epoch{'' if event.epoch == 1 else 's'} done"
+            line = f"run {event.status} at step {event.step} ({done})" + \
                 (f": {event.error}" if event.error else "")
             if event.status != "completed" and event.checkpoint_path:
                 line += f"; resume with: {resume_command(event.checkpoint_path, self.mode)}"

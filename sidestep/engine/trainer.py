@@ -583,6 +583,7 @@ class Trainer:
     def _resume(self, folder: Path) -> None:
         from sidestep.config import schema
         from sidestep.engine.adapters import read_adapter_dir
+        from sidestep.engine.optim import continue_schedule
 
         state = ckpt.read_state(folder)
         if state["adapter_type"] != self.config.adapter_type:
@@ -598,6 +599,7 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            continue_schedule(self.scheduler, self.optimizer, self.config.learning_rate)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise ckpt.CheckpointProblem(
                 f"{folder}: optimizer state does not fit this run ({exc}); resume with the same "
