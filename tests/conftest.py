@@ -21,6 +21,8 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("SIDESTEP_CONFIG_DIR", str(home / "config"))
     monkeypatch.setenv("SIDESTEP_CACHE_DIR", str(home / "cache"))
+    # `uv run pytest`: the commands the tool prints would start with "uv run" (resume_command)
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
     yield
 
 

@@ -321,6 +321,11 @@ def test_runs_finds_the_settings_output_root(tmp_path, capsys, monkeypatch):
     assert main(["--plain", "runs", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["runs"]
     assert row["status"] == "completed"
+    # more finished runs than --limit: it says how many are not shown, and how to see them
+    for name in ("b", "c"):
+        _fake_run(tmp_path / "output" / name, _dead_pid(), status="completed")
+    assert main(["--plain", "runs", "--limit", "2"]) == 0
+    assert "1 older run not shown: --limit 0 lists every run" in capsys.readouterr().out
 
 
 def test_control_commands_refuse_runs_that_are_not_live(tmp_path, capsys):
@@ -332,6 +337,11 @@ def test_control_commands_refuse_runs_that_are_not_live(tmp_path, capsys):
     assert not list((killed / CONTROL_DIR).iterdir())  # nothing was sent
     assert main(["pause", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")  # a file is not called missing
+    assert main(["stop", str(tmp_path / "afile")]) == 2
+    assert f"{tmp_path / 'afile'}: is a file; give a run folder" in capsys.readouterr().err
+    assert main(["runs", str(tmp_path / "afile")]) == 2
+    assert f"{tmp_path / 'afile'}: is a file; give run folders" in capsys.readouterr().err
     assert main(["attach", str(killed)]) == 2
     assert main(["save", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err

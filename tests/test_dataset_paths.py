@@ -339,3 +339,19 @@ def test_build_dataset_skips_audio_too_short_to_encode(workspace, capsys):
     assert code == 0
     assert "skipped" in err and "blip.wav: only 0.20 s long" in err
     assert "blip.wav" not in {s["filename"] for s in json.loads(out.read_text())["samples"]}
+
+
+def test_a_read_only_disk_is_not_called_a_permission_problem(tmp_path, monkeypatch):
+    """Under a read-only mount the fix is another disk, not "fix its permissions". (A mount
+    needs privileges a test does not have: the file system's answers are stood in for.)"""
+    from types import SimpleNamespace
+
+    from sidestep.data import paths
+
+    monkeypatch.setattr(paths.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(paths.os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY))
+    problem = paths.output_dir_problem(tmp_path / "run", "--output-dir")
+    assert problem == (f"--output-dir {tmp_path / 'run'}: {tmp_path} is on a read-only file "
+                       "system; choose a folder on a writable disk")
+    monkeypatch.setattr(paths.os, "statvfs", lambda p: SimpleNamespace(f_flag=0))
+    assert "no permission to write in" in paths.output_dir_problem(tmp_path / "r", "--x")

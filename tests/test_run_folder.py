@@ -337,6 +337,9 @@ def test_resume_mistakes_are_named_and_a_finished_run_is_left_alone(demo_root, s
                          f"newest checkpoint, out/song/{ckpt.name}",
              "out/song/final": "holds an adapter, not a training checkpoint",
              "out/nothere": "out/nothere: checkpoint folder not found",
+             f"out/song/{ckpt.name}/adapter": "is the adapter inside a checkpoint; resume "
+                                              f"from the checkpoint itself, out/song/{ckpt.name}",
+             "tensors": "tensors: not a checkpoint; give one of a run's checkpoint folders",
              str(ckpt): "that run has already trained 1 epochs (--epochs 1); raise --epochs "
                         "above 1"}
     for given, says in cases.items():
@@ -365,6 +368,15 @@ def test_the_resume_command_is_ready_to_paste(tmp_path):
     # a run folder that cannot say: the default mode
     assert resume_command(tmp_path / "gone" / "checkpoint-step-1") == \
         f"sidestep fixed --resume-from {tmp_path / 'gone' / 'checkpoint-step-1'}"
+
+
+def test_the_resume_command_starts_as_the_tool_was_started(tmp_path, monkeypatch):
+    """Started with `uv run` (the README's way), `sidestep` alone is not on PATH."""
+    from sidestep.engine.run_dir import resume_command
+
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")
+    assert resume_command(tmp_path / "c", "fixed") == \
+        f"uv run sidestep fixed --resume-from {tmp_path / 'c'}"
 
 
 def test_a_run_outside_the_output_root_is_found_again(demo_root, small_tensors, tmp_path,

@@ -58,8 +58,8 @@ def add_run_parsers(sub, formatter) -> None:
         description="List live and recent runs, live first: folder, status (running, paused, "
                     "starting, completed, stopped, failed, interrupted: the process is gone), "
                     "pid, epochs done and step, last loss, start time. Without DIR it looks under "
-                    "the settings' output root, the demo's runs and where runs started with "
-                    "--detach went.")
+                    "the settings' output root, the demo's runs and every folder a run "
+                    "started in.")
     runs.add_argument("dirs", nargs="*", metavar="DIR",
                       help="run folders, or folders holding runs (two levels down)")
     runs.add_argument("--json", action="store_true",
@@ -116,13 +116,15 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
         roots = [Path(d).expanduser() for d in args.dirs]
         for root in roots:
             if not root.is_dir():
-                out.error(f"{root}: no such folder; give run folders or folders holding runs")
+                what = "is a file" if root.exists() else "no such folder"
+                out.error(f"{root}: {what}; give run folders or folders holding runs")
                 return EXIT_BAD_INPUT
     else:
         roots = default_roots()
     rows = run_rows(roots)
     live = [r for r in rows if r["live"]]
     done = [r for r in rows if not r["live"]]
+    hidden = len(done) - args.limit if args.limit and len(done) > args.limit else 0
     rows = live + (done[:args.limit] if args.limit else done)
     if args.json:
         out.json({"runs": rows})
@@ -134,6 +136,9 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
         return EXIT_OK
     out.table("", ("folder", "status", "pid", "epochs", "step", "last loss", "started"),
               [_cells(r) for r in rows])
+    if hidden:
+        out.info(f"{hidden} older run{'s' if hidden != 1 else ''} not shown: --limit 0 lists "
+                 "every run")
     return EXIT_OK
 
 
@@ -158,7 +163,8 @@ def not_live(run_dir: Path, doing: str) -> str | None:
     from sidestep.engine.run_dir import CONSOLE_LOG, live_status, run_is_alive
 
     if not run_dir.is_dir():
-        return f"{run_dir}: no such folder; give a run folder (`sidestep runs` lists them)"
+        what = "is a file" if run_dir.exists() else "no such folder"
+        return f"{run_dir}: {what}; give a run folder (`sidestep runs` lists them)"
     status, _ = live_status(run_dir)
     if status is None:
         here = run_dir.resolve()

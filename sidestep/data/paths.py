@@ -29,9 +29,19 @@ def _ancestor_problem(path: Path, flag: str, start: Path) -> str | None:
         return (f"{flag} {path}: {anc} is a file, not a folder, so nothing can be written "
                 f"there; choose a path in a folder")
     if not _writable(anc):
+        if _read_only_mount(anc):  # no permission change helps there
+            return (f"{flag} {path}: {anc} is on a read-only file system; choose a folder on "
+                    "a writable disk")
         return (f"{flag} {path}: no permission to write in {anc}; choose a folder you can "
                 f"write to, or fix its permissions")
     return None
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs on Windows)
+        return False
 
 
 def output_file_problem(path: Path | str, flag: str, example_name: str,

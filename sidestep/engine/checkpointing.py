@@ -127,8 +127,15 @@ def quick_problem(folder: Path | str) -> str | None:
 
 def _not_a_checkpoint(folder: Path) -> str:
     """Why a folder without the marker cannot be resumed, and what to give instead."""
+    if folder.name == ADAPTER_DIR and (folder.parent / MARKER).is_file():
+        return (f"{folder}: is the adapter inside a checkpoint; resume from the checkpoint "
+                f"itself, {folder.parent}")
     run = folder if any(folder.glob("checkpoint-*")) or (folder / "run.json").is_file() \
         else folder.parent
+    if run != folder and not (run / "run.json").is_file() and not any(run.glob("checkpoint-*")):
+        # neither it nor its parent is a run (a folder of songs or tensors, say)
+        return (f"{folder}: not a checkpoint; give one of a run's checkpoint folders "
+                "(<run>/checkpoint-epoch-N or checkpoint-step-S, holding a COMPLETE file)")
     newest = list_checkpoints(run) if run.is_dir() else []
     instead = (f"resume from its newest checkpoint, {newest[-1]}" if newest else
                "that run saved no checkpoint to resume from (they come every --save-every "

@@ -57,7 +57,8 @@ def write_run(run_dir: Path, data: dict[str, Any]) -> None:
 
 def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
     """The command that continues a run from ``checkpoint``, ready to paste: its mode (read
-    from the run's run.json when not given; `fixed` when that cannot say) and the path quoted."""
+    from the run's run.json when not given; `fixed` when that cannot say), the path quoted,
+    and "uv run" first when this process was started by it (then `sidestep` is not on PATH)."""
     if mode is None:
         config = (read_run(Path(checkpoint).parent) or {}).get("config")
         mode = config.get("mode") if isinstance(config, dict) else None
@@ -65,7 +66,8 @@ def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
 
     if mode not in TRAIN_MODES:
         mode = "fixed"
-    return f"sidestep {mode} --resume-from {shlex.quote(str(checkpoint))}"
+    uv = "uv run " if os.environ.get("UV_RUN_RECURSION_DEPTH") else ""
+    return f"{uv}sidestep {mode} --resume-from {shlex.quote(str(checkpoint))}"
 
 
 # -- who owns a folder ---------------------------------------------------------------------------
