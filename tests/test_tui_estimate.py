@@ -11,6 +11,7 @@ from pathlib import Path
 from textual.widgets import DataTable, Input, Static
 
 from conftest import form_built, make_app, wait_until
+from sidestep.tui.messages import EstimateFinished
 from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen
 from sidestep.tui.screens.estimate import CompareScreen, EstimateScreen
 from sidestep.tui.screens.settings_dialog import SettingsDialog
@@ -161,16 +162,35 @@ async def test_cancel_and_bad_input_stay_in_the_app(tui_env):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.3)
-        # a dataset folder that is not there: an error in the app, not a traceback
-        screen = await start_estimate(app, pilot, {"dataset_dir": "missing"}, key=False)
-        assert await wait_until(pilot, lambda: not screen.running, 60)
-        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 10)
-        assert "missing" in str(app.screen.query_one(".dialog-body", Static).render())
-        assert "missing" in str(screen.query_one("#est-status", Static).render())
+        # a dataset folder that is not there: an error on its field, the dialog stays (it
+        # closed, and a second dialog said the estimate could not run)
+        app.action_estimate({**QUICK, "dataset_dir": "missing"})
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        dialog, screen = app.screen, app.screen_stack[-2]
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.5)
+        assert app.screen is dialog and not screen.running
+        field = dialog.query_one("#field-dataset_dir")
+        assert "missing" in str(field.query_one(".field-error").render())
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: app.screen is screen, 10)
         assert screen.result is None
-        assert not screen.query_one("#est-bar").display  # not pulsing on after the failure
+        assert not screen.query_one("#est-bar").display  # nothing ran
+
+        # a failure the dialog cannot see: the app's error dialog, the bar stops
+        app.start_estimate = lambda config, where: (
+            where.post_message(EstimateFinished(None, "the disk went away")) or True)
+        app.action_estimate({**QUICK, "dataset_dir": "tensors"})
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        screen = app.screen_stack[-2]
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 10)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is screen, 10)
+        assert not screen.query_one("#est-bar").display
+        del app.start_estimate
 
         screen = await start_estimate(app, pilot, {"dataset_dir": "tensors",
                                                    "estimate_batches": 400})

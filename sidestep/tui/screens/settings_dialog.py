@@ -89,7 +89,26 @@ class SettingsDialog(KeysBeforeFocus, ModalScreen[Any]):
                     general.append(str(problem))
             self.query_one("#settings-dialog-error", Static).update("\n".join(general))
             return
+        if self._path_errors(resolved.config):
+            return
         self.dismiss(resolved.config)
+
+    # Folders and files the command reads: checked here, so a mistyped one is an error on
+    # its field, not a second dialog after this one has closed (a quick look: list a folder).
+    READ_PATHS = ("checkpoint_dir", "dataset_dir", "module_config")
+
+    def _path_errors(self, config) -> bool:
+        from sidestep.tui.form_model import check_path
+
+        found = False
+        for field in self.query(SettingField):
+            name = field.setting.name
+            if name in self.READ_PATHS and getattr(config, name, None):
+                error, _, _ = check_path(name, getattr(config, name), None)
+                if error:
+                    field.set_error(error)
+                    found = True
+        return found
 
     def action_cancel(self) -> None:
         self.dismiss(None)
