@@ -184,7 +184,10 @@ async def test_the_export_dialog_fits_a_small_terminal(tui_env, finished_run, si
         await pilot.pause(0.3)
         dialog = app.screen
         screen = dialog.region
-        for wid in ("#export-format", "#export-output", "#export-normalize", "#export-force",
-                    "#ok", "#cancel"):
-            region = dialog.query_one(wid).region
+        for wid in (".dialog-title", "#export-format", "#export-output", "#export-normalize",
+                    "#export-force", "#ok", "#cancel"):
+            widget = dialog.query_one(wid)
+            region = widget.region
             assert region.height and screen.contains_region(region), (wid, region, screen)
+            under, _ = dialog.get_widget_at(region.x + 1, region.y)  # shown, not scrolled off
+            assert widget in under.ancestors_with_self, (wid, under)
