@@ -43,18 +43,23 @@ async def type_into(pilot, app, name, text):
     await pilot.pause(0.1)
 
 
-@pytest.mark.slow
-async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, monkeypatch):
-    """--demo with no assets yet: the app builds them (a small set here), opens the form with
-    the quick_test preset, ctrl+s trains, the loss falls and the adapter is on disk."""
+def small_demo_app(monkeypatch, demo_dir):
+    """An app in --demo mode with no assets yet, whose build makes 4 songs, not 12."""
     import sidestep.demo as fixtures
 
     real = fixtures.make_demo
     monkeypatch.setattr(fixtures, "make_demo",
                         lambda root, **kw: real(root, clips=4, **{k: v for k, v in kw.items()
                                                                    if k != "clips"}))
+    return make_app(demo=True, demo_dir=demo_dir)
+
+
+@pytest.mark.slow
+async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, monkeypatch):
+    """--demo with no assets yet: the app builds them (a small set here), opens the form with
+    the quick_test preset, ctrl+s trains, the loss falls and the adapter is on disk."""
     demo_dir = tmp_path / "cache" / "demo"
-    app = make_app(demo=True, demo_dir=demo_dir)
+    app = small_demo_app(monkeypatch, demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: form_built(app), 300)
         form = app.screen
@@ -80,15 +85,10 @@ async def test_leaving_the_demo_setup_screen_lets_the_build_finish(tui_env, tmp_
     """H while the demo is built: the build went on writing to the screen's log, which was
     gone ("Demo setup failed: NoMatches"). It finishes, and says so without pulling the user
     off the screen they went to."""
-    import sidestep.demo as fixtures
     from sidestep.tui.screens.demo_setup import DemoSetupScreen
 
-    real = fixtures.make_demo
-    monkeypatch.setattr(fixtures, "make_demo",
-                        lambda root, **kw: real(root, clips=4, **{k: v for k, v in kw.items()
-                                                                   if k != "clips"}))
     demo_dir = tmp_path / "cache" / "demo"
-    app = make_app(demo=True, demo_dir=demo_dir)
+    app = small_demo_app(monkeypatch, demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: isinstance(app.screen, DemoSetupScreen), 30)
         await pilot.press("h")

@@ -167,14 +167,20 @@ async def test_letter_keys_work_in_both_cases_when_no_field_has_focus(tui_env):
         assert await wait_until(pilot, lambda: not app.is_running, 5)
 
 
+async def open_history_of_one(app, pilot, key):
+    """History by ``key``, once it lists the one run written for the test."""
+    await pilot.press(key)
+    assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
+    history = app.screen
+    assert await wait_until(pilot, lambda: len(history.runs) == 1, 10)
+    return history
+
+
 async def test_escape_from_a_history_run_returns_to_history(tui_env):
     _write_run(tui_env / "output", "old-run", "completed", 9, False)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("h")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
-        history = app.screen
-        assert await wait_until(pilot, lambda: len(history.runs) == 1, 10)
+        history = await open_history_of_one(app, pilot, "h")
         await pilot.press("enter")
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
         assert not app.screen.live
@@ -422,10 +428,7 @@ async def test_screen_letter_keys_work_in_capitals_as_the_footer_shows_them(tui_
     _write_run(tui_env / "output", "old-run", "completed", 9, False)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("H")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
-        history = app.screen
-        assert await wait_until(pilot, lambda: len(history.runs) == 1, 10)
+        await open_history_of_one(app, pilot, "H")
         await pilot.press("O")
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
         assert app.errors == []
