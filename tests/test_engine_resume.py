@@ -151,3 +151,35 @@ def test_output_dir_of_another_run_is_not_overwritten(demo_root, small_tensors, 
     assert res.status == "failed" and res.error_kind == "input"
     assert "already holds a run" in res.error
     assert (out / "final" / "adapter" / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_a_stop_right_after_an_epoch_checkpoint_points_at_it(demo_root, small_tensors,
+                                                             tmp_path):
+    """Stopped at the first micro-batch after checkpoint-epoch-1 was written, the run wrote
+    checkpoint-step-N beside it with the same state. It points at the epoch's instead, and a
+    resume from there ends as the uninterrupted run did."""
+
+    class StopAfterEpochSave:
+        def __init__(self, control):
+            self.control = control
+
+        def handle(self, event):
+            if event.type == "checkpoint" and event.kind == "epoch":
+                self.control.request_stop("test")
+
+        def close(self):
+            pass
+
+    whole = Trainer(train_config(demo_root, small_tensors, tmp_path / "whole", epochs=2))
+    assert whole.run().status == "completed"
+    control = Control()
+    out = tmp_path / "run"
+    stopped = Trainer(train_config(demo_root, small_tensors, out, epochs=2),
+                      [StopAfterEpochSave(control)], control).run()
+    assert stopped.status == "stopped"
+    assert stopped.checkpoint_path == str(out / "checkpoint-epoch-1")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-epoch-1"]
+    resumed = Trainer(train_config(demo_root, small_tensors, out, epochs=2,
+                                   resume_from=str(out / "checkpoint-epoch-1")))
+    assert resumed.run().status == "completed"
+    _assert_identical(_final_state(whole), _final_state(resumed))

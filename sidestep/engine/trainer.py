@@ -148,6 +148,10 @@ class Trainer:
         self._started = 0.0
         self._claim: FolderClaim | None = None  # set once the run folder is ours to write
         self._saved_any = False
+        # the newest save: (step, epoch, position), its event; a stop or "save now" at that
+        # very place (the first micro-batch after an epoch's checkpoint) points at it instead
+        # of writing checkpoint-step-N beside checkpoint-epoch-K with the same state
+        self._last_save: tuple[tuple[int, int, int], CheckpointSaved] | None = None
         self._stepped = False
         self._run_info: dict[str, Any] = {}
         self._run_lock = threading.Lock()
@@ -634,6 +638,9 @@ class Trainer:
                 f"{folder}: that run has already trained {p.epoch} epochs (--epochs "
                 f"{self.config.epochs}); raise --epochs above {p.epoch} to train it further")
         self.resumed_from = str(folder)
+        self._last_save = ((p.step, p.epoch, p.position),
+                           CheckpointSaved(path=str(folder), step=p.step, epoch=p.epoch,
+                                           kind="step"))
         log.info("resumed from %s at epoch %d, step %d", folder, p.epoch + 1, p.step)
 
     def _resume_quality(self, state: dict, folder: Path) -> None:
@@ -1045,7 +1052,12 @@ class Trainer:
         """Checkpoint at the start of the current accumulation group: ``progress.position``,
         the weights and the optimizer only move at the group's optimizer step, and the group's
         RNG snapshot makes the redo identical."""
-        return self._save(f"checkpoint-step-{self.progress.step}", group.snapshot, "step")
+        p = self.progress
+        if self._last_save is not None and self._last_save[0] == (p.step, p.epoch, p.position):
+            saved = self._last_save[1]
+            self.emit(saved)  # said again: what a stop or "save now" waits for
+            return Path(saved.path)
+        return self._save(f"checkpoint-step-{p.step}", group.snapshot, "step")
 
     def _save(self, name: str, rng: dict, kind: str) -> Path:
         p = self.progress
@@ -1061,7 +1073,9 @@ class Trainer:
                              config=self.config.to_record(), extra=extra)
         self._barrier()  # no rank moves on (or reads it) before it is complete
         self._saved_any = True
-        self.emit(CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind))
+        event = CheckpointSaved(path=str(path), step=p.step, epoch=p.epoch, kind=kind)
+        self._last_save = ((p.step, p.epoch, p.position), event)
+        self.emit(event)
         log.debug("saved %s", path)
         return path
 
