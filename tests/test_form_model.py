@@ -97,8 +97,19 @@ def test_fresh_run_dir_never_reuses_a_folder(tmp_path):
     assert second != first and second.startswith(first)
 
 
+def test_the_estimate_line_waits_for_the_models_config():
+    """Shown on the default model's sizes first, it jumped once the real config was read."""
+    form = FormModel("fixed", PATHS, advanced=True)
+    form.resolve()
+    assert form.estimate_line() == ("VRAM estimate: reading the model's config …", None)
+    form.model_cfg_pending = False  # read (or not found: the default sizes then)
+    assert form.estimate_line()[0].startswith("VRAM estimate: ") and "GiB peak" in \
+        form.estimate_line()[0]
+
+
 def test_the_estimate_line_gives_the_effective_batch_over_devices():
     form = FormModel("fixed", PATHS, advanced=True)
+    form.model_cfg_pending = False
     form.resolve()
     assert "per device" not in form.estimate_line()[0]
     for name, value in (("devices", "2"), ("batch_size", "3"), ("gradient_accumulation", "2")):

@@ -76,6 +76,9 @@ class FormModel:
         self.advanced = advanced
         self.gpus: list[dict] = []
         self.model_cfg: dict | None = None
+        # the model's config is being read (a form with a checkpoint folder reads it at once):
+        # meanwhile an estimate on the default model's sizes showed, then jumped (5.6 -> 0.7 GiB)
+        self.model_cfg_pending = bool(self.explicit.get("checkpoint_dir"))
 
     # -- inputs --------------------------------------------------------------------------------
     def edit(self, name: str, raw: Any) -> None:
@@ -245,6 +248,8 @@ class FormModel:
         None when there is no estimate, and the line keeps its last colour)."""
         if self.resolved is None:
             return "VRAM estimate: — (fix the fields first)", None
+        if self.model_cfg_pending:
+            return "VRAM estimate: reading the model's config …", None
         from sidestep.config.vram import GIB_MIB, estimate
 
         try:

@@ -385,6 +385,7 @@ class TrainingFormScreen(KeysBeforeFocus, Screen):
         self.refresh_form()
 
     def load_model_config(self) -> None:
+        self.model.model_cfg_pending = True
         self._load_model_config(self.model.value("checkpoint_dir"),
                                 self.model.value("model_variant"))
 
@@ -397,6 +398,7 @@ class TrainingFormScreen(KeysBeforeFocus, Screen):
     def on_model_config_loaded(self, message: ModelConfigLoaded) -> None:
         if self._alive():
             self.model.model_cfg = message.config
+            self.model.model_cfg_pending = False
             self.refresh_form()
 
     # -- actions -------------------------------------------------------------------------------
