@@ -131,6 +131,7 @@ async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, fi
         await pilot.pause(0.3)
         assert form.explicit["resume_from"].endswith("checkpoint-epoch-1")
         assert "field-epochs" in [a.id for a in app.focused.ancestors_with_self]
+        assert app.focused.selected_text == "1"  # typing a number replaces the old one
         assert any("finished all 1 epochs: raise Epochs above 1" in m
                    for m in messages(app, "warning"))
         # the form says it too, on the field, and Start is refused there

@@ -187,6 +187,8 @@ class TrainingFormScreen(KeysBeforeFocus, Screen):
         first = (start or self.query(".field Input")).first()
         if first is not None:
             first.focus()
+            if start:  # the field to change (a finished run's epochs): typing replaces it
+                first.select_all()
         self.set_timer(0.3, self._build_hidden_fields)
 
     # -- presets -------------------------------------------------------------------------------
