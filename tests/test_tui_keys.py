@@ -448,3 +448,22 @@ async def test_a_history_key_typed_before_the_runs_are_listed_is_done_when_they_
             app.post_message(events.Key(key, key))
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
         assert app.screen.state.title == "old-run" and app.errors == []
+
+
+async def test_a_dialog_shows_its_own_keys_not_the_screens_underneath(tui_env):
+    """A dialog showed the dashboard's F Train, H History, ... below it, none of which act
+    there; it shows its own (Esc closes)."""
+    from textual.widgets._footer import FooterKey
+
+    from sidestep.tui.screens.dialogs import ErrorScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.show_error("Something failed", "the reason")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 5)
+        await pilot.pause(0.3)
+        shown = [k.description for k in app.screen.query(FooterKey)]
+        assert "Close" in shown and "Train" not in shown and "History" not in shown, shown
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Footer, Input, Label, Static
 
 from sidestep.tui.widgets.text_input import TextInput
 
@@ -34,6 +34,8 @@ class ConfirmScreen(ModalScreen[str]):
             with Horizontal(classes="dialog-buttons"):
                 for cid, label, variant in self.choices:
                     yield Button(label, id=cid, variant=variant)
+        # the dialog's own keys: the footer underneath showed the screen's, which do nothing here
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(f"#{self.default}", Button).focus()
@@ -64,6 +66,7 @@ class ErrorScreen(ModalScreen[None]):
                 yield Static(self.hint, classes="dialog-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="close", variant="primary", action="screen.close")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#close", Button).focus()
@@ -92,6 +95,7 @@ class PromptScreen(ModalScreen[str | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("OK", id="ok", variant="primary", action="screen.submit")
                 yield Button("Cancel", id="cancel", action="screen.cancel")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#prompt-input", Input).focus()

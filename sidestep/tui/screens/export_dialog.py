@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from sidestep.tui.widgets.text_input import TextInput
 
@@ -54,6 +54,8 @@ class ExportDialog(ModalScreen[Any]):
 
     def compose(self) -> ComposeResult:
         from sidestep.config.paths import short
+        # the dialog's own keys: the footer underneath showed the screen's, which do nothing here
+        yield Footer()
 
         with Vertical(classes="dialog export-dialog"):
             yield Label(f"Export {self.run_path.name}", classes="dialog-title")

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Label, Static
+from textual.widgets import Button, DataTable, Footer, Label, Static
 
 from sidestep.engine.describe import summary_rows
 
@@ -33,6 +33,8 @@ class ReviewScreen(ModalScreen[str]):
                 yield Button("Start (ctrl+s)", id="start", variant="success",
                              action="screen.start")
                 yield Button("Back", id="back", action="screen.back")
+        # the dialog's own keys: the footer underneath showed the screen's, which do nothing here
+        yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#review-table", DataTable)

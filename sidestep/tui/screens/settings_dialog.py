@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Label, Select, Static
 
 from sidestep.config.schema import BY_NAME
 from sidestep.tui.widgets.fields import SettingField
@@ -44,6 +44,8 @@ class SettingsDialog(KeysBeforeFocus, ModalScreen[Any]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.ok_label, id="ok", variant="primary", action="screen.ok")
                 yield Button("Cancel", id="cancel", action="screen.cancel")
+        # the dialog's own keys: the footer underneath showed the screen's, which do nothing here
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query(SettingField).first().control.focus()
