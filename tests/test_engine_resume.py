@@ -179,6 +179,11 @@ def test_a_stop_right_after_an_epoch_checkpoint_points_at_it(demo_root, small_te
     assert stopped.status == "stopped"
     assert stopped.checkpoint_path == str(out / "checkpoint-epoch-1")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-epoch-1"]
+    # the log says so, not "saved epoch checkpoint" a second time
+    record = (out / "sidestep.log").read_text()
+    assert record.count("saved epoch checkpoint") == 1
+    assert f"{out / 'checkpoint-epoch-1'} already holds step {stopped.step}: nothing new to " \
+        "save" in record
     resumed = Trainer(train_config(demo_root, small_tensors, out, epochs=2,
                                    resume_from=str(out / "checkpoint-epoch-1")))
     assert resumed.run().status == "completed"

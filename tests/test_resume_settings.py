@@ -11,7 +11,8 @@ import torch
 
 from conftest import Recorder, train_config
 from sidestep.cli import main
-from sidestep.config.resume import carried_settings, changed_on_resume, refused_on_resume
+from sidestep.config.resume import (carried_settings, changed_on_resume, refused_on_resume,
+                                     resume_refusal)
 from test_run_folder import tree_hash
 
 
@@ -106,9 +107,9 @@ def test_what_a_resume_cannot_change():
     # the same modules in another order, the same module config written from elsewhere: kept
     assert refused_on_resume({**saved, "target_modules": ["v_proj", "q_proj"]}, same) == []
     assert refused_on_resume({"mode": "selective", "module_config": "/runs/est.json"},
-                             {"module_config": "/runs/../runs/est.json"}, "selective") == []
+                             {"module_config": "/runs/../runs/est.json"}) == []
     assert refused_on_resume({"mode": "selective", "module_config": "/runs/est.json"},
-                             {"module_config": "/runs/other.json"}, "selective") == [
+                             {"module_config": "/runs/other.json"}) == [
         "--module-config /runs/other.json (the run used /runs/est.json)"]
     # switches and unset lists in words, not Python's
     assert refused_on_resume({"adapter_type": "lokr", "lokr_decompose_both": False,
@@ -116,11 +117,18 @@ def test_what_a_resume_cannot_change():
                              {"lokr_decompose_both": True, "self_target_modules": ("q_proj",)}) \
         == ["--self-target-modules q_proj (the run used none)",
             "--lokr-decompose-both on (the run used off)"]
-    # a selective checkpoint fits no other mode's adapter (fixed and vanilla share theirs)
-    assert refused_on_resume({"mode": "selective"}, {}, "fixed") == [
-        "the checkpoint is from a `selective` run, whose adapter is on other modules than a "
-        "`fixed` run's: resume it with `sidestep selective`"]
-    assert refused_on_resume({"mode": "vanilla"}, {}, "fixed") == []
+    # a selective checkpoint fits no other mode's adapter (fixed and vanilla share theirs):
+    # said as such, not as a flag to leave out
+    assert resume_refusal("ck", {"mode": "selective", "rank": 8}, {"rank": 16}, "fixed") == (
+        "ck: the checkpoint is from a `selective` run, whose adapter is on other modules than "
+        "a `fixed` run's: resume it with `sidestep selective`, or start a new `fixed` run")
+    assert resume_refusal("ck", {"mode": "vanilla"}, {}, "fixed") is None
+    assert resume_refusal("ck", {"mode": "fixed", "adapter_type": "lora", "rank": 8}, {"rank": 16},
+                          "fixed") == (
+        "ck: a resumed run keeps its checkpoint's adapter shape, batch size, gradient "
+        "accumulation and optimizer, but this one sets --rank 16 (the run used 8). Leave these "
+        "out to continue the run as it was, or start a new run (without --resume-from) to "
+        "train with them")
 
 
 @pytest.mark.parametrize("flags, named", [

@@ -123,7 +123,9 @@ async def test_attach_to_a_detached_run_pause_resume_and_stop(tui_env):
             await pilot.press("space")
             assert await wait_until(pilot, lambda: state.status == "paused", 60)
             assert "paused" in _events(out)
-            assert str(monitor.query_one("#pause").label) == "Resume (space)"
+            # (the label follows on the monitor's next refresh, up to a second later)
+            assert await wait_until(
+                pilot, lambda: str(monitor.query_one("#pause").label) == "Resume (space)", 10)
             await pilot.press("space")
             assert await wait_until(pilot, lambda: state.status == "running", 60)
             kinds = _events(out)

@@ -467,3 +467,22 @@ async def test_a_dialog_shows_its_own_keys_not_the_screens_underneath(tui_env):
         assert "Close" in shown and "Train" not in shown and "History" not in shown, shown
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+
+
+async def test_history_says_it_lists_runs_from_elsewhere_too(tui_env, tmp_path):
+    """Its header named only the output roots while it listed runs started in other folders."""
+    from textual.widgets import Static
+
+    from sidestep.engine.live_runs import remember_run
+
+    _write_run(tui_env / "output", "here", "completed", 9, False)
+    _write_run(tmp_path / "other", "there", "completed", 9, False)
+    remember_run(tmp_path / "other" / "there")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("h")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen)
+                                and len(app.screen.runs) == 2, 10)
+        header = str(app.screen.query_one("#history-roots", Static).render())
+        assert header.startswith("runs found under: ") and \
+            header.endswith("; and 1 started elsewhere"), header

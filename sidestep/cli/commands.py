@@ -102,9 +102,8 @@ def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[s
     """The checkpoint's own settings under the flags given: ``--resume-from`` alone continues
     the run as it was. None (said why) for a checkpoint that cannot be read: it is the problem
     to name, before any setting it would have given."""
-    from sidestep.config.resume import carried_settings, changed_on_resume, refused_on_resume
+    from sidestep.config.resume import carried_settings, changed_on_resume, resume_refusal
     from sidestep.engine.checkpointing import CheckpointProblem, saved_config
-    from sidestep.engine.preflight import refusal
 
     try:
         saved = saved_config(Path(explicit["resume_from"]).expanduser())
@@ -112,9 +111,9 @@ def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[s
         out.error(f"--resume-from: {exc}")
         return None
     # refused before anything else is said (a warning that a flag applies, then the refusal)
-    refused = refused_on_resume(saved, explicit, command)
-    if refused:
-        out.error(refusal(explicit["resume_from"], refused))
+    refusal = resume_refusal(explicit["resume_from"], saved, explicit, command)
+    if refusal:
+        out.error(refusal)
         return None
     if saved.get("mode") in schema.TRAIN_MODES and saved["mode"] != command:
         out.warn(f"{explicit['resume_from']} is from a `{saved['mode']}` run; it continues as "

@@ -76,7 +76,7 @@ class PlainProgress:
                 + (" (best so far)" if e.best else "") + f" ({e.seconds:.1f} s)")
         elif isinstance(e, CheckpointSaved):
             if self.best.first(e):
-                say(f"saved {e.kind} checkpoint: {e.path}" + self.best.note(e))
+                say(e.line() + self.best.note(e))
         elif isinstance(e, SampleWritten):
             say(f"sample for epoch {e.epoch}: {e.path} ({e.seconds:.1f} s to render)")
         elif isinstance(e, Problem):
@@ -130,7 +130,7 @@ class RichProgress:
                      + ("  best" if e.best else ""))
         elif isinstance(e, CheckpointSaved):
             if self.best.first(e):
-                p.console.print(f"saved {e.kind} checkpoint: {escape(e.path)}"
+                p.console.print(escape(e.line())
                                 + escape(self.best.note(e)))
         elif isinstance(e, SampleWritten):
             p.console.print(f"sample for epoch {e.epoch}: {escape(e.path)}")

@@ -46,11 +46,26 @@ def carried_settings(command: str, saved: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any],
-                      mode: str | None = None) -> list[str]:
-    """What stops a resume, one line each: a mode whose adapter sits on other modules (see
-    ``mode_refused``), and each setting of ``kept_on_resume`` with its flag and both values."""
-    lines = [line for line in [mode_refused(saved.get("mode"), mode)] if line]
+def resume_refusal(checkpoint: Any, saved: Mapping[str, Any], values: Mapping[str, Any],
+                   mode: str | None) -> str | None:
+    """Why a resume from ``checkpoint`` (its run's recorded config: ``saved``) with ``values``
+    under ``mode`` cannot go on, or None: the mode first (no flag to leave out then), else
+    each setting of ``kept_on_resume``."""
+    wrong_mode = mode_refused(saved.get("mode"), mode)
+    if wrong_mode:
+        return f"{checkpoint}: {wrong_mode}"
+    refused = refused_on_resume(saved, values)
+    if not refused:
+        return None
+    return (f"{checkpoint}: a resumed run keeps its checkpoint's adapter shape, batch size, "
+            f"gradient accumulation and optimizer, but this one sets {'; '.join(refused)}. "
+            "Leave these out to continue the run as it was, or start a new run (without "
+            "--resume-from) to train with them")
+
+
+def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """Each setting of ``kept_on_resume``, with its flag and both values."""
+    lines = []
     for name, theirs in kept_on_resume(saved, values).items():
         s = schema.BY_NAME[name]
         lines.append(f"{s.flags[-1]} {_shown(values[name])} (the run used {_shown(theirs)})")
@@ -65,7 +80,8 @@ def mode_refused(saved_mode: Any, mode: str | None) -> str | None:
     if "selective" not in (saved_mode, mode):
         return None
     return (f"the checkpoint is from a `{saved_mode}` run, whose adapter is on other modules "
-            f"than a `{mode}` run's: resume it with `sidestep {saved_mode}`")
+            f"than a `{mode}` run's: resume it with `sidestep {saved_mode}`, or start a new "
+            f"`{mode}` run")
 
 
 def kept_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -179,7 +179,7 @@ class ControlWatcher:
                 del self._resumes[:-8]
             elif isinstance(event, CheckpointSaved):
                 self._step = event.step
-                if event.kind == "step":
+                if event.kind == "step" or event.again:  # "save now" where one was just made
                     self._saves.append((event.time, event.path))
                     del self._saves[:-8]
             elif isinstance(event, RunFinished):

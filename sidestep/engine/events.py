@@ -85,6 +85,13 @@ class CheckpointSaved(Event):
     epoch: int
     kind: str = "epoch"        # epoch | step | final
     time: float = field(default_factory=_now)
+    # a stop or "save now" at the very place this checkpoint was saved: it stands for the save
+    again: bool = False
+
+    def line(self) -> str:
+        if self.again:
+            return f"{self.path} already holds step {self.step}: nothing new to save"
+        return f"saved {self.kind} checkpoint: {self.path}"
 
 
 @dataclass(frozen=True)

@@ -39,20 +39,13 @@ def preflight(config, output_dir: bool = True) -> None:
 
 
 def refused_resume(config) -> None:
-    """A resumed run with another adapter shape, batch size or optimizer than its checkpoint:
-    the weights and optimizer state would not fit, or its step count and place in the epoch
-    would mean other batches (the learning-rate schedule jumped)."""
-    from sidestep.config.resume import refused_on_resume
+    """A resumed run with another adapter shape, batch size or optimizer than its checkpoint,
+    or a mode whose adapter sits on other modules: the weights and optimizer state would not
+    fit, or its step count and place in the epoch would mean other batches."""
+    from sidestep.config.resume import resume_refusal
     from sidestep.engine import checkpointing
 
-    refused = refused_on_resume(checkpointing.saved_config(config.resume_from),
-                                config.to_dict(), config.mode)
-    if refused:
-        raise checkpointing.CheckpointProblem(refusal(config.resume_from, refused))
-
-
-def refusal(checkpoint, refused: list[str]) -> str:
-    return (f"{checkpoint}: a resumed run keeps its checkpoint's mode, adapter shape, batch "
-            f"size, gradient accumulation and optimizer, but this one sets "
-            f"{'; '.join(refused)}. Leave these out to continue the run as it was, or start a "
-            "new run (without --resume-from) to train with them")
+    refusal = resume_refusal(config.resume_from, checkpointing.saved_config(config.resume_from),
+                             config.to_dict(), config.mode)
+    if refusal:
+        raise checkpointing.CheckpointProblem(refusal)

@@ -131,7 +131,7 @@ class RecordSink:
                                                if event.val_loss is not None else "") + \
                    (" (best so far)" if event.best else "")
         elif isinstance(event, CheckpointSaved):
-            line = f"saved {event.kind} checkpoint: {event.path}"
+            line = event.line()
         elif isinstance(event, RunFinished):
             # epochs done, not the one in progress ("step 2 (epoch 1)" above ended "epoch 0")
             done = f"{event.epoch} epoch{'' if event.epoch == 1 else 's'} done"

@@ -15,6 +15,7 @@ does (``run``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import logging.handlers
 import math
@@ -1055,7 +1056,8 @@ class Trainer:
         p = self.progress
         if self._last_save is not None and self._last_save[0] == (p.step, p.epoch, p.position):
             saved = self._last_save[1]
-            self.emit(saved)  # said again: what a stop or "save now" waits for
+            # what a stop or "save now" waits for, saying that no new files were needed
+            self.emit(dataclasses.replace(saved, again=True, time=time.time()))
             return Path(saved.path)
         return self._save(f"checkpoint-step-{p.step}", group.snapshot, "step")
 

@@ -182,7 +182,7 @@ class RunState:
             self._echo = line
         elif isinstance(event, CheckpointSaved):
             self.checkpoints.append(event)
-            self.add_log(f"saved {event.kind} checkpoint: {event.path}")
+            self.add_log(event.line())
         elif isinstance(event, RunPaused):
             self.status = "paused"  # the engine's own "paused" log line follows
         elif isinstance(event, RunResumed):

@@ -73,8 +73,11 @@ class HistoryScreen(samples.SampleKeys, Screen):
         self.loaded = True
         from sidestep.config.paths import short
 
+        under = [root.resolve() for root in roots]
+        elsewhere = sum(not any(r.path.resolve().is_relative_to(u) for u in under) for r in runs)
         self.query_one("#history-roots", Static).update(
-            "runs found under: " + ", ".join(short(r) for r in roots))
+            "runs found under: " + ", ".join(short(r) for r in roots)
+            + (f"; and {elsewhere} started elsewhere" if elsewhere else ""))
         rows = [(r.name, r.status, r.mode, r.adapter_type, r.model,
                  f"{r.epochs_done}/{r.epochs_total or '?'}", str(r.last_step),
                  fmt_loss(r.best_loss),
