@@ -225,10 +225,12 @@ def test_a_folder_that_stops_taking_writes_fails_with_the_file_and_the_resume(
     assert result.status == "failed"
     first = out / calls[0]
     assert result.error == (f"cannot read or write {out / ('.' + calls[1] + '.tmp')}: "
-                            f"Operation not permitted; fix that (free space, permissions) and "
-                            f"resume with: sidestep fixed --resume-from {first}")
-    # the result and run.json say where it resumes, as for a stopped run
+                            f"Operation not permitted; fix that (free space, permissions), "
+                            f"then resume from {first}")
+    # the result and run.json say where it resumes, as for a stopped run, and the log how
     assert result.checkpoint_path == str(first)
+    assert f"resume with: sidestep fixed --resume-from {first}" in \
+        (out / "sidestep.log").read_text()
     assert json.loads((out / "run.json").read_text())["checkpoint_path"] == str(first)
 
 

@@ -197,7 +197,7 @@ def test_save_now_reaches_the_ranks_and_a_killed_rank_ends_the_run_clearly(
     assert result.error.startswith("training process 1 of 2 was killed (SIGKILL)"), result.error
     assert result.checkpoint_path == saved[0].path
     assert "sidestep-ranks-" in result.error  # where the dead process's own output went
-    assert f"--resume-from {saved[0].path}" in result.error
+    assert f"resume from its last checkpoint, {saved[0].path}" in result.error
     assert rec.of("run_finished") == [result]  # one end, the clear one
     info = json.loads((out / "run.json").read_text())
     assert (info["status"], info["error"]) == ("failed", result.error)

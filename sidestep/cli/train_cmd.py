@@ -238,7 +238,7 @@ def run_training(resolved, args, out: Out) -> int:
         return EXIT_STOPPED
     if not sink.fatal_shown:
         out.error(result.error or "training failed")
-    if result.checkpoint_path and "--resume-from" not in (result.error or ""):
+    if result.checkpoint_path:
         out.info(f"last state saved to {result.checkpoint_path}; after the fix, resume with: "
                  f"{resume_command(result.checkpoint_path)}")
     return EXIT_BAD_INPUT if result.error_kind == "input" else EXIT_FAILED

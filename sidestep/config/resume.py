@@ -68,7 +68,7 @@ def refused_on_resume(saved: Mapping[str, Any], values: Mapping[str, Any]) -> li
     lines = []
     for name, theirs in kept_on_resume(saved, values).items():
         s = schema.BY_NAME[name]
-        lines.append(f"{s.flags[-1]} {_shown(values[name])} (the run used {_shown(theirs)})")
+        lines.append(f"{s.flags[-1]} {shown(values[name])} (the run used {shown(theirs)})")
     return lines
 
 
@@ -122,7 +122,7 @@ def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> l
         if name not in carried or carried[name] == value:
             continue
         flag = schema.BY_NAME[name].flags[-1]
-        line = f"resuming with {flag} {_shown(value)} (the run used {_shown(carried[name])})"
+        line = f"resuming with {flag} {shown(value)} (the run used {shown(carried[name])})"
         if name in SCHEDULE:
             line += ": the learning-rate schedule is recomputed, so the run no longer follows " \
                     "its first course"
@@ -130,7 +130,8 @@ def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> l
     return lines
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A setting's value in words: lists spaced, switches on/off, unset "none"."""
     if value is None:
         return "none"
     if isinstance(value, bool):

@@ -153,19 +153,10 @@ def _not_a_checkpoint(folder: Path) -> str:
 
 def read_state(folder: Path) -> dict[str, Any]:
     """Training state of a complete checkpoint, or ``CheckpointProblem`` saying why not."""
-    import torch
-
-    folder = Path(folder)
-    problem = quick_problem(folder)
-    if problem:
-        raise CheckpointProblem(problem)
-    try:
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointProblem(f"{folder / STATE_FILE}: cannot be loaded ({exc})") from None
+    state = _load_state(folder)
     for key in ("adapter_type", "optimizer", "scheduler", "rng", "step", "epoch", "position"):
         if key not in state:
-            raise CheckpointProblem(f"{folder / STATE_FILE}: '{key}' is missing")
+            raise CheckpointProblem(f"{Path(folder) / STATE_FILE}: '{key}' is missing")
     return state
 
 
@@ -173,6 +164,11 @@ def saved_config(folder: Path | str) -> dict[str, Any]:
     """The recorded settings of the run a complete checkpoint comes from ({} for a checkpoint
     older than that record), or ``CheckpointProblem``. The state file is memory-mapped, so
     the optimizer's tensors are not read for it."""
+    config = _load_state(folder, mmap=True).get("config")
+    return dict(config) if isinstance(config, dict) else {}
+
+
+def _load_state(folder: Path | str, mmap: bool = False) -> dict[str, Any]:
     import torch
 
     folder = Path(folder)
@@ -180,11 +176,13 @@ def saved_config(folder: Path | str) -> dict[str, Any]:
     if problem:
         raise CheckpointProblem(problem)
     try:
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True,
+                           mmap=mmap)
     except Exception as exc:
         raise CheckpointProblem(f"{folder / STATE_FILE}: cannot be loaded ({exc})") from None
-    config = state.get("config") if isinstance(state, dict) else None
-    return dict(config) if isinstance(config, dict) else {}
+    if not isinstance(state, dict):
+        raise CheckpointProblem(f"{folder / STATE_FILE}: not a Side-Step training state")
+    return state
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

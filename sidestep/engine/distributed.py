@@ -31,8 +31,6 @@ from typing import Any
 
 import torch
 
-from sidestep.engine.run_dir import resume_command
-
 GO, SAVE, PAUSE, STOP = 0, 1, 2, 3
 PG_TIMEOUT = datetime.timedelta(minutes=10)  # a collective no peer joins fails after this
 PAUSE_TICK = 1.0  # a paused rank 0 tells its peers every second, far below the timeout
@@ -284,8 +282,7 @@ def launch(trainer, world: WorldPlan, precision: str):
     run_dir = Path(started[0].run_dir) if started else None
     saved = _newest_checkpoint(run_dir)
     cause = failure[1] if failure else "a training process ended without a result"
-    hint = (f"resume from its last checkpoint with: "
-            f"{resume_command(saved, trainer.config.mode)}" if saved
+    hint = (f"resume from its last checkpoint, {saved}" if saved
             else "no checkpoint had been saved yet")
     finished = RunFinished(status="failed", step=last.step if last else reached[0],
                            epoch=last.epoch if last else reached[1], checkpoint_path=saved,

@@ -42,8 +42,7 @@ from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine,
 from sidestep.engine.live_runs import remember_run
 from sidestep.engine.run_dir import (BEST_DIR, EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS,
                                      LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim, now,
-                                     process_identity, resume_command, versions,
-                                     write_run)
+                                     process_identity, versions, write_run)
 from sidestep.engine.sinks import (EventBus, JsonlSink, LogToEvents, RecordSink, Sink,
                                    TensorBoardSink)
 
@@ -187,9 +186,8 @@ class Trainer:
         where = f" {exc.filename}" if exc.filename else ""
         line = f"cannot read or write{where}: {exc.strerror or exc}"
         saved = self._newest_saved()
-        if saved:
-            line += (f"; fix that (free space, permissions) and resume with: "
-                     f"{resume_command(saved, self.config.mode)}")
+        if saved:  # (the command to resume follows the error, from the result's checkpoint)
+            line += f"; fix that (free space, permissions), then resume from {saved}"
         return line
 
     def _newest_saved(self) -> Path | None:

@@ -33,6 +33,7 @@ from sidestep.tui.runner import (EngineRunner, RunTarget, announce, install_stop
                                  stop_for_signal)
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.fields import is_field_widget
+from sidestep.tui.widgets.text_input import EDITING_KEYS, TextInput
 
 log = logging.getLogger("sidestep.tui")
 
@@ -647,11 +648,20 @@ class SideStepApp(App):
         passed it back up: keys typed straight after it (F, then a path) were forwarded to the
         dashboard's table before F had opened the form, and lost. The lookup is the one the
         key would bubble through (focused widget, screen, app; a dialog stops it), so the
-        same binding wins; in a text field a letter is data and goes there as before."""
-        if (isinstance(event, events.Key) and not event.is_forwarded
-                and event.character is not None and len(event.key) == 1
-                and not is_field_widget(self.focused)
-                and await self._check_bindings(event.key)):
+        same binding wins; in a text field a letter is data and goes there as before.
+
+        The keys after it (a path) went to whatever had focus until the new screen put the
+        cursor in its first field, and came back up here unused: a text box consumes its
+        typing and editing keys itself, so one arriving here while a box has focus was meant
+        for it, and goes on to it, in order."""
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            if (event.character is not None and len(event.key) == 1
+                    and not is_field_widget(self.focused)
+                    and await self._check_bindings(event.key)):
+                return
+        elif isinstance(event, events.Key) and isinstance(self.focused, TextInput) \
+                and (event.is_printable or event.key in EDITING_KEYS):
+            self.focused.post_message(events.Key(event.key, event.character))
             return
         await super().on_event(event)
 

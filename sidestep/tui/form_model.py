@@ -161,13 +161,13 @@ class FormModel:
                 "train it further")]
         if self.resolved is not None and self.resumed is not None \
                 and str(self.value("resume_from")) == self.resumed[0]:
-            from sidestep.config.resume import kept_on_resume
+            from sidestep.config.resume import kept_on_resume, shown
 
             kept = kept_on_resume(self.resumed[1], self.resolved.config.to_dict())
             if kept:
                 self.resolved = None
                 self.config_errors = [schema.FieldProblem(name, (
-                    f"a resumed run keeps the run's {_shown(theirs)}: set it back, or empty "
+                    f"a resumed run keeps the run's {shown(theirs)}: set it back, or empty "
                     f"'{self.by_name['resume_from'].label}' to start a new run with this"))
                     for name, theirs in kept.items()]
         return self.resolved
@@ -273,10 +273,6 @@ class FormModel:
             text += " — no GPU detected" + (" (auto profile not applied)"
                                             if self.profile_note else "")
         return text, verdict or ""
-
-
-def _shown(value: Any) -> str:
-    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | None, list | None]:

@@ -22,6 +22,7 @@ class RunsFound(_Result, bubble=False):
     roots: list[Path]
     runs: list[Any]               # engine.run_dir.RunSummary
     live: list[dict] = field(default_factory=list)  # engine.live_runs.run_rows, live ones
+    elsewhere: int = 0            # of them, runs outside the roots
 
 
 @dataclass
@@ -56,6 +57,12 @@ class PathChecked(_Result, bubble=False):
     error: str | None
     note: str | None
     entries: list[Any] | None     # the checkpoint folder's models (checkpoint_dir only)
+
+
+@dataclass
+class DialogPathsChecked(_Result, bubble=False):
+    config: Any                   # the dialog's resolved config
+    errors: dict[str, str]        # setting name -> why its path cannot be used
 
 
 @dataclass

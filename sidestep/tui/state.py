@@ -80,6 +80,7 @@ class RunState:
     world_size: int = 1       # data-parallel processes
     model: str = ""
     adapter_type: str = ""
+    mode: str | None = None   # fixed, vanilla, selective (for the resume command)
     trainable_params: int = 0
     dataset_size: int = 0
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
@@ -140,6 +141,7 @@ class RunState:
             self.step, self.epoch = event.start_step, event.start_epoch
             self.epochs_done = event.start_epoch
             self.device, self.precision = event.device, event.precision
+            self.mode = event.config.get("mode")
             self.world_size = event.world_size
             self.model, self.adapter_type = event.model, event.adapter_type
             self.trainable_params, self.dataset_size = event.trainable_params, event.dataset_size
@@ -202,12 +204,11 @@ class RunState:
             self.add_log(f"run {event.status}" + (f": {event.error}" if event.error else "")
                          + (f" ({event.reason})" if event.reason else ""),
                          "error" if event.status == "failed" else "info")
-            if event.status != "completed" and event.checkpoint_path \
-                    and "--resume-from" not in (event.error or ""):
+            if event.status != "completed" and event.checkpoint_path:
                 from sidestep.engine.run_dir import resume_command
 
                 self.add_log(f"it resumes from {Path(event.checkpoint_path).name}: History, "
-                             f"then R; or {resume_command(event.checkpoint_path)}")
+                             f"then R; or {resume_command(event.checkpoint_path, self.mode)}")
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> "RunState":

@@ -140,7 +140,7 @@ class DashboardScreen(Screen):
         roots = self.app.run_roots()
         runs = find_runs(self.app.run_places())
         live = live_rows([r.path for r in runs if r.status == "running"])
-        self.post_message(RunsFound(roots, runs[:12], live))
+        self.post_message(RunsFound(roots, runs[:12], live=live))
 
     @work(thread=True, exclusive=True, group="dash-live")
     def load_live(self) -> None:

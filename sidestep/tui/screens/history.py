@@ -65,7 +65,11 @@ class HistoryScreen(samples.SampleKeys, Screen):
     def reload(self) -> None:
         from sidestep.engine.run_dir import find_runs
 
-        self.post_message(RunsFound(self.app.run_roots(), find_runs(self.app.run_places())))
+        roots = self.app.run_roots()
+        runs = find_runs(self.app.run_places())
+        under = [root.resolve() for root in roots]
+        elsewhere = sum(not any(r.path.resolve().is_relative_to(u) for u in under) for r in runs)
+        self.post_message(RunsFound(roots, runs, elsewhere=elsewhere))
 
     def on_runs_found(self, message: RunsFound) -> None:
         roots, runs = message.roots, message.runs
@@ -73,11 +77,9 @@ class HistoryScreen(samples.SampleKeys, Screen):
         self.loaded = True
         from sidestep.config.paths import short
 
-        under = [root.resolve() for root in roots]
-        elsewhere = sum(not any(r.path.resolve().is_relative_to(u) for u in under) for r in runs)
         self.query_one("#history-roots", Static).update(
             "runs found under: " + ", ".join(short(r) for r in roots)
-            + (f"; and {elsewhere} started elsewhere" if elsewhere else ""))
+            + (f"; and {message.elsewhere} started elsewhere" if message.elsewhere else ""))
         rows = [(r.name, r.status, r.mode, r.adapter_type, r.model,
                  f"{r.epochs_done}/{r.epochs_total or '?'}", str(r.last_step),
                  fmt_loss(r.best_loss),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -12,11 +13,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Footer, Label, Select, Static
 
 from sidestep.config.schema import BY_NAME
+from sidestep.tui.messages import DialogPathsChecked
 from sidestep.tui.widgets.fields import SettingField
-from sidestep.tui.widgets.text_input import KeysBeforeFocus
 
 
-class SettingsDialog(KeysBeforeFocus, ModalScreen[Any]):
+class SettingsDialog(ModalScreen[Any]):
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "ok", "OK")]
 
     def __init__(self, command: str, title: str, names: tuple[str, ...], *,
@@ -91,26 +92,34 @@ class SettingsDialog(KeysBeforeFocus, ModalScreen[Any]):
                     general.append(str(problem))
             self.query_one("#settings-dialog-error", Static).update("\n".join(general))
             return
-        if self._path_errors(resolved.config):
-            return
-        self.dismiss(resolved.config)
+        self._check_paths(resolved.config)
 
-    # Folders and files the command reads: checked here, so a mistyped one is an error on
-    # its field, not a second dialog after this one has closed (a quick look: list a folder).
+    # Folders and files the command reads: checked before it closes, so a mistyped one is an
+    # error on its field, not a second dialog after this one has closed.
     READ_PATHS = ("checkpoint_dir", "dataset_dir", "module_config")
 
-    def _path_errors(self, config) -> bool:
+    @work(thread=True, exclusive=True, group="dialog-paths")
+    def _check_paths(self, config) -> None:
+        """Off the UI thread: the checks list folders (a slow or network disk)."""
         from sidestep.tui.form_model import check_path
 
-        found = False
-        for field in self.query(SettingField):
-            name = field.setting.name
-            if name in self.READ_PATHS and getattr(config, name, None):
+        errors = {}
+        for name in self.READ_PATHS:
+            if name in self.names and getattr(config, name, None):
                 error, _, _ = check_path(name, getattr(config, name), None)
                 if error:
-                    field.set_error(error)
-                    found = True
-        return found
+                    errors[name] = error
+        self.post_message(DialogPathsChecked(config, errors))
+
+    def on_dialog_paths_checked(self, message: DialogPathsChecked) -> None:
+        if not self.is_current:  # (a second OK's answer, after the first closed it)
+            return
+        if not message.errors:
+            self.dismiss(message.config)
+            return
+        for field in self.query(SettingField):
+            if field.setting.name in message.errors:
+                field.set_error(message.errors[field.setting.name])
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -22,7 +22,6 @@ from sidestep.tui.form_model import PATH_CHECKS, TITLES, FormModel, check_path
 from sidestep.tui.messages import (ModelConfigLoaded, PathChecked, PresetsListed,
                                    ProfileApplied)
 from sidestep.tui.widgets.fields import ModelField, SettingField
-from sidestep.tui.widgets.text_input import KeysBeforeFocus
 
 
 def group_id(group: str) -> str:
@@ -30,7 +29,7 @@ def group_id(group: str) -> str:
     return "group-" + group.replace(" ", "-").replace("/", "")
 
 
-class TrainingFormScreen(KeysBeforeFocus, Screen):
+class TrainingFormScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", id="form_start"),
         Binding("f2", "toggle_advanced", "Basic/Advanced", id="form_mode"),

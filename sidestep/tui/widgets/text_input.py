@@ -24,21 +24,6 @@ class TextInput(Input):
                 return
 
 
-# Keys a text box acts on itself: what may be typed into a field straight after the key that
-# opened its screen.
+# The keys a text box acts on itself (TextInput stops them): one that comes back up to the App
+# while a box has focus was typed before the box had it (see App.on_event).
 EDITING_KEYS = frozenset({"backspace", "delete", "left", "right", "home", "end"})
-
-
-class KeysBeforeFocus:
-    """For a screen that puts the cursor in a text box when it mounts: keys typed straight
-    after the key that opened it (F, then a path) arrive before it has focused the box, go to
-    whatever had focus first and come back up to the screen unused. They go on to the box, in
-    order (the App runs F on arrival, so they do reach this screen: see App.on_event)."""
-
-    def on_key(self, event: events.Key) -> None:
-        box = self.focused  # type: ignore[attr-defined]
-        if isinstance(box, TextInput) and (event.is_printable or event.key in EDITING_KEYS):
-            # the box consumes these keys itself: one here came before it had focus
-            event.stop()
-            event.prevent_default()
-            box.post_message(events.Key(event.key, event.character))
