@@ -4,6 +4,7 @@ touches the user's real settings or presets."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SIDESTEP_CACHE_DIR", str(home / "cache"))
     # `uv run pytest`: the commands the tool prints would start with "uv run" (resume_command)
     monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
+    # ... and a full path to the script when the venv is not on PATH (pytest run as
+    # .venv/bin/pytest): the tests expect plain `sidestep`
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable),
+                                                os.environ.get("PATH", "")]))
     yield
 
 

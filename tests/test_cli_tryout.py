@@ -351,3 +351,25 @@ def test_a_tilde_in_a_path_is_the_home_folder_everywhere(demo_root, small_tensor
 
     ns = build_parser().parse_args(["compare-configs", "--configs", "~/a.json", "~/b.json"])
     assert ns.configs == [str(home / "a.json"), str(home / "b.json")]
+
+
+def test_an_empty_path_on_the_command_line_is_refused_not_taken_as_left_out(capsys, model_root,
+                                                                             tmp_path):
+    # `--resume-from "$CKPT"` with CKPT unset started a new run instead of resuming
+    before = tree(tmp_path)
+    for argv in (["fixed", "--resume-from", "", "--checkpoint-dir", str(model_root)],
+                 ["fixed", "--resume-from=", "--checkpoint-dir", str(model_root)],
+                 ["selective", "--module-config", "  "]):
+        err = parse_error(argv, capsys)
+        assert "is empty; give a path, or leave the option out" in err, err
+        assert err.count("\n") == 2 and "Traceback" not in err
+    assert tree(tmp_path) == before
+
+
+def test_several_values_after_an_equals_sign_say_how_to_give_them(capsys):
+    err = parse_error(["compare-configs", "--configs=a.json", "b.json", "c.json"], capsys)
+    assert "unrecognized arguments: b.json c.json" in err
+    assert "for several write `--configs a.json b.json c.json`" in err
+    # a stray word after a one-value flag gets no such hint
+    err = parse_error(["fixed", "--rank=4", "oops"], capsys)
+    assert "unrecognized arguments: oops" in err and "takes one value" not in err

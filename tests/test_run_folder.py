@@ -379,6 +379,27 @@ def test_the_resume_command_starts_as_the_tool_was_started(tmp_path, monkeypatch
         f"uv run sidestep fixed --resume-from {tmp_path / 'c'}"
 
 
+def test_the_resume_command_names_the_script_when_its_venv_is_not_on_path(tmp_path,
+                                                                        monkeypatch):
+    """Started as `.venv/bin/sidestep ...` from a shell without the venv on PATH, a bare
+    `sidestep fixed --resume-from ...` answered 'command not found'."""
+    import os
+    import sys
+
+    from sidestep.engine.run_dir import resume_command
+
+    venv_bin = os.path.dirname(sys.executable)
+    script = os.path.join(venv_bin, "sidestep")
+    if not os.path.exists(script):
+        pytest.skip("the tests' Python has no sidestep script beside it")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert resume_command(tmp_path / "c", "fixed") == \
+        f"{script} fixed --resume-from {tmp_path / 'c'}"
+    monkeypatch.setenv("PATH", venv_bin)
+    assert resume_command(tmp_path / "c", "fixed") == \
+        f"sidestep fixed --resume-from {tmp_path / 'c'}"
+
+
 def test_a_run_outside_the_output_root_is_found_again(demo_root, small_tensors, tmp_path,
                                                       in_tmp_cwd, capsys):
     """A run given another --output-dir vanished from History and `sidestep runs` once the

@@ -50,10 +50,10 @@ class _Parser(argparse.ArgumentParser):
         # name `sidestep --help` (no training flags there) and guess nothing
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
-            self._unrecognized(namespace, extras)
+            self._unrecognized(namespace, extras, sys.argv[1:] if args is None else args)
         return namespace
 
-    def _unrecognized(self, namespace, extras: list[str]) -> None:
+    def _unrecognized(self, namespace, extras: list[str], args) -> None:
         import difflib
 
         parser = self._chosen(namespace)
@@ -70,6 +70,7 @@ class _Parser(argparse.ArgumentParser):
             guesses += difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
         if guesses:
             hints.insert(0, f"did you mean {', '.join(guesses)}?")
+        hints += _joined_list_hints(parser, args, extras)
         parser.error(f"unrecognized arguments: {' '.join(extras)}"
                      + "".join(f"; {h}" for h in hints))
 
@@ -89,6 +90,20 @@ class _Parser(argparse.ArgumentParser):
             namespace = namespace if namespace is not None else argparse.Namespace()
             namespace.raw_argv = list(args)
         return super().parse_known_args(args, namespace)
+
+
+def _joined_list_hints(parser: argparse.ArgumentParser, args, extras: list[str]) -> list[str]:
+    """`--configs=a.json b.json`: argparse takes only a.json after '=' and calls b.json an
+    unknown argument. Say how to give several."""
+    hints = []
+    for token in args or ():
+        flag, eq, value = token.partition("=")
+        action = parser._option_string_actions.get(flag) if eq else None
+        if action is not None and action.nargs in ("+", "*") and any(
+                not e.startswith("-") for e in extras):
+            hints.append(f"{flag}= takes one value; for several write `{flag} {value} "
+                         f"{' '.join(e for e in extras if not e.startswith('-'))}`")
+    return hints
 
 
 def _is_number(text: str) -> bool:
@@ -132,6 +147,11 @@ def _value_type(s: Setting):
         return one
 
     def convert(text: str) -> Any:
+        if s.kind == "path" and not text.strip():
+            # on the command line an empty path is an unset shell variable, not a wish to
+            # leave the setting out (`--resume-from "$CKPT"` silently started a new run)
+            raise argparse.ArgumentTypeError(
+                "is empty; give a path, or leave the option out (an unset shell variable?)")
         try:
             return parse_text(s, text)
         except ValueError as exc:

@@ -226,6 +226,11 @@ class PresetStore:
         if dest.exists() and not overwrite:
             raise PresetError(f"{dest} already exists; choose another path or allow "
                               "overwriting (--force)")
+        if not dest.parent.is_dir():
+            # a typo must not make folders anywhere: only the file is written
+            what = "is a file" if dest.parent.exists() else "does not exist"
+            raise PresetError(f"{dest}: the folder {dest.parent} {what}; create the folder "
+                              "first, or fix the path")
         try:
             atomic.write_json(dest, preset.to_file_dict())
         except OSError as exc:

@@ -8,6 +8,7 @@ import platform
 import shlex
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def write_run(run_dir: Path, data: dict[str, Any]) -> None:
 def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
     """The command that continues a run from ``checkpoint``, ready to paste: its mode (read
     from the run's run.json when not given; `fixed` when that cannot say), the path quoted,
-    and "uv run" first when this process was started by it (then `sidestep` is not on PATH)."""
+    and the program as this process was started (``_program``)."""
     if mode is None:
         config = (read_run(Path(checkpoint).parent) or {}).get("config")
         mode = config.get("mode") if isinstance(config, dict) else None
@@ -66,8 +67,27 @@ def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
 
     if mode not in TRAIN_MODES:
         mode = "fixed"
-    uv = "uv run " if os.environ.get("UV_RUN_RECURSION_DEPTH") else ""
-    return f"{uv}sidestep {mode} --resume-from {shlex.quote(str(checkpoint))}"
+    return f"{_program()} {mode} --resume-from {shlex.quote(str(checkpoint))}"
+
+
+def _program() -> str:
+    """`sidestep` as the shell that started this process can run it: "uv run sidestep" under
+    uv; the script's full path when `sidestep` on PATH is not this install's (a venv that was
+    not activated: `.venv/bin/sidestep fixed ...`); else plain `sidestep`."""
+    if os.environ.get("UV_RUN_RECURSION_DEPTH"):
+        return "uv run sidestep"
+    ours = shutil.which("sidestep", path=os.path.dirname(sys.executable))
+    on_path = shutil.which("sidestep")
+    if ours is None or (on_path is not None and _same_file(ours, on_path)):
+        return "sidestep"
+    return shlex.quote(ours)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # -- who owns a folder ---------------------------------------------------------------------------
