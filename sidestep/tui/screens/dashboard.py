@@ -59,7 +59,6 @@ class DashboardScreen(Screen):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._summaries: list = []
         self._live: dict[str, dict] = {}  # the live rows shown, by path
         self._next_live = time.monotonic() + LIVE_REFRESH_S  # (mounting loads them all)
 
@@ -140,7 +139,10 @@ class DashboardScreen(Screen):
         roots = self.app.run_roots()
         runs = find_runs(self.app.run_places())
         live = live_rows([r.path for r in runs if r.status == "running"])
-        self.post_message(RunsFound(roots, runs[:12], live=live))
+        # a live run shows once, in its live row (resolving paths stats: done here, off the UI)
+        live_paths = {Path(row["path"]).resolve() for row in live}
+        ended = [r for r in runs[:12] if r.path.resolve() not in live_paths]
+        self.post_message(RunsFound(roots, ended, live=live))
 
     @work(thread=True, exclusive=True, group="dash-live")
     def load_live(self) -> None:
@@ -150,11 +152,9 @@ class DashboardScreen(Screen):
         self.post_message(LiveRunsFound(live_rows(live_run_folders(self.app.run_roots()))))
 
     def on_runs_found(self, message: RunsFound) -> None:
-        self._summaries = message.runs
         self._live = {row["path"]: row for row in message.live}
         self._next_live = time.monotonic() + LIVE_REFRESH_S
-        live_paths = {Path(p).resolve() for p in self._live}
-        runs = [r for r in message.runs if r.path.resolve() not in live_paths]
+        runs = message.runs
         rows = [live_cells(row) for row in self._live.values()]
         rows += [(r.name, r.status, f"{r.epochs_done}/{r.epochs_total or '?'}",
                   fmt_loss(r.best_loss)) for r in runs]

@@ -37,6 +37,9 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+TOP_K = Binding.Group("Top K", compact=True)
+
+
 class EstimateScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -45,8 +48,9 @@ class EstimateScreen(Screen):
         Binding("w,W", "save", "Save", key_display="W"),
         Binding("t,T", "train", "Train selective", key_display="T"),
         Binding("m,M", "compare", "Compare…", key_display="M"),
-        Binding("plus,equals_sign", "top_k(1)", "Top K +1", show=False),
-        Binding("minus", "top_k(-1)", "Top K -1", show=False),
+        # one footer entry, "+- Top K": the keys that change K were only in Help
+        Binding("plus,equals_sign", "top_k(1)", "Top K +1", key_display="+", group=TOP_K),
+        Binding("minus", "top_k(-1)", "Top K -1", key_display="-", group=TOP_K),
     ]
 
     def __init__(self, explicit: dict[str, Any] | None = None, *, ask: bool = True):
