@@ -116,8 +116,7 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
         roots = [Path(d).expanduser() for d in args.dirs]
         for root in roots:
             if not root.is_dir():
-                what = "is a file" if root.exists() else "no such folder"
-                out.error(f"{root}: {what}; give run folders or folders holding runs")
+                out.error(f"{_not_a_folder(root)}; give run folders or folders holding runs")
                 return EXIT_BAD_INPUT
     else:
         roots = default_roots()
@@ -142,6 +141,10 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+def _not_a_folder(path: Path) -> str:
+    return f"{path}: {'is a file' if path.exists() else 'no such folder'}"
+
+
 def _cells(r: dict[str, Any]) -> tuple[str, ...]:
     from sidestep.config.paths import short
 
@@ -163,8 +166,7 @@ def not_live(run_dir: Path, doing: str) -> str | None:
     from sidestep.engine.run_dir import CONSOLE_LOG, live_status, run_is_alive
 
     if not run_dir.is_dir():
-        what = "is a file" if run_dir.exists() else "no such folder"
-        return f"{run_dir}: {what}; give a run folder (`sidestep runs` lists them)"
+        return f"{_not_a_folder(run_dir)}; give a run folder (`sidestep runs` lists them)"
     status, _ = live_status(run_dir)
     if status is None:
         here = run_dir.resolve()
