@@ -364,6 +364,18 @@ async def test_quit_during_a_run_asks_first(tui_env):
         await pilot.click("#cancel")
         await pilot.pause(0.3)
         assert app.is_running and app.runner.active
+        # the palette's Quit asks too (Textual's own exited at once, mid-run), and is listed
+        # once
+        assert "Quit" not in [c.title for c in app.get_system_commands(app.screen)]
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*list("quit"))
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#cancel")
+        await pilot.pause(0.3)
+        assert app.is_running and app.runner.active
         await pilot.press("ctrl+q")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
         await pilot.click("#stop")

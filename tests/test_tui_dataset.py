@@ -222,3 +222,42 @@ async def test_without_a_folder_the_browser_asks_for_one(tui_env):
         await pilot.press("B")  # typed into the field: a folder's name, not "build"
         assert browser.query_one("#dataset-path").value == "B"
         assert app.errors == []
+
+
+async def test_the_buttons_act_on_the_folder_the_field_names(tui_env, demo_copy, tmp_path):
+    """A new folder typed in Folder, then Tab and B: the Build dialog offered to write
+    dataset.json into the old folder the table still showed. Leaving the field scans the new
+    one, and B/P/T typed before that scan only start it."""
+    other = tmp_path / "other songs"
+    other.mkdir()
+    for f in (demo_copy / "audio").glob("clip_00.*"):
+        shutil.copy(f, other / f.name)
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: form_built(app), 30)
+        browser = await open_browser(app, pilot)
+        field = browser.query_one("#dataset-path", Input)
+        field.focus()
+        await pilot.pause(0.1)
+        field.value = str(other)
+        browser.action_build()  # B before the field was left: scans, offers nothing
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, SettingsDialog)
+        assert browser.folder == other
+        assert await wait_until(pilot, lambda: browser.report is not None, 60)
+        browser.query_one("#dataset-table", DataTable).focus()
+        await pilot.pause(0.1)
+        await pilot.press("b")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        assert str(other / "dataset.json") in app.screen.note
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is browser, 10)
+        # Tab out of a changed field scans it
+        field.focus()
+        await pilot.pause(0.1)
+        field.value = str(demo_copy / "audio")
+        await pilot.press("tab")
+        assert await wait_until(pilot, lambda: browser.folder == demo_copy / "audio"
+                                and browser.report is not None, 60)
+        assert not (other / "dataset.json").exists()
+        assert app.errors == []

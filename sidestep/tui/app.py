@@ -681,6 +681,11 @@ class SideStepApp(App):
         self.notify(f"ctrl+c does not quit here: {what}Q or ctrl+q quits (asking first while "
                     "a run is active)", title="Quit?", timeout=6)
 
+    def get_system_commands(self, screen):
+        """Textual's palette entries, less its "Quit": that exited at once, mid-run, without
+        the question Q asks (the palette's own Quit, from commands.py, asks)."""
+        return [c for c in super().get_system_commands(screen) if c.title != "Quit"]
+
     async def action_quit_anywhere(self) -> None:
         await self.action_request_quit()
 

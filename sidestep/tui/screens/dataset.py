@@ -149,10 +149,27 @@ class DatasetScreen(Screen):
     def path_submitted(self) -> None:
         self.action_scan()  # focus stays in the field: typing on must not press b/p/t
 
+    def _typed_folder(self) -> Path | None:
+        text = self.query_one("#dataset-path", Input).value.strip()
+        return Path(os.path.expanduser(text)) if text else None
+
+    @on(Input.Blurred, "#dataset-path")
+    def path_left(self) -> None:
+        """Tab out of a changed Folder scans it: the buttons act on the folder shown."""
+        if self._typed_folder() != self.folder:
+            self.action_scan()
+
+    @on(Input.Changed, "#dataset-path")
+    def path_typed(self) -> None:
+        """Keys typed straight after P land in the field before the table takes focus: the
+        field keeps it, so Enter scans and the letters that follow are not B/P/T."""
+        field = self.query_one("#dataset-path", Input)
+        if not field.has_focus and self._typed_folder() != self.folder:
+            field.focus()
+
     def action_scan(self) -> None:
         field = self.query_one("#dataset-path", Input)
-        text = field.value.strip()
-        self.folder = Path(os.path.expanduser(text)) if text else None
+        self.folder = self._typed_folder()
         self.report = None
         self.rows.clear()
         self.problems.clear()
@@ -291,7 +308,20 @@ class DatasetScreen(Screen):
         self.query_one("#dataset-detail", Static).update("\n".join(lines))
 
     # -- the way on ----------------------------------------------------------------------------
+    def _unscanned(self) -> bool:
+        """The Folder field names a folder not scanned yet (typed, then B/P/T): scan it, and
+        act on nothing; the old folder's results must not stand for the new one."""
+        if self._typed_folder() == self.folder:
+            return False
+        self.action_scan()
+        if self.folder is not None:
+            self.notify(f"scanning {self.folder} first (the Folder field names it)",
+                        severity="warning")
+        return True
+
     def _blocked(self, what: str) -> bool:
+        if self._unscanned():
+            return True
         if self.folder is None:
             self.notify("type a folder of songs first", severity="warning")
             return True
@@ -388,6 +418,8 @@ class DatasetScreen(Screen):
             self.app.push_screen(PreprocessScreen(config))
 
     def action_train(self) -> None:
+        if self._unscanned():
+            return
         if not (self.report and any(t.ok for t in self.report.tensors)):
             self.notify("no valid .pt files here: preprocess the audio first (P)",
                         severity="warning")

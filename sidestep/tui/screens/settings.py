@@ -25,6 +25,9 @@ CHOICES = {"theme": THEMES, "mode": ("basic", "advanced"), "notify": NOTIFY_CHOI
 
 
 class SettingsScreen(Screen):
+    # the first text box, not "*": that took the scroll box, and a path typed there went to
+    # the app's letters (the p of /tmp opened the dataset browser)
+    AUTO_FOCUS = "#settings-body TextInput"
     BINDINGS = [Binding("ctrl+s", "save", "Save"), Binding("escape", "dashboard", "Dashboard")]
 
     def __init__(self):
