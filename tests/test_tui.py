@@ -70,9 +70,16 @@ async def test_demo_from_launch_to_finished_run(tui_env, demo_root, tmp_path, mo
         assert form.resolved.config.epochs == 10 and form.resolved.config.rank == 16
         await pilot.press("ctrl+s")
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        monitor = app.screen
+        assert monitor.query_one("#stop").display  # shown while it trains
         assert await wait_until(pilot, lambda: app.runner.state.finished is not None, 300)
         state = app.runner.state
         assert state.status == "completed", state.finished
+        # nothing left to pause, save or stop: the buttons and their keys go (greyed out,
+        # they read as keys that should work)
+        assert await wait_until(pilot, lambda: not monitor.query_one("#stop").display, 5)
+        assert not any(monitor.query_one(f"#{b}").display for b in ("pause", "save"))
+        assert not monitor.check_action("stop", ())
         assert len(state.losses) == 10 and state.losses[-1] < state.losses[0]
         adapter = Path(state.finished.adapter_path)
         assert (adapter / "adapter_model.safetensors").is_file()

@@ -163,7 +163,8 @@ class MonitorScreen(SampleKeys, Screen):
         self.refresh_charts()
         for bid in ("pause", "save", "stop"):
             button = self.query_one(f"#{bid}", Button)
-            button.display = self.live  # a past run read back has nothing to control
+            # a past run read back, or an ended one, has nothing to control
+            button.display = self.live and self.state.active
             button.disabled = not self.state.active
 
     def _text(self, selector: str, text: str) -> None:
@@ -219,11 +220,13 @@ class MonitorScreen(SampleKeys, Screen):
         pause = self.query_one("#pause", Button)
         if str(pause.label) != label:
             pause.label = label
-        if self.live and not s.active:
+        if self.live:
+            # an ended run has nothing to control: hidden, as on a past run read back (greyed
+            # out, they read as keys that should work)
             for bid in ("pause", "save", "stop"):
                 button = self.query_one(f"#{bid}", Button)
-                if not button.disabled:
-                    button.disabled = True
+                if button.display != s.active:
+                    button.disabled, button.display = not s.active, s.active
                     self.refresh_bindings()
 
     def _chart_tick(self) -> None:
@@ -269,11 +272,10 @@ class MonitorScreen(SampleKeys, Screen):
     RUN_ACTIONS = ("toggle_pause", "save_now", "stop")
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """The run's keys: hidden for a past run read back, greyed once a live one ended."""
+        """The run's keys: only while it runs (hidden, with their buttons, for a past run read
+        back and once a live one ended)."""
         if action in self.RUN_ACTIONS:
-            if not self.live:
-                return False
-            return True if self.state.active else None
+            return self.live and self.state.active
         return True
 
     def action_toggle_pause(self) -> None:
