@@ -137,3 +137,14 @@ def test_output_into_a_closed_pipe_is_dropped_quietly(argv, tmp_path):
     os.close(write_end)
     assert code == 0
     assert (tmp_path / "stderr.txt").read_text() == ""
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_command_started_with_its_output_closed_runs_quietly(closed, tmp_path):
+    """`sidestep runs >&-`: Python starts with sys.stdout None, and every command ended in
+    an AttributeError traceback (exit 1) when it asked whether stdout was a terminal."""
+    script = f"{SIDESTEP} presets list {'>&-' if closed == 1 else '2>&-'}; echo rc=$? >&{3 - closed}"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    shown = done.stdout + done.stderr
+    assert "rc=0" in shown and "Traceback" not in shown, shown

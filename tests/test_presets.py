@@ -44,8 +44,9 @@ def test_every_preset_field_round_trips(store):
     assert loaded.description == "everything changed" and loaded.source == "local"
     raw = json.loads((store.dirs["local"] / "all_fields.json").read_text())
     assert raw["target_modules_str"] == "q_proj v_proj"  # spec 000 stores a string
-    # spec 000's 38 fields plus the validation/EMA four (#17); older readers ignore them
-    assert len(schema.PRESET_FIELDS) == 38 + 4
+    # spec 000's 38 fields plus the validation/EMA four (#17) and LoHA's two; older readers
+    # ignore them
+    assert len(schema.PRESET_FIELDS) == 38 + 4 + 2
     assert not {"checkpoint_dir", "dataset_dir", "output_dir", "device", "precision"} & set(raw)
 
 
@@ -181,6 +182,19 @@ def test_import_rules_through_cli(capsys, in_tmp_cwd):
     code, out = _import(capsys, in_tmp_cwd / "missing.json")
     assert code == 2 and "not found" in out.err
     assert not (in_tmp_cwd.parent / "evil.json").exists()
+
+
+def test_a_loha_preset_keeps_its_dims(capsys, in_tmp_cwd):
+    """`presets save lh --adapter-type loha --loha-linear-dim 8` was refused (no such flag
+    there), and a file holding them trained at the defaults without a word."""
+    assert main(["presets", "save", "lh", "--adapter-type", "loha", "--loha-linear-dim", "8",
+                 "--loha-linear-alpha", "4"]) == 0
+    capsys.readouterr()
+    assert main(["fixed", "--checkpoint-dir", "a", "--dataset-dir", "b", "--output-dir", "c",
+                 "--preset", "lh", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["adapter_type"], cfg["loha_linear_dim"], cfg["loha_linear_alpha"]) == \
+        ("loha", 8, 4)
 
 
 def test_cli_save_view_export_delete(capsys, in_tmp_cwd):

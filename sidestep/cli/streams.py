@@ -9,6 +9,7 @@ stop and save. The log file in the run folder keeps everything.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Callable, TextIO
@@ -76,6 +77,9 @@ class OutputGuard:
         self.lost_reason: str | None = None
 
     def install(self) -> "OutputGuard":
+        for name in ("stdout", "stderr"):
+            if getattr(sys, name) is None:  # started with it closed (`>&-`): Python gives None
+                setattr(sys, name, open(os.devnull, "w"))  # and writes go nowhere, quietly
         if not isinstance(sys.stdout, GuardedStream) and sys.stdout is not None:
             sys.stdout = GuardedStream(sys.stdout, self._lost)
         if not isinstance(sys.stderr, GuardedStream) and sys.stderr is not None:

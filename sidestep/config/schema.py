@@ -237,13 +237,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("lokr_weight_decompose", "bool", False, "DoRA-style weight decomposition.", "LoKR", _T,
        level=BASIC, preset=True, shown_when=("adapter_type", ("lokr",)),
        label="DoRA weight decompose"),
-    # --- LoHA (not in preset files: the spec's preset format predates it) --------------------
+    # --- LoHA (in preset files, beyond the spec's 38 fields: a LoHA preset
+    # without its dims trained at the defaults; older readers ignore them) -------------------
     _s("loha_linear_dim", "int", 32, "LoHA linear dimension: each of its two low-rank pairs has "
        "this rank (the product reaches rank dim squared).", "LoHA", _T, minimum=1,
-       maximum=10000, level=BASIC, shown_when=("adapter_type", ("loha",)),
+       maximum=10000, level=BASIC, preset=True, shown_when=("adapter_type", ("loha",)),
        label="Linear dimension"),
     _s("loha_linear_alpha", "int", 32, "LoHA linear alpha (scale = alpha / dim).", "LoHA", _T,
-       minimum=1, maximum=20000, level=BASIC,
+       minimum=1, maximum=20000, level=BASIC, preset=True,
        shown_when=("adapter_type", ("loha",)), label="Linear alpha"),
     # --- Checkpointing -------------------------------------------------------------------------
     _s("output_dir", "path", None, "Run folder: adapters, checkpoints, logs.", "Checkpointing", _T,
