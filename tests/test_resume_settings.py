@@ -77,13 +77,19 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_did(run_folder, tmp_path
 
     copy = tmp_path / "run"
     shutil.copytree(run_folder, copy)
-    shutil.rmtree(copy / "final")
+    # in its own folder it would overwrite checkpoint-epoch-2 and final/: refused, untouched
     code = main(["--plain", "-y", "fixed", "--resume-from", str(copy / "checkpoint-epoch-1")])
+    assert code == 2 and "went on past it" in capsys.readouterr().err
+    assert (copy / "final").is_dir() and sorted(p.name for p in copy.iterdir()) == \
+        sorted(p.name for p in run_folder.iterdir())
+    branch = tmp_path / "branch"
+    code = main(["--plain", "-y", "fixed", "--resume-from", str(copy / "checkpoint-epoch-1"),
+                 "--output-dir", str(branch)])
     err = capsys.readouterr().err
     assert code == 0, err
     name = "adapter_model.safetensors"
     before = load_file(run_folder / "final" / "adapter" / name)
-    after = load_file(copy / "final" / "adapter" / name)
+    after = load_file(branch / "final" / "adapter" / name)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -198,12 +204,10 @@ def test_a_resume_with_another_rate_or_length_follows_the_new_schedule(run_folde
     fresh = Recorder()
     assert Trainer(train_config(demo_root, small_tensors, tmp_path / "fresh", **settings),
                    [fresh]).run().status == "completed"
-    copy = tmp_path / "run"
-    shutil.copytree(run_folder, copy)
-    shutil.rmtree(copy / "final")
-    resumed = Recorder()
-    result = Trainer(train_config(demo_root, small_tensors, copy,
-                                  resume_from=str(copy / "checkpoint-epoch-1"), **settings),
+    resumed = Recorder()  # from epoch 1, in a folder of its own (the run went on past it)
+    result = Trainer(train_config(demo_root, small_tensors, tmp_path / "branch",
+                                  resume_from=str(run_folder / "checkpoint-epoch-1"),
+                                  **settings),
                      [resumed]).run()
     assert result.status == "completed", result.error
     rate = {e.step: e.lr for e in fresh.events if isinstance(e, StepMetrics)}

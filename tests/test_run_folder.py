@@ -88,7 +88,14 @@ def test_refused_start_leaves_the_completed_run_unchanged(two_runs, demo_root, s
 def test_resume_writes_into_its_own_folder_or_a_new_one(two_runs, demo_root, small_tensors,
                                                         tmp_path):
     a = two_runs / "A"
-    check_output_dir(a, str(a / "checkpoint-epoch-1"))  # its own run: allowed
+    check_output_dir(a, str(a / "checkpoint-epoch-2"))  # its own run's newest: allowed
+    # going back in place would overwrite checkpoint-epoch-2, best/ and final/: a branch goes
+    # into a new folder (a resume from epoch 1 of a copied, completed run replaced them all)
+    before = tree_hash(a)
+    with pytest.raises(RunDirError, match=r"went on past it \(checkpoint-epoch-2\).*"
+                                          r"Resume from checkpoint-epoch-2.*new --output-dir"):
+        check_output_dir(a, str(a / "checkpoint-epoch-1"))
+    assert tree_hash(a) == before
     empty = tmp_path / "empty"
     empty.mkdir()
     check_output_dir(empty, str(a / "checkpoint-epoch-1"))

@@ -226,10 +226,8 @@ class PresetStore:
         if dest.exists() and not overwrite:
             raise PresetError(f"{dest} already exists; choose another path or allow "
                               "overwriting (--force)")
-        if not dest.parent.is_dir():
-            # a typo must not make folders anywhere: only the file is written
-            what = "is a file" if dest.parent.exists() else "does not exist"
-            raise PresetError(f"{dest}: the folder {dest.parent} {what}; create the folder "
+        if not dest.parent.exists():  # a typo must not make folders: only the file is written
+            raise PresetError(f"{dest}: the folder {dest.parent} does not exist; create it "
                               "first, or fix the path")
         try:
             atomic.write_json(dest, preset.to_file_dict())

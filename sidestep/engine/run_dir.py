@@ -201,7 +201,10 @@ def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
         return
     if resume_from:
         own = Path(resume_from).resolve().parent
-        if run_dir.resolve() == own or not run_dir.exists() or \
+        if run_dir.resolve() == own:
+            _refuse_going_back(Path(resume_from), own)
+            return
+        if not run_dir.exists() or \
                 not any(p.name != CONSOLE_LOG for p in run_dir.iterdir()):  # --detach made it
             return
         raise RunDirError(f"{run_dir}: holds other files, and --resume-from {resume_from} "
@@ -220,6 +223,29 @@ def check_output_dir(run_dir: Path, resume_from: str | None) -> None:
         raise RunDirError(f"{run_dir}: is not empty (it holds {others}); a run writes its "
                           "checkpoints, logs and adapters into its own folder: choose a new or "
                           "empty --output-dir, e.g. a subfolder of this one")
+
+
+def _refuse_going_back(checkpoint: Path, run_dir: Path) -> None:
+    """Resuming in place from a checkpoint older than the run's newest would overwrite the
+    later checkpoints and the best and final adapters as it retrains those steps: that is a
+    branch, for a new folder."""
+    from sidestep.engine.checkpointing import MARKER, list_checkpoints
+
+    def step_of(folder: Path) -> int:
+        try:
+            return int((folder / MARKER).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    step = step_of(checkpoint)
+    newer = [c for c in list_checkpoints(run_dir) if step_of(c) > step]
+    if newer:
+        names = ", ".join(c.name for c in newer[-3:])
+        raise RunDirError(
+            f"--resume-from {checkpoint}: the run in {run_dir} went on past it ({names}); "
+            f"resuming in that folder would overwrite them and its best and final adapters. "
+            f"Resume from {newer[-1].name} to continue the run, or give a new --output-dir to "
+            "train on from this checkpoint there")
 
 
 def _other_files(run_dir: Path) -> str:
