@@ -373,3 +373,12 @@ def test_several_values_after_an_equals_sign_say_how_to_give_them(capsys):
     # a stray word after a one-value flag gets no such hint
     err = parse_error(["fixed", "--rank=4", "oops"], capsys)
     assert "unrecognized arguments: oops" in err and "takes one value" not in err
+
+
+def test_a_flag_of_another_training_command_says_whose_it_is(capsys):
+    # `fixed --module-config x` guessed "did you mean --sample-cfg?"
+    err = parse_error(["fixed", "--module-config", "x"], capsys)
+    assert "--module-config is a setting of `selective`, not of `fixed`" in err
+    assert "did you mean" not in err
+    err = parse_error(["vanilla", "--cfg-ratio", "0.1"], capsys)
+    assert "--cfg-ratio is a setting of `fixed` and `selective`, not of `vanilla`" in err

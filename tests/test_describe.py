@@ -32,3 +32,40 @@ def test_every_feature_in_use_is_named(tmp_path):
     assert "every 5 epoch" in rows["samples"]
     assert "closing the terminal" in rows["background"]
     assert "ntfy.sh/me" in rows["notify"]
+
+
+def test_the_targets_row_names_the_modules_that_train(tmp_path):
+    """`selective` said "both attention: q_proj k_proj v_proj o_proj" for a module config of
+    cross-attention v/o; per-side lists were left out; vanilla on base said "turbo"."""
+    base = {"checkpoint_dir": str(tmp_path), "dataset_dir": str(tmp_path),
+            "output_dir": str(tmp_path / "out")}
+
+    def rows(mode, **values):
+        return dict(summary_rows(resolve(mode, {**base, **values},
+                                         require_paths=False).config))
+
+    assert rows("fixed")["targets"] == "both attention: q_proj k_proj v_proj o_proj"
+    assert rows("fixed", self_target_modules=("q_proj",), cross_target_modules=("v_proj",))[
+        "targets"] == "self attention: q_proj; cross attention: v_proj"
+    assert rows("fixed", attention_type="cross", target_modules=("k_proj",))["targets"] == \
+        "cross attention: k_proj"
+    est = str(tmp_path / "est.json")
+    assert rows("selective", module_config=est)["targets"] == f"the modules {est} lists"
+    assert rows("selective", module_config=est, attention_type="self")["targets"] == \
+        f"the modules {est} lists, within self attention: q_proj k_proj v_proj o_proj"
+    assert rows("selective", auto_estimate=True, top_k=8)["targets"] == \
+        "the top 8 modules of an estimate run first (--auto-estimate)"
+    assert "turbo" not in rows("vanilla")["mode"]
+
+
+def test_selective_refuses_two_ways_of_choosing_modules(tmp_path):
+    from sidestep.config.resolve import ConfigError
+
+    base = {"checkpoint_dir": str(tmp_path), "dataset_dir": str(tmp_path),
+            "output_dir": str(tmp_path / "out"), "module_config": str(tmp_path / "m.json")}
+    try:
+        resolve("selective", {**base, "auto_estimate": True}, require_paths=False)
+    except ConfigError as exc:
+        assert [p.field for p in exc.problems] == ["auto_estimate"], exc.problems
+    else:
+        raise AssertionError("--auto-estimate with --module-config was taken")

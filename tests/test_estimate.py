@@ -110,6 +110,36 @@ def test_layer_config_and_resume_keeps_the_recorded_modules(demo_root, small_ten
     assert adapter_modules(out / "final" / "adapter") == layer2
 
 
+def test_selective_trains_the_listed_modules_within_the_targets(demo_root, small_tensors,
+                                                                 tmp_path):
+    """Spec: selective takes every flag of fixed. `--attention-type self` was taken and not
+    used (a cross-attention config trained cross-attention, the summary said "self"); it now
+    narrows the listed modules, and a config left with none is refused before training."""
+    layer_file = tmp_path / "layers.json"
+    layer_file.write_text(json.dumps({"version": 1, "granularity": "layer", "top_k": 1,
+                                      "modules": [{"name": "layers.2", "score": 1.0}]}))
+    out = tmp_path / "run"
+    cfg = train_config(demo_root, small_tensors, out, mode="selective", epochs=1,
+                       module_config=str(layer_file), attention_type="self",
+                       target_modules=("q_proj", "v_proj"))
+    assert Trainer(cfg, [Recorder()]).run().status == "completed"
+    assert adapter_modules(out / "final" / "adapter") == {
+        "layers.2.self_attn.q_proj", "layers.2.self_attn.v_proj"}
+
+    cross = tmp_path / "cross.json"
+    cross.write_text(json.dumps({"version": 1, "granularity": "module", "top_k": 2,
+                                 "modules": [{"name": "layers.1.cross_attn.v_proj", "score": 2},
+                                             {"name": "layers.3.cross_attn.o_proj",
+                                              "score": 1}]}))
+    refused = tmp_path / "refused"
+    result = Trainer(train_config(demo_root, small_tensors, refused, mode="selective", epochs=1,
+                                  module_config=str(cross), attention_type="self"),
+                     [Recorder()]).run()
+    assert result.status == "failed" and result.error_kind == "input"
+    assert "none of its 2 modules is among the targets (--attention-type self" in result.error
+    assert not list(refused.glob("checkpoint-*"))
+
+
 def test_auto_estimate(demo_root, small_tensors, tmp_path):
     out = tmp_path / "run"
     cfg = train_config(demo_root, small_tensors, out, mode="selective", epochs=1,

@@ -67,12 +67,32 @@ class _Parser(argparse.ArgumentParser):
                 hints.append(f"{flag} goes before the command: `{self.prog} {flag} "
                              f"{parser.prog.split(' ', 1)[1]} ...`")
                 continue
+            elsewhere = self._commands_with(flag, parser)
+            if elsewhere:  # a real flag, of other commands: no near spelling to guess
+                names = [f"`{n}`" for n in elsewhere]
+                names = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1
+                                     else names)
+                hints.append(f"{flag} is a setting of {names}, not of "
+                             f"`{parser.prog.split(' ', 1)[-1]}`")
+                continue
             guesses += difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
         if guesses:
             hints.insert(0, f"did you mean {', '.join(guesses)}?")
         hints += _joined_list_hints(parser, args, extras)
         parser.error(f"unrecognized arguments: {' '.join(extras)}"
                      + "".join(f"; {h}" for h in hints))
+
+    def _commands_with(self, flag: str, chosen: argparse.ArgumentParser) -> list[str]:
+        """The training commands (siblings of ``chosen``) that take ``flag``: `selective
+        --attention-type` was guessed to mean --attention-backend."""
+        from sidestep.config.schema import TRAIN_MODES
+
+        subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        if chosen is self or not subs:
+            return []
+        return [name for name, sub in subs[0].choices.items()
+                if name in TRAIN_MODES and sub is not chosen
+                and flag in sub._option_string_actions]
 
     def _chosen(self, namespace) -> argparse.ArgumentParser:
         """The deepest subcommand parser the arguments picked (``sidestep presets save``)."""

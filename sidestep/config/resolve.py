@@ -288,6 +288,11 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
     if mode == "selective" and not v["module_config"] and not v["auto_estimate"]:
         p.error("module_config", "selective training needs --module-config FILE (from "
                                  "`sidestep estimate`) or --auto-estimate")
+    if mode == "selective":
+        if v["module_config"] and v["auto_estimate"] and "auto_estimate" in explicit:
+            p.error("auto_estimate", "cannot go with --module-config: both choose the modules; "
+                                     "give one (--auto-estimate runs a new estimate, "
+                                     "--module-config uses a saved one)")
 
     if v["preprocess"]:
         if not v["audio_dir"] and not v["dataset_json"]:

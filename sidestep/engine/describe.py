@@ -3,6 +3,8 @@ review screen show the same rows."""
 
 from __future__ import annotations
 
+from sidestep.config.schema import PROJECTIONS
+
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds == float("inf"):
@@ -23,10 +25,10 @@ def summary_rows(config) -> list[tuple[str, str]]:
     else:
         adapter = (f"LoKR dim {c.lokr_linear_dim}, alpha {c.lokr_linear_alpha}, "
                    f"factor {c.lokr_factor}")
-    targets = f"{c.attention_type} attention: {' '.join(c.target_modules)}"
+    targets = targets_text(c)
     rows = [
-        ("mode", c.mode + (" (discrete turbo timesteps, no CFG dropout)" if c.mode == "vanilla"
-                           else "")),
+        ("mode", c.mode + (" (the model's discrete timesteps, no CFG dropout)"
+                           if c.mode == "vanilla" else "")),
         ("model", f"{c.model_variant} ({c.model_family or 'unknown family'}) in "
                   f"{c.checkpoint_dir}"),
         ("adapter", adapter),
@@ -55,6 +57,25 @@ def summary_rows(config) -> list[tuple[str, str]]:
               ("notify", f"runs {c.notify_command!r} when it ends or needs you")
               if c.notify_command else None]
     return rows + [row for row in extras if row is not None]
+
+
+def targets_text(c) -> str:
+    """The modules that get an adapter, as the engine chooses them (adapters.target_names)."""
+    if c.attention_type == "both" and (c.self_target_modules or c.cross_target_modules):
+        own = " ".join(c.self_target_modules or c.target_modules)
+        cross = " ".join(c.cross_target_modules or c.target_modules)
+        targets = f"self attention: {own}; cross attention: {cross}"
+    else:
+        targets = f"{c.attention_type} attention: {' '.join(c.target_modules)}"
+    if c.mode != "selective":
+        return targets
+    every = c.attention_type == "both" and not c.self_target_modules and \
+        not c.cross_target_modules and set(c.target_modules) == set(PROJECTIONS)
+    within = "" if every else f", within {targets}"
+    if c.module_config:
+        return f"the modules {c.module_config} lists{within}"
+    top = f"top {c.top_k} " if c.top_k else ""
+    return f"the {top}modules of an estimate run first (--auto-estimate){within}"
 
 
 def batches_text(c) -> str:
