@@ -406,6 +406,45 @@ async def test_keys_typed_straight_after_the_key_that_opens_a_field_land_in_it(t
         assert app.errors == []
 
 
+async def test_tabs_typed_straight_after_f_move_through_the_form(tui_env):
+    """F Tab Tab Tab 7 in one burst: the Tabs moved focus on a form that had none yet, and the
+    7 landed in Checkpoint directory. They wait for the form's first field, then land as
+    typed slowly."""
+    from textual import events
+
+    from sidestep.tui.screens.train_form import TrainingFormScreen
+
+    async def focused_after(pilot, app, burst: bool) -> str:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.pause(0.3)
+        keys = [("f", "f"), ("tab", None), ("tab", None), ("tab", None), ("7", "7")]
+        if burst:
+            for k, char in keys:
+                app.post_message(events.Key(k, char))  # none handled before the next
+        else:
+            await pilot.press("f")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+                                    and isinstance(app.screen.focused, Input), 20)
+            await pilot.pause(0.3)
+            await pilot.press("tab", "tab", "tab", "7")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
+                                and isinstance(app.screen.focused, Input), 20)
+        await pilot.pause(0.5)
+        box = app.screen.focused
+        assert box.value.endswith("7"), (box.id, box.value)
+        assert await wait_until(pilot, lambda: form_built(app), 30)
+        return box.id
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        slow = await focused_after(pilot, app, burst=False)
+    assert slow != "input-checkpoint_dir"
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await focused_after(pilot, app, burst=True) == slow
+        assert app.errors == []
+
+
 async def test_screen_letter_keys_work_in_capitals_as_the_footer_shows_them(tui_env):
     """Every screen's letter key is shown in capitals and takes both cases (B, R, W, X, ...
     did nothing typed as shown); on History, O opens the selected run's curves."""

@@ -106,6 +106,9 @@ class SideStepApp(App):
         self.errors: list[BaseException] = []
         self._last_form = None
         self._open_origin = None  # the screen a run opened from History returns to
+        # keys that arrive while a screen a letter opened places its cursor (hold_keys_for)
+        self._held: list[events.Key] | None = None
+        self._held_timer = None
         for theme in THEMES:
             self.register_theme(theme)
 
@@ -654,16 +657,39 @@ class SideStepApp(App):
         cursor in its first field, and came back up here unused: a text box consumes its
         typing and editing keys itself, so one arriving here while a box has focus was meant
         for it, and goes on to it, in order."""
+        if isinstance(event, events.Key) and self._held is not None:
+            self._held.append(event)  # in order, after the new screen's first focus
+            return
         if isinstance(event, events.Key) and not event.is_forwarded:
+            before = self.screen
             if (event.character is not None and len(event.key) == 1
                     and not is_field_widget(self.focused)
                     and await self._check_bindings(event.key)):
+                if self.screen is not before and getattr(self.screen, "PLACES_FOCUS", False):
+                    self._hold_keys()
                 return
         elif isinstance(event, events.Key) and isinstance(self.focused, TextInput) \
                 and (event.is_printable or event.key in EDITING_KEYS):
             self.focused.post_message(events.Key(event.key, event.character))
             return
         await super().on_event(event)
+
+    def _hold_keys(self) -> None:
+        """A screen that puts the cursor in a field once mounted (``PLACES_FOCUS``) was just
+        opened by a letter: the keys typed after it wait until it has (``release_keys``).
+        Tab in "F Tab Tab 7" moved focus on a form with none yet, and 7 landed in the first
+        field. A second is the longest they wait, should the screen never say."""
+        self._held = []
+        self._held_timer = self.set_timer(1.0, self.release_keys)
+
+    async def release_keys(self) -> None:
+        """The held keys, handled now in the order they came (the screen calls this after
+        its first focus has been set)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._held_timer.stop()
+        for key in held or ():
+            await self.on_event(key)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The single-letter keys are refused while a field has focus: an Input consumes

@@ -30,6 +30,7 @@ def group_id(group: str) -> str:
 
 
 class TrainingFormScreen(Screen):
+    PLACES_FOCUS = True  # keys typed straight after F wait for its first field (App)
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", id="form_start"),
         Binding("f2", "toggle_advanced", "Basic/Advanced", id="form_mode"),
@@ -188,6 +189,10 @@ class TrainingFormScreen(Screen):
             first.focus()
             if start:  # the field to change (a finished run's epochs): typing replaces it
                 first.select_all()
+        # after the focus above (the App runs its callbacks in order): keys typed after F
+        release = getattr(self.app, "release_keys", None)
+        if release is not None:
+            self.app.call_later(release)
         self.set_timer(0.3, self._build_hidden_fields)
 
     # -- presets -------------------------------------------------------------------------------
