@@ -593,3 +593,25 @@ async def test_the_monitor_before_the_first_step_shows_no_nan(tui_env):
         await pilot.pause(0.5)
         text = str(app.screen.query_one("#step-label").render())
         assert "loss —" in text and "nan" not in text, text
+
+
+async def test_esc_on_an_edited_form_asks_before_its_edits_are_lost(tui_env):
+    """F, Max epochs 77, Esc: the dashboard, and F reopened with 10. A form not edited still
+    leaves at once."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot)
+        await pilot.press("escape")  # nothing typed: straight back
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+        form = await open_form(app, pilot)
+        await type_into(pilot, app, "epochs", "77")
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.press("enter")  # the safe button: keep editing
+        assert await wait_until(pilot, lambda: app.screen is form, 5)
+        assert form.query_one("#input-epochs", Input).value == "77"
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#leave")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+        assert app.errors == []

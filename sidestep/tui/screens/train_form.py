@@ -54,6 +54,7 @@ class TrainingFormScreen(Screen):
         self.settings = self.model.settings
         self.initial_profile = vram_profile
         self._pending_fields: set[str] = set()  # rows mounted, not composed yet
+        self._opened_with = (dict(self.model.explicit), preset)  # Esc asks once they change
 
     # The model's state, read where the screen was read before it had a model.
     explicit = property(lambda self: self.model.explicit)
@@ -436,5 +437,21 @@ class TrainingFormScreen(Screen):
 
         self.app.push_screen(ReviewScreen(resolved), done)
 
+    def edited(self) -> bool:
+        """Typed values, a typo or a preset since the form opened."""
+        return (self.model.explicit, self.model.preset_name) != self._opened_with or \
+            bool(self.model.parse_errors)
+
     def action_back(self) -> None:
-        self.app.action_dashboard()
+        """Esc or Back: edits would be lost without a word (a stray Esc, even the one that
+        closes the palette's Keys panel, threw away a whole form), so they are asked about."""
+        if not self.edited():
+            self.app.action_dashboard()
+            return
+        from sidestep.tui.screens.dialogs import ConfirmScreen
+
+        self.app.push_screen(
+            ConfirmScreen("Leave the form?", "What you typed in this form is not kept.",
+                          [("leave", "Discard and leave", "error"),
+                           ("stay", "Keep editing", "primary")]),
+            lambda choice: self.app.action_dashboard() if choice == "leave" else None)
