@@ -261,3 +261,33 @@ async def test_the_buttons_act_on_the_folder_the_field_names(tui_env, demo_copy,
                                 and browser.report is not None, 60)
         assert not (other / "dataset.json").exists()
         assert app.errors == []
+
+
+async def test_the_preprocess_dialog_refuses_a_bad_tensor_output_on_its_field(tui_env,
+                                                                            demo_copy):
+    """Tensor output = the songs folder: the dialog closed into a screen that said it could
+    not start (in flags: --tensor-output), its bar pulsing on. The error is on the field, in
+    the app's words, the dialog stays, and a field's error follows what is typed."""
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: form_built(app), 30)
+        await open_browser(app, pilot)
+        songs = sorted((demo_copy / "audio").iterdir())
+        await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        dialog = app.screen
+        dialog.query_one("#input-tensor_output", Input).value = str(demo_copy / "audio")
+        await run_dialog(app, pilot)
+        error = dialog.query_one("#field-tensor_output .field-error")
+        assert await wait_until(pilot, lambda: "'Tensor output'" in str(error.render()), 10)
+        assert app.screen is dialog and "--tensor-output" not in str(error.render())
+        # typed over, the error goes with the typo
+        box = dialog.query_one("#input-max_duration", Input)
+        box.value = "xyz"
+        await pilot.press("ctrl+s")
+        limit = dialog.query_one("#field-max_duration .field-error")
+        assert await wait_until(pilot, lambda: "xyz" in str(limit.render()), 5)
+        box.value = "120"
+        assert await wait_until(pilot, lambda: str(limit.render()).strip() == "", 5)
+        assert sorted((demo_copy / "audio").iterdir()) == songs
+        assert app.errors == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -15,6 +15,7 @@ from textual.widgets import Button, Checkbox, Footer, Label, Select, Static
 from sidestep.config.schema import BY_NAME
 from sidestep.tui.messages import DialogPathsChecked
 from sidestep.tui.widgets.fields import SettingField
+from sidestep.tui.wording import in_app_words
 
 
 class SettingsDialog(ModalScreen[Any]):
@@ -87,9 +88,9 @@ class SettingsDialog(ModalScreen[Any]):
             general = []
             for problem in exc.problems:
                 if problem.field in fields:
-                    fields[problem.field].set_error(problem.message)
+                    fields[problem.field].set_error(in_app_words(problem.message))
                 else:
-                    general.append(str(problem))
+                    general.append(in_app_words(str(problem)))
             self.query_one("#settings-dialog-error", Static).update("\n".join(general))
             return
         self._check_paths(resolved.config)
@@ -109,6 +110,15 @@ class SettingsDialog(ModalScreen[Any]):
                 error, _, _ = check_path(name, getattr(config, name), None)
                 if error:
                     errors[name] = error
+        if "tensor_output" in self.names and config.tensor_output:
+            # the folder preprocessing writes: a read-only one, or the songs folder itself,
+            # failed on the next screen (its progress bar pulsing on, its keys doing nothing)
+            from sidestep.data.preprocess import PreprocessError, check_output_dir
+
+            try:
+                check_output_dir(config.tensor_output, (config.audio_dir,))
+            except PreprocessError as exc:
+                errors["tensor_output"] = str(exc)
         self.post_message(DialogPathsChecked(config, errors))
 
     def on_dialog_paths_checked(self, message: DialogPathsChecked) -> None:
@@ -119,7 +129,22 @@ class SettingsDialog(ModalScreen[Any]):
             return
         for field in self.query(SettingField):
             if field.setting.name in message.errors:
-                field.set_error(message.errors[field.setting.name])
+                field.set_error(in_app_words(message.errors[field.setting.name]))
+
+    @on(SettingField.Edited)
+    def field_edited(self, event: SettingField.Edited) -> None:
+        """Each field is checked as it is typed in, as on the form: an error shown at OK
+        stayed under a value that had since been fixed ("150" over "got 'xyz'")."""
+        from sidestep.config.values import parse_text
+
+        field = event.field
+        try:
+            if not isinstance(field.control, (Checkbox, Select)):
+                parse_text(field.setting, field.raw_value())
+        except ValueError as exc:
+            field.set_error(in_app_words(str(exc)))
+        else:
+            field.set_error(None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
