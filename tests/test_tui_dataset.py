@@ -291,3 +291,26 @@ async def test_the_preprocess_dialog_refuses_a_bad_tensor_output_on_its_field(tu
         assert await wait_until(pilot, lambda: str(limit.render()).strip() == "", 5)
         assert sorted((demo_copy / "audio").iterdir()) == songs
         assert app.errors == []
+
+
+async def test_build_dataset_json_can_be_written_elsewhere(tui_env, demo_copy, tmp_path):
+    """A songs folder that cannot be written gave an error naming 'Output file', which the
+    dialog did not have. It has it now, checked before the dialog closes."""
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: form_built(app), 30)
+        await open_browser(app, pilot)
+        await pilot.press("b")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        dialog = app.screen
+        box = dialog.query_one("#input-output", Input)
+        box.value = str(tmp_path / "missing" / "songs.json")
+        await run_dialog(app, pilot)
+        error = dialog.query_one("#field-output .field-error")
+        assert await wait_until(pilot, lambda: "does not exist" in str(error.render()), 10)
+        assert app.screen is dialog and not (tmp_path / "missing").exists()
+        box.value = str(tmp_path / "songs.json")
+        await run_dialog(app, pilot)
+        assert await wait_until(pilot, lambda: (tmp_path / "songs.json").is_file(), 30)
+        assert not (demo_copy / "audio" / "dataset.json").exists()
+        assert app.errors == []

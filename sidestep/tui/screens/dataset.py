@@ -340,10 +340,11 @@ class DatasetScreen(Screen):
             return
         folder = self.folder
         dialog = SettingsDialog("build-dataset", "Build dataset.json",
-                                ("tag", "tag_position", "genre_ratio", "name"),
+                                ("tag", "tag_position", "genre_ratio", "name", "output"),
                                 fixed={"input": str(folder)},
-                                note=f"writes {folder / 'dataset.json'} from the audio files "
-                                     "and their sidecars", ok_label="Build")
+                                note=f"writes {folder / 'dataset.json'} (or the Output file "
+                                     "given) from the audio files and their sidecars",
+                                ok_label="Build")
         self.app.push_screen(dialog, self._build)
 
     def _build(self, config) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -119,6 +120,15 @@ class SettingsDialog(ModalScreen[Any]):
                 check_output_dir(config.tensor_output, (config.audio_dir,))
             except PreprocessError as exc:
                 errors["tensor_output"] = str(exc)
+        if self.command == "build-dataset":
+            # the file it writes (replacing one is asked about after): a read-only songs
+            # folder is answered here, where Output file can send it elsewhere
+            from sidestep.data.paths import output_file_problem
+
+            target = config.output or Path(config.input) / "dataset.json"
+            problem = output_file_problem(target, "--output", "dataset.json")
+            if problem:
+                errors["output"] = problem
         self.post_message(DialogPathsChecked(config, errors))
 
     def on_dialog_paths_checked(self, message: DialogPathsChecked) -> None:
