@@ -40,8 +40,10 @@ class MiniRun:
         self.watcher.handle(event)
 
     def save(self) -> None:
+        # as the trainer does: a save where one was just made writes nothing and says so
+        again = any(isinstance(e, CheckpointSaved) and e.step == self.step for e in self.events)
         self.emit(CheckpointSaved(path=str(self.run_dir / f"checkpoint-step-{self.step}"),
-                                  step=self.step, epoch=0, kind="step"))
+                                  step=self.step, epoch=0, kind="step", again=again))
 
     def _loop(self) -> None:
         c = self.control
@@ -157,7 +159,11 @@ def test_pause_while_paused_and_resume_when_running_say_so(tmp_path):
         assert wait_ack(tmp_path, send(tmp_path, "pause"))["message"].startswith(
             "already paused")
         save = wait_ack(tmp_path, send(tmp_path, "save"))  # saved at once, while paused
-        assert save["state"] == "done"
+        assert save["state"] == "done" and save["message"].startswith("saved ")
+        # nothing trained since: it says so (it answered "saved ..." for a save not made)
+        again = wait_ack(tmp_path, send(tmp_path, "save"))
+        assert again["state"] == "done"
+        assert again["message"].endswith("nothing new to save"), again
         assert wait_ack(tmp_path, send(tmp_path, "resume"))["state"] == "done"
 
 

@@ -130,7 +130,8 @@ class ControlWatcher:
         self._paused_at: float | None = None  # time of the RunPaused not yet resumed
         self._pauses: list[float] = []
         self._resumes: list[float] = []
-        self._saves: list[tuple[float, str]] = []  # (time, path) of step checkpoints
+        # (time, what to answer, path) of step checkpoints
+        self._saves: list[tuple[float, str, str]] = []
         self._step = 0
         self._finished: RunFinished | None = None
         self._queue: list[_Command] = []  # read, not finished: the head may be in flight
@@ -180,7 +181,8 @@ class ControlWatcher:
             elif isinstance(event, CheckpointSaved):
                 self._step = event.step
                 if event.kind == "step" or event.again:  # "save now" where one was just made
-                    self._saves.append((event.time, event.path))
+                    self._saves.append((event.time, event.line() if event.again
+                                        else f"saved {event.path}", event.path))
                     del self._saves[:-8]
             elif isinstance(event, RunFinished):
                 self._finished = event
@@ -302,12 +304,14 @@ class ControlWatcher:
             finished = self._finished
             after = cmd.applied_at
             # any step checkpoint made after it was sent will do (a stop's included)
-            saved = [p for t, p in self._saves if t >= cmd.sent_at]
+            saved = [(said, p) for t, said, p in self._saves if t >= cmd.sent_at]
             paused = any(t >= after for t in self._pauses) if after is not None else False
             resumed = any(t >= after for t in self._resumes) if after is not None else False
             step = self._step
         if cmd.command == "save" and saved:
-            return self._ack(cmd, "done", f"saved {saved[0]}", checkpoint=saved[0])
+            # "already holds step N: nothing new to save" when no new one was written
+            said, path = saved[0]
+            return self._ack(cmd, "done", said, checkpoint=path)
         if cmd.applied_at is not None:
             if cmd.command == "pause" and paused:
                 return self._ack(cmd, "done", f"paused at step {step}")
