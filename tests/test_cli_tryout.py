@@ -382,3 +382,13 @@ def test_a_flag_of_another_training_command_says_whose_it_is(capsys):
     assert "did you mean" not in err
     err = parse_error(["vanilla", "--cfg-ratio", "0.1"], capsys)
     assert "--cfg-ratio is a setting of `fixed` and `selective`, not of `vanilla`" in err
+
+
+def test_paths_shown_from_the_root_folder_stay_absolute(tmp_path, monkeypatch):
+    # from `cd /`, `sidestep runs /tmp/x` listed ./tmp/x
+    from sidestep.config.paths import short
+
+    monkeypatch.chdir("/")
+    assert short(tmp_path / "run") == str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert short(tmp_path / "run") == "./run"

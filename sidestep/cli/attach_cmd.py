@@ -7,6 +7,7 @@ grows. ctrl+c leaves: the run is another process, in another session, and never 
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -88,8 +89,10 @@ class Attached:
                 code = self._loop()
         except KeyboardInterrupt:
             self.view.close()
-            self.out.info("detached; the run keeps training "
-                          f"(`sidestep attach {self.run_dir}` to watch again)")
+            from sidestep.engine.run_dir import program
+
+            again = f"{program()} attach {shlex.quote(str(self.run_dir))}"
+            self.out.info(f"detached; the run keeps training (`{again}` to watch again)")
             return EXIT_OK
         finally:
             GUARD.forget(lost)

@@ -39,10 +39,12 @@ def start_detached(config, args, out: Out) -> int:
             return EXIT_BAD_INPUT
         out.error(f"could not start the run in the background: {exc}")
         return EXIT_FAILED
-    where = shlex.quote(str(run_dir))
+    from sidestep.engine.run_dir import program
+
+    where, sidestep = shlex.quote(str(run_dir)), program()
     out.info(f"started in the background: {run_dir} (pid {pid})")
     out.info(f"  its output:  {run_dir / CONSOLE_LOG}")
-    out.info(f"  watch it:    sidestep attach {where}   (ctrl+c leaves it running)")
-    out.info(f"  control it:  sidestep pause|resume|save|stop {where}")
-    out.info("  list runs:   sidestep runs")
+    out.info(f"  watch it:    {sidestep} attach {where}   (ctrl+c leaves it running)")
+    out.info(f"  control it:  {sidestep} pause|resume|save|stop {where}")
+    out.info(f"  list runs:   {sidestep} runs")
     return EXIT_OK

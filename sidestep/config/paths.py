@@ -57,7 +57,10 @@ def short(path: Path | str) -> str:
     """``path`` relative to the working directory when it is inside it (for display)."""
     p = Path(path)
     try:
-        rel = p.resolve().relative_to(Path.cwd().resolve())
+        here = Path.cwd().resolve()
+        rel = p.resolve().relative_to(here)
     except (ValueError, OSError):
+        return str(p)
+    if here == Path(here.anchor):  # from /, "./tmp/runs" only hides that the path is absolute
         return str(p)
     return "./" + str(rel) if str(rel) != "." else "."

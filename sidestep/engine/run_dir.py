@@ -59,7 +59,7 @@ def write_run(run_dir: Path, data: dict[str, Any]) -> None:
 def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
     """The command that continues a run from ``checkpoint``, ready to paste: its mode (read
     from the run's run.json when not given; `fixed` when that cannot say), the path quoted,
-    and the program as this process was started (``_program``)."""
+    and the program as this process was started (``program``)."""
     if mode is None:
         config = (read_run(Path(checkpoint).parent) or {}).get("config")
         mode = config.get("mode") if isinstance(config, dict) else None
@@ -67,10 +67,10 @@ def resume_command(checkpoint: Path | str, mode: str | None = None) -> str:
 
     if mode not in TRAIN_MODES:
         mode = "fixed"
-    return f"{_program()} {mode} --resume-from {shlex.quote(str(checkpoint))}"
+    return f"{program()} {mode} --resume-from {shlex.quote(str(checkpoint))}"
 
 
-def _program() -> str:
+def program() -> str:
     """`sidestep` as the shell that started this process can run it: "uv run sidestep" under
     uv; the script's full path when `sidestep` on PATH is not this install's (a venv that was
     not activated: `.venv/bin/sidestep fixed ...`); else plain `sidestep`."""

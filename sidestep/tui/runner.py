@@ -248,6 +248,8 @@ def left_running(app) -> list[str]:
     the app has left the terminal (quitting never stops those)."""
     import shlex
 
-    return [f"the run keeps training in the background: sidestep attach "
+    from sidestep.engine.run_dir import program
+
+    return [f"the run keeps training in the background: {program()} attach "
             f"{shlex.quote(str(run.run_dir.absolute()))}"
             for run in getattr(app, "attached", {}).values() if run.active]
