@@ -274,3 +274,25 @@ def test_a_detached_run_killed_hard_shows_interrupted(demo_root, small_tensors, 
                              text=True, timeout=60)
     assert refused.returncode == 2
     assert "not running (status: interrupted" in refused.stderr
+
+
+def test_a_detached_start_whose_model_does_not_load_says_why_and_leaves_nothing(
+        demo_root, small_tensors, tmp_path):
+    """Weights that do not load are found only once the run loads them: --detach said
+    "started in the background", exit 0, and left a folder whose console.log held the error.
+    It waits for the run to begin training, and a start that ends first is an error (exit 2,
+    nothing left), as in the foreground."""
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(demo_root / "checkpoints", checkpoints, symlinks=True)
+    for weights in (checkpoints / "acestep-v15-turbo").glob("*.safetensors"):
+        weights.unlink()
+        weights.write_bytes(b"not a safetensors file")
+    out = tmp_path / "run"
+    argv = _argv(demo_root, small_tensors, out)
+    argv[argv.index("--checkpoint-dir") + 1] = str(checkpoints)
+    launch = subprocess.run(argv, capture_output=True, text=True, timeout=180,
+                            stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert launch.returncode == 2, (launch.stdout, launch.stderr)
+    assert "model.safetensors" in launch.stderr and "Traceback" not in launch.stderr
+    assert "started in the background" not in launch.stdout
+    assert not out.exists()

@@ -22,10 +22,18 @@ from sidestep.engine.run_dir import CONSOLE_LOG
 __all__ = ["child_argv", "start_detached"]
 
 
+# How long the starter waits to see the run begin training (model loaded, resume read): a
+# start that fails later than any check here can see (weights that do not load) is then an
+# error here, not a "started" that ends a second later in console.log.
+START_WAIT_SECONDS = 120.0
+
+
 def start_detached(config, args, out: Out) -> int:
     run_dir = Path(config.output_dir).expanduser().absolute()
     argv = child_argv(list(getattr(args, "raw_argv", None) or sys.argv[1:]))
     made = not run_dir.exists()
+    log = run_dir / CONSOLE_LOG
+    log_size = log.stat().st_size if log.is_file() else None
     try:
         pid = spawn(argv, run_dir)
     except OSError as exc:
@@ -41,6 +49,13 @@ def start_detached(config, args, out: Out) -> int:
         return EXIT_FAILED
     from sidestep.engine.run_dir import program
 
+    out.info(f"starting in the background: {run_dir} (pid {pid}); waiting for it to load the "
+             "model ...")
+    failure = _await_start(run_dir, pid)
+    if failure is not None:
+        _take_back(run_dir, made, log, log_size)
+        out.error(failure)
+        return EXIT_BAD_INPUT
     where, sidestep = shlex.quote(str(run_dir)), program()
     out.info(f"started in the background: {run_dir} (pid {pid})")
     out.info(f"  its output:  {run_dir / CONSOLE_LOG}")
@@ -48,3 +63,46 @@ def start_detached(config, args, out: Out) -> int:
     out.info(f"  control it:  {sidestep} pause|resume|save|stop {where}")
     out.info(f"  list runs:   {sidestep} runs")
     return EXIT_OK
+
+
+def _await_start(run_dir: Path, pid: int) -> str | None:
+    """None once the run has begun training (its run_started event) or is still loading after
+    START_WAIT_SECONDS; else why it ended (its console log's error lines)."""
+    import time
+
+    from sidestep.engine.run_dir import EVENTS_FILE, has_exited
+
+    deadline = time.monotonic() + START_WAIT_SECONDS
+    while True:
+        gone = has_exited(pid)
+        try:
+            if '"type": "run_started"' in (run_dir / EVENTS_FILE).read_text(errors="replace"):
+                return None
+        except OSError:
+            pass
+        if gone:
+            break
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+    try:
+        lines = (run_dir / CONSOLE_LOG).read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return "; ".join(errors[-2:]) or (f"the run ended before it began training; see "
+                                      f"{run_dir / CONSOLE_LOG}")
+
+
+def _take_back(run_dir: Path, made: bool, log: Path, log_size: int | None) -> None:
+    """A start that failed leaves nothing, as one in the foreground does: the folder if this
+    start made it, else its console log as it was."""
+    import shutil
+
+    if made:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif log_size is None:
+        log.unlink(missing_ok=True)
+    else:
+        with open(log, "r+b") as f:
+            f.truncate(log_size)

@@ -113,6 +113,20 @@ def _state(pid: int) -> str | None:
         return None
 
 
+def has_exited(pid: int) -> bool:
+    """Whether process ``pid`` (a child of this one, or not) has ended."""
+    state = _state(pid)
+    if state is not None:
+        return state in ("Z", "X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return not Path(f"/proc/{pid}").exists() if Path("/proc/self").exists() else False
+
+
 def process_identity(pid: int | None = None) -> dict[str, Any]:
     """What ``run.json`` records so that a later look can tell whether the run still lives
     (of this process, or of ``pid`` on this host)."""
