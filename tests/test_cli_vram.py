@@ -116,3 +116,14 @@ def test_vram_estimate_without_a_model_named_or_with_a_wrong_folder(capsys, tmp_
     assert code == 2 and out == ""
     assert f"no ACE-Step config.json in {tmp_path / 'typo'}/acestep-v15-turbo" in err
     assert "Traceback" not in err
+
+
+def test_the_estimates_help_lists_what_changes_the_figure(capsys):
+    """It marked --checkpoint-dir, --dataset-dir and --output-dir "(required)" (none is) and
+    listed --detach, --notify-command and the sample settings, which it never reads."""
+    with pytest.raises(SystemExit):
+        main(["vram-estimate", "--help"])
+    shown = capsys.readouterr().out
+    assert "(required)" not in shown and "--checkpoint-dir" in shown and "--rank" in shown
+    for flag in ("--detach", "--notify-command", "--sample-every-n-epochs", "--output-dir"):
+        assert flag not in shown, flag

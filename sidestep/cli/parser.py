@@ -139,10 +139,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help or ""
 
 
-def _default_text(s: Setting) -> str:
+def _default_text(s: Setting, paths_required: bool = True) -> str:
     from sidestep.config.values import to_text
 
-    if s.required:
+    if s.required and paths_required:
         return "required"
     parts = []
     if s.variant_defaults:
@@ -186,9 +186,10 @@ def user_path(text: str) -> str:
     return os.path.expanduser(text)
 
 
-def add_setting(parser: argparse._ActionsContainer, s: Setting) -> None:
+def add_setting(parser: argparse._ActionsContainer, s: Setting,
+                paths_required: bool = True) -> None:
     # argparse %-formats help strings: a literal % (e.g. "10% to 100%") must be doubled.
-    help_text = f"{s.help} ({_default_text(s)})".replace("%", "%%")
+    help_text = f"{s.help} ({_default_text(s, paths_required)})".replace("%", "%%")
     kw: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS, "help": help_text}
     if s.kind == "bool":
         parser.add_argument(*s.flags, action=argparse.BooleanOptionalAction, **kw)
@@ -202,12 +203,20 @@ def add_setting(parser: argparse._ActionsContainer, s: Setting) -> None:
     parser.add_argument(*s.flags, type=_value_type(s), **kw)
 
 
-def add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]) -> None:
+def add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...],
+                 paths_required: bool = True) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for s in settings:
         if s.group not in groups:
             groups[s.group] = parser.add_argument_group(s.group)
-        add_setting(groups[s.group], s)
+        add_setting(groups[s.group], s, paths_required)
+
+
+# What the memory estimate reads nothing of: its help listed --detach, --notify-command and the
+# sample settings beside the ones that change the figure (they are still taken, unlisted, so
+# a training command line can be estimated as it is).
+NOT_FOR_VRAM = ("Logging / TensorBoard", "Preprocessing", "Run control", "Samples",
+                "Checkpointing", "Validation / EMA")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     vram.add_argument("--vram-profile", metavar="PROFILE", help="start from a VRAM tier preset")
     vram.add_argument("--mode", choices=schema.TRAIN_MODES, default="fixed",
                       help="training mode (default: fixed)")
-    add_settings(vram, schema.settings_for("fixed"))
+    # paths are optional there: without --checkpoint-dir it estimates the 2B model
+    add_settings(vram, tuple(s for s in schema.settings_for("fixed")
+                             if s.group not in NOT_FOR_VRAM), paths_required=False)
+    for s in schema.settings_for("fixed"):  # a training command's flags, as given: taken
+        if s.group in NOT_FOR_VRAM:
+            add_setting(vram, s)
+            vram._option_string_actions[s.flags[-1]].help = argparse.SUPPRESS
 
     check = sub.add_parser("check-dataset", formatter_class=_Formatter,
                            help="Find problems in a dataset folder before training on it.",
