@@ -117,12 +117,20 @@ def test_selective_trains_the_listed_modules_within_the_targets(demo_root, small
     narrows the listed modules, and a config left with none is refused before training."""
     layer_file = tmp_path / "layers.json"
     layer_file.write_text(json.dumps({"version": 1, "granularity": "layer", "top_k": 1,
+                                      "model": "acestep-v15-base",
                                       "modules": [{"name": "layers.2", "score": 1.0}]}))
     out = tmp_path / "run"
     cfg = train_config(demo_root, small_tensors, out, mode="selective", epochs=1,
                        module_config=str(layer_file), attention_type="self",
                        target_modules=("q_proj", "v_proj"))
-    assert Trainer(cfg, [Recorder()]).run().status == "completed"
+    seen = Recorder()
+    assert Trainer(cfg, [seen]).run().status == "completed"
+    warned = [e.message for e in seen.events
+              if getattr(e, "type", "") == "log" and e.level == "warning"]
+    # made on another model (it was taken without a word), and narrowed to the targets
+    assert any("ranks the modules of acestep-v15-base; this run trains acestep-v15-turbo"
+               in m for m in warned), warned
+    assert any("selective: 2 of the 8 modules in" in m for m in warned), warned
     assert adapter_modules(out / "final" / "adapter") == {
         "layers.2.self_attn.q_proj", "layers.2.self_attn.v_proj"}
 

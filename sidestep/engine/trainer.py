@@ -505,6 +505,11 @@ class Trainer:
         else:
             source = self._auto_estimate(recorded)
         chosen = load_module_config(source)
+        here = self.model_ref.entry.name
+        if chosen.model and Path(chosen.model).name != here and source != recorded:
+            log.warning("%s ranks the modules of %s; this run trains %s, whose ranking can "
+                        "differ (`sidestep estimate` on it gives its own)", source,
+                        chosen.model, here)
         self.selected = self._within_targets(
             module_names(chosen, self.model_config.num_hidden_layers), source)
         if self.write_files and source != recorded:
