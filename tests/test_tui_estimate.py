@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, Static
 
 from conftest import form_built, make_app, wait_until
 from sidestep.tui.messages import EstimateFinished
+from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen
 from sidestep.tui.screens.estimate import CompareScreen, EstimateScreen
 from sidestep.tui.screens.settings_dialog import SettingsDialog
@@ -49,7 +50,10 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         await app.workers.wait_for_complete()
         app.screen.query_one("#input-epochs", Input).value = "3"  # typed there: carried on
         await pilot.pause(0.2)
-        await pilot.press("escape")  # the demo opens the form first
+        await pilot.press("escape")  # the demo opens the form first; edited, it asks
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.click("#leave")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
         await pilot.press("e")
         assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
         screen = app.screen_stack[-2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sidestep.config.plural import counted
+
 import argparse
 import os
 import time
@@ -110,7 +112,8 @@ def run_check_dataset(args: argparse.Namespace, out: Out) -> int:
         counts = {s: sum(p.severity == s for p in report.problems) for s in (ERROR, WARNING)}
         verdict = "usable" if report.usable else "NOT usable until the errors are fixed"
         out.info(f"{report.folder}: {len(report.audio)} audio files, {len(report.tensors)} "
-                 f".pt files; {counts[ERROR]} errors, {counts[WARNING]} warnings: {verdict}")
+                 f".pt files; {counted(counts[ERROR], 'error')}, "
+                 f"{counted(counts[WARNING], 'warning')}: {verdict}")
     return EXIT_OK if report.usable else EXIT_BAD_INPUT
 
 

@@ -3,6 +3,8 @@ the user's dataset and write the module config that ``selective`` trains."""
 
 from __future__ import annotations
 
+from sidestep.config.plural import counted
+
 from pathlib import Path
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED
@@ -43,14 +45,15 @@ def run_estimate(config, out: Out) -> int:
         out.error(str(exc))
         return EXIT_BAD_INPUT
     if result.cancelled:
-        message = f"cancelled after {result.batches} batches; nothing was written"
+        message = (f"cancelled after {counted(result.batches, 'batch', 'batches')}; nothing was "
+                   "written")
         out.info(message)
         if stop.output_lost:  # stdout is gone (`| head`): say it where it can be read
             out.warn(message.replace("cancelled", "output closed, so stopped") + "; run it "
                      "again with the output to a file or the terminal")
         return EXIT_STOPPED
     out.table(f"Top {result.top_k} of {len(result.ranking)} ({result.granularity}s, "
-              f"{result.batches} batches)", ("rank", "module", "score"),
+              f"{counted(result.batches, 'batch', 'batches')})", ("rank", "module", "score"),
               [(str(i + 1), name, f"{score:.3f}") for i, (name, score)
                in enumerate(result.top())])
     try:

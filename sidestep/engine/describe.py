@@ -3,6 +3,7 @@ review screen show the same rows."""
 
 from __future__ import annotations
 
+from sidestep.config.plural import counted
 from sidestep.config.schema import PROJECTIONS
 
 
@@ -88,7 +89,7 @@ def batches_text(c) -> str:
                  "songs per step")
     elif devices == "auto":
         text += " x every device (auto)"
-    return f"{text}, {c.epochs} epochs"
+    return f"{text}, {counted(c.epochs, 'epoch')}"
 
 
 def devices_text(c) -> str:

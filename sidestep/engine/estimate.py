@@ -16,6 +16,8 @@ step's, not a full fine-tune's.
 
 from __future__ import annotations
 
+from sidestep.config.plural import counted
+
 import contextlib
 import logging
 import math
@@ -203,7 +205,7 @@ def estimate(config, *, progress: Callable[[EstimateEvent], None] | None = None,
                             batches=done, seed=config.seed, ranking=ranking,
                             seconds=time.monotonic() - t_start, cancelled=stopped())
     say(EstimateEvent("cancelled" if result.cancelled else "done", done, total,
-                      f"{done} batches in {result.seconds:.1f} s"))
+                      f"{counted(done, 'batch', 'batches')} in {result.seconds:.1f} s"))
     return result
 
 

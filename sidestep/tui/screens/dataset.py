@@ -23,6 +23,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 from textual.widgets.data_table import CellDoesNotExist
 
+from sidestep.config.plural import counted
 from sidestep.tui.messages import DatasetBuilt, FileScanned, FolderListed, ScanFinished
 from sidestep.tui.widgets.text_input import TextInput
 
@@ -89,10 +90,6 @@ def tensor_row(facts, problems) -> tuple[str, ...]:
 def _fit(name: str, width: int = 40) -> str:
     """Long nested names keep their end (the file name), not their start."""
     return name if len(name) <= width else "…" + name[-(width - 1):]
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def check_cell(problems) -> str:
@@ -276,8 +273,8 @@ class DatasetScreen(Screen):
         parts = [f"{len(r.audio)} audio files ({fmt_seconds(seconds)})" if r.audio else "",
                  f"{len(r.tensors)} .pt files" if r.tensors else ""]
         what = ", ".join(p for p in parts if p) or "nothing to train on"
-        return (f"{self.folder}: {what}; {_count(errors, 'error')}, "
-                f"{_count(warnings, 'warning')}: {verdict}")
+        return (f"{self.folder}: {what}; {counted(errors, 'error')}, "
+                f"{counted(warnings, 'warning')}: {verdict}")
 
     def _update_buttons(self) -> None:
         r = self.report

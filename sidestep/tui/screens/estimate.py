@@ -10,6 +10,8 @@ opens the form on it. ``CompareScreen`` sets two saved estimates side by side, a
 
 from __future__ import annotations
 
+from sidestep.config.plural import counted
+
 import os
 from pathlib import Path
 from typing import Any
@@ -214,7 +216,8 @@ class EstimateScreen(Screen):
             self.app.show_error("Estimate could not run", message.error,
                                 "Fix the settings (R) and run it again.")
         elif result.cancelled:
-            self._status(f"cancelled after {result.batches} batches: nothing ranked"
+            self._status(f"cancelled after {counted(result.batches, 'batch', 'batches')}: nothing "
+                         "ranked"
                          + ("; the ranking below is the previous one" if self.result else ""))
         else:
             self.show_result(result)
@@ -234,7 +237,8 @@ class EstimateScreen(Screen):
         bar.display = True
         self.query_one("#est-settings", Static).update(self.settings_line())
         self._status(f"ranked {len(result.ranking)} {result.granularity}s from "
-                     f"{result.batches} batches in {result.seconds:.1f} s (score: mean squared "
+                     f"{counted(result.batches, 'batch', 'batches')} in {result.seconds:.1f} s "
+                     "(score: mean squared "
                      "gradient, the largest = 1)")
         colours = self.query_one(RankingChart).colours()
         self.query_one("#est-legend", Static).update(legend(colours, result.granularity))
