@@ -292,6 +292,10 @@ def test_messages_shared_with_the_cli_name_the_apps_fields():
     # a switch's flag and anything not a setting stay as written
     assert in_app_words("pass --force to replace it; see --help") == \
         "pass --force to replace it; see --help"
+    # a command the app has a screen for
+    assert in_app_words("no .pt files found; preprocess your audio first (`sidestep "
+                        "preprocess` or the --preprocess flag)") == \
+        "no .pt files found; preprocess your audio first (Dataset browser → Preprocess)"
 
 
 async def test_a_new_form_in_the_demo_trains_on_the_demo_songs(tui_env, demo_root):

@@ -25,9 +25,18 @@ def _labels() -> dict[str, str]:
 _FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 
 
+# Whole phrases that name a command or a flag the app has a place for instead.
+PHRASES = {
+    "(`sidestep preprocess` or the --preprocess flag)":
+        "(Dataset browser → Preprocess)",
+}
+
+
 def in_app_words(text: str) -> str:
     """``text`` with each setting's --flag replaced by its field's label in quotes (the
-    flags of switches and unknown flags stay)."""
+    flags of switches and unknown flags stay), and the PHRASES in the app's words."""
+    for cli, app in PHRASES.items():
+        text = text.replace(cli, app)
     labels = _labels()
     return _FLAG.sub(lambda m: f"'{labels[m.group(0)]}'" if m.group(0) in labels
                      else m.group(0), text)

@@ -205,7 +205,12 @@ class HistoryScreen(samples.SampleKeys, Screen):
 
         self.last_export = message
         if message.error:
-            self.notify(message.error, title="Export not written", severity="error",
+            from sidestep.tui.wording import in_app_words
+
+            # the export dialog's own words for its switch (the engine's are the CLI's)
+            error = message.error.replace("pass --force to replace it",
+                                          "tick 'Replace an existing output' to replace it")
+            self.notify(in_app_words(error), title="Export not written", severity="error",
                         timeout=20)
             return
         r = message.result
