@@ -90,6 +90,26 @@ def test_path_checks(tmp_path):
     assert not form.blocking_problems() and form.path_notes["dataset_dir"]
 
 
+def test_a_dataset_folder_with_broken_pt_files_blocks_start(tmp_path):
+    """3 good .pt files and 2 broken ones read "5 preprocessed songs, ready", and the run
+    failed once it had loaded the model."""
+    import torch
+
+    songs = tmp_path / "tensors"
+    songs.mkdir()
+    for i in range(3):
+        torch.save({"x": torch.zeros(2)}, songs / f"good_{i}.pt")
+    (songs / "junk.pt").write_bytes(b"not a tensor file")
+    whole = (songs / "good_0.pt").read_bytes()
+    (songs / "cut.pt").write_bytes(whole[: len(whole) // 2])  # a copy that broke off
+    error, note, _ = check_path("dataset_dir", str(songs), None)
+    assert note is None and error.startswith("2 of the 5 .pt files are not tensor files (")
+    assert "cut.pt" in error and "junk.pt" in error
+    for f in ("junk.pt", "cut.pt"):
+        (songs / f).unlink()
+    assert check_path("dataset_dir", str(songs), None)[:2] == (None, "3 preprocessed songs")
+
+
 def test_fresh_run_dir_never_reuses_a_folder(tmp_path):
     first = fresh_run_dir(tmp_path, "demo")
     (tmp_path / first).mkdir()

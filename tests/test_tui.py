@@ -349,8 +349,10 @@ async def test_engine_error_is_shown_and_app_stays_usable(tui_env):
         assert isinstance(app.screen, DashboardScreen)
 
     # a failure inside the real engine (bad data) arrives as an event and shows the same way
-    Path("bad").mkdir()
-    Path("bad/song.pt").write_bytes(b"not a tensor file")
+    import torch
+
+    Path("bad").mkdir()  # a tensor file, but not of a song: only loading it tells
+    torch.save({"not": "a song"}, "bad/song.pt")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await open_form(app, pilot, dataset_dir="./bad", output_dir="./output/bad")

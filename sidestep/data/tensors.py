@@ -62,6 +62,23 @@ def list_files(dataset_dir: Path | str) -> list[Path]:
     return files
 
 
+def not_tensor_files(files: list[Path]) -> list[Path]:
+    """Of ``files``, those that are not torch.save archives at all (truncated, or something
+    else under a .pt name): a cheap look at each file's end, not a load, so a form can ask it
+    of 1,000 songs as it is typed."""
+    import zipfile
+
+    bad = []
+    for f in files:
+        try:
+            ok = zipfile.is_zipfile(f)
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(f)
+    return bad
+
+
 def _inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` lies in ``folder``, judged on the paths as written and as resolved
     (a folder reached through a symlink is still itself)."""

@@ -293,12 +293,17 @@ def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | No
         return None, f"{len(entries)} model(s): " + ", ".join(e.name for e in entries[:4]), \
             entries
     if name == "dataset_dir":
-        from sidestep.data.tensors import DataError, list_files
+        from sidestep.data.tensors import DataError, list_files, not_tensor_files
 
         try:
             files = list_files(path)
         except DataError as exc:
             return str(exc), None, None
+        bad = not_tensor_files(files)
+        if bad:  # the run would fail on them after loading the model
+            names = ", ".join(f.name for f in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            return (f"{len(bad)} of the {len(files)} .pt files are not tensor files ({names}); "
+                    "preprocess those songs again, or move the files away", None, None)
         return None, f"{len(files)} preprocessed songs", None
     if name == "output_dir":
         from sidestep.engine.run_dir import RunDirError, check_output_dir
