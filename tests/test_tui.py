@@ -617,3 +617,26 @@ async def test_esc_on_an_edited_form_asks_before_its_edits_are_lost(tui_env):
         await pilot.click("#leave")
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
         assert app.errors == []
+
+
+async def test_the_review_shows_long_values_whole_and_the_estimate(tui_env):
+    """At 100x32 the output row read "…demo-20261203-160958 (resume from /tmp": the value
+    column cut it; and the memory estimate the review promises was never passed to it."""
+    from textual.widgets import Static
+
+    from sidestep.tui.screens.review import ReviewScreen
+
+    out = "./output/" + "a-rather-long-run-folder-name-" * 3 + "end"
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_form(app, pilot, output_dir=out)
+        await pilot.press("f3")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ReviewScreen), 10)
+        await pilot.pause(0.3)
+        shown = app.screen.query_one("#review-table", Static)
+        lines = [strip.text for strip in shown.render_lines(shown.region.reset_offset)]
+        text = "".join(line.strip() for line in lines)
+        assert out.replace(" ", "") in text, lines
+        assert "VRAM" in str(app.screen.query_one("#review-estimate", Static).render())
+        await pilot.press("escape")
+        assert app.errors == []

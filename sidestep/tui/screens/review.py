@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Label, Static
+from textual.widgets import Button, Footer, Label, Static
 
 from sidestep.engine.describe import summary_rows
 
@@ -23,8 +23,8 @@ class ReviewScreen(ModalScreen[str]):
         with Vertical(classes="dialog review-dialog"):
             yield Label("Review and start", classes="dialog-title")
             with VerticalScroll(id="review-body"):
-                table = DataTable(id="review-table", show_cursor=False, zebra_stripes=True)
-                yield table
+                # values wrap: a DataTable cut the output folder and the checkpoint resumed
+                yield Static(self._table(), id="review-table")
                 for w in self.resolved.warnings:
                     yield Static(f"⚠ {w}", classes="review-warning", markup=False)
                 if self.estimate_line:
@@ -36,11 +36,18 @@ class ReviewScreen(ModalScreen[str]):
         # the dialog's own keys: the footer underneath showed the screen's, which do nothing here
         yield Footer()
 
-    def on_mount(self) -> None:
-        table = self.query_one("#review-table", DataTable)
-        table.add_columns("setting", "value")
+    def _table(self):
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(show_header=False, box=None, expand=True, padding=(0, 1))
+        table.add_column("setting", style="bold", no_wrap=True)
+        table.add_column("value", overflow="fold", ratio=1)
         for key, value in summary_rows(self.resolved.config):
-            table.add_row(key, value)
+            table.add_row(key, Text(value))
+        return table
+
+    def on_mount(self) -> None:
         self.query_one("#start", Button).focus()
 
     def action_start(self) -> None:

@@ -435,7 +435,8 @@ class TrainingFormScreen(Screen):
             if choice == "start":
                 self.app.start_run(resolved.config)
 
-        self.app.push_screen(ReviewScreen(resolved), done)
+        # the memory estimate the form shows, as the review promises
+        self.app.push_screen(ReviewScreen(resolved, self.model.estimate_line()[0]), done)
 
     def edited(self) -> bool:
         """Typed values, a typo or a preset since the form opened."""
