@@ -322,3 +322,10 @@ async def test_every_button_shows_on_an_80x24_terminal(snap_env, screen):
             assert region.width >= len(label.replace("…", "")), (screen, label, region)
             under, _ = app.screen.get_widget_at(*region.center)
             assert under is button, (screen, label, region, under)
+        if screen == "dashboard":  # the footer's last keys, ? Help and Q Quit, were cut off
+            from textual.widgets._footer import FooterKey
+
+            keys = [k for k in app.screen.query(FooterKey) if k.display]
+            assert {"question_mark", "q"} <= {k.key for k in keys}, [k.key for k in keys]
+            assert all(k.region.right <= 80 and k.region.width > 0 for k in keys), \
+                [(k.key, k.region) for k in keys]

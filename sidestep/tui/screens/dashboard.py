@@ -193,6 +193,8 @@ class DashboardScreen(Screen):
         from sidestep.config.paths import short
 
         root, entries, error = message.root, message.entries, message.error
+        if error:  # the dashboard's models come from the settings, not from a flag
+            error = error.replace("--checkpoint-dir", "Settings → 'Default checkpoint folder'")
 
         self.query_one("#models-root", Static).update(short(root) + (f"\n{error}" if error
                                                                      else ""))
