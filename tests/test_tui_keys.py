@@ -508,7 +508,8 @@ async def test_a_dialog_shows_its_own_keys_not_the_screens_underneath(tui_env):
         await pilot.pause(0.3)
         app.show_error("Something failed", "the reason")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), 5)
-        await pilot.pause(0.3)
+        # the footer composes its keys a moment after the dialog (later under load)
+        assert await wait_until(pilot, lambda: app.screen.query(FooterKey), 10)
         shown = [k.description for k in app.screen.query(FooterKey)]
         assert "Close" in shown and "Train" not in shown and "History" not in shown, shown
         await pilot.press("escape")
