@@ -392,3 +392,12 @@ def test_paths_shown_from_the_root_folder_stay_absolute(tmp_path, monkeypatch):
     assert short(tmp_path / "run") == str(tmp_path / "run")
     monkeypatch.chdir(tmp_path)
     assert short(tmp_path / "run") == "./run"
+
+
+def test_make_demo_numbers_are_checked_as_settings_are(capsys, tmp_path):
+    # "invalid int value: 'abc'"; and --clips 100000 wrote 12 GB before it was stopped
+    err = parse_error(["make-demo", str(tmp_path / "d"), "--seed", "abc"], capsys)
+    assert "--seed: expected a whole number, got 'abc'" in err
+    err = parse_error(["make-demo", str(tmp_path / "d"), "--clips", "100000"], capsys)
+    assert "--clips: must be from 1 to 500, got 100000" in err
+    assert not (tmp_path / "d").exists()

@@ -76,6 +76,10 @@ def test_compare_numbers(pair):
     assert p["spearman"] == pytest.approx(0.8)
     assert pair_line(p) == ("a vs b: top-3 overlap 2/3 (Jaccard 0.50), Spearman 0.80 "
                             "over 5 modules")
+    # a top 8 against a top 32: "overlap 8/8" read as full agreement
+    wide = {**p, "top_k_a": 32, "top_k_b": 8, "overlap": 8, "jaccard": 0.25}
+    assert pair_line(wide) == ("a vs b: 8 of b's top 8 in a's top 32 (Jaccard 0.25), "
+                               "Spearman 0.80 over 5 modules")
     rows = {r["name"]: r for r in result["modules"]}
     assert set(rows) == {M1, M2, M3, M4, M5, M6}
     assert rows[M6]["ranks"] == [None, 2] and rows[M6]["scores"] == [None, pytest.approx(0.9)]

@@ -180,6 +180,19 @@ def _value_type(s: Setting):
     return convert
 
 
+def _whole(lo: int, hi: int):
+    """argparse ``type=`` of a whole number in [lo, hi], worded as the settings' are."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, got {value}")
+        return value
+    return whole
+
+
 def user_path(text: str) -> str:
     """argparse ``type=`` of a path that is not a setting: ``~`` is the home folder here too
     (quoted, or after ``=``, the shell leaves it; `presets export x ~/x.json` wrote ./~)."""
@@ -305,9 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(turbo and base DiT, VAE, text encoder) plus synthetic "
                                       "audio and preprocessed tensors, for tests and --demo.")
     demo.add_argument("dir", metavar="DIR", type=user_path, help="folder to create")
-    demo.add_argument("--seed", type=int, default=0, help="seed for weights and audio")
+    demo.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0,
+                      help="seed for weights and audio")
     demo.add_argument("--force", action="store_true", help="write into a non-empty folder")
-    demo.add_argument("--clips", type=int, default=12, help="number of audio clips (default 12)")
+    # bounded: 100000 clips wrote 12 GB before it was stopped
+    demo.add_argument("--clips", type=_whole(1, 500), default=12,
+                      help="number of audio clips, 1 to 500 (default 12)")
 
     _add_adapter_parsers(sub)
     from sidestep.cli.runs_cmd import add_run_parsers

@@ -251,8 +251,12 @@ def pair_line(pair: dict, granularity: str = "module") -> str:
     """One pair in words: ``A vs B: top-16 overlap 12/16 (Jaccard 0.60), Spearman 0.83 over
     64 modules``."""
     ka, kb = pair["top_k_a"], pair["top_k_b"]
-    k = str(ka) if ka == kb else f"{ka}/{kb}"
     rho = "n/a" if pair["spearman"] is None else f"{pair['spearman']:.2f}"
     unit = granularity if pair["common"] == 1 else f"{granularity}s"
-    return (f"{pair['a']} vs {pair['b']}: top-{k} overlap {pair['overlap']}/{min(ka, kb)} "
-            f"(Jaccard {pair['jaccard']:.2f}), Spearman {rho} over {pair['common']} {unit}")
+    if ka == kb:
+        overlap = f"top-{ka} overlap {pair['overlap']}/{ka}"
+    else:  # "overlap 8/8" read as agreement between a top 8 and a top 32
+        (small, k), (big, kk) = sorted(((pair["a"], ka), (pair["b"], kb)), key=lambda t: t[1])
+        overlap = f"{pair['overlap']} of {small}'s top {k} in {big}'s top {kk}"
+    return (f"{pair['a']} vs {pair['b']}: {overlap} (Jaccard {pair['jaccard']:.2f}), "
+            f"Spearman {rho} over {pair['common']} {unit}")
