@@ -276,8 +276,10 @@ def test_a_preset_saved_with_a_rank_far_from_alpha_warns_and_view_names_model_de
     assert code == 0 and "scales the adapter" not in err  # both given: meant
     code, out, _ = run(["presets", "view", "quick_test"], capsys)
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
-    assert "(the model's default)" in rows["shift"] and "(the model's default)" in rows[
-        "cfg_ratio"]
+    assert "(the model's default)" in rows["--shift"] and "(the model's default)" in rows[
+        "--cfg-ratio"]
+    # the flags a user types, not the file's keys; no trailing space after an empty description
+    assert "--target-modules" in rows and "target_modules_str" not in out
 
 
 # -- 8. the best checkpoint, once -------------------------------------------------------------

@@ -31,14 +31,16 @@ def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = 
             preset = store.load(args.name)
             rows = []
             for s in schema.PRESET_FIELDS:
+                flag = s.flags[-1]  # what the user types, not the file's key (target_modules_str)
                 if s.name in preset.values:
-                    rows.append((s.file_key, to_text(s, preset.values[s.name]) or "(none)"))
+                    rows.append((flag, to_text(s, preset.values[s.name]) or "(none)"))
                 elif s.variant_defaults:  # turbo's shift 3 or base's CFG 0.15: not both
-                    rows.append((s.file_key, "(the model's default)"))
+                    rows.append((flag, "(the model's default)"))
                 else:
-                    rows.append((s.file_key, f"{to_text(s, s.default) or '(none)'} (default)"))
-            out.table(f"{preset.name} [{preset.source}] {preset.description}",
-                      ("field", "value"), rows)
+                    rows.append((flag, f"{to_text(s, s.default) or '(none)'} (default)"))
+            title = f"{preset.name} [{preset.source}]" + (f" {preset.description}"
+                                                          if preset.description else "")
+            out.table(title, ("setting", "value"), rows)
         elif action == "save":
             values: dict = {}
             if args.from_preset:
