@@ -347,13 +347,19 @@ def test_resume_mistakes_are_named_and_a_finished_run_is_left_alone(demo_root, s
              f"out/song/{ckpt.name}/adapter": "is the adapter inside a checkpoint; resume "
                                               f"from the checkpoint itself, out/song/{ckpt.name}",
              "tensors": "tensors: not a checkpoint; give one of a run's checkpoint folders",
-             str(ckpt): "that run has already trained 1 epochs (--epochs 1); raise --epochs "
+             str(ckpt): "that run has already trained 1 epoch (--epochs 1); raise --epochs "
                         "above 1"}
+
+    def times():  # a refusal after the folder was claimed rewrote the same bytes
+        return {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*")}
+
+    stamps = times()
     for given, says in cases.items():
         assert cli(*flags, "--resume-from", given, "--epochs", "1") == 2, given
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, err
         assert tree_hash(tmp_path / "out") == before, given
+        assert times() == stamps, given
     # no --output-dir: the checkpoint's own run folder
     assert cli(*flags, "--resume-from", str(ckpt), "--epochs", "2") == 0
     info = json.loads((run / "run.json").read_text())

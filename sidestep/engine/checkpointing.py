@@ -168,6 +168,22 @@ def saved_config(folder: Path | str) -> dict[str, Any]:
     return dict(config) if isinstance(config, dict) else {}
 
 
+def saved_epoch(folder: Path | str) -> int | None:
+    """The epoch count in a complete checkpoint's state (memory-mapped, as saved_config)."""
+    epoch = _load_state(folder, mmap=True).get("epoch")
+    return int(epoch) if isinstance(epoch, int) else None
+
+
+def trained_out(folder: Path | str, epoch: int, epochs: int) -> str | None:
+    """Why resuming at ``epoch`` with ``epochs`` has nothing left to train, or None."""
+    if epoch < epochs:
+        return None
+    from sidestep.config.plural import counted
+
+    return (f"{folder}: that run has already trained {counted(epoch, 'epoch')} (--epochs "
+            f"{epochs}); raise --epochs above {epoch} to train it further")
+
+
 def _load_state(folder: Path | str, mmap: bool = False) -> dict[str, Any]:
     import torch
 

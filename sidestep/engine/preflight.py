@@ -19,6 +19,13 @@ def preflight(config, output_dir: bool = True) -> None:
         if problem:
             raise checkpointing.CheckpointProblem(problem)
         refused_resume(config)
+        # before the folder is claimed: a refusal there rewrote the run's files (same bytes,
+        # new times); the trainer still checks the epoch a finished last epoch rounds up to
+        done = checkpointing.trained_out(config.resume_from,
+                                         checkpointing.saved_epoch(config.resume_from) or 0,
+                                         config.epochs)
+        if done:
+            raise checkpointing.CheckpointProblem(done)
     if output_dir:
         check_output_dir(config.output_dir, config.resume_from)
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)

@@ -662,10 +662,9 @@ class Trainer:
         elif p.position:  # older checkpoints lack them: the mean then counts from here
             p.epoch_losses = [float(x) for x in state.get("epoch_losses") or ()]
         p.best_loss = float(state.get("best_loss", math.inf))
-        if p.epoch >= self.config.epochs:  # nothing left: a start would only rewrite its files
-            raise ckpt.CheckpointProblem(
-                f"{folder}: that run has already trained {p.epoch} epochs (--epochs "
-                f"{self.config.epochs}); raise --epochs above {p.epoch} to train it further")
+        done = ckpt.trained_out(folder, p.epoch, self.config.epochs)
+        if done:  # nothing left: a start would only rewrite its files (the preflight saw most)
+            raise ckpt.CheckpointProblem(done)
         self.resumed_from = str(folder)
         self._last_save = ((p.step, p.epoch, p.position),
                            CheckpointSaved(path=str(folder), step=p.step, epoch=p.epoch,
