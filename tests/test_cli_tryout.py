@@ -403,3 +403,15 @@ def test_make_demo_numbers_are_checked_as_settings_are(capsys, tmp_path):
     err = parse_error(["make-demo", str(tmp_path / "d"), "--clips", "100000"], capsys)
     assert "--clips: must be from 1 to 500, got 100000" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_file_given_as_the_checkpoint_folder_is_called_a_file(tmp_path):
+    # "/etc/passwd: checkpoint folder not found"
+    from sidestep.model.checkpoints import DiscoveryError, list_models
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    with pytest.raises(DiscoveryError, match="notes.txt: is a file, not a folder; set "):
+        list_models(afile)
+    with pytest.raises(DiscoveryError, match="nothere: checkpoint folder not found; set "):
+        list_models(tmp_path / "nothere")
