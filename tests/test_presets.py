@@ -184,15 +184,20 @@ def test_import_rules_through_cli(capsys, in_tmp_cwd):
     assert not (in_tmp_cwd.parent / "evil.json").exists()
 
 
+def _config_with_preset(capsys, name: str) -> dict:
+    """`fixed --preset NAME --print-config`, read back."""
+    capsys.readouterr()
+    assert main(["fixed", "--checkpoint-dir", "a", "--dataset-dir", "b", "--output-dir", "c",
+                 "--preset", name, "--print-config"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_a_loha_preset_keeps_its_dims(capsys, in_tmp_cwd):
     """`presets save lh --adapter-type loha --loha-linear-dim 8` was refused (no such flag
     there), and a file holding them trained at the defaults without a word."""
     assert main(["presets", "save", "lh", "--adapter-type", "loha", "--loha-linear-dim", "8",
                  "--loha-linear-alpha", "4"]) == 0
-    capsys.readouterr()
-    assert main(["fixed", "--checkpoint-dir", "a", "--dataset-dir", "b", "--output-dir", "c",
-                 "--preset", "lh", "--print-config"]) == 0
-    cfg = json.loads(capsys.readouterr().out)
+    cfg = _config_with_preset(capsys, "lh")
     assert (cfg["adapter_type"], cfg["loha_linear_dim"], cfg["loha_linear_alpha"]) == \
         ("loha", 8, 4)
 
@@ -229,8 +234,5 @@ def test_cli_save_view_export_delete(capsys, in_tmp_cwd):
 def test_preset_saved_by_cli_drives_training_config(capsys, in_tmp_cwd):
     assert main(["presets", "save", "tiny", "--rank", "4", "--epochs", "2",
                  "--optimizer-type", "adafactor"]) == 0
-    capsys.readouterr()
-    assert main(["fixed", "--checkpoint-dir", "a", "--dataset-dir", "b", "--output-dir", "c",
-                 "--preset", "tiny", "--print-config"]) == 0
-    cfg = json.loads(capsys.readouterr().out)
+    cfg = _config_with_preset(capsys, "tiny")
     assert (cfg["rank"], cfg["epochs"], cfg["optimizer_type"]) == (4, 2, "adafactor")

@@ -35,6 +35,15 @@ async def open_form(app, pilot, **explicit):
     return app.screen
 
 
+async def run_from_palette(pilot, words: str) -> None:
+    """ctrl+p, the words, Enter on the first match."""
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.3)
+    await pilot.press(*list(words))
+    await pilot.pause(0.5)
+    await pilot.press("enter")
+
+
 async def type_into(pilot, app, name, text):
     field_input = app.screen.query_one(f"#input-{name}", Input)
     field_input.focus()
@@ -376,11 +385,7 @@ async def test_quit_during_a_run_asks_first(tui_env):
         # the palette's Quit asks too (Textual's own exited at once, mid-run), and is listed
         # once
         assert "Quit" not in [c.title for c in app.get_system_commands(app.screen)]
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
-        await pilot.press(*list("quit"))
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "quit")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
         await pilot.click("#cancel")
         await pilot.pause(0.3)
@@ -408,11 +413,7 @@ async def test_sigterm_during_a_run_saves_then_exits(tui_env):
 async def test_command_palette_reaches_screens(tui_env):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
-        await pilot.press(*list("history"))
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "history")
         assert await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), 5)
         await pilot.press("question_mark")
         await pilot.pause(0.2)

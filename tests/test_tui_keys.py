@@ -11,6 +11,7 @@ from textual.widgets import Checkbox, Input, OptionList, Select
 
 from conftest import form_built, make_app, wait_until
 from sidestep.tui.screens.dashboard import DashboardScreen
+from sidestep.tui.screens.dialogs import ConfirmScreen
 from sidestep.tui.screens.help import HelpScreen
 from sidestep.tui.screens.history import HistoryScreen
 from sidestep.tui.screens.monitor import MonitorScreen
@@ -279,6 +280,15 @@ async def test_settings_errors_use_labels_and_a_missing_folder_is_named(tui_env)
         notes = [n.message for n in app._notifications if n.severity == "warning"]
         assert any("Default checkpoint folder: ./no-such-models does not exist" in m
                    for m in notes), notes
+        # saved: Esc leaves at once; an unsaved change is asked about first
+        screen.query_one("#set-refresh_hz", Input).value = "5"
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.press("enter")  # the safe button: keep editing
+        assert await wait_until(pilot, lambda: app.screen is screen, 5)
+        screen.query_one("#set-refresh_hz", Input).value = "2"  # back as saved
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
 
 
 def test_messages_shared_with_the_cli_name_the_apps_fields():

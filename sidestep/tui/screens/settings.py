@@ -76,6 +76,13 @@ class SettingsScreen(Screen):
                 out[key] = widget.value.strip()
         return out
 
+    def _shown(self) -> dict:
+        """What each field shows now, as typed (a half-typed number too)."""
+        return {key: self.query_one(f"#set-{key}").value for key, _label, _kind in FIELDS}
+
+    def on_mount(self) -> None:
+        self._as_saved = self._shown()
+
     def action_save(self) -> None:
         err = self.query_one("#settings-error", Static)
         try:
@@ -89,6 +96,7 @@ class SettingsScreen(Screen):
             return
         err.update("")
         self.app.apply_settings(new)
+        self._as_saved = self._shown()
         # saved all the same (a drive may be mounted later), but a typo shows now
         missing = [f"{label_of(k)}: {values[k]} does not exist" for k in ("checkpoint_dir",
                                                                            "dataset_root")
@@ -104,7 +112,22 @@ class SettingsScreen(Screen):
             self.app.theme = event.value
 
     def action_dashboard(self) -> None:
-        self.app.action_dashboard()
+        """Esc or Dashboard: unsaved changes are asked about, as on the training form (they
+        were dropped without a word, and a previewed theme stayed)."""
+        if self._shown() == self._as_saved:
+            self.app.action_dashboard()
+            return
+        from sidestep.tui.screens.dialogs import ConfirmScreen
+
+        def answer(choice: str) -> None:
+            if choice == "leave":
+                self.app.theme = self.app.settings.theme  # the preview goes with the rest
+                self.app.action_dashboard()
+
+        self.app.push_screen(
+            ConfirmScreen("Leave Settings?", "Your changes here are not saved (ctrl+s saves).",
+                          [("leave", "Discard and leave", "error"),
+                           ("stay", "Keep editing", "primary")]), answer)
 
 
 def settings_dict(settings: Settings) -> dict:
