@@ -301,6 +301,8 @@ def test_the_best_checkpoint_is_named_once_not_every_epoch(capsys, plain):
     assert "saved final checkpoint: /runs/r/final/adapter" in shown
     if plain:
         assert shown.count("(best so far)") == 9
+        # said after the epoch it belongs to (it came first, before "epoch 1/.. done")
+        assert shown.index("epoch 1/") < shown.index("saved best checkpoint")
 
 
 

@@ -56,6 +56,7 @@ class PlainProgress:
         self.epochs = 0
         self.fatal_shown = False
         self.best = _BestOnce()
+        self.best_line: str | None = None
 
     def handle(self, e: Event) -> None:
         say = self.out.info
@@ -74,9 +75,16 @@ class PlainProgress:
             say(f"epoch {e.epoch}/{self.epochs} done: mean loss {e.mean_loss:.4f}"
                 + (f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else "")
                 + (" (best so far)" if e.best else "") + f" ({e.seconds:.1f} s)")
+            if self.best_line:
+                say(self.best_line)
+                self.best_line = None
         elif isinstance(e, CheckpointSaved):
             if self.best.first(e):
-                say(e.line() + self.best.note(e))
+                line = e.line() + self.best.note(e)
+                if e.kind == "best":  # saved before its epoch's event: said after its line
+                    self.best_line = line
+                else:
+                    say(line)
         elif isinstance(e, SampleWritten):
             say(f"sample for epoch {e.epoch}: {e.path} ({e.seconds:.1f} s to render)")
         elif isinstance(e, Problem):
