@@ -201,16 +201,18 @@ def _load_state(folder: Path | str, mmap: bool = False) -> dict[str, Any]:
     return state
 
 
+def marked_step(folder: Path) -> int:
+    """The step a complete checkpoint's marker records (0 when it cannot say)."""
+    try:
+        return int((Path(folder) / MARKER).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (by step)."""
-    found = []
-    for p in Path(run_dir).glob("checkpoint-*"):
-        if p.is_dir() and is_complete(p):
-            try:
-                step = int((p / MARKER).read_text().strip() or 0)
-            except (OSError, ValueError):
-                step = 0
-            found.append((step, p.stat().st_mtime, p))
+    found = [(marked_step(p), p.stat().st_mtime, p) for p in Path(run_dir).glob("checkpoint-*")
+             if p.is_dir() and is_complete(p)]
     return [p for *_, p in sorted(found)]
 
 

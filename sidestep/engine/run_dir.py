@@ -243,16 +243,10 @@ def _refuse_going_back(checkpoint: Path, run_dir: Path) -> None:
     """Resuming in place from a checkpoint older than the run's newest would overwrite the
     later checkpoints and the best and final adapters as it retrains those steps: that is a
     branch, for a new folder."""
-    from sidestep.engine.checkpointing import MARKER, list_checkpoints
+    from sidestep.engine.checkpointing import list_checkpoints, marked_step
 
-    def step_of(folder: Path) -> int:
-        try:
-            return int((folder / MARKER).read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
-
-    step = step_of(checkpoint)
-    newer = [c for c in list_checkpoints(run_dir) if step_of(c) > step]
+    step = marked_step(checkpoint)
+    newer = [c for c in list_checkpoints(run_dir) if marked_step(c) > step]
     if newer:
         names = ", ".join(c.name for c in newer[-3:])
         raise RunDirError(
