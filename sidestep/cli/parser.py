@@ -200,9 +200,11 @@ def user_path(text: str) -> str:
 
 
 def add_setting(parser: argparse._ActionsContainer, s: Setting,
-                paths_required: bool = True) -> None:
+                paths_required: bool = True, listed: bool = True) -> None:
+    """``listed=False``: taken, but left out of --help."""
     # argparse %-formats help strings: a literal % (e.g. "10% to 100%") must be doubled.
-    help_text = f"{s.help} ({_default_text(s, paths_required)})".replace("%", "%%")
+    help_text = f"{s.help} ({_default_text(s, paths_required)})".replace("%", "%%") \
+        if listed else argparse.SUPPRESS
     kw: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS, "help": help_text}
     if s.kind == "bool":
         parser.add_argument(*s.flags, action=argparse.BooleanOptionalAction, **kw)
@@ -289,8 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                              if s.group not in NOT_FOR_VRAM), paths_required=False)
     for s in schema.settings_for("fixed"):  # a training command's flags, as given: taken
         if s.group in NOT_FOR_VRAM:
-            add_setting(vram, s)
-            vram._option_string_actions[s.flags[-1]].help = argparse.SUPPRESS
+            add_setting(vram, s, listed=False)
 
     check = sub.add_parser("check-dataset", formatter_class=_Formatter,
                            help="Find problems in a dataset folder before training on it.",

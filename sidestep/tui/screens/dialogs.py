@@ -49,6 +49,14 @@ class ConfirmScreen(ModalScreen[str]):
         self.dismiss("cancel")
 
 
+def leave_or_stay(app, title: str, message: str, leave) -> None:
+    """Asks before a screen's unsaved edits are dropped; ``leave`` runs on "Discard and
+    leave". Keep editing has focus, so a reflexive Enter keeps them (the form and Settings)."""
+    app.push_screen(ConfirmScreen(title, message, [("leave", "Discard and leave", "error"),
+                                                   ("stay", "Keep editing", "primary")]),
+                    lambda choice: leave() if choice == "leave" else None)
+
+
 class ErrorScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("enter", "close", "Close")]
 

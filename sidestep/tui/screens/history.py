@@ -207,11 +207,9 @@ class HistoryScreen(samples.SampleKeys, Screen):
         if message.error:
             from sidestep.tui.wording import in_app_words
 
-            # the export dialog's own words for its switch (the engine's are the CLI's)
-            error = message.error.replace("pass --force to replace it",
-                                          "tick 'Replace an existing output' to replace it")
-            self.notify(in_app_words(error), title="Export not written", severity="error",
-                        timeout=20)
+            # (the dialog's switch reads "Replace an existing output (--force)")
+            self.notify(in_app_words(message.error), title="Export not written",
+                        severity="error", timeout=20)
             return
         r = message.result
         self.notify(f"wrote {short(r.output)}: {r.kind.upper()}, {r.modules} modules, {r.fmt}",

@@ -117,17 +117,14 @@ class SettingsScreen(Screen):
         if self._shown() == self._as_saved:
             self.app.action_dashboard()
             return
-        from sidestep.tui.screens.dialogs import ConfirmScreen
+        from sidestep.tui.screens.dialogs import leave_or_stay
 
-        def answer(choice: str) -> None:
-            if choice == "leave":
-                self.app.theme = self.app.settings.theme  # the preview goes with the rest
-                self.app.action_dashboard()
+        def leave() -> None:
+            self.app.theme = self.app.settings.theme  # the preview goes with the rest
+            self.app.action_dashboard()
 
-        self.app.push_screen(
-            ConfirmScreen("Leave Settings?", "Your changes here are not saved (ctrl+s saves).",
-                          [("leave", "Discard and leave", "error"),
-                           ("stay", "Keep editing", "primary")]), answer)
+        leave_or_stay(self.app, "Leave Settings?",
+                      "Your changes here are not saved (ctrl+s saves).", leave)
 
 
 def settings_dict(settings: Settings) -> dict:

@@ -449,10 +449,7 @@ class TrainingFormScreen(Screen):
         if not self.edited():
             self.app.action_dashboard()
             return
-        from sidestep.tui.screens.dialogs import ConfirmScreen
+        from sidestep.tui.screens.dialogs import leave_or_stay
 
-        self.app.push_screen(
-            ConfirmScreen("Leave the form?", "What you typed in this form is not kept.",
-                          [("leave", "Discard and leave", "error"),
-                           ("stay", "Keep editing", "primary")]),
-            lambda choice: self.app.action_dashboard() if choice == "leave" else None)
+        leave_or_stay(self.app, "Leave the form?", "What you typed in this form is not kept.",
+                      self.app.action_dashboard)
