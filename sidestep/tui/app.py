@@ -710,7 +710,8 @@ class SideStepApp(App):
     def get_system_commands(self, screen):
         """Textual's palette entries, less its "Quit": that exited at once, mid-run, without
         the question Q asks (the palette's own Quit, from commands.py, asks)."""
-        return [c for c in super().get_system_commands(screen) if c.title != "Quit"]
+        return [c for c in super().get_system_commands(screen)
+                if c.callback != self.action_quit]
 
     async def action_quit_anywhere(self) -> None:
         await self.action_request_quit()
