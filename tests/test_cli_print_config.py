@@ -156,7 +156,7 @@ def test_selective_needs_module_config(capsys):
 
 def test_other_commands_print_config(capsys):
     cfg, _ = run_json(capsys, ["build-dataset", "-i", "songs", "--tag", "zz"])
-    assert cfg == {"output": None, "force": False, "input": "songs", "tag": "zz",
+    assert cfg == {"output": "songs/dataset.json", "force": False, "input": "songs", "tag": "zz",
                    "tag_position": "prepend",
                    "genre_ratio": 0, "name": "local_dataset"}
     assert main(["compare-configs", "--configs", "one.json", "--print-config"]) == 2
@@ -203,3 +203,18 @@ def test_a_rank_far_from_alpha_warns_with_the_usual_alpha(capsys):
                   ["--adapter-type", "lokr"]):
         _, err = run_json(capsys, BASE + flags)
         assert "alpha / rank" not in err, flags
+
+
+def test_the_output_that_estimate_and_build_dataset_would_write_is_shown(capsys, tmp_path,
+                                                                          monkeypatch):
+    """Without --output they choose the file when they run; --print-config says which (it
+    showed null)."""
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = run_json(capsys, ["build-dataset", "-i", str(tmp_path / "songs")])
+    assert cfg["output"] == str(tmp_path / "songs" / "dataset.json")
+    (tmp_path / "estimate-turbo-module.json").write_text("{}")  # taken: the next free name
+    cfg, _ = run_json(capsys, ["estimate", "--checkpoint-dir", "a", "--dataset-dir", "b"])
+    assert cfg["output"] == "estimate-turbo-module-2.json"
+    cfg, _ = run_json(capsys, ["build-dataset", "-i", "s", "--output", "x.json"])
+    assert cfg["output"] == "x.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["estimate-turbo-module.json"]

@@ -124,12 +124,26 @@ def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[s
     return {**carried, **explicit}
 
 
+def _with_default_output(command: str, resolved) -> dict[str, Any]:
+    """The resolved settings, with the file that estimate or build-dataset would write when
+    no --output is given (it is worked out when they run, so the schema's default is None)."""
+    shown = resolved.public_dict(command)
+    if shown.get("output") is None and command in ("estimate", "build-dataset"):
+        if command == "estimate":
+            from sidestep.cli.estimate_cmd import default_output
+        else:
+            from sidestep.data.dataset_json import default_output
+        source = resolved.config if command == "estimate" else resolved.config.input
+        shown["output"] = str(default_output(source))
+    return shown
+
+
 def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
     resolved = resolve_from_args(command, args, out)
     if resolved is None:
         return EXIT_BAD_INPUT
     if getattr(args, "print_config", False):
-        out.json(resolved.public_dict(command))
+        out.json(_with_default_output(command, resolved))
         return EXIT_OK
     if command == "build-dataset":
         from sidestep.cli.data_cmds import run_build_dataset

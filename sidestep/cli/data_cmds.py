@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sidestep.config.plural import counted
-
 import argparse
 import os
 import time
@@ -11,6 +9,7 @@ from pathlib import Path
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from sidestep.cli.output import Out
+from sidestep.config.plural import counted
 
 
 def run_build_dataset(config, out: Out) -> int:

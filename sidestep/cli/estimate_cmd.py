@@ -3,12 +3,11 @@ the user's dataset and write the module config that ``selective`` trains."""
 
 from __future__ import annotations
 
-from sidestep.config.plural import counted
-
 from pathlib import Path
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STOPPED
 from sidestep.cli.output import Out
+from sidestep.config.plural import counted
 
 
 def default_output(config) -> Path:

@@ -192,6 +192,11 @@ def sample_for(audio: Path, root: Path, tag: str = "",
     )
 
 
+def default_output(input_dir: Path | str) -> Path:
+    """Where ``build-dataset`` writes without ``--output``: the songs folder's dataset.json."""
+    return Path(input_dir) / "dataset.json"
+
+
 def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "prepend",
                   genre_ratio: int = 0, name: str = "local_dataset",
                   output: Path | str | None = None,
@@ -209,7 +214,7 @@ def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "
     if not root.is_dir():
         raise DatasetError(f"{root}: input folder not found" if not root.exists() else
                            f"{root}: is a file; give the folder that holds the audio files")
-    out = Path(output) if output else root / "dataset.json"
+    out = Path(output) if output else default_output(root)
     problem = output_file_problem(out, "--output", "dataset.json", replace=replace)
     if problem:
         raise DatasetError(problem)

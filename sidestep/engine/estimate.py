@@ -16,8 +16,6 @@ step's, not a full fine-tune's.
 
 from __future__ import annotations
 
-from sidestep.config.plural import counted
-
 import contextlib
 import logging
 import math
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sidestep.config.plural import counted
 from sidestep.config.schema import PROJECTIONS
 
 log = logging.getLogger("sidestep.engine")

@@ -10,8 +10,6 @@ opens the form on it. ``CompareScreen`` sets two saved estimates side by side, a
 
 from __future__ import annotations
 
-from sidestep.config.plural import counted
-
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, ProgressBar,
                              Static)
 
+from sidestep.config.plural import counted
 from sidestep.engine.describe import fmt_duration
 from sidestep.tui.messages import EstimateFinished, EstimateProgress
 from sidestep.tui.widgets.ranking import RankingChart, legend, selection_line
