@@ -316,9 +316,21 @@ def test_runs_tells_live_from_interrupted_by_the_process(tmp_path, capsys):
     assert rows["live"]["last_loss"] == pytest.approx(1 / 3)
     assert rows["killed"]["status"] == "interrupted" and not rows["killed"]["live"]
     assert rows["killed"]["pid"] is None
+    # the newest complete checkpoint is what to resume the killed run from
+    for name in ("checkpoint-step-2", "checkpoint-step-3"):
+        ckpt = killed / name
+        (ckpt / "adapter").mkdir(parents=True)
+        (ckpt / "training_state.pt").write_bytes(b"")
+    (killed / "checkpoint-step-3" / "COMPLETE").write_text("")
+    (killed / "checkpoint-step-2" / "COMPLETE").write_text("")
+    (killed / "checkpoint-step-9").mkdir()  # a save killed before its marker
     assert main(["--plain", "runs", str(live), str(killed)]) == 0
-    table = capsys.readouterr().out
-    assert "running" in table and "interrupted" in table and "3/8" in table
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[-1] == "checkpoint"
+    row = {line.split()[0]: line.split() for line in lines}
+    assert row[str(killed)][1] == "interrupted" and row[str(killed)][-1] == "checkpoint-step-3"
+    assert row[str(live)][1] == "running" and row[str(live)][4] == "3/8"
+    assert row[str(live)][-1] == "-"
 
 
 def test_runs_finds_the_settings_output_root(tmp_path, capsys, monkeypatch):

@@ -70,7 +70,7 @@ class Out:
 
         table = Table(title=title or None)
         for c in columns:
-            table.add_column(c)
+            table.add_column(c, overflow="fold")  # wrapped, never cut: paths get copied
         for row in rows:
             table.add_row(*(str(v) for v in row))
         self.console.print(table)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from sidestep.cli.output import Out
+from sidestep.config.plural import counted
 from sidestep.engine.live_runs import run_rows
 from sidestep.engine.run_dir import resume_command
 
@@ -54,10 +55,12 @@ def _count(text: str) -> int:
 def add_run_parsers(sub, formatter) -> None:
     runs = sub.add_parser(
         "runs", formatter_class=formatter,
-        help="List live and recent runs: status, pid, epochs done, step, last loss.",
+        help="List live and recent runs: status, pid, epochs done, step, last loss, the "
+             "newest checkpoint.",
         description="List live and recent runs, live first: folder, status (running, paused, "
                     "starting, completed, stopped, failed, interrupted: the process is gone), "
-                    "pid, epochs done and step, last loss, start time. Without DIR it looks under "
+                    "pid, epochs done and step, last loss, start time and the newest complete "
+                    "checkpoint (what --resume-from takes). Without DIR it looks under "
                     "the settings' output root, the demo's runs and every folder a run "
                     "started in.")
     runs.add_argument("dirs", nargs="*", metavar="DIR",
@@ -133,11 +136,10 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
 
         out.info("no runs found under " + ", ".join(short(r) for r in roots[:4]))
         return EXIT_OK
-    out.table("", ("folder", "status", "pid", "epochs", "step", "last loss", "started"),
-              [_cells(r) for r in rows])
+    out.table("", ("folder", "status", "pid", "epochs", "step", "last loss", "started",
+                   "checkpoint"), [_cells(r) for r in rows])
     if hidden:
-        out.info(f"{hidden} older run{'s' if hidden != 1 else ''} not shown: --limit 0 lists "
-                 "every run")
+        out.info(f"{counted(hidden, 'older run')} not shown: --limit 0 lists every run")
     return EXIT_OK
 
 
@@ -156,7 +158,7 @@ def _cells(r: dict[str, Any]) -> tuple[str, ...]:
     loss = f"{r['last_loss']:.4f}" if isinstance(r["last_loss"], (int, float)) else "-"
     return (short(r["path"]), r["status"], str(r["pid"] or "-"),
             of(r["epochs_done"], r["total_epochs"]), of(r["step"], r["total_steps"]), loss,
-            started)
+            started, Path(r["latest_checkpoint"]).name if r["latest_checkpoint"] else "-")
 
 
 # -- stop, pause, resume, save ------------------------------------------------------------------
