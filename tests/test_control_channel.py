@@ -464,3 +464,20 @@ def test_attach_follows_the_file_and_ends_with_the_run(tmp_path, capsys):
     assert "paused at step 4" in shown and "resumed at step 4" in shown
     assert f"resume with: sidestep fixed --resume-from {run / 'checkpoint-step-4'}" \
         in shown
+
+
+def test_attach_catches_up_in_the_order_the_run_went(tmp_path, capsys):
+    """The newest step, then the epoch it ended (the epoch's line came first)."""
+    run = _fake_run(tmp_path / "run", _dead_pid(), status="completed", steps=2)
+    with open(run / "events.jsonl", "a") as fh:
+        fh.write(json.dumps({"type": "epoch_end", "epoch": 1, "step": 2, "mean_loss": 0.75,
+                             "seconds": 1.0, "time": time.time()}) + "\n")
+        fh.write(json.dumps({"type": "run_finished", "status": "completed", "step": 2,
+                             "epoch": 1, "adapter_path": str(run / "final"),
+                             "time": time.time()}) + "\n")
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()),
+                                              "status": "running", "pid": os.getpid()}))
+    assert main(["--plain", "attach", str(run)]) == 0
+    shown = capsys.readouterr().out
+    step, epoch = shown.index("step 2/8"), shown.index("mean loss 0.75")
+    assert step < epoch, shown

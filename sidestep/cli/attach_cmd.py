@@ -113,9 +113,10 @@ class Attached:
         every = getattr(self.view, "every", None)
         if isinstance(self.view, PlainProgress):
             self.view.every = 1  # the newest step is shown, whatever --log-every
-        for kind in (RunStarted, EpochEnded, StepMetrics):
-            if kind in newest:
-                self.view.handle(newest[kind])
+        # in the order they happened: an epoch's line follows the step that ended it
+        for e in sorted((newest[k] for k in (RunStarted, EpochEnded, StepMetrics) if k in newest),
+                        key=mine.index):
+            self.view.handle(e)
         if isinstance(self.view, PlainProgress):
             self.view.every = every
         if RunFinished in newest:
