@@ -322,9 +322,9 @@ SETTINGS: tuple[Setting, ...] = (
        "with the null embedding. Off for turbo unless set explicitly.", "Corrected Training",
        _FIXED_SELECTIVE, minimum=0.0, maximum=1.0, level=BASIC, preset=True,
        variant_defaults={"turbo": 0.0, "base": 0.15}, label="CFG dropout ratio"),
-    _s("loss_weighting", "str", "none", "none (flat MSE) or min_snr.", "Corrected Training", _T,
+    _s("loss_weighting", "str", "none", "none (flat MSE) or min_snr.", "Loss weighting", _T,
        choices=("none", "min_snr"), preset=True, label="Loss weighting"),
-    _s("snr_gamma", "float", 5.0, "Gamma for min-SNR weighting.", "Corrected Training", _T,
+    _s("snr_gamma", "float", 5.0, "Gamma for min-SNR weighting.", "Loss weighting", _T,
        minimum=0.0, exclusive_minimum=True, maximum=1000.0, preset=True, label="SNR gamma",
        shown_when=("loss_weighting", ("min_snr",))),
     # --- Selective / estimate ------------------------------------------------------------------
