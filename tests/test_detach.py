@@ -122,6 +122,9 @@ def test_the_child_runs_the_same_command_without_detach():
     assert argv[:3] == [sys.executable, "-m", "sidestep"]
     assert "--detach" not in argv and argv[-1] == "--no-detach"
     assert "-y" in argv[:6] and "echo --detach" in argv
+    # the switches it adds are not repeated from the user's own (`-y --plain fixed`)
+    argv = child_argv(["-y", "--plain", "--yes", "fixed", "--detach", "--seed", "4"])
+    assert argv[3:] == ["--plain", "-y", "fixed", "--seed", "4", "--no-detach"]
 
 
 def test_detach_with_bad_input_is_refused_before_anything_is_made(demo_root, tmp_path,

@@ -28,6 +28,9 @@ def child_argv(raw_argv: list[str]) -> list[str]:
     """The same command without ``--detach`` (and a final ``--no-detach``, so a detach flag
     from anywhere else cannot start yet another process), never asking for confirmation."""
     rest = [a for a in raw_argv if a != "--detach"]
+    # the top-level switches given before the command are the ones added here
+    while rest and rest[0] in ("--plain", "-y", "--yes"):
+        rest.pop(0)
     return [sys.executable, "-m", "sidestep", "--plain", "-y", *rest, "--no-detach"]
 
 
