@@ -922,7 +922,7 @@ class Trainer:
                 self.emit(RunResumed(step=self.progress.step))
                 self.emit(LogLine("resumed"))
         if control.stop_requested:
-            log.warning("%s: %s", control.stop_reason, self._stop_note())
+            log.info("%s: %s", control.stop_reason, self._stop_note())  # asked for: no warning
             return True
         if control.take_save_request():
             self._save_from_snapshot(group)
