@@ -101,6 +101,11 @@ class SettingsScreen(Screen):
         missing = [f"{label_of(k)}: {values[k]} does not exist" for k in ("checkpoint_dir",
                                                                            "dataset_root")
                    if values.get(k) and not Path(values[k]).expanduser().exists()]
+        from sidestep.data.paths import output_dir_problem
+
+        unwritable = output_dir_problem(Path(values["output_root"]).expanduser(), "Output root:")
+        if unwritable:  # every run would be refused at its start
+            missing.append(unwritable)
         if missing:
             self.notify("settings saved; " + "; ".join(missing), severity="warning", timeout=8)
         else:
