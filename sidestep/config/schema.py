@@ -332,8 +332,8 @@ SETTINGS: tuple[Setting, ...] = (
        _SEL, label="Module config", metavar="FILE"),
     _s("auto_estimate", "bool", False, "Run the estimate before training and use its modules.",
        "Selective", _SEL, label="Auto estimate"),
-    _s("estimate_batches", "int", None, "Batches for the estimate (empty: automatic, 8 on a CPU, "
-       "8-32 on a GPU by its free memory).", "Estimation", _SEL_EST, minimum=1, maximum=100000,
+    _s("estimate_batches", "int", None, "Batches for the estimate (empty: automatic, 8 on a CPU); "
+       "on a GPU 8-32, by its free memory.", "Estimation", _SEL_EST, minimum=1, maximum=100000,
        label="Estimate batches"),
     _s("top_k", "int", 16, "Number of top modules to select.", "Estimation", _SEL_EST, minimum=1,
        maximum=10000, label="Top K"),
