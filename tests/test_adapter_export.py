@@ -706,3 +706,36 @@ def test_export_into_a_missing_folder_is_refused(runs, tmp_path, capsys):
     assert main(["--plain", "export", str(tmp_path / "no-run"), "--format", "comfyui",
                  "--output", str(tmp_path / "x.safetensors")]) == 2
     assert "no-run: not found" in capsys.readouterr().err
+
+
+def test_an_existing_folder_or_link_is_written_into_as_it_is(runs, tmp_path, capsys):
+    """--format peft onto an existing folder swapped in a new folder (another mode, a link
+    turned into a folder, a '.old-' link left behind); a file output through a link replaced
+    the link. The folder, its mode and the links stay; the files land where they point."""
+    import os
+
+    src = str(runs["lora"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    os.chmod(empty, 0o750)
+    target = tmp_path / "real"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    real_file = tmp_path / "real.safetensors"
+    real_file.write_bytes(b"old")
+    (tmp_path / "file-link.safetensors").symlink_to(real_file)
+    inode = empty.stat().st_ino
+    for out, extra in ((empty, []), (tmp_path / "link", []), (tmp_path / "link", ["--force"])):
+        assert main(["--plain", "export", src, "--format", "peft", "--output", str(out),
+                     *extra]) == 0, capsys.readouterr().err
+    assert empty.stat().st_ino == inode and empty.stat().st_mode & 0o777 == 0o750
+    assert sorted(p.name for p in empty.iterdir()) == ["adapter_config.json",
+                                                       "adapter_model.safetensors"]
+    assert (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json",
+                                                        "adapter_model.safetensors"]
+    assert main(["--plain", "export", src, "--format", "comfyui", "--output",
+                 str(tmp_path / "file-link.safetensors"), "--force"]) == 0
+    assert (tmp_path / "file-link.safetensors").is_symlink()
+    assert real_file.read_bytes() != b"old"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -50,6 +50,8 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``. An OSError names ``path``, never the temp file: the user
     knows the one, not the other (``.p.json.nm6ad57z.tmp: Read-only file system``)."""
     path = Path(path)
+    if path.is_symlink():  # the file the link names is the one meant; the link stays
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder of the path should be

@@ -283,23 +283,27 @@ def _write_peft_folder(output: Path, src: Source, pairs, normalize_alpha: bool,
         config["alpha_pattern"] = dict(config.get("rank_pattern") or {})
         config["use_rslora"] = False
         assert all(peft_scale(config, p.name)[1] == 1.0 for p in pairs)
+    weights = save(tensors, metadata=src.metadata or None)
+    config_text = json.dumps(config, indent=2) + "\n"
+    if output.is_dir():
+        # The user's folder (or a link to one) stays as it is, its mode and owner too: each
+        # file is replaced whole, the weights first (a crash between leaves an earlier
+        # export's config beside them, which _check_output allows to be replaced again).
+        write_bytes(output / LORA_WEIGHTS, weights)
+        write_bytes(output / LORA_CONFIG, config_text.encode("utf-8"))
+        return
     output.parent.mkdir(parents=True, exist_ok=True)
+    # a new folder appears whole or not at all
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     try:
-        (tmp / LORA_WEIGHTS).write_bytes(save(tensors, metadata=src.metadata or None))
-        (tmp / LORA_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (tmp / LORA_WEIGHTS).write_bytes(weights)
+        (tmp / LORA_CONFIG).write_text(config_text, encoding="utf-8")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
         os.replace(tmp, output)
         fsync_dir(output.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
