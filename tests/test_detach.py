@@ -299,3 +299,30 @@ def test_a_detached_start_whose_model_does_not_load_says_why_and_leaves_nothing(
     assert "model.safetensors" in launch.stderr and "Traceback" not in launch.stderr
     assert "started in the background" not in launch.stdout
     assert not out.exists()
+
+
+def test_a_resume_into_its_own_folder_waits_for_its_own_start(tmp_path):
+    """The folder of a run resumed in place already holds that run's run_started and maybe an
+    error line from long ago: --detach took the old event as this start and said "started"
+    for a resume that then failed. Only what the new process writes counts."""
+    from sidestep.cli.detach import _await_start
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.jsonl").write_text('{"type": "run_started", "time": 1}\n')
+    (run / "console.log").write_text("error: an old failure\n")
+    events, log = (run / "events.jsonl").stat().st_size, (run / "console.log").stat().st_size
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); "
+                              f"open({str(run / 'console.log')!r}, 'a').write("
+                              "'error: weights do not load\\n')"])
+    assert _await_start(run, child.pid, events, log) == "weights do not load"
+    child.wait(10)
+    # and one that begins training is seen as started
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); "
+                              f"open({str(run / 'events.jsonl')!r}, 'a').write("
+                              "'{\"type\": \"run_started\", \"time\": 2}\\n'); time.sleep(5)"])
+    try:
+        assert _await_start(run, child.pid, events, log) is None
+    finally:
+        child.kill()
+        child.wait(10)

@@ -10,6 +10,7 @@ noted in the cache folder, so ``sidestep runs`` finds it wherever ``--output-dir
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from sidestep.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from sidestep.cli.output import Out
 from sidestep.engine.live_runs import child_argv, spawn
-from sidestep.engine.run_dir import CONSOLE_LOG
+from sidestep.engine.run_dir import CONSOLE_LOG, EVENTS_FILE
 
 __all__ = ["child_argv", "start_detached"]
 
@@ -34,6 +35,8 @@ def start_detached(config, args, out: Out) -> int:
     made = not run_dir.exists()
     log = run_dir / CONSOLE_LOG
     log_size = log.stat().st_size if log.is_file() else None
+    # a resume into its own folder: what the earlier run wrote there says nothing of this one
+    events_size = _size(run_dir / EVENTS_FILE)
     try:
         pid = spawn(argv, run_dir)
     except OSError as exc:
@@ -51,7 +54,7 @@ def start_detached(config, args, out: Out) -> int:
 
     out.info(f"starting in the background: {run_dir} (pid {pid}); waiting for it to load the "
              "model ...")
-    failure = _await_start(run_dir, pid)
+    failure = _await_start(run_dir, pid, events_size, log_size or 0)
     if failure is not None:
         _take_back(run_dir, made, log, log_size)
         out.error(failure)
@@ -65,30 +68,45 @@ def start_detached(config, args, out: Out) -> int:
     return EXIT_OK
 
 
-def _await_start(run_dir: Path, pid: int) -> str | None:
-    """None once the run has begun training (its run_started event) or is still loading after
-    START_WAIT_SECONDS; else why it ended (its console log's error lines)."""
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _since(path: Path, offset: int) -> str:
+    """What ``path`` holds past ``offset`` (all of it if it was rewritten shorter)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) >= offset:
+                fh.seek(offset)
+            else:
+                fh.seek(0)
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _await_start(run_dir: Path, pid: int, events_from: int = 0, log_from: int = 0) -> str | None:
+    """None once the run has begun training (a run_started event past ``events_from``) or is
+    still loading after START_WAIT_SECONDS; else why it ended (the error lines its console
+    log gained past ``log_from``)."""
     import time
 
-    from sidestep.engine.run_dir import EVENTS_FILE, has_exited
+    from sidestep.engine.run_dir import has_exited
 
     deadline = time.monotonic() + START_WAIT_SECONDS
     while True:
         gone = has_exited(pid)
-        try:
-            if '"type": "run_started"' in (run_dir / EVENTS_FILE).read_text(errors="replace"):
-                return None
-        except OSError:
-            pass
+        if '"type": "run_started"' in _since(run_dir / EVENTS_FILE, events_from):
+            return None
         if gone:
             break
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.2)
-    try:
-        lines = (run_dir / CONSOLE_LOG).read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
+    lines = _since(run_dir / CONSOLE_LOG, log_from).splitlines()
     errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
     return "; ".join(errors[-2:]) or (f"the run ended before it began training; see "
                                       f"{run_dir / CONSOLE_LOG}")
