@@ -739,3 +739,25 @@ def test_an_existing_folder_or_link_is_written_into_as_it_is(runs, tmp_path, cap
     assert (tmp_path / "file-link.safetensors").is_symlink()
     assert real_file.read_bytes() != b"old"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_model_a_run_trained_on_is_found_from_anywhere(runs, demo_root, tmp_path,
+                                                           monkeypatch):
+    """run.json kept the model's path as typed (relative): export and check-adapter run from
+    another folder did not find it, or found another model of that name there (a DoRA export
+    then took the wrong base weights). It is kept absolute; an old relative one is read
+    against the run's own checkpoint folder, never the current one."""
+    from sidestep.engine.adapter_keys import model_dir_for
+
+    info = json.loads((runs["dora"] / "run.json").read_text())
+    model = Path(info["model_path"])
+    assert model.is_absolute() and (model / "config.json").is_file()
+    old = tmp_path / "old-run"
+    (old / "final" / "adapter").mkdir(parents=True)
+    (old / "run.json").write_text(json.dumps({**info, "model_path": f"demo/{model.name}"}))
+    decoy = tmp_path / "demo" / model.name  # the same name under the current folder
+    decoy.mkdir(parents=True)
+    (decoy / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert model_dir_for(old / "final" / "adapter") == Path(info["config"]["checkpoint_dir"]) \
+        / model.name

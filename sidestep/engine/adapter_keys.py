@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,17 @@ def model_dir_for(adapter_dir: Path) -> Path | None:
     except (OSError, ValueError):
         return None
     path = data.get("model_path") if isinstance(data, dict) else None
-    if isinstance(path, str) and (Path(path) / "config.json").is_file():
+    if not isinstance(path, str):
+        return None
+    if not os.path.isabs(path):
+        # written relative to where the run started (before it was kept absolute): not to
+        # the current folder, which may hold another model of that name; the run's own
+        # (absolute) checkpoint folder holds it
+        root = (data.get("config") or {}).get("checkpoint_dir")
+        if not isinstance(root, str) or not os.path.isabs(root):
+            return None
+        path = os.path.join(root, Path(path).name)
+    if (Path(path) / "config.json").is_file():
         return Path(path)
     return None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,7 @@ def estimate(config, *, progress: Callable[[EstimateEvent], None] | None = None,
         log.warning("--top-k %d is more than the %d %ss ranked: all %d are selected",
                     config.top_k, len(ranking), config.granularity, top_k)
     result = EstimateResult(granularity=config.granularity, top_k=top_k,
-                            model=ref.entry.name, dataset=str(config.dataset_dir),
+                            model=ref.entry.name, dataset=os.path.abspath(config.dataset_dir),
                             batches=done, seed=config.seed, ranking=ranking,
                             seconds=time.monotonic() - t_start, cancelled=stopped())
     say(EstimateEvent("cancelled" if result.cancelled else "done", done, total,

@@ -201,9 +201,10 @@ def _dora_tensors(pairs: list[LoraPair], fmt: str, normalize_alpha: bool,
 
 def _stamp(src: Source, fmt: str, normalize_alpha: bool, bases: list[Path]) -> str:
     """Read back by check-adapter: a dora_scale was computed for this format's arithmetic."""
-    stamp = {"source": str(src.file), "format": fmt, "normalize_alpha": normalize_alpha}
+    stamp = {"source": os.path.abspath(src.file), "format": fmt,
+             "normalize_alpha": normalize_alpha}
     if bases:
-        stamp["dora_base"] = str(bases[0])
+        stamp["dora_base"] = os.path.abspath(bases[0])
     return json.dumps(stamp)
 
 

@@ -1134,7 +1134,9 @@ class Trainer:
                 "device": self.device_name,
                 "precision": self.precision,
                 "world_size": self.world_size,
-                "model_path": str(self.model_ref.path) if self.model_ref is not None else None,
+                # absolute, as the config's paths: export and check-adapter read it from anywhere
+                "model_path": os.path.abspath(self.model_ref.path)
+                if self.model_ref is not None else None,
                 "resumed_from": self.config.to_record()["resume_from"],
                 "heartbeat_at": now(),
             })
