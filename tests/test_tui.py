@@ -227,6 +227,29 @@ async def test_preset_save_and_load(tui_env):
         # the turbo form's family-derived schedule is not fixed into the preset (a base model
         # trained with it would get turbo's shift 3 and 8 steps)
         assert not {"shift", "num_inference_steps", "cfg_ratio"} & set(stored)
+        # the same name again replaces the preset only when the user says so (it did at once)
+        await type_into(pilot, app, "rank", "32")
+        for answer in ("#cancel", "#replace"):
+            await pilot.click("#preset-save")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
+            await pilot.pause(0.2)
+            app.screen.query_one("#prompt-input", Input).value = "my style"
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+            await pilot.pause(0.2)
+            await pilot.click(answer)
+            assert await wait_until(pilot, lambda: app.screen is form, 5)
+            await pilot.pause(0.3)
+            assert json.loads(saved.read_text())["rank"] == (24 if answer == "#cancel" else 32)
+        # a name that hides a built-in preset says so
+        await pilot.click("#preset-save")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
+        await pilot.pause(0.2)
+        app.screen.query_one("#prompt-input", Input).value = "quick_test"
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: any(
+            "hides the builtin preset" in n.message for n in app._notifications), 5)
+        Path("presets/quick_test.json").unlink()
 
         form2 = await open_form(app, pilot, rank=None, alpha=None)
         assert form2.resolved.config.rank == 64  # defaults again
@@ -235,10 +258,11 @@ async def test_preset_save_and_load(tui_env):
 
         form2.query_one("#preset-select", Select).value = "my_style"
         await pilot.click("#preset-load")
-        await pilot.pause(0.2)
-        assert form2.preset_name == "my_style"
-        assert form2.resolved.config.rank == 24 and form2.resolved.config.alpha == 48
-        assert form2.query_one("#input-rank", Input).value == "24"
+        assert await wait_until(pilot, lambda: form2.preset_name == "my_style"
+                                and form2.resolved is not None
+                                and form2.resolved.config.rank == 32, 10)
+        assert form2.resolved.config.rank == 32 and form2.resolved.config.alpha == 48
+        assert form2.query_one("#input-rank", Input).value == "32"
 
         app.action_presets()
         assert await wait_until(pilot, lambda: any(i.name == "my_style"
@@ -248,8 +272,9 @@ async def test_preset_save_and_load(tui_env):
         presets = app.screen
         table = presets.query_one("#presets-table")
         table.move_cursor(row=[i.name for i in presets.infos].index("quick_test"))
+        table.focus()
         await pilot.pause(0.2)
-        presets.action_load()
+        await pilot.press("enter")  # the table took Enter and nothing loaded
         assert await wait_until(pilot, lambda: form_built(app)
                                 and app.screen is not form2, 10)
         form3 = app.screen

@@ -54,7 +54,8 @@ def run_presets(args: argparse.Namespace, out: Out, store: PresetStore | None = 
             if warning:
                 out.warn(warning)
             path = store.save(args.name, values, args.description, overwrite=args.force)
-            out.info(f"saved preset to {path}")
+            named = f" (named '{path.stem}')" if path.stem != args.name else ""
+            out.info(f"saved preset to {path}{named}")
             _say_hidden(store, path.stem, out)
         elif action == "delete":
             source, path = store.delete(args.name)

@@ -28,6 +28,14 @@ class PresetError(ValueError):
     """A preset problem the user can fix (bad name, bad file, missing preset)."""
 
 
+class PresetExists(PresetError):
+    """The file a preset would be written to exists (``overwrite`` replaces it): the app asks."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -153,10 +161,16 @@ class PresetStore:
         return sorted(seen.values(), key=lambda i: (SOURCES.index(i.source), i.name))
 
     def find(self, name: str) -> tuple[str, Path]:
+        """By name as given, else as ``save`` stores it ("my preset" is my_preset.json)."""
+        try:
+            names = dict.fromkeys((name, sanitize_name(name)))
+        except PresetError:
+            names = {name: None}
         for source in SOURCES:
-            path = self._files(source).get(name)
-            if path:
-                return source, path
+            for candidate in names:
+                path = self._files(source).get(candidate)
+                if path:
+                    return source, path
         available = ", ".join(sorted({i.name for i in self.list()})) or "none"
         raise PresetError(f"no preset named '{name}' (available: {available})")
 
@@ -165,8 +179,8 @@ class PresetStore:
         data = _read_json(path, MAX_IMPORT_BYTES)
         values, ignored = parse_preset_dict(data, f"preset '{name}' ({path})")
         desc = data.get("description") or ""
-        return Preset(name=name, description=desc, values=values, source=source, path=path,
-                      ignored=ignored)
+        return Preset(name=path.stem, description=desc, values=values, source=source,
+                      path=path, ignored=ignored)
 
     # -- writing ---------------------------------------------------------------------------------
     def save(self, name: str, values: Mapping[str, Any], description: str = "",
@@ -177,8 +191,8 @@ class PresetStore:
         if self._is_builtin_dir(target.parent):
             raise PresetError("built-in presets are read-only")
         if target.exists() and not overwrite:
-            raise PresetError(f"a local preset named '{clean}' already exists ({target}); "
-                              "choose another name or allow overwriting (--force)")
+            raise PresetExists(f"a local preset named '{clean}' already exists ({target}); "
+                              "choose another name or allow overwriting (--force)", target)
         kept = {s.name: values[s.name] for s in PRESET_FIELDS if s.name in values}
         # Validate through the same path a load takes, so a saved preset always loads.
         preset = Preset(clean, description, kept)
@@ -224,8 +238,8 @@ class PresetStore:
         if dest.is_dir():
             dest = dest / f"{preset.name}.json"
         if dest.exists() and not overwrite:
-            raise PresetError(f"{dest} already exists; choose another path or allow "
-                              "overwriting (--force)")
+            raise PresetExists(f"{dest} already exists; choose another path or allow "
+                               "overwriting (--force)", dest)
         if not dest.parent.exists():  # a typo must not make folders: only the file is written
             raise PresetError(f"{dest}: the folder {dest.parent} does not exist; create it "
                               "first, or fix the path")

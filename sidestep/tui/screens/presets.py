@@ -85,6 +85,11 @@ class PresetsScreen(Screen):
             return None
         return self.infos[table.cursor_row]
 
+    @on(DataTable.RowSelected, "#presets-table")
+    def _chosen(self) -> None:
+        """Enter on the list (the table takes the key before the screen's binding sees it)."""
+        self.action_load()
+
     @on(DataTable.RowHighlighted, "#presets-table")
     def _highlighted(self) -> None:
         self._view()
@@ -116,6 +121,16 @@ class PresetsScreen(Screen):
 
         self.app.push_screen(PromptScreen(title, label, value), then)
 
+    def _write(self, write, ok: str) -> None:
+        """``write(overwrite)``, asking before it replaces a file (preset_writes)."""
+        from sidestep.tui.preset_writes import write_asking
+
+        def done(result) -> None:
+            self.notify(ok.format(result=result))
+            self.reload()
+
+        write_asking(self.app, write, done, "Preset")
+
     def _do(self, fn, ok: str) -> None:
         try:
             result = fn()
@@ -131,11 +146,11 @@ class PresetsScreen(Screen):
             self.app.show_error("Nothing to save", "Open the training form first (F), "
                                 "set it up, then save it here or from the form.")
             return
-        store = PresetStore()
-        self._prompt("Save preset", "Name for a new local preset:", "",
-                     lambda name: name and self._do(
-                         lambda: store.save(name, values, "saved from the app"),
-                         "saved {result}"))
+        from sidestep.tui.preset_writes import save_preset
+
+        self._prompt("Save preset", "Name for a local preset:", "",
+                     lambda name: name and save_preset(self.app, name, values,
+                                                       "saved from the app", self.reload))
 
     def action_delete_preset(self) -> None:
         from sidestep.tui.screens.dialogs import ConfirmScreen
@@ -159,19 +174,19 @@ class PresetsScreen(Screen):
             [("delete", "Delete", "error"), ("cancel", "Cancel", "primary")]), answer)
 
     def action_import_preset(self) -> None:
-        store = PresetStore()
         self._prompt("Import preset", "Path of a preset JSON file:", "",
-                     lambda path: path and self._do(
-                         lambda: store.import_file(Path(path).expanduser())[1],
+                     lambda path: path and self._write(
+                         lambda overwrite: PresetStore().import_file(
+                             Path(path).expanduser(), overwrite=overwrite)[1],
                          "imported to {result}"))
 
     def action_export_preset(self) -> None:
         info = self.selected()
         if info is None:
             return
-        store = PresetStore()
         self._prompt("Export preset", f"Write '{info.name}' to (file or folder):",
                      f"./{info.name}.json",
-                     lambda path: path and self._do(
-                         lambda: store.export(info.name, Path(path).expanduser()),
+                     lambda path: path and self._write(
+                         lambda overwrite: PresetStore().export(
+                             info.name, Path(path).expanduser(), overwrite=overwrite),
                          "exported to {result}"))

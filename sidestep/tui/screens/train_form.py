@@ -243,19 +243,13 @@ class TrainingFormScreen(Screen):
         self.notify(f"loaded preset {value}")
 
     def action_save_preset(self) -> None:
+        from sidestep.tui.preset_writes import save_preset
         from sidestep.tui.screens.dialogs import PromptScreen
 
         def save(name: str | None) -> None:
-            if not name:
-                return
-            values = self.model.values_for_preset()
-            try:
-                path = PresetStore().save(name, values, "saved from the training form")
-            except PresetError as exc:
-                self.app.show_error("Preset not saved", str(exc))
-                return
-            self.notify(f"saved preset to {path}")
-            self.load_preset_list()
+            if name:
+                save_preset(self.app, name, self.model.values_for_preset(),
+                            "saved from the training form", self.load_preset_list)
 
         self.app.push_screen(PromptScreen("Save preset", "Preset name (saved in ./presets):",
                                           self.model.preset_name or ""), save)

@@ -1,0 +1,51 @@
+"""Writing presets from the app: a preset or file that exists is replaced only after asking
+(the form's Save… and the Presets screen's Save form replaced one without a word), and a
+local preset that hides a global or built-in one says so."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sidestep.config.presets import PresetError, PresetExists, PresetStore
+
+
+def write_asking(app, write: Callable[[bool], Any], done: Callable[[Any], None],
+                 failed_title: str = "Preset not saved") -> None:
+    """``write(overwrite)``; when it finds its target taken, ask, then ``write(True)``.
+    ``done(result)`` after a write; errors show in a dialog."""
+    from sidestep.tui.screens.dialogs import ConfirmScreen
+
+    def attempt(overwrite: bool) -> None:
+        try:
+            result = write(overwrite)
+        except PresetExists as exc:
+            app.push_screen(ConfirmScreen(
+                "Replace it?", f"{exc.path} already exists. Replace it?",
+                [("replace", "Replace", "error"), ("cancel", "Cancel", "primary")]),
+                lambda choice: choice == "replace" and attempt(True))
+            return
+        except (PresetError, OSError) as exc:
+            app.show_error(failed_title, str(exc))
+            return
+        done(result)
+
+    attempt(False)
+
+
+def save_preset(app, name: str, values: dict, description: str,
+                then: Callable[[], None] = lambda: None) -> None:
+    """Save a local preset from the form's values, asking before replacing one."""
+    store = PresetStore()
+
+    def saved(path) -> None:
+        hidden = store.hidden_by(path.stem)
+        named = f" as '{path.stem}'" if path.stem != name.strip() else ""
+        if hidden:
+            app.notify(f"saved preset{named} to {path}; it hides the {' and '.join(hidden)} "
+                       f"preset of that name", severity="warning", timeout=8)
+        else:
+            app.notify(f"saved preset{named} to {path}")
+        then()
+
+    write_asking(app, lambda overwrite: store.save(name, values, description,
+                                                   overwrite=overwrite), saved)
