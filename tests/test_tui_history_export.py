@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from conftest import Recorder, form_built, make_app, train_config, wait_until
 from sidestep.tui.screens.export_dialog import ExportDialog
@@ -132,17 +133,42 @@ async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, fi
         assert form.explicit["resume_from"].endswith("checkpoint-epoch-1")
         assert "field-epochs" in [a.id for a in app.focused.ancestors_with_self]
         assert app.focused.selected_text == "1"  # typing a number replaces the old one
-        assert any("finished all 1 epochs: raise Epochs above 1" in m
+        assert any("finished all 1 epoch: raise Epochs above 1" in m
                    for m in messages(app, "warning"))
         # the form says it too, on the field, and Start is refused there
         assert form.resolved is None
-        assert any("Max epochs: the run has trained 1 epochs; raise this above 1" in p
+        assert any("Max epochs: the run has trained 1 epoch; raise this above 1" in p
                    for p in form.blocking_problems()), form.blocking_problems()
         await pilot.press("end", "backspace", "2")  # the cursor is already there
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert form.explicit["epochs"] == 2
         assert form.resolved is not None, form.blocking_problems()
+
+
+async def test_resuming_a_stopped_run_refuses_fewer_epochs_than_it_trained(tui_env,
+                                                                          finished_run):
+    """A run stopped after 1 of 3 epochs: Max epochs set to 1 on its resume form said ready,
+    and Start failed on the monitor; the field says it at once."""
+    run = place_run(finished_run, tui_env, "stopped-run")
+    info = json.loads((run / "run.json").read_text())
+    info.update(status="stopped", config={**info["config"], "epochs": 3})
+    (run / "run.json").write_text(json.dumps(info))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot, 1)
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: form_built(app), 10)
+        form = app.screen
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        assert form.resolved is not None, form.blocking_problems()
+        form.query_one("#input-epochs", Input).value = "1"
+        assert await wait_until(pilot, lambda: any(
+            "Max epochs: the run has trained 1 epoch; raise this above 1" in p
+            for p in form.blocking_problems()), 10), form.blocking_problems()
+        form.query_one("#input-epochs", Input).value = "2"
+        assert await wait_until(pilot, lambda: form.resolved is not None, 10)
 
 
 async def test_a_stopped_run_exports_its_best_adapter(tui_env, finished_run):

@@ -21,6 +21,7 @@ from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
 from sidestep.config import paths
+from sidestep.config.plural import counted
 from sidestep.config.settings import Settings, SettingsStore
 from sidestep.engine.events import RunFinished
 from sidestep.tui.attached import (DETACH_WORKER, FOLLOW_WORKER, SEND_WORKER, AttachedRun,
@@ -493,8 +494,8 @@ class SideStepApp(App):
             self.action_new_training(mode, explicit, focus="epochs",
                                      epochs_done=int(info.get("last_epoch") or epochs),
                                      resumed=(str(checkpoint), cfg))
-            self.notify(f"{run_dir.name} finished all {epochs} epochs: raise Epochs above "
-                        f"{epochs} to train it further, then start", severity="warning",
+            self.notify(f"{run_dir.name} finished all {counted(epochs, 'epoch')}: raise Epochs "
+                        f"above {epochs} to train it further, then start", severity="warning",
                         timeout=10)
             return
         self.action_new_training(mode, explicit, resumed=(str(checkpoint), cfg))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sidestep.config import schema
+from sidestep.config.plural import counted
 from sidestep.config.resolve import ConfigError, Resolved, layered_values, resolve
 from sidestep.config.values import parse_text
 from sidestep.tui.wording import in_app_words
@@ -137,8 +138,8 @@ class FormModel:
         return {k: v for k, v in self.explicit.items()
                 if self.visible_by_condition(self.by_name[k])}
 
-    # Set when the form resumes a run that trained all its epochs: Start would be refused
-    # (the engine's check) unless Epochs goes above it, so the form says so at once.
+    # The epochs the checkpoint in resume_from trained (its path check reads them): Start
+    # would be refused (the engine's check) unless Epochs goes above, so the form says so.
     epochs_done: int | None = None
     # Set when the form resumes a run: (its checkpoint, the run's recorded settings). What a
     # resume cannot change (config/resume.py's KEPT) is a field error while it resumes that.
@@ -157,8 +158,8 @@ class FormModel:
                 and self.resolved.config.epochs <= done:
             self.resolved = None
             self.config_errors = [schema.FieldProblem(
-                "epochs", f"the run has trained {done} epochs; raise this above {done} to "
-                "train it further")]
+                "epochs", f"the run has trained {counted(done, 'epoch')}; raise this above "
+                f"{done} to train it further")]
         if self.resolved is not None and self.resumed is not None \
                 and str(self.value("resume_from")) == self.resumed[0]:
             from sidestep.config.resume import kept_on_resume, shown
@@ -275,8 +276,9 @@ class FormModel:
         return text, verdict or ""
 
 
-def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | None, list | None]:
-    """(error, note, model entries) for a path field; blocking I/O, for a worker thread."""
+def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | None, Any]:
+    """(error, note, what it read: the checkpoint folder's models, a checkpoint's trained
+    epochs) for a path field; blocking I/O, for a worker thread."""
     if not value:
         return None, None, ([] if name == "checkpoint_dir" else None)
     path = Path(str(value)).expanduser()
@@ -314,9 +316,16 @@ def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | No
             return str(exc), None, None
         return None, ("new folder" if not path.exists() else None), None
     if name == "resume_from":
-        from sidestep.engine.checkpointing import quick_problem
+        from sidestep.engine.checkpointing import (CheckpointProblem, quick_problem,
+                                                   saved_epoch)
 
-        return quick_problem(path), None, None
+        problem = quick_problem(path)
+        if problem:
+            return problem, None, None
+        try:  # the epochs it trained: Epochs must go above them (the engine refuses at Start)
+            return None, None, saved_epoch(path)
+        except (CheckpointProblem, OSError, RuntimeError, ValueError) as exc:
+            return f"{path}: cannot read its training state ({exc})", None, None
     if name == "module_config":
         from sidestep.engine.module_config import ModuleConfigError, load_module_config
 

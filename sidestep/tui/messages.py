@@ -56,7 +56,9 @@ class PathChecked(_Result, bubble=False):
     name: str
     error: str | None
     note: str | None
-    entries: list[Any] | None     # the checkpoint folder's models (checkpoint_dir only)
+    # what the check read: the checkpoint folder's models (checkpoint_dir), the epochs a
+    # checkpoint trained (resume_from)
+    found: Any
 
 
 @dataclass

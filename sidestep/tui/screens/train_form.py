@@ -377,10 +377,12 @@ class TrainingFormScreen(Screen):
         if not self._alive():
             return
         self.model.set_path_check(message.name, message.error, message.note)
-        if message.entries is not None:
+        if message.name == "checkpoint_dir" and message.found is not None:
             model = self._field("model_variant")
             if isinstance(model, ModelField):
-                model.set_entries(message.entries)
+                model.set_entries(message.found)
+        if message.name == "resume_from":
+            self.model.epochs_done = message.found
         if message.name in ("checkpoint_dir", "model_variant"):
             self.load_model_config()
         self.refresh_form()
