@@ -218,6 +218,13 @@ async def test_cancel_and_bad_input_stay_in_the_app(tui_env):
                                                    "estimate_batches": 400})
         assert await wait_until(pilot, lambda: screen.last_event is not None
                                 and screen.last_event.phase == "batch", 240)
+        # Esc while it runs asks first (it left and stopped the estimate at once); the
+        # focused answer keeps it running
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: app.screen is screen, 10)
+        assert screen.running
         await pilot.press("c")
         assert await wait_until(pilot, lambda: not screen.running, 120)
         assert screen.result is None

@@ -395,9 +395,24 @@ class EstimateScreen(Screen):
         self.app.push_screen(CompareScreen([first, ""]))
 
     def action_back(self) -> None:
-        if self.running:
-            self.notify("the estimate stops after this batch; nothing was saved")
-        self.app.action_dashboard()
+        """Leaving stops a running estimate (its result is kept only here): asked first, as
+        the form asks before its edits are dropped; Keep running has focus."""
+        if not self.running:
+            self.app.action_dashboard()
+            return
+        from sidestep.tui.screens.dialogs import ConfirmScreen
+
+        def answer(choice: str | None) -> None:
+            if choice == "leave" and self.running:
+                self.notify("the estimate stops after this batch; nothing was saved")
+                self.app.action_dashboard()
+            elif choice == "leave":  # it ended while the question was up
+                self.app.action_dashboard()
+
+        self.app.push_screen(ConfirmScreen(
+            "Stop the estimate?", "Leaving this screen stops the running estimate, and its "
+            "ranking so far is not kept.", [("leave", "Stop and leave", "error"),
+                                           ("stay", "Keep running", "primary")]), answer)
 
     def _update_buttons(self) -> None:
         has = self.result is not None
