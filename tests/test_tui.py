@@ -488,6 +488,23 @@ async def test_vram_profile_autofill_and_live_verdict(tui_env):
         assert "will not fit" in line
         assert form.query_one("#vram-estimate").has_class("estimate-bad")
 
+        # a profile picked after a preset was loaded sets the fields both hold (the preset
+        # kept them, and picking 8gb changed nothing); a preset loaded after it wins again
+        form.load_preset("quick_test")
+        await pilot.pause(0.2)
+        assert form.resolved.config.optimizer_type == "adamw"
+        form.query_one("#profile-select", Select).value = "8gb"
+        assert await wait_until(pilot, lambda: form.resolved.config.optimizer_type
+                                == "adamw8bit", 10)
+        cfg = form.resolved.config
+        assert (cfg.offload_encoder, cfg.gradient_accumulation, cfg.chunk_duration) == \
+            (True, 8, 60)
+        assert any("VRAM profile 8gb sets" in n.message and "quick_test" in n.message
+                   for n in app._notifications)
+        form.load_preset("quick_test")
+        await pilot.pause(0.2)
+        assert form.resolved.config.optimizer_type == "adamw"
+
 
 class ScriptedEngine:
     """Emits a short run's events and waits for stop: the monitor under a steady event flow

@@ -103,10 +103,18 @@ class FormModel:
             self.parse_errors.pop(key, None)
         return list(self.preset_values)
 
-    def set_profile(self, values: dict[str, Any], note: str | None, gpus: list[dict]) -> None:
+    def set_profile(self, values: dict[str, Any], note: str | None, gpus: list[dict],
+                    chosen: bool = False) -> list[str]:
+        """A VRAM profile's values. ``chosen`` (picked in the form, after a preset was loaded):
+        the later choice wins, so the fields both set are the profile's now (picking 8gb over
+        the demo's preset changed nothing). Returns those fields."""
         self.gpus = gpus
         self.profile_values = {k: v for k, v in values.items() if k in self.by_name}
         self.profile_note = note
+        taken = [k for k in self.profile_values if k in self.preset_values] if chosen else []
+        for key in taken:
+            del self.preset_values[key]
+        return taken
 
     def set_path_check(self, name: str, error: str | None, note: str | None) -> None:
         for store, value in ((self.path_errors, error), (self.path_notes, note)):

@@ -49,6 +49,7 @@ class ProfileApplied(_Result, bubble=False):
     values: dict[str, Any]
     note: str | None
     gpus: list[dict]
+    chosen: bool  # picked in the form (not the profile it opened with)
 
 
 @dataclass

@@ -256,7 +256,7 @@ class TrainingFormScreen(Screen):
 
     # -- VRAM profile and estimate -------------------------------------------------------------
     @work(thread=True, exclusive=True, group="vram-profile")
-    def apply_profile(self, name: str) -> None:
+    def apply_profile(self, name: str, chosen: bool = False) -> None:
         """Fill the fields from a VRAM profile (auto: from the detected GPU), off the UI
         thread because detection talks to NVML."""
         from sidestep.config.profiles import profile_values
@@ -266,17 +266,23 @@ class TrainingFormScreen(Screen):
             values, note = profile_values(name, detect=lambda: gpus)
         except (ValueError, PresetError) as exc:
             values, note = {}, str(exc)
-        self.post_message(ProfileApplied(name, values, note, gpus))
+        self.post_message(ProfileApplied(name, values, note, gpus, chosen))
 
     def on_profile_applied(self, message: ProfileApplied) -> None:
-        if self._alive():
-            self.model.set_profile(message.values, message.note, message.gpus)
-            self.refresh_form()
+        if not self._alive():
+            return
+        taken = self.model.set_profile(message.values, message.note, message.gpus,
+                                       message.chosen)
+        self.refresh_form()
+        if taken:
+            labels = ", ".join(self.model.by_name[k].label for k in taken)
+            self.notify(f"VRAM profile {message.name} sets {labels} (over the preset "
+                        f"{self.model.preset_name})", timeout=8)
 
     @on(Select.Changed, "#profile-select")
     def profile_changed(self, event: Select.Changed) -> None:
         if isinstance(event.value, str):
-            self.apply_profile(event.value)
+            self.apply_profile(event.value, chosen=True)
 
     def _update_estimate(self) -> None:
         line = self.query_one("#vram-estimate", Static)
