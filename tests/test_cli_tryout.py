@@ -300,7 +300,7 @@ def test_the_best_checkpoint_is_named_once_not_every_epoch(capsys, plain):
     assert shown.count("saved best checkpoint") == 1 and shown.count(best) == 1
     assert "saved final checkpoint: /runs/r/final/adapter" in shown
     if plain:
-        assert shown.count("(best so far)") == 9
+        assert shown.count("(new best)") == 9
         # said after the epoch it belongs to (it came first, before "epoch 1/.. done")
         assert shown.index("epoch 1/") < shown.index("saved best checkpoint")
 
@@ -417,3 +417,17 @@ def test_a_file_given_as_the_checkpoint_folder_is_called_a_file(tmp_path):
         list_models(afile)
     with pytest.raises(DiscoveryError, match="nothere: checkpoint folder not found; set "):
         list_models(tmp_path / "nothere")
+
+
+def test_the_best_mark_names_what_best_is_chosen_by():
+    """Epoch 6's mean 2.4241 was marked "(best so far)" after epoch 5's 2.4131: best/ follows
+    the mean of the last epochs (or the validation loss), so the mark names that."""
+    from sidestep.engine.events import EpochEnded, from_dict
+
+    e = EpochEnded(epoch=6, step=12, mean_loss=2.4241, seconds=1.0, best=True, measure=2.4131)
+    assert e.best_note() == " (new best: recent-epoch mean 2.4131)"
+    assert from_dict(e.to_dict()).best_note() == e.best_note()  # kept in events.jsonl
+    val = EpochEnded(epoch=6, step=12, mean_loss=2.4, seconds=1.0, val_loss=1.9, best=True,
+                     measure=1.9)
+    assert val.best_note() == " (new best validation loss)"
+    assert EpochEnded(epoch=1, step=2, mean_loss=2.0, seconds=1.0).best_note() == ""

@@ -97,7 +97,7 @@ def test_run_state_rebuilt_from_events_keeps_val_losses_samples_and_the_stop_rea
     assert state.samples[0].seed == 42 and state.sample_every == 2
     text = [line for _, line in state.log]
     ends = {int(line.split()[1]): line for line in text if line.startswith("epoch ")}
-    assert "val loss 1.9800 (best so far: saved best/adapter)" in ends[3]
+    assert "val loss 1.9800 (new best validation loss; saved best/adapter)" in ends[3]
     assert "val loss 2.0200 (1.4 s)" in ends[4]
     # the sample line once, though the engine logged it too
     assert [line for line in text if line.startswith("sample for epoch")] == [

@@ -29,7 +29,7 @@ def _shown(e: LogLine) -> bool:
 
 class _BestOnce:
     """best/adapter is rewritten on every epoch that improves: its path is said once (and
-    again only if it moves), the epoch lines' "best so far" mark the later saves."""
+    again only if it moves), the epoch lines' "new best" mark the later saves."""
 
     def __init__(self):
         self.shown: str | None = None
@@ -42,7 +42,7 @@ class _BestOnce:
 
     @staticmethod
     def note(e: CheckpointSaved) -> str:
-        return (" (rewritten at each epoch marked 'best so far')" if e.kind == "best"
+        return (" (rewritten at each epoch marked 'new best')" if e.kind == "best"
                 else "")
 
 
@@ -74,7 +74,7 @@ class PlainProgress:
         elif isinstance(e, EpochEnded):
             say(f"epoch {e.epoch}/{self.epochs} done: mean loss {e.mean_loss:.4f}"
                 + (f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else "")
-                + (" (best so far)" if e.best else "") + f" ({e.seconds:.1f} s)")
+                + e.best_note() + f" ({e.seconds:.1f} s)")
             if self.best_line:
                 say(self.best_line)
                 self.best_line = None

@@ -74,7 +74,24 @@ class EpochEnded(Event):
     seconds: float
     val_loss: float | None = None      # with --val-split: fixed timesteps and noise per epoch
     best: bool = False                 # this epoch wrote best/adapter
+    # what best/ is chosen by: the validation loss, or without a split the mean training loss
+    # of the last epochs (engine.validation.BestTracker), so an epoch whose own mean is worse
+    # than an earlier one's can still be the best
+    measure: float | None = None
     time: float = field(default_factory=_now)
+
+    def best_note(self, also: str = "") -> str:
+        """" (new best ...)" when this epoch wrote best/adapter, in the words of its measure
+        (``also`` goes inside the brackets)."""
+        if not self.best:
+            return ""
+        if self.val_loss is not None:
+            words = "new best validation loss"
+        elif self.measure is None:  # (an events file from before the measure was recorded)
+            words = "new best"
+        else:
+            words = f"new best: recent-epoch mean {self.measure:.4f}"
+        return f" ({words}{also})"
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class RecordSink:
             line = f"epoch {event.epoch} ended at step {event.step}: mean loss " \
                    f"{event.mean_loss:.4f}" + (f", validation {event.val_loss:.4f}"
                                                if event.val_loss is not None else "") + \
-                   (" (best so far)" if event.best else "")
+                   event.best_note()
         elif isinstance(event, CheckpointSaved):
             line = event.line()
         elif isinstance(event, RunFinished):

@@ -738,7 +738,7 @@ class Trainer:
         if improved:
             self._save_best(measure, "val_loss" if val is not None else "train_loss_mean5")
         self.emit(EpochEnded(epoch=p.epoch, step=p.step, mean_loss=mean, seconds=seconds,
-                             val_loss=val, best=improved))
+                             val_loss=val, best=improved, measure=measure))
         stop_early = self.tracker.should_stop and p.epoch < cfg.epochs
         if (p.epoch % cfg.save_every == 0 or stop_early) and p.epoch < cfg.epochs:
             self._save(f"checkpoint-epoch-{p.epoch}", ckpt.rng_snapshot(), "epoch")

@@ -173,7 +173,7 @@ class RunState:
                 val = f", val loss {event.val_loss:.4f}"
                 if event.best:
                     self.best_val_epoch = event.epoch
-                    val += " (best so far: saved best/adapter)"
+            val += event.best_note("; saved best/adapter")
             self.add_log(f"epoch {event.epoch} done: mean loss {event.mean_loss:.4f}{val} "
                          f"({event.seconds:.1f} s)")
         elif isinstance(event, SampleWritten):
