@@ -127,3 +127,20 @@ def test_the_estimates_help_lists_what_changes_the_figure(capsys):
     assert "(required)" not in shown and "--checkpoint-dir" in shown and "--rank" in shown
     for flag in ("--detach", "--notify-command", "--sample-every-n-epochs", "--output-dir"):
         assert flag not in shown, flag
+
+
+def test_a_selective_command_line_is_estimated_and_the_dataset_is_not_read(capsys, ckpt_root,
+                                                                            monkeypatch):
+    """`vram-estimate --mode selective` was refused without --module-config and refused it
+    as a flag of selective; --dataset-dir was taken and ignored without a word."""
+    monkeypatch.setattr("sidestep.cli.vram_cmd.free_mib_for", lambda device: None)
+    base = ["vram-estimate", "--checkpoint-dir", str(ckpt_root), "--json"]
+    assert main(base) == 0
+    fixed = json.loads(capsys.readouterr().out)["peak_mib"]
+    for extra in ([], ["--module-config", "est.json"], ["--auto-estimate", "--top-k", "8"]):
+        assert main(base + ["--mode", "selective", *extra]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["peak_mib"] == fixed
+    assert main(["--plain", *base[:-1], "--mode", "selective", "--dataset-dir", "t"]) == 0
+    shown = capsys.readouterr().out
+    assert "its upper bound" in shown
+    assert "--dataset-dir is not read: each sample is taken as 240 s" in shown

@@ -29,7 +29,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if command == "vram-estimate":
         from sidestep.cli.vram_cmd import run_vram_estimate
 
-        resolved = resolve_from_args(args.mode, args, out, require_paths=False)
+        # selective's memory is fixed's on fewer modules: its module config is not needed
+        mode = "fixed" if args.mode == "selective" else args.mode
+        resolved = resolve_from_args(mode, args, out, require_paths=False)
         return EXIT_BAD_INPUT if resolved is None else run_vram_estimate(resolved, args, out)
     if command == "check-dataset":
         from sidestep.cli.data_cmds import run_check_dataset

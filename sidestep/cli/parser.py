@@ -289,8 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     # paths are optional there: without --checkpoint-dir it estimates the 2B model
     add_settings(vram, tuple(s for s in schema.settings_for("fixed")
                              if s.group not in NOT_FOR_VRAM), paths_required=False)
-    for s in schema.settings_for("fixed"):  # a training command's flags, as given: taken
-        if s.group in NOT_FOR_VRAM:
+    fixed = {s.name for s in schema.settings_for("fixed")}
+    # a training command's flags, as given (selective's too): taken, unlisted
+    taken = {s.name: s for m in schema.TRAIN_MODES for s in schema.settings_for(m)}
+    for s in taken.values():
+        if s.group in NOT_FOR_VRAM or s.name not in fixed:
             add_setting(vram, s, listed=False)
 
     check = sub.add_parser("check-dataset", formatter_class=_Formatter,

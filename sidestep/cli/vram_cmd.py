@@ -45,7 +45,7 @@ def free_mib_for(device: str) -> float | None:
 
 def run_vram_estimate(resolved, args: argparse.Namespace, out: Out) -> int:
     from sidestep.config.profiles import model_config_dict
-    from sidestep.config.vram import GIB_MIB, estimate
+    from sidestep.config.vram import GIB_MIB, LATENT_RATE, estimate
 
     config = resolved.config
     model_cfg = model_config_dict(config.checkpoint_dir, config.model_variant)
@@ -80,6 +80,13 @@ def run_vram_estimate(resolved, args: argparse.Namespace, out: Out) -> int:
     if model_cfg is None:
         out.warn(f"{_no_model_config(config)}; estimated for the 2B architecture (pass "
                  "--checkpoint-dir to estimate for your model)")
+    if config.dataset_dir and not config.chunk_duration:
+        # the songs are not read (that needs every tensor file): say what length is assumed
+        seconds = est.frames / LATENT_RATE
+        out.info(f"--dataset-dir is not read: each sample is taken as {seconds:.0f} s "
+                 "(--max-duration, default 240 s); --chunk-duration caps it in training")
+    if args.mode == "selective":
+        out.info("selective trains a subset of these modules: this is its upper bound")
     if free is not None:
         msg = f"{verdict}: {est.total_gib:.1f} GiB needed, {free / GIB_MIB:.1f} GiB free"
         (out.warn if verdict == "will not fit" else out.info)(msg)
