@@ -297,12 +297,12 @@ def test_the_best_checkpoint_is_named_once_not_every_epoch(capsys, plain):
                                best=True))
     view.handle(CheckpointSaved(path="/runs/r/final/adapter", step=9, epoch=9, kind="final"))
     shown = capsys.readouterr().out
-    assert shown.count("saved best checkpoint") == 1 and shown.count(best) == 1
-    assert "saved final checkpoint: /runs/r/final/adapter" in shown
+    assert shown.count("saved best adapter") == 1 and shown.count(best) == 1
+    assert "saved final adapter: /runs/r/final/adapter" in shown
     if plain:
         assert shown.count("(new best)") == 9
         # said after the epoch it belongs to (it came first, before "epoch 1/.. done")
-        assert shown.index("epoch 1/") < shown.index("saved best checkpoint")
+        assert shown.index("epoch 1/") < shown.index("saved best adapter")
 
 
 

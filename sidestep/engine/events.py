@@ -108,6 +108,8 @@ class CheckpointSaved(Event):
     def line(self) -> str:
         if self.again:
             return f"{self.path} already holds step {self.step}: nothing new to save"
+        if self.kind in ("final", "best"):  # an adapter to use, not a state to resume from
+            return f"saved {self.kind} adapter: {self.path}"
         return f"saved {self.kind} checkpoint: {self.path}"
 
 
