@@ -181,13 +181,81 @@ def open_source(path: Path) -> Source:
     config = None
     cfg_path = file.parent / LORA_CONFIG
     if file.name == LORA_WEIGHTS and cfg_path.is_file():
-        try:
-            config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise AdapterError(f"{cfg_path}: unreadable ({exc})") from None
+        config = read_lora_config(cfg_path)
     return Source(file=file, folder=folder or (file.parent if config else None),
                   tensors=tensors, metadata=metadata, config=config,
                   model_dir=model_dir_for(file.parent))
+
+
+def read_lora_config(path: Path) -> dict[str, Any]:
+    """adapter_config.json with the fields export and check-adapter use checked (r,
+    lora_alpha, rank_pattern, alpha_pattern, use_rslora, use_dora, target_modules,
+    exclude_modules); ``AdapterError`` naming the file, the field and what it should be."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{path}: holds {_json_type(config)}; it should be a JSON object "
+                           "(PEFT's LoRA config: r, lora_alpha, target_modules, ...)")
+
+    def bad(field_: str, value, want: str) -> AdapterError:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return AdapterError(f"{path}: {field_} is {shown}; it should be {want}")
+
+    rank = "a whole number of at least 1 (the LoRA rank)"
+    alpha = "a finite number (the scale is alpha / r)"
+    if "r" in config and not _is_rank(config["r"]):
+        raise bad("r", config["r"], rank)
+    if "lora_alpha" in config and not _is_number(config["lora_alpha"]):
+        raise bad("lora_alpha", config["lora_alpha"], alpha)
+    for name, ok, want in (("rank_pattern", _is_rank, rank), ("alpha_pattern", _is_number,
+                                                               alpha)):
+        patterns = config.get(name)
+        if patterns is None:
+            continue
+        if not isinstance(patterns, dict):
+            raise bad(name, patterns, "an object of module-name pattern -> value, or {}")
+        for key, value in patterns.items():
+            if not _compiles(key):
+                raise AdapterError(f"{path}: {name} key {key!r} is not a valid regular "
+                                   "expression; it should match the end of a module name")
+            if not ok(value):
+                raise bad(f"{name}[{key!r}]", value, want)
+    for name in ("use_rslora", "use_dora"):
+        if config.get(name) is not None and not isinstance(config[name], bool):
+            raise bad(name, config[name], "true or false")
+    for name in ("target_modules", "exclude_modules"):
+        spec = config.get(name)
+        if spec is None or isinstance(spec, str) and _compiles(spec) or \
+                isinstance(spec, list) and all(isinstance(t, str) for t in spec):
+            continue
+        raise bad(name, spec, "a regular expression (a string) or a list of module names")
+    return config
+
+
+def _json_type(value) -> str:
+    return "null" if value is None else f"a JSON {type(value).__name__}".replace(
+        "list", "array").replace("dict", "object").replace("str", "string")
+
+
+def _is_rank(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_number(value) -> bool:
+    # json reads Infinity and NaN; neither is a scale a runtime can apply
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _meta_json(metadata: dict[str, str], key: str) -> dict[str, Any] | None:

@@ -1,0 +1,83 @@
+"""`sidestep check-adapter` and `sidestep export` on a PEFT folder whose adapter_config.json is
+malformed: a one-line refusal (exit 2) that names the file and the field, nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Recorder, train_config
+from sidestep.cli import main
+
+
+@pytest.fixture(scope="module")
+def lora_run(demo_root, small_tensors, tmp_path_factory):
+    from sidestep.engine.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("cfg_checks") / "lora"
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=1), [Recorder()]).run()
+    assert result.status == "completed", result.error
+    return out
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def adapter_copy(lora_run: Path, dest: Path, change) -> Path:
+    """The run's final adapter with adapter_config.json passed through ``change``."""
+    shutil.copytree(lora_run / "final" / "adapter", dest)
+    path = dest / "adapter_config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    return dest
+
+
+def _set(**kw):
+    return lambda c: {**c, **kw}
+
+
+BAD = {
+    "array": (lambda c: [1], "JSON object"),
+    "null": (lambda c: None, "JSON object"),
+    "alpha_text": (_set(lora_alpha="big"), "lora_alpha"),
+    "alpha_inf": (_set(lora_alpha=float("inf")), "lora_alpha"),
+    "r_zero": (_set(r=0), "r is 0"),
+    "r_float": (_set(r=4.5), "r is 4.5"),
+    "rank_pattern_text": (_set(rank_pattern="x"), "rank_pattern"),
+    "rank_pattern_value": (_set(rank_pattern={"q_proj": -1}), "rank_pattern"),
+    "rank_pattern_regex": (_set(rank_pattern={"q_proj(": 4}), "rank_pattern"),
+    "alpha_pattern_value": (_set(alpha_pattern={"q_proj": None}), "alpha_pattern"),
+    "target_modules_int": (_set(target_modules=5), "target_modules"),
+    "target_modules_regex": (_set(target_modules="(q_proj"), "target_modules"),
+    "rslora_text": (_set(use_rslora="yes"), "use_rslora"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_malformed_config_is_a_one_line_refusal(lora_run, tmp_path, capsys, case):
+    change, field = BAD[case]
+    src = adapter_copy(lora_run, tmp_path / "adapter", change)
+    (tmp_path / "out").mkdir()
+    before = tree_hash(tmp_path)
+    for args in (["check-adapter", str(src)], ["check-adapter", str(src), "--json"],
+                 ["export", str(src), "--format", "comfyui", "--output",
+                  str(tmp_path / "out" / "x.safetensors")],
+                 ["export", str(src), "--format", "peft", "--output",
+                  str(tmp_path / "out" / "peft")]):
+        code = main(["--plain", *args])
+        captured = capsys.readouterr()
+        lines = (captured.out + captured.err).strip().splitlines()
+        assert code == 2, (args, lines)
+        assert len(lines) == 1 and "Traceback" not in lines[0], lines
+        assert "adapter_config.json" in lines[0] and field in lines[0], lines[0]
+        assert "missing beside it" not in lines[0]
+    assert tree_hash(tmp_path) == before
