@@ -1,5 +1,5 @@
 """`sidestep check-adapter` and `sidestep export` on a PEFT folder whose adapter_config.json is
-malformed: a one-line refusal (exit 2) that names the file and the field, nothing written."""
+malformed or disagrees with its weights: a one-line refusal (exit 2) that names the file and the field, nothing written."""
 
 from __future__ import annotations
 
@@ -80,4 +80,26 @@ def test_a_malformed_config_is_a_one_line_refusal(lora_run, tmp_path, capsys, ca
         assert len(lines) == 1 and "Traceback" not in lines[0], lines
         assert "adapter_config.json" in lines[0] and field in lines[0], lines[0]
         assert "missing beside it" not in lines[0]
+    assert tree_hash(tmp_path) == before
+
+
+def test_export_refuses_a_config_rank_that_is_not_the_weights(lora_run, tmp_path, capsys):
+    """r = 2 beside rank-4 weights: check-adapter's [rank-mismatch]; export would write
+    alpha / 2 as the scale of rank-4 weights (twice the trained strength)."""
+    src = adapter_copy(lora_run, tmp_path / "adapter", _set(r=2))
+    (tmp_path / "out").mkdir()
+    before = tree_hash(tmp_path)
+    assert main(["--plain", "check-adapter", str(src)]) == 1
+    finding = next(line for line in capsys.readouterr().out.splitlines()
+                   if "[rank-mismatch]" in line)
+    words = finding.split("] ", 1)[1].split(": ")[0]  # "32 modules' rank differs from ..."
+    for fmt, name in (("comfyui", "x.safetensors"), ("acestep-cpp", "y.safetensors"),
+                      ("peft", "peft")):
+        code = main(["--plain", "export", str(src), "--format", fmt, "--output",
+                     str(tmp_path / "out" / name)])
+        captured = capsys.readouterr()
+        lines = (captured.out + captured.err).strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in lines[0], lines
+        assert "[rank-mismatch]" in lines[0] and words in lines[0], lines[0]
+        assert "(rank 4, config 2)" in lines[0] and "adapter_config.json" in lines[0]
     assert tree_hash(tmp_path) == before

@@ -19,7 +19,8 @@ import torch
 
 from sidestep.engine.adapter_keys import (
     LOHA_PARTS, LOKR_PARTS, LYCORIS_PREFIX, PEFT_PREFIX, Decoder, Source, dora_axis,
-    export_stamp, lokr_config, open_source, peft_scale, peft_targets)
+    config_rank_mismatch, export_stamp, fmt_keys, lokr_config, open_source, peft_scale,
+    peft_targets)
 from sidestep.engine.adapters import LOHA_WEIGHTS, LOKR_WEIGHTS, LORA_CONFIG, AdapterError
 
 RUNTIMES = ("acestep", "peft", "comfyui", "acestep-cpp")
@@ -161,8 +162,7 @@ def _groups(src: Source, decoder: Decoder) -> tuple[dict[str, _Group], list[str]
 
 
 def _fmt_keys(keys: list[str]) -> str:
-    shown = ", ".join(sorted(keys)[:_SHOW])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > _SHOW else "")
+    return fmt_keys(keys, _SHOW)
 
 
 def check_adapter(path, decoder: Decoder | None = None) -> AdapterReport:
@@ -240,13 +240,11 @@ def _problems(src, groups, unparsed, decoder: Decoder, kind: str, report) -> Non
             add(Problem("rank-mismatch", f"{len(bad)} modules' down and up factors do not share "
                                          f"a rank: {_fmt_keys(bad)}"))
         if src.config is not None:
-            want = {g.prefix: int(peft_scale(src.config, g.name)[0]) for g in named}
-            off = [f"{g.prefix} (rank {g.lora_rank()}, config {want[g.prefix]})" for g in named
-                   if g.lora_rank() is not None and g.lora_rank() != want[g.prefix]]
-            if off:
-                add(Problem("rank-mismatch", f"{len(off)} modules' rank differs from "
-                                             f"{LORA_CONFIG}'s r/rank_pattern (PEFT will not "
-                                             f"load them): {_fmt_keys(off)}"))
+            finding = config_rank_mismatch(src.config, [(g.prefix, g.name, g.lora_rank())
+                                                        for g in named
+                                                        if g.lora_rank() is not None])
+            if finding:
+                add(Problem("rank-mismatch", finding))
         else:
             no_alpha = [g.prefix for g in named if g.alpha() is None]
             if no_alpha:

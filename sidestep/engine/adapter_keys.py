@@ -316,6 +316,28 @@ def peft_scale(config: dict[str, Any], name: str) -> tuple[float, float]:
     return r, alpha / (math.sqrt(r) if config.get("use_rslora") else r)
 
 
+def fmt_keys(keys: list[str], show: int = 8) -> str:
+    """The first ``show`` of ``keys`` (sorted), with the count when there are more."""
+    shown = ", ".join(sorted(keys)[:show])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > show else "")
+
+
+def config_rank_mismatch(config: dict[str, Any],
+                         modules: list[tuple[str, str, int]]) -> str | None:
+    """check-adapter's [rank-mismatch] finding for (label, module name, rank of its weights)
+    whose rank is not the config's r/rank_pattern, or None. Export refuses on the same words:
+    with the wrong rank, lora_alpha / r is not the scale training applied."""
+    off = []
+    for label, name, rank in modules:
+        want = int(peft_scale(config, name)[0])
+        if rank != want:
+            off.append(f"{label} (rank {rank}, config {want})")
+    if not off:
+        return None
+    return (f"{len(off)} modules' rank differs from {LORA_CONFIG}'s r/rank_pattern (PEFT will "
+            f"not load them): {fmt_keys(off)}")
+
+
 def peft_targets(config: dict[str, Any], name: str) -> bool:
     """Whether PEFT wraps module ``name``: a string target is a full-match regex, a list
     matches the name or its ending after a dot."""
@@ -341,7 +363,8 @@ class LoraPair:
 
 def peft_pairs(src: Source, decoder: Decoder) -> list[LoraPair]:
     """The modules of a PEFT LoRA folder with PEFT's scale; ``AdapterError`` for keys that are
-    not LoRA A/B on a decoder Linear, a missing half or a rank mismatch."""
+    not LoRA A/B on a decoder Linear, a missing half or a rank mismatch (between the halves,
+    or with the config's r/rank_pattern)."""
     if src.config is None:
         raise AdapterError(f"{src.file}: {LORA_CONFIG} is missing beside it")
     halves: dict[str, dict[str, torch.Tensor]] = {}
@@ -371,6 +394,12 @@ def peft_pairs(src: Source, decoder: Decoder) -> list[LoraPair]:
                               None if mag is None else mag.reshape(-1)))
     if not pairs:
         raise AdapterError(f"{src.file}: no LoRA weights in it")
+    finding = config_rank_mismatch(src.config, [(PEFT_PREFIX + p.name, p.name,
+                                                 int(p.down.shape[0])) for p in pairs])
+    if finding:
+        raise AdapterError(f"{src.file.parent / LORA_CONFIG}: [rank-mismatch] {finding}; its "
+                           "lora_alpha / r is then not the scale training applied: set r (and "
+                           "rank_pattern) to the weights' rank")
     return pairs
 
 
