@@ -1,5 +1,6 @@
 """`sidestep check-adapter` and `sidestep export` on a PEFT folder whose adapter_config.json is
-malformed or disagrees with its weights: a one-line refusal (exit 2) that names the file and the field, nothing written."""
+malformed or disagrees with its weights: a one-line refusal (exit 2) that names the file and
+the field, nothing written; and --model-variant given without --checkpoint-dir."""
 
 from __future__ import annotations
 
@@ -103,3 +104,24 @@ def test_export_refuses_a_config_rank_that_is_not_the_weights(lora_run, tmp_path
         assert "[rank-mismatch]" in lines[0] and words in lines[0], lines[0]
         assert "(rank 4, config 2)" in lines[0] and "adapter_config.json" in lines[0]
     assert tree_hash(tmp_path) == before
+
+
+def test_model_variant_needs_a_checkpoint_dir(lora_run, demo_root, tmp_path, capsys):
+    """Without --checkpoint-dir the run's own model decides; a --model-variant given alone
+    would be ignored, so it is refused."""
+    (tmp_path / "out").mkdir()
+    before = tree_hash(tmp_path), tree_hash(lora_run)
+    for args in (["check-adapter", str(lora_run), "--model-variant", "base"],
+                 ["export", str(lora_run), "--format", "comfyui", "--model-variant", "base",
+                  "--output", str(tmp_path / "out" / "x.safetensors")]):
+        code = main(["--plain", *args])
+        captured = capsys.readouterr()
+        lines = (captured.out + captured.err).strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in lines[0], lines
+        assert "--model-variant" in lines[0] and "--checkpoint-dir" in lines[0], lines[0]
+    assert (tree_hash(tmp_path), tree_hash(lora_run)) == before
+    # with --checkpoint-dir it picks the model checked against
+    ckpt = str(demo_root / "checkpoints")
+    assert main(["--plain", "check-adapter", str(lora_run), "--checkpoint-dir", ckpt,
+                 "--model-variant", "base", "--json"]) == 0
+    assert "acestep-v15-base" in json.loads(capsys.readouterr().out)["decoder"]

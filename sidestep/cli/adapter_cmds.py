@@ -23,18 +23,24 @@ def run_adapter_command(args: argparse.Namespace, out: Out) -> int:
 
 def _decoder(args):
     """The decoder named by --checkpoint-dir, else None (the adapter's run decides)."""
+    from sidestep.engine.adapters import AdapterError
+
+    variant = getattr(args, "model_variant", None)
     if not getattr(args, "checkpoint_dir", None):
+        if variant is not None:  # it names a folder under --checkpoint-dir: alone it is moot
+            raise AdapterError(f"--model-variant {variant}: picks a model under "
+                               "--checkpoint-dir; pass --checkpoint-dir too (without it the "
+                               "adapter's run decides the model)")
         return None
     from sidestep.config.resolve import CHECKPOINT_DIR_FIX, not_a_folder
     from sidestep.engine.adapter_keys import Decoder
-    from sidestep.engine.adapters import AdapterError
     from sidestep.model.checkpoints import DiscoveryError, resolve_model
 
     problem = not_a_folder(args.checkpoint_dir, CHECKPOINT_DIR_FIX)
     if problem:
         raise AdapterError(f"--checkpoint-dir: {problem}")
     try:
-        model = resolve_model(args.checkpoint_dir, args.model_variant)
+        model = resolve_model(args.checkpoint_dir, variant or "turbo")
     except DiscoveryError as exc:
         raise AdapterError(f"--checkpoint-dir: {exc}") from None
     return Decoder.from_model_dir(model.path)

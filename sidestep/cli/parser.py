@@ -359,7 +359,7 @@ def _add_adapter_parsers(sub) -> None:
     exp.add_argument("--checkpoint-dir", metavar="DIR", type=user_path,
                      help="checkpoint root, to check names and shapes against that model "
                           "(default: the run's model, else the standard ACE-Step 1.5 names)")
-    exp.add_argument("--model-variant", metavar="NAME", default="turbo",
+    exp.add_argument("--model-variant", metavar="NAME", default=None,
                      help="model folder or alias under --checkpoint-dir (default: turbo)")
 
     chk = sub.add_parser("check-adapter", formatter_class=_Formatter,
@@ -379,7 +379,7 @@ def _add_adapter_parsers(sub) -> None:
     chk.add_argument("--checkpoint-dir", metavar="DIR", type=user_path,
                      help="checkpoint root, to check names and shapes against that model "
                           "(default: the run's model, else the standard ACE-Step 1.5 names)")
-    chk.add_argument("--model-variant", metavar="NAME", default="turbo",
+    chk.add_argument("--model-variant", metavar="NAME", default=None,
                      help="model folder or alias under --checkpoint-dir (default: turbo)")
 
 
