@@ -1,6 +1,7 @@
 """`sidestep check-adapter` and `sidestep export` on a PEFT folder whose adapter_config.json is
 malformed or disagrees with its weights: a one-line refusal (exit 2) that names the file and
-the field, nothing written; and --model-variant given without --checkpoint-dir."""
+the field, nothing written; --model-variant given without --checkpoint-dir; check-adapter's
+last line when the file is sound but a runtime will not play it as trained."""
 
 from __future__ import annotations
 
@@ -125,3 +126,20 @@ def test_model_variant_needs_a_checkpoint_dir(lora_run, demo_root, tmp_path, cap
     assert main(["--plain", "check-adapter", str(lora_run), "--checkpoint-dir", ckpt,
                  "--model-variant", "base", "--json"]) == 0
     assert "acestep-v15-base" in json.loads(capsys.readouterr().out)["decoder"]
+
+
+def test_summary_names_runtimes_that_do_not_load_or_drop(lora_run, tmp_path, capsys):
+    """A clean single file still exits 0, but the last line says which runtimes will not load
+    it (ACE-Step and PEFT want the folder) rather than "no problems found"."""
+    out = tmp_path / "x.safetensors"
+    assert main(["--plain", "export", str(lora_run), "--format", "comfyui", "--output",
+                 str(out)]) == 0
+    capsys.readouterr()
+    assert main(["--plain", "check-adapter", str(out)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "no problems found" not in last
+    assert "ACE-Step 1.5 loader" in last and "PEFT / diffusers" in last, last
+    # the PEFT folder: every runtime loads it; ComfyUI at half strength (no .alpha keys)
+    assert main(["--plain", "check-adapter", str(lora_run)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "ComfyUI" in last and "0.5x" in last and "not load" not in last, last
