@@ -343,8 +343,10 @@ def _add_adapter_parsers(sub) -> None:
                                      "the strength it was trained at: one .safetensors file "
                                      "for ComfyUI or acestep.cpp (LoRA with a per-module "
                                      ".alpha; LoKR with LyCORIS keys), or a PEFT folder. "
-                                     "Exit 2 when the source is not an adapter or the output "
-                                     "is refused (nothing is written then).")
+                                     "Exit 2 when the source is not an adapter, its "
+                                     "adapter_config.json is malformed or disagrees with its "
+                                     "weights, or the output is refused (nothing is written "
+                                     "then).")
     exp.add_argument("adapter", metavar="ADAPTER", type=user_path,
                      help="an adapter folder, a checkpoint folder or a run folder (its final "
                           "adapter)")
@@ -370,8 +372,9 @@ def _add_adapter_parsers(sub) -> None:
                                      "many decoder modules it patches, the keys it drops and "
                                      "the strength it applies relative to training. Also flags "
                                      "foreign keys, missing alpha and rank mismatches. Exit 0 "
-                                     "when no problem is found, 1 when one is, 2 when the path "
-                                     "is not an adapter.")
+                                     "when no problem is found in the file, 1 when one is, 2 "
+                                     "when the path is not an adapter or its "
+                                     "adapter_config.json is malformed.")
     chk.add_argument("path", metavar="FILE_OR_FOLDER", type=user_path,
                      help="a .safetensors file, or an adapter, checkpoint or run folder")
     chk.add_argument("--json", action="store_true",
