@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -108,9 +109,13 @@ def test_save_now_and_pause(demo_root, small_tensors, tmp_path):
     runner.start()
     assert seen.wait(120)
     control.save_now()
+    time.sleep(4)  # paused: not counted as training time
     control.resume()
     runner.join(300)
     assert not runner.is_alive()
+    # the paused epoch's time and the rates leave the pause out (they said 18 s for 1 s epochs)
+    started, first = rec.of("run_started")[0], rec.of("epoch_end")[0]
+    assert first.seconds < (first.time - started.time) - 3
     kinds = [(e.kind, e.step) for e in rec.of("checkpoint")]
     assert any(k == "step" for k, _ in kinds) and kinds[-1][0] == "final"
     assert [e.message for e in rec.of("log") if e.message in ("paused", "resumed")] == \

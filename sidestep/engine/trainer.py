@@ -167,6 +167,7 @@ class Trainer:
         # The training loop's own state.
         self._streaks = {"oom": 0, "nan": 0}  # skipped micro-batches in a row, by kind
         self._loop_t0 = 0.0  # when the loop started, and at which step: throughput and ETA
+        self._paused_s = 0.0  # seconds paused since then
         self._loop_step0 = 0
         # Quality: EMA of the adapter, held-out validation, best adapter and early stop.
         self.ema = None
@@ -709,16 +710,18 @@ class Trainer:
             log.info("effective batch %d = %d per device x %d processes x %d accumulation",
                      cfg.batch_size * self.world_size * cfg.gradient_accumulation,
                      cfg.batch_size, self.world_size, cfg.gradient_accumulation)
-        self._loop_t0, self._loop_step0 = time.monotonic(), p.step
+        # time paused is not training time: rates, the ETA and epoch times leave it out
+        self._loop_t0, self._loop_step0, self._paused_s = time.monotonic(), p.step, 0.0
 
         while p.epoch < cfg.epochs:
-            epoch_t0 = time.monotonic()
+            epoch_t0, paused0 = time.monotonic(), self._paused_s
             ended = self._train_epoch(p.epoch_losses)
             if ended is not None:  # stopped, or gave up
                 return ended
             p.epoch += 1
             p.position = 0
-            reason = self._end_epoch(p.epoch_losses, time.monotonic() - epoch_t0)
+            reason = self._end_epoch(p.epoch_losses, time.monotonic() - epoch_t0
+                                     - (self._paused_s - paused0))
             p.epoch_losses = []
             if reason is not None:
                 return self._complete(reason)
@@ -891,7 +894,7 @@ class Trainer:
         epoch_losses.append(loss)
         p.best_loss = min(p.best_loss, loss)
         done = p.step - self._loop_step0
-        elapsed = time.monotonic() - self._loop_t0
+        elapsed = time.monotonic() - self._loop_t0 - self._paused_s
         self.emit(StepMetrics(
             step=p.step, epoch=p.epoch + 1, loss=loss,
             lr=self.optimizer.param_groups[0]["lr"] if metrics.get("lr") is None
@@ -917,7 +920,9 @@ class Trainer:
             self.emit(RunPaused(step=self.progress.step))
             self.emit(LogLine("paused"))
             # "save now" while paused saves at once, as it would at this micro-batch
+            t0 = time.monotonic()
             control.wait_while_paused(on_save=lambda: self._save_from_snapshot(group))
+            self._paused_s += time.monotonic() - t0
             if not control.stop_requested:
                 self.emit(RunResumed(step=self.progress.step))
                 self.emit(LogLine("resumed"))
@@ -943,22 +948,24 @@ class Trainer:
         from sidestep.engine.distributed import PAUSE, SAVE, STOP
 
         paused = False
+        t0 = time.monotonic()
         while True:
             code = self.world.command(self.control, waiting=paused)
             if code == PAUSE and not paused:
-                paused = True
+                paused, t0 = True, time.monotonic()
                 self.emit(RunPaused(step=self.progress.step))
                 self.emit(LogLine("paused"))
             elif code == SAVE:
                 self._save_from_snapshot(group)
             elif code != PAUSE:
                 break
+        if paused:
+            self._paused_s += time.monotonic() - t0
         if paused and code != STOP:
             self.emit(RunResumed(step=self.progress.step))
             self.emit(LogLine("resumed"))
         if code == STOP:
-            log.warning("%s: %s", self.control.stop_reason or "stop requested",
-                        self._stop_note())
+            log.info("%s: %s", self.control.stop_reason or "stop requested", self._stop_note())
         return code == STOP
 
     def _skip(self, kind: str, batch: dict, group: _Group) -> RunFinished | None:
