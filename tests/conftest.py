@@ -73,6 +73,28 @@ def train_config(demo_root, dataset, out, mode="fixed", **overrides):
     return resolve(mode, values).config
 
 
+def tree_hash(root: Path) -> str:
+    """One hash of a folder's names and bytes: a refused command must leave it the same."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def trained_run(demo_root, dataset, out, **overrides) -> Path:
+    """A finished tiny run in ``out`` (1 epoch unless told), for tests that read one."""
+    from sidestep.engine.trainer import Trainer
+
+    overrides.setdefault("epochs", 1)
+    result = Trainer(train_config(demo_root, dataset, out, **overrides), [Recorder()]).run()
+    assert result.status == "completed", result.error
+    return out
+
+
 class Recorder:
     """A sink that keeps every event (for assertions)."""
 

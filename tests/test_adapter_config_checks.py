@@ -5,34 +5,19 @@ last line when the file is sound but a runtime will not play it as trained."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import Recorder, train_config
+from conftest import trained_run, tree_hash
 from sidestep.cli import main
 
 
 @pytest.fixture(scope="module")
 def lora_run(demo_root, small_tensors, tmp_path_factory):
-    from sidestep.engine.trainer import Trainer
-
-    out = tmp_path_factory.mktemp("cfg_checks") / "lora"
-    result = Trainer(train_config(demo_root, small_tensors, out, epochs=1), [Recorder()]).run()
-    assert result.status == "completed", result.error
-    return out
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    return trained_run(demo_root, small_tensors, tmp_path_factory.mktemp("cfg_checks") / "lora")
 
 
 def adapter_copy(lora_run: Path, dest: Path, change) -> Path:

@@ -6,7 +6,6 @@ compared with what PEFT (merge_and_unload) and LyCORIS (its own weight functions
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import Recorder, train_config
+from conftest import Recorder, train_config, tree_hash
 from sidestep.cli import main
 
 TOL = dict(rtol=1e-5, atol=1e-7)
@@ -125,15 +124,6 @@ def assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys() and a
     for name in a:
         assert torch.allclose(a[name], b[name], **TOL), name
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("normalize", [False, True])

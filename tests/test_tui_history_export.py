@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from conftest import Recorder, form_built, make_app, train_config, wait_until
+from conftest import form_built, make_app, trained_run, wait_until
 from sidestep.tui.screens.export_dialog import ExportDialog
 from sidestep.tui.screens.history import HistoryScreen
 
@@ -20,12 +20,8 @@ SIZE = (100, 32)
 @pytest.fixture(scope="module")
 def finished_run(demo_root, small_tensors, tmp_path_factory):
     """A finished tiny LoRA run (trained once for the module)."""
-    from sidestep.engine.trainer import Trainer
-
-    out = tmp_path_factory.mktemp("history_export") / "song-lora"
-    result = Trainer(train_config(demo_root, small_tensors, out, epochs=1), [Recorder()]).run()
-    assert result.status == "completed", result.error
-    return out
+    return trained_run(demo_root, small_tensors,
+                       tmp_path_factory.mktemp("history_export") / "song-lora")
 
 
 def place_run(finished_run, tui_env, name="song-lora"):
@@ -118,6 +114,14 @@ async def test_refused_export_and_a_run_without_adapter_show_why(tui_env, finish
     assert sorted(p.name for p in taken.parent.iterdir()) == [taken.name]
 
 
+async def resume_form(app, pilot):
+    """History's Resume (R) on its one run: the form it opens, built."""
+    await open_history(app, pilot, 1)
+    await pilot.press("r")
+    assert await wait_until(pilot, lambda: form_built(app), 10)
+    return app.screen
+
+
 async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, finished_run):
     """History's Resume on a run that trained all its epochs: the form opens with the cursor
     in Epochs and a warning saying to raise it (a start with the same epochs is refused)."""
@@ -125,20 +129,19 @@ async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, fi
     place_run(finished_run, tui_env)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await open_history(app, pilot, 1)
-        await pilot.press("r")
-        assert await wait_until(pilot, lambda: form_built(app), 10)
-        form = app.screen
+        form = await resume_form(app, pilot)
         await pilot.pause(0.3)
         assert form.explicit["resume_from"].endswith("checkpoint-epoch-1")
         assert "field-epochs" in [a.id for a in app.focused.ancestors_with_self]
         assert app.focused.selected_text == "1"  # typing a number replaces the old one
         assert any("finished all 1 epoch: raise Epochs above 1" in m
                    for m in messages(app, "warning"))
-        # the form says it too, on the field, and Start is refused there
+        # the form says it too, on the field (once its check of Resume from has read the
+        # checkpoint), and Start is refused there
+        assert await wait_until(pilot, lambda: any(
+            "Max epochs: the run has trained 1 epoch; raise this above 1" in p
+            for p in form.blocking_problems()), 10), form.blocking_problems()
         assert form.resolved is None
-        assert any("Max epochs: the run has trained 1 epoch; raise this above 1" in p
-                   for p in form.blocking_problems()), form.blocking_problems()
         await pilot.press("end", "backspace", "2")  # the cursor is already there
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
@@ -156,10 +159,7 @@ async def test_resuming_a_stopped_run_refuses_fewer_epochs_than_it_trained(tui_e
     (run / "run.json").write_text(json.dumps(info))
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await open_history(app, pilot, 1)
-        await pilot.press("r")
-        assert await wait_until(pilot, lambda: form_built(app), 10)
-        form = app.screen
+        form = await resume_form(app, pilot)
         await app.workers.wait_for_complete()
         await pilot.pause(0.3)
         assert form.resolved is not None, form.blocking_problems()

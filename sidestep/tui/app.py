@@ -255,7 +255,6 @@ class SideStepApp(App):
 
     def action_new_training(self, mode: str = "fixed", explicit: dict | None = None,
                             preset: str | None = None, focus: str | None = None,
-                            epochs_done: int | None = None,
                             resumed: tuple[str, dict] | None = None) -> None:
         from sidestep.tui.form_model import fresh_run_dir
         from sidestep.tui.screens.train_form import TrainingFormScreen
@@ -276,8 +275,7 @@ class SideStepApp(App):
         if self.settings.keep_running:  # the form's "Keep running after I quit" starts checked
             values["detach"] = True
         values.update(explicit or {})
-        form = TrainingFormScreen(mode, values, preset=preset, focus=focus,
-                                  epochs_done=epochs_done, resumed=resumed)
+        form = TrainingFormScreen(mode, values, preset=preset, focus=focus, resumed=resumed)
         self._last_form = form
         self.goto(form)
 
@@ -493,8 +491,8 @@ class SideStepApp(App):
         epochs = cfg.get("epochs")
         if info.get("status") == "completed" and epochs:
             # a finished run continues only with more epochs: say so before Start refuses
+            # (the form's check of Resume from reads the epochs the checkpoint trained)
             self.action_new_training(mode, explicit, focus="epochs",
-                                     epochs_done=int(info.get("last_epoch") or epochs),
                                      resumed=(str(checkpoint), cfg))
             self.notify(f"{run_dir.name} finished all {counted(epochs, 'epoch')}: raise Epochs "
                         f"above {epochs} to train it further, then start", severity="warning",

@@ -41,14 +41,12 @@ class TrainingFormScreen(Screen):
     def __init__(self, mode: str = "fixed", explicit: dict[str, Any] | None = None,
                  preset: str | None = None, advanced: bool | None = None,
                  vram_profile: str | None = None, focus: str | None = None,
-                 epochs_done: int | None = None, resumed: tuple[str, dict] | None = None):
+                 resumed: tuple[str, dict] | None = None):
         """``focus``: the field the cursor starts in (the first one otherwise);
-        ``epochs_done``: resuming a run that trained that many, all it was set to;
         ``resumed``: the checkpoint it resumes and the run's recorded settings."""
         super().__init__(classes=f"form-{mode}")
         self.initial_focus = focus
         self.model = FormModel(mode, explicit, preset, advanced)
-        self.model.epochs_done = epochs_done
         self.model.resumed = resumed
         self.mode = mode
         self.settings = self.model.settings
