@@ -551,3 +551,72 @@ async def test_history_says_it_lists_runs_from_elsewhere_too(tui_env, tmp_path):
         header = str(app.screen.query_one("#history-roots", Static).render())
         assert header.startswith("runs found under: ") and \
             header.endswith("; and 1 started elsewhere"), header
+
+
+def _burst(app, keys) -> None:
+    """Keys that all reach the app before it has handled the first (a slow link)."""
+    from textual import events
+
+    for key in keys:
+        char = key if len(key) == 1 else {"slash": "/", "space": " "}.get(key)
+        app.post_message(events.Key(key, char))
+
+
+async def test_keys_that_did_nothing_are_not_typed_into_the_next_screen(tui_env):
+    """x y z S a b on the dashboard: Settings opened with 'abxyz' in its first field (the
+    unused x y z came back up to the app once Settings had a text box focused); k F put a
+    'k' after the form's checkpoint folder."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.pause(0.3)
+        _burst(app, ["x", "y", "z", "S", "a", "b"])
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen), 10)
+        await pilot.pause(0.5)
+        assert app.screen.query_one("#set-checkpoint_dir", Input).value == "ab"
+        app.screen.query_one("#set-checkpoint_dir", Input).value = app.settings.checkpoint_dir
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+        await pilot.pause(0.3)
+        _burst(app, ["k", "F"])
+        form = await open_form(app, pilot)
+        assert await wait_until(pilot, lambda: form_built(app), 30)
+        assert not form.query_one("#input-checkpoint_dir", Input).value.endswith("k")
+
+
+async def test_monitor_keys_typed_after_g_act_in_order(tui_env):
+    """G Esc L in one burst: the log opened, Esc and L reached it before it was there, and it
+    stayed open, the chart unchanged."""
+    from sidestep.tui.screens.log_view import LogScreen
+
+    _write_run(tui_env / "output", "old-run", "completed", 9, False)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_history_run(Path("output/old-run"))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
+        monitor = app.screen
+        await pilot.pause(0.5)
+        chart = monitor.query_one("#loss-chart")
+        assert not chart.log_scale
+        _burst(app, ["G", "escape", "L", "G"])
+        assert await wait_until(pilot, lambda: chart.log_scale and
+                                isinstance(app.screen, LogScreen), 10)
+        _burst(app, ["escape", "L"])
+        assert await wait_until(pilot, lambda: app.screen is monitor and not chart.log_scale,
+                                10)
+
+
+async def test_keys_typed_after_enter_opens_a_dialog_land_in_it(tui_env):
+    """Enter on the form's Save… button, then 'abc' at once: the prompt opened without them."""
+    from sidestep.tui.screens.dialogs import PromptScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(app, pilot)
+        assert await wait_until(pilot, lambda: form_built(app), 30)
+        form.query_one("#preset-save").focus()
+        await pilot.pause(0.3)
+        _burst(app, ["enter", "a", "b", "c"])
+        assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 10)
+        await pilot.pause(0.5)
+        assert app.screen.query_one("#prompt-input", Input).value.endswith("abc")

@@ -34,7 +34,7 @@ from sidestep.tui.runner import (EngineRunner, RunTarget, announce, install_stop
                                  stop_for_signal)
 from sidestep.tui.state import RunState
 from sidestep.tui.widgets.fields import is_field_widget
-from sidestep.tui.widgets.text_input import EDITING_KEYS, TextInput
+from sidestep.tui.typeahead import KeySettled, TypedKeys
 
 log = logging.getLogger("sidestep.tui")
 
@@ -107,9 +107,7 @@ class SideStepApp(App):
         self.errors: list[BaseException] = []
         self._last_form = None
         self._open_origin = None  # the screen a run opened from History returns to
-        # keys that arrive while a screen a letter opened places its cursor (hold_keys_for)
-        self._held: list[events.Key] | None = None
-        self._held_timer = None
+        self.typed = TypedKeys(self, self._handle_typed_key)  # keys in the order typed
         for theme in THEMES:
             self.register_theme(theme)
 
@@ -646,49 +644,34 @@ class SideStepApp(App):
             super()._handle_exception(error)
 
     async def on_event(self, event: events.Event) -> None:
-        """A letter key runs its binding when it arrives, not after the focused widget has
-        passed it back up: keys typed straight after it (F, then a path) were forwarded to the
-        dashboard's table before F had opened the form, and lost. The lookup is the one the
-        key would bubble through (focused widget, screen, app; a dialog stops it), so the
-        same binding wins; in a text field a letter is data and goes there as before.
-
-        The keys after it (a path) went to whatever had focus until the new screen put the
-        cursor in its first field, and came back up here unused: a text box consumes its
-        typing and editing keys itself, so one arriving here while a box has focus was meant
-        for it, and goes on to it, in order."""
-        if isinstance(event, events.Key) and self._held is not None:
-            self._held.append(event)  # in order, after the new screen's first focus
-            return
+        """Keys from the terminal go through ``typed`` (typeahead.py): one at a time, each
+        after the one before has settled."""
         if isinstance(event, events.Key) and not event.is_forwarded:
-            before = self.screen
-            if (event.character is not None and len(event.key) == 1
-                    and not is_field_widget(self.focused)
-                    and await self._check_bindings(event.key)):
-                if self.screen is not before and getattr(self.screen, "PLACES_FOCUS", False):
-                    self._hold_keys()
-                return
-        elif isinstance(event, events.Key) and isinstance(self.focused, TextInput) \
-                and (event.is_printable or event.key in EDITING_KEYS):
-            self.focused.post_message(events.Key(event.key, event.character))
+            await self.typed.arrived(event)
             return
         await super().on_event(event)
 
-    def _hold_keys(self) -> None:
-        """A screen that puts the cursor in a field once mounted (``PLACES_FOCUS``) was just
-        opened by a letter: the keys typed after it wait until it has (``release_keys``).
-        Tab in "F Tab Tab 7" moved focus on a form with none yet, and 7 landed in the first
-        field. A second is the longest they wait, should the screen never say."""
-        self._held = []
-        self._held_timer = self.set_timer(1.0, self.release_keys)
+    async def _handle_typed_key(self, event: events.Key):
+        """One typed key. A letter runs its binding at once, not after the focused widget has
+        passed it back up, so that it acts where it was typed; the lookup is the one the key
+        would bubble through (focused widget, screen, app; a dialog stops it), so the same
+        binding wins; in a text field a letter is data and goes there. Any other key is
+        Textual's. Returns the widget the key was given to (None: handled here)."""
+        if (event.character is not None and len(event.key) == 1
+                and not is_field_widget(self.focused)
+                and await self._check_bindings(event.key)):
+            return None
+        target = self.focused or self.screen
+        await super().on_event(event)
+        return target
 
-    async def release_keys(self) -> None:
-        """The held keys, handled now in the order they came (the screen calls this after
-        its first focus has been set)."""
-        held, self._held = self._held, None
-        if held is not None:
-            self._held_timer.stop()
-        for key in held or ():
-            await self.on_event(key)
+    def on_key_settled(self, message: KeySettled) -> None:
+        self.typed.settled(message.serial)
+
+    def release_keys(self) -> None:
+        """A screen that puts the cursor in a field once built (``PLACES_FOCUS``) has: the keys
+        typed after the letter that opened it go on."""
+        self.typed.release()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The single-letter keys are refused while a field has focus: an Input consumes

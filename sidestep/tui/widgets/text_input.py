@@ -23,7 +23,3 @@ class TextInput(Input):
                 event.prevent_default()
                 return
 
-
-# The keys a text box acts on itself (TextInput stops them): one that comes back up to the App
-# while a box has focus was typed before the box had it (see App.on_event).
-EDITING_KEYS = frozenset({"backspace", "delete", "left", "right", "home", "end"})
