@@ -148,6 +148,25 @@ def form_built(app) -> bool:
     return isinstance(app.screen, TrainingFormScreen) and app.screen.built
 
 
+KEY_CHARS = {"slash": "/", "space": " ", "minus": "-", "plus": "+"}
+
+
+async def burst(pilot, app, keys, timeout: float = 30.0) -> None:
+    """Keys that all reach the app before it has handled the first (a slow SSH link), then a
+    wait until it has handled every one: they are handed out one at a time, each after the one
+    before has settled (tui/typeahead.py), which takes seconds on a loaded machine. A key is a
+    name ("tab", "a") or a (name, character) pair."""
+    from textual import events
+
+    start = app.typed.serial
+    for key in keys:
+        name, char = key if isinstance(key, tuple) else (
+            key, key if len(key) == 1 else KEY_CHARS.get(key))
+        app.post_message(events.Key(name, char))
+    assert await wait_until(pilot, lambda: app.typed.serial >= start + len(keys)
+                            and app.typed.idle, timeout, step=0.05)
+
+
 async def wait_until(pilot, predicate, timeout=240.0, step=0.2):
     import time as _time
 

@@ -51,7 +51,7 @@ async def type_into(pilot, app, name, text):
     await pilot.press(*list(text))
     # typed keys are handled one after another (typeahead.py): a click must not overtake them
     assert await wait_until(pilot, lambda: field_input.value == text
-                            and app.typed.current is None and not app.typed.waiting, 10)
+                            and app.typed.idle, 10)
     await pilot.pause(0.1)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Input, Static
 
-from conftest import form_built, make_app, wait_until
+from conftest import burst, form_built, make_app, wait_until
 from sidestep.tui.messages import EstimateFinished
 from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.dialogs import ConfirmScreen, ErrorScreen
@@ -162,18 +162,13 @@ async def test_run_rerank_save_and_train_selective(tui_env, demo_root):
         assert await wait_until(pilot, lambda: app.screen is again, 10)
         # "- W" in one burst saves the K the '-' made (W ran first and saved the old one),
         # and a path typed just before W is the one written
-        from textual import events
-
-        burst = tui_env / "burst.json"
+        written = tui_env / "burst.json"
         again.query_one("#est-output", Input).value = ""
         again.query_one("#est-output", Input).focus()
         await pilot.pause(0.2)
-        keys = [*((c, c) for c in str(burst)), ("tab", None),
-                ("minus", "-"), ("w", "w")]
-        for key, char in keys:
-            app.post_message(events.Key(key, char))
-        assert await wait_until(pilot, lambda: burst.is_file(), 10)
-        assert json.loads(burst.read_text())["top_k"] == 2
+        await burst(pilot, app, [*((c, c) for c in str(written)), "tab", "minus", "w"])
+        assert await wait_until(pilot, lambda: written.is_file(), 10)
+        assert json.loads(written.read_text())["top_k"] == 2
         await pilot.press("plus")
         assert again.k == 3
 

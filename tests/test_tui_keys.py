@@ -9,7 +9,7 @@ import pytest
 
 from textual.widgets import Checkbox, Input, OptionList, Select
 
-from conftest import form_built, make_app, wait_until
+from conftest import burst, form_built, make_app, wait_until
 from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.dialogs import ConfirmScreen
 from sidestep.tui.screens.help import HelpScreen
@@ -231,7 +231,6 @@ async def test_keys_arriving_faster_than_the_app_handles_them_land_in_order(tui_
     field. Before, a backspace's binding ran once the key had bubbled back up, against the
     focus of that moment, and Tab moved focus only then, after the next letters had gone to
     the old field."""
-    from textual import events
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -243,11 +242,8 @@ async def test_keys_arriving_faster_than_the_app_handles_them_land_in_order(tui_
         data.cursor_position = len(data.value)
         await pilot.pause(0.3)
         before = lr.value
-        burst = [("backspace", None), ("tab", None), ("9", "9"), ("backspace", None),
-                 ("8", "8"), ("shift+tab", None), ("x", "x")]
-        for key, char in burst:  # no wait between them: all queued before any is handled
-            app.post_message(events.Key(key, char))
-        await pilot.pause(0.5)
+        # no wait between them: all queued before any is handled
+        await burst(pilot, app, ["backspace", "tab", "9", "backspace", "8", "shift+tab", "x"])
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert data.value == "/tmp/abx" and lr.value == before + "8"
@@ -365,8 +361,7 @@ async def test_a_new_form_shows_first_and_builds_hidden_rows_after_in_schema_ord
         first = form.focused
         start = first.value
         assert len(form.query(SettingField)) < len(form.settings)  # not all built yet
-        for key, char in [("end", None), ("slash", "/"), ("z", "z"), ("f2", None)]:
-            app.post_message(events.Key(key, char))
+        await burst(pilot, app, ["end", "slash", "z", "f2"])
         assert await wait_until(pilot, lambda: form.built, 20)
         await app.workers.wait_for_complete()
         await pilot.pause(0.3)
@@ -404,8 +399,6 @@ async def test_ctrl_c_says_how_to_quit_and_changes_nothing(tui_env):
 async def test_keys_typed_straight_after_the_key_that_opens_a_field_land_in_it(tui_env, key):
     """F (the form) or E (the estimate's dialog), then at once "/zz" and a backspace: they
     reached the new screen before it had put the cursor in its first field and were lost."""
-    from textual import events
-
     from sidestep.tui.screens.settings_dialog import SettingsDialog
     from sidestep.tui.screens.train_form import TrainingFormScreen
 
@@ -414,12 +407,9 @@ async def test_keys_typed_straight_after_the_key_that_opens_a_field_land_in_it(t
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
         await pilot.pause(0.3)
-        for k, char in [(key, key), ("end", None), ("slash", "/"), ("z", "z"), ("z", "z"),
-                        ("backspace", None)]:
-            app.post_message(events.Key(k, char))  # one burst: none handled before the next
+        await burst(pilot, app, [key, "end", "slash", "z", "z", "backspace"])
         assert await wait_until(pilot, lambda: isinstance(app.screen, screen_type)
                                 and isinstance(app.screen.focused, Input), 20)
-        await pilot.pause(0.5)
         box = app.screen.focused
         assert box.id == "input-checkpoint_dir" and box.value.endswith("/z"), box.value
         # the form's later rows finish mounting before the test app is torn down (torn down
@@ -432,26 +422,22 @@ async def test_tabs_typed_straight_after_f_move_through_the_form(tui_env):
     """F Tab Tab Tab 7 in one burst: the Tabs moved focus on a form that had none yet, and the
     7 landed in Checkpoint directory. They wait for the form's first field, then land as
     typed slowly."""
-    from textual import events
 
     from sidestep.tui.screens.train_form import TrainingFormScreen
 
-    async def focused_after(pilot, app, burst: bool) -> str:
+    async def focused_after(pilot, app, at_once: bool) -> str:
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
         await pilot.pause(0.3)
-        keys = [("f", "f"), ("tab", None), ("tab", None), ("tab", None), ("7", "7")]
-        if burst:
-            for k, char in keys:
-                app.post_message(events.Key(k, char))  # none handled before the next
+        if at_once:
+            await burst(pilot, app, ["f", "tab", "tab", "tab", "7"])
         else:
             await pilot.press("f")
             assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
                                     and isinstance(app.screen.focused, Input), 20)
             await pilot.pause(0.3)
             await pilot.press("tab", "tab", "tab", "7")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainingFormScreen)
-                                and isinstance(app.screen.focused, Input), 20)
-        await pilot.pause(0.5)
+            assert await wait_until(pilot, lambda: app.typed.idle, 20)
+        assert isinstance(app.screen, TrainingFormScreen)
         box = app.screen.focused
         assert box.value.endswith("7"), (box.id, box.value)
         assert await wait_until(pilot, lambda: form_built(app), 30)
@@ -459,11 +445,11 @@ async def test_tabs_typed_straight_after_f_move_through_the_form(tui_env):
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        slow = await focused_after(pilot, app, burst=False)
+        slow = await focused_after(pilot, app, at_once=False)
     assert slow != "input-checkpoint_dir"
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        assert await focused_after(pilot, app, burst=True) == slow
+        assert await focused_after(pilot, app, at_once=True) == slow
         assert app.errors == []
 
 
@@ -501,15 +487,12 @@ async def test_screen_letter_keys_work_in_capitals_as_the_footer_shows_them(tui_
 async def test_a_history_key_typed_before_the_runs_are_listed_is_done_when_they_are(tui_env):
     """H then O at once: O came before History's worker had listed the runs and did
     nothing (R opened no form, X said "no run to export")."""
-    from textual import events
-
     _write_run(tui_env / "output", "old-run", "completed", 9, False)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
         await pilot.pause(0.3)
-        for key in ("H", "O"):
-            app.post_message(events.Key(key, key))
+        await burst(pilot, app, ["H", "O"])
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10)
         assert app.screen.state.title == "old-run" and app.errors == []
 
@@ -553,33 +536,26 @@ async def test_history_says_it_lists_runs_from_elsewhere_too(tui_env, tmp_path):
             header.endswith("; and 1 started elsewhere"), header
 
 
-def _burst(app, keys) -> None:
-    """Keys that all reach the app before it has handled the first (a slow link)."""
-    from textual import events
-
-    for key in keys:
-        char = key if len(key) == 1 else {"slash": "/", "space": " "}.get(key)
-        app.post_message(events.Key(key, char))
-
-
 async def test_keys_that_did_nothing_are_not_typed_into_the_next_screen(tui_env):
     """x y z S a b on the dashboard: Settings opened with 'abxyz' in its first field (the
     unused x y z came back up to the app once Settings had a text box focused); k F put a
     'k' after the form's checkpoint folder."""
+    from sidestep.tui.screens.train_form import TrainingFormScreen
+
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
         await pilot.pause(0.3)
-        _burst(app, ["x", "y", "z", "S", "a", "b"])
-        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen), 10)
-        await pilot.pause(0.5)
+        await burst(pilot, app, ["x", "y", "z", "S", "a", "b"])
+        assert isinstance(app.screen, SettingsScreen)
         assert app.screen.query_one("#set-checkpoint_dir", Input).value == "ab"
         app.screen.query_one("#set-checkpoint_dir", Input).value = app.settings.checkpoint_dir
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
         await pilot.pause(0.3)
-        _burst(app, ["k", "F"])
-        form = await open_form(app, pilot)
+        await burst(pilot, app, ["k", "F"])
+        form = app.screen
+        assert isinstance(form, TrainingFormScreen)
         assert await wait_until(pilot, lambda: form_built(app), 30)
         assert not form.query_one("#input-checkpoint_dir", Input).value.endswith("k")
 
@@ -598,10 +574,10 @@ async def test_monitor_keys_typed_after_g_act_in_order(tui_env):
         await pilot.pause(0.5)
         chart = monitor.query_one("#loss-chart")
         assert not chart.log_scale
-        _burst(app, ["G", "escape", "L", "G"])
+        await burst(pilot, app, ["G", "escape", "L", "G"])
         assert await wait_until(pilot, lambda: chart.log_scale and
                                 isinstance(app.screen, LogScreen), 10)
-        _burst(app, ["escape", "L"])
+        await burst(pilot, app, ["escape", "L"])
         assert await wait_until(pilot, lambda: app.screen is monitor and not chart.log_scale,
                                 10)
 
@@ -616,7 +592,6 @@ async def test_keys_typed_after_enter_opens_a_dialog_land_in_it(tui_env):
         assert await wait_until(pilot, lambda: form_built(app), 30)
         form.query_one("#preset-save").focus()
         await pilot.pause(0.3)
-        _burst(app, ["enter", "a", "b", "c"])
-        assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 10)
-        await pilot.pause(0.5)
+        await burst(pilot, app, ["enter", "a", "b", "c"])
+        assert isinstance(app.screen, PromptScreen)
         assert app.screen.query_one("#prompt-input", Input).value.endswith("abc")

@@ -63,6 +63,11 @@ class TypedKeys:
         self.current: _Key | None = None
         self.serial = 0
 
+    @property
+    def idle(self) -> bool:
+        """No key out and none waiting (what a test waits for after a burst)."""
+        return self.current is None and not self.waiting
+
     async def arrived(self, event: events.Key) -> None:
         self.waiting.append(event)
         await self._next()
