@@ -355,3 +355,17 @@ def test_a_read_only_disk_is_not_called_a_permission_problem(tmp_path, monkeypat
                        "system; choose a folder on a writable disk")
     monkeypatch.setattr(paths.os, "statvfs", lambda p: SimpleNamespace(f_flag=0))
     assert "no permission to write in" in paths.output_dir_problem(tmp_path / "r", "--x")
+
+
+@pytest.mark.parametrize("name", ["clip_00.wav", "notes.txt", "dataset"])
+def test_build_dataset_output_must_be_a_json_file(workspace, capsys, name):
+    """--output naming one of the songs (or any non-.json file) is refused even with --force:
+    the song is not turned into JSON, and nothing is written."""
+    target = workspace / "songs" / name
+    before = tree_digest(workspace)
+    code, err = run_cli(["build-dataset", "-i", str(workspace / "songs"), "--output",
+                         str(target), "--force"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"--output {target}" in err and "ending in .json" in err
+    assert str(workspace / "songs" / "dataset.json") in err  # the fix
+    assert tree_digest(workspace) == before

@@ -339,8 +339,8 @@ SETTINGS: tuple[Setting, ...] = (
        maximum=10000, label="Top K"),
     _s("granularity", "str", "module", "Rank whole layers or single modules.", "Estimation",
        _SEL_EST, choices=("layer", "module"), label="Granularity"),
-    _s("output", "path", None, "JSON file to write, in a folder that exists; an existing file "
-       "is replaced only with --force. Default: estimate writes "
+    _s("output", "path", None, "JSON file (*.json) to write, in a folder that exists; an "
+       "existing file is replaced only with --force. Default: estimate writes "
        "./estimate-<variant>-<granularity>.json (a new name if that exists), build-dataset "
        "INPUT/dataset.json.", "Output", ("estimate", "build-dataset"),
        label="Output file", metavar="FILE"),
