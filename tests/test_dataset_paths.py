@@ -369,3 +369,46 @@ def test_build_dataset_output_must_be_a_json_file(workspace, capsys, name):
     assert f"--output {target}" in err and "ending in .json" in err
     assert str(workspace / "songs" / "dataset.json") in err  # the fix
     assert tree_digest(workspace) == before
+
+
+@pytest.mark.parametrize("kind", ["run", "checkpoint", "root", "model"])
+def test_preprocess_refuses_a_run_or_checkpoint_folder(demo_root, workspace, capsys, kind):
+    """--tensor-output given a training run's folder, one of its checkpoints, a checkpoint root
+    or a model folder: six .pt files and a manifest were dropped among the run's or the
+    models' files. Refused (exit 2, one line naming the folder and a separate one), nothing
+    written."""
+    if kind in ("run", "checkpoint"):
+        target = workspace / "my_run"
+        target.mkdir()
+        (target / "run.json").write_text('{"status": "completed"}')
+        (target / "events.jsonl").write_text("")
+        if kind == "checkpoint":
+            target = target / "checkpoint-epoch-1"
+            target.mkdir()
+            (target / "training_state.pt").write_bytes(b"state")
+        watched = workspace
+    else:
+        target = demo_root / "checkpoints"
+        if kind == "model":
+            target = target / "acestep-v15-turbo"
+        watched = demo_root / "checkpoints"
+    before, songs_before = tree_digest(watched), tree_digest(workspace)
+    code, err = run_cli(_preprocess_argv(demo_root, workspace, target), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"--tensor-output {target}" in err and "separate folder" in err
+    assert tree_digest(watched) == before and tree_digest(workspace) == songs_before
+
+
+def test_training_preprocess_refuses_a_run_folder(demo_root, workspace, capsys):
+    """The same check when training preprocesses first: refused before any song is read."""
+    run = workspace / "old_run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    before = tree_digest(workspace)
+    code, err = run_cli(["--yes", "fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+                         "--preprocess", "--audio-dir", str(workspace / "songs"),
+                         "--tensor-output", str(run), "--output-dir", str(workspace / "new"),
+                         "--device", "cpu", "--epochs", "1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"--tensor-output {run}" in err and "training run" in err
+    assert tree_digest(workspace) == before

@@ -85,6 +85,47 @@ def _same_folder(a: Path, b: Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
+def _separate_folder(path: Path) -> Path:
+    """A sibling to suggest in place of ``path``."""
+    return path.parent / "tensors" if path.name != "tensors" else path.parent / "tensors-pt"
+
+
+_RUN_FILES = ("run.json", "events.jsonl", "training_state.pt", "adapter_config.json")
+
+
+def _model_folder(folder: Path) -> bool:
+    """A model folder of a checkpoint root: its config.json and safetensors weights."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def other_use_folder_problem(path: Path | str, flag: str) -> str | None:
+    """Why ``path`` must not take generated files: it belongs to something else the user
+    keeps, a training run (or one of its checkpoints or adapters), a model folder or a
+    checkpoint root. Files dropped there are clutter at best, and a later run, resume or model
+    scan would trip over them."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    try:
+        what = None
+        marker = next((n for n in _RUN_FILES if (path / n).is_file()), None)
+        if marker:
+            what = f"belongs to a training run (it holds {marker})"
+        elif _model_folder(path):
+            what = "is a model folder (config.json and .safetensors weights)"
+        else:
+            models = sorted(d.name for d in path.iterdir() if d.is_dir() and _model_folder(d))
+            if models:
+                what = (f"is a checkpoint folder (model folders {', '.join(models[:2])}"
+                        f"{', ...' if len(models) > 2 else ''})")
+    except OSError:
+        return None  # unreadable: the write itself will say so
+    if what is None:
+        return None
+    return (f"{flag} {path} {what}; the .pt files and manifest.json would be mixed into it. "
+            f"Give a separate folder, such as {_separate_folder(path)}")
+
+
 def songs_folder_problem(path: Path | str, flag: str, songs: tuple = ()) -> str | None:
     """Why ``path`` must not take generated files: it is a folder of songs (one of ``songs``,
     or audio files lie in it). Bookkeeping next to the user's audio is clutter that a later
@@ -103,6 +144,6 @@ def songs_folder_problem(path: Path | str, flag: str, songs: tuple = ()) -> str 
         return None
     what = (f"holds audio files ({', '.join(audio[:2])}{', ...' if len(audio) > 2 else ''})"
             if audio else "is the songs folder")
-    other = path.parent / "tensors" if path.name != "tensors" else path.parent / "tensors-pt"
     return (f"{flag} {path} {what}; the .pt files, manifest.json and bookkeeping would be "
-            f"written among your songs. Give a separate folder, such as {other}")
+            f"written among your songs. Give a separate folder, such as "
+            f"{_separate_folder(path)}")

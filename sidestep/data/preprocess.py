@@ -486,11 +486,14 @@ def _write_state(out: Path, state: dict[str, str]) -> None:
 
 def check_output_dir(path: Path | str, songs: tuple = ()) -> None:
     """Refuse an unusable ``--tensor-output`` before anything is loaded or written: not a
-    folder we can write, or a folder of songs (``songs``: the folders they are read from)."""
-    from sidestep.data.paths import output_dir_problem, songs_folder_problem
+    folder we can write, a folder of songs (``songs``: the folders they are read from), a
+    training run's folder, a model folder or a checkpoint root."""
+    from sidestep.data.paths import (other_use_folder_problem, output_dir_problem,
+                                     songs_folder_problem)
 
     problem = (output_dir_problem(path, "--tensor-output")
-               or songs_folder_problem(path, "--tensor-output", songs))
+               or songs_folder_problem(path, "--tensor-output", songs)
+               or other_use_folder_problem(path, "--tensor-output"))
     if problem:
         raise PreprocessError(problem)
 
