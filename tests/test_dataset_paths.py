@@ -412,3 +412,38 @@ def test_training_preprocess_refuses_a_run_folder(demo_root, workspace, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"--tensor-output {run}" in err and "training run" in err
     assert tree_digest(workspace) == before
+
+
+def _train_preprocess_argv(demo_root, workspace, *extra):
+    return ["--yes", "fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+            "--preprocess", "--audio-dir", str(workspace / "songs"), "--output-dir",
+            str(workspace / "run"), "--device", "cpu", "--epochs", "1", *extra]
+
+
+def test_training_preprocess_refuses_another_dataset_dir(demo_root, workspace, capsys):
+    """--tensor-output pp_t --dataset-dir other_t: every song was encoded into pp_t, then the
+    run failed on other_t. Refused before any work: exit 2, one line, nothing created."""
+    before = tree_digest(workspace)
+    code, err = run_cli(_train_preprocess_argv(
+        demo_root, workspace, "--tensor-output", str(workspace / "pp_t"), "--dataset-dir",
+        str(workspace / "other_t")), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: --dataset-dir") and "--tensor-output" in err
+    assert tree_digest(workspace) == before
+
+
+def test_preprocess_dataset_dir_defaults_to_tensor_output(workspace, monkeypatch):
+    """With --preprocess, --dataset-dir is --tensor-output (given or not, however spelled),
+    and a missing --tensor-output is the one thing said to be missing."""
+    from sidestep.config.resolve import ConfigError, resolve
+
+    monkeypatch.chdir(workspace)
+    base = {"checkpoint_dir": "ck", "preprocess": True, "audio_dir": "songs",
+            "output_dir": "run"}
+    assert resolve("fixed", {**base, "tensor_output": "pp_t"}).config.dataset_dir == "pp_t"
+    same = resolve("fixed", {**base, "tensor_output": "pp_t",
+                             "dataset_dir": str(workspace / "pp_t")})
+    assert os.path.abspath(same.config.dataset_dir) == str(workspace / "pp_t")
+    with pytest.raises(ConfigError) as exc:
+        resolve("fixed", base)
+    assert [e.field for e in exc.value.problems] == ["tensor_output"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -299,11 +300,19 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
             p.error("audio_dir", "is required with --preprocess (or give --dataset-json)")
         if not v["tensor_output"]:
             p.error("tensor_output", "is required with --preprocess")
-        if not v["dataset_dir"] and v["tensor_output"]:
+        if v["tensor_output"] and v["dataset_dir"] and "dataset_dir" in explicit and \
+                not _same_path(v["dataset_dir"], v["tensor_output"]):
+            # checked before any song is encoded: else all were, and the run then failed on
+            # (or trained on) another folder
+            p.error("dataset_dir", f"{v['dataset_dir']}: with --preprocess, training reads the "
+                                   f"tensors it writes to --tensor-output {v['tensor_output']}; "
+                                   "leave --dataset-dir out (or give that same folder)")
+        elif v["tensor_output"]:
             v["dataset_dir"] = v["tensor_output"]
             src["dataset_dir"] = "rule"
-            p.errors[:] = [e for e in p.errors
-                           if not (e.field == "dataset_dir" and e.message == "is required")]
+        # the tensors' folder is --tensor-output (said above when it is missing)
+        p.errors[:] = [e for e in p.errors
+                       if not (e.field == "dataset_dir" and e.message == "is required")]
 
     if v["loss_weighting"] != "min_snr" and "snr_gamma" in explicit:
         p.warn("snr_gamma", "only used with --loss-weighting min_snr")
@@ -365,6 +374,15 @@ def _folder_rule(values: dict, names: set[str], problems: Problems) -> None:
             problem = not_a_folder(values[name], fix)
             if problem:
                 problems.error(name, problem)
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two folder paths name one folder (as written, or, when both exist, on disk)."""
+    a, b = os.path.expanduser(str(a)), os.path.expanduser(str(b))
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
 def _join(a: str, b: str) -> str:

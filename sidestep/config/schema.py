@@ -130,7 +130,7 @@ SETTINGS: tuple[Setting, ...] = (
        "Device / Platform", _T, choices=("auto", "ddp"), label="Strategy"),
     # --- Data ----------------------------------------------------------------------------------
     _s("dataset_dir", "path", None, "Folder of preprocessed .pt files (optionally with "
-       "manifest.json).", "Data", _T + ("estimate",), required=True, level=BASIC,
+       "manifest.json). With --preprocess: --tensor-output, and no other folder.", "Data", _T + ("estimate",), required=True, level=BASIC,
        label="Dataset directory", metavar="DIR"),
     _s("num_workers", "int", 4, "DataLoader worker processes (0 loads in the training process).",
        "Data", _T + ("estimate",), minimum=0, maximum=64, windows_default=0, label="Workers"),
@@ -310,7 +310,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("dataset_json", "path", None, "Labelled dataset JSON (captions, lyrics, BPM, ...).",
        "Preprocessing", _T + ("preprocess",), label="Dataset JSON", metavar="FILE"),
     _s("tensor_output", "path", None, "Folder for the preprocessed .pt files (created if "
-       "missing).", "Preprocessing", _T + ("preprocess",), label="Tensor output", metavar="DIR"),
+       "missing); training with --preprocess reads them from there.", "Preprocessing", _T + ("preprocess",), label="Tensor output", metavar="DIR"),
     _s("max_duration", "float", 0.0, "Longest audio kept, in seconds (0: from the dataset).",
        "Preprocessing", _T + ("preprocess",), minimum=0.0, maximum=3600.0,
        label="Max duration (s)"),
