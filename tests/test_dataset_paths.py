@@ -447,3 +447,25 @@ def test_preprocess_dataset_dir_defaults_to_tensor_output(workspace, monkeypatch
     with pytest.raises(ConfigError) as exc:
         resolve("fixed", base)
     assert [e.field for e in exc.value.problems] == ["tensor_output"]
+
+
+@pytest.mark.parametrize("case", ["more-songs", "same-names"])
+def test_preprocess_refuses_a_tensor_folder_of_other_songs(demo_root, workspace, capsys, case):
+    """A folder with the 12 demo songs' tensors, given 3 songs: the 9 others were left out of
+    the manifest (orphans); songs of the same names from other audio overwrote the demo's
+    files. Refused before anything is written; the fix names a separate folder."""
+    tensors = workspace / "tensors"
+    shutil.copytree(demo_root / "tensors", tensors)
+    if case == "same-names":  # clip_00..02 here, all from other audio than the demo's
+        for f in sorted(tensors.glob("clip_0[3-9].pt")) + sorted(tensors.glob("clip_1*.pt")):
+            f.unlink()
+        songs = workspace / "songs"
+        for name, src in (("clip_00", "clip_05"), ("clip_01", "clip_06"), ("clip_02", "clip_07")):
+            shutil.copy(demo_root / "audio" / f"{src}.wav", songs / f"{name}.wav")
+    before = tree_digest(workspace)
+    code, err = run_cli(_preprocess_argv(demo_root, workspace, tensors), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"--tensor-output {tensors} holds tensors of other songs" in err
+    assert ("clip_03.pt" if case == "more-songs" else "clip_00.pt") in err
+    assert str(workspace / "tensors-2") in err
+    assert tree_digest(workspace) == before

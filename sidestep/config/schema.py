@@ -310,7 +310,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("dataset_json", "path", None, "Labelled dataset JSON (captions, lyrics, BPM, ...).",
        "Preprocessing", _T + ("preprocess",), label="Dataset JSON", metavar="FILE"),
     _s("tensor_output", "path", None, "Folder for the preprocessed .pt files (created if "
-       "missing); training with --preprocess reads them from there.", "Preprocessing", _T + ("preprocess",), label="Tensor output", metavar="DIR"),
+       "missing); training with --preprocess reads them from there. One dataset per folder: "
+       "a folder holding other songs' .pt files is refused.", "Preprocessing", _T + ("preprocess",), label="Tensor output", metavar="DIR"),
     _s("max_duration", "float", 0.0, "Longest audio kept, in seconds (0: from the dataset).",
        "Preprocessing", _T + ("preprocess",), minimum=0.0, maximum=3600.0,
        label="Max duration (s)"),

@@ -195,6 +195,19 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     if clash:
         raise PreprocessError(clash)
     model = resolve_model(checkpoint_dir, model_variant)  # a bad model fails before any write
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    tile = tile_seconds or (CPU_TILE_SECONDS if device == "cpu" else TILE_SECONDS)
+    max_duration = max(max_duration, 0.0)
+    use_genre = genre_indices(len(samples), genre_ratio)
+    settings = {"model": model.path.name, "precision": precision, "normalize": normalize,
+                "max_duration": max_duration, "seed": seed, "version": 1}
+    captions = {s.id: s.training_caption(tag_position, use_genre=i in use_genre)
+                for i, s in enumerate(samples)}
+    state = _read_state(out)
+    problem = _other_songs_problem(out, samples, state,
+                                   lambda s: _fingerprint(s, captions[s.id], settings))
+    if problem:  # before anything is written: the folder is left as it was
+        raise PreprocessError(problem)
     if device == "cpu":
         from sidestep.cpu_malloc import keep_freed_memory
 
@@ -208,17 +221,8 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     except OSError as exc:
         raise PreprocessError(f"--tensor-output {out}: cannot create it "
                               f"({exc.strerror or exc}); choose another folder") from None
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    tile = tile_seconds or (CPU_TILE_SECONDS if device == "cpu" else TILE_SECONDS)
-    max_duration = max(max_duration, 0.0)
-    use_genre = genre_indices(len(samples), genre_ratio)
-    settings = {"model": model.path.name, "precision": precision, "normalize": normalize,
-                "max_duration": max_duration, "seed": seed, "version": 1}
-    captions = {s.id: s.training_caption(tag_position, use_genre=i in use_genre)
-                for i, s in enumerate(samples)}
 
     result = PreprocessResult(total=len(samples))
-    state = _read_state(out)
     todo: list[tuple[Sample, str]] = []
     for sample in samples:
         target = out / f"{sample.id}.pt"
@@ -467,6 +471,67 @@ def _fingerprint(sample: Sample, caption: str, settings: dict) -> str:
                        "duration": sample.duration, "settings": settings}, sort_keys=True)
     h.update(text.encode())
     return h.hexdigest()
+
+
+def _other_songs_problem(out: Path, samples: list[Sample], state: dict[str, str],
+                         fingerprint: Callable[[Sample], str]) -> str | None:
+    """Why ``out`` holds another dataset's tensors: a ``.pt`` none of ``samples`` writes, or
+    one of their names made from another audio file (a song of the same name elsewhere).
+    Writing there replaced those files (hours of encoding) or left them beside a manifest
+    that no longer lists them. A same-named file made from the same audio path (other
+    settings, an edited caption) is this dataset's own, re-encoded as before; so is one made
+    from the same bytes and text elsewhere (songs moved since)."""
+    if not out.is_dir():
+        return None
+    ours = {s.id: s for s in samples}
+    other = []
+    try:
+        found = sorted(p for p in out.glob("*.pt") if p.is_file() and not p.name.startswith("."))
+    except OSError:
+        return None  # unreadable: the write itself will say so
+    for f in found:
+        sample = ours.get(f.stem)
+        if sample is None:
+            other.append(f.name)
+            continue
+        made_from = _made_from(f)
+        if made_from is None or _same_audio(made_from, sample.audio_path):
+            continue  # (unreadable: a broken file, encoded again as before)
+        try:
+            if state.get(sample.id) == fingerprint(sample):
+                continue
+        except OSError:
+            pass
+        other.append(f.name)
+    if not other:
+        return None
+    names = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+    return (f"--tensor-output {out} holds tensors of other songs ({names}: {len(other)} of "
+            f"its .pt files were not made from these {len(samples)} songs); writing there "
+            f"would replace them or mix two datasets. Give a separate folder, such as "
+            f"{out.with_name(out.name + '-2')}, or move those files away if they are no "
+            "longer wanted")
+
+
+def _made_from(pt: Path) -> str | None:
+    """The audio path a ``.pt`` records in its metadata (None when it cannot be read)."""
+    import torch
+
+    try:
+        record = torch.load(pt, map_location="cpu", weights_only=True, mmap=True)
+        path = record.get("metadata", {}).get("audio_path")
+    except Exception:  # a truncated or foreign file: nothing to tell
+        return None
+    return str(path) if path else ""
+
+
+def _same_audio(a: str, b: str) -> bool:
+    if not a:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _read_state(out: Path) -> dict[str, str]:
