@@ -469,3 +469,43 @@ def test_preprocess_refuses_a_tensor_folder_of_other_songs(demo_root, workspace,
     assert ("clip_03.pt" if case == "more-songs" else "clip_00.pt") in err
     assert str(workspace / "tensors-2") in err
     assert tree_digest(workspace) == before
+
+
+@pytest.mark.parametrize("case", ["more-songs", "same-names"])
+def test_training_preprocess_refuses_other_songs_before_its_summary(demo_root, workspace,
+                                                                     capsys, case):
+    """Training with --preprocess into a folder of other songs' tensors is refused like any
+    other bad input: before the settings table and the memory estimate are printed (they read
+    as a run that had started), exit 2, one line, nothing written."""
+    tensors = workspace / "tensors"
+    shutil.copytree(demo_root / "tensors", tensors)
+    if case == "same-names":  # clip_00..02 here, made from other audio than these songs
+        for f in sorted(tensors.glob("clip_0[3-9].pt")) + sorted(tensors.glob("clip_1*.pt")):
+            f.unlink()
+        for name, src in (("clip_00", "clip_05"), ("clip_01", "clip_06"), ("clip_02", "clip_07")):
+            shutil.copy(demo_root / "audio" / f"{src}.wav", workspace / "songs" / f"{name}.wav")
+    before = tree_digest(workspace)
+    code = main(["--plain", *_train_preprocess_argv(demo_root, workspace, "--tensor-output",
+                                                    str(tensors))])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert f"--tensor-output {tensors} holds tensors of other songs" in captured.err
+    assert captured.out == ""  # no summary table, no memory estimate
+    assert tree_digest(workspace) == before
+
+
+def test_training_preprocess_takes_its_own_songs_tensors_moved(demo_root, workspace, capsys):
+    """The same songs moved to another folder (same bytes, same text and settings): their
+    tensors are this dataset's, so training goes on to its summary (here it then stops at the
+    missing terminal for the prompt: no run is started)."""
+    tensors = workspace / "tensors"
+    tensors.mkdir()
+    for name in ("clip_00.pt", "clip_01.pt", "clip_02.pt", ".sidestep-preprocess.json"):
+        shutil.copy(demo_root / "tensors" / name, tensors / name)
+    argv = [a for a in _train_preprocess_argv(demo_root, workspace, "--tensor-output",
+                                              str(tensors)) if a != "--yes"]
+    code = main(["--plain", *argv])
+    captured = capsys.readouterr()
+    assert "other songs" not in captured.err and "Side-Step training" in captured.out
+    assert code == 2 and "no terminal to confirm on" in captured.err

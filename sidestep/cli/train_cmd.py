@@ -201,10 +201,10 @@ def run_training(resolved, args, out: Out) -> int:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # (errors still go to stderr)
     try:  # before the summary and the prompt: nothing to confirm for a run we would refuse
         preflight(config)
-        if config.preprocess:  # a songs folder as --tensor-output, before any song is read
-            from sidestep.data.preprocess import check_output_dir
+        if config.preprocess:  # --tensor-output (a songs folder, other songs' tensors), the songs
+            from sidestep.data.preprocess import check_training_preprocess
 
-            check_output_dir(config.tensor_output, (config.audio_dir,))
+            check_training_preprocess(config)
     except input_error_types() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT

@@ -198,11 +198,8 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     tile = tile_seconds or (CPU_TILE_SECONDS if device == "cpu" else TILE_SECONDS)
     max_duration = max(max_duration, 0.0)
-    use_genre = genre_indices(len(samples), genre_ratio)
-    settings = {"model": model.path.name, "precision": precision, "normalize": normalize,
-                "max_duration": max_duration, "seed": seed, "version": 1}
-    captions = {s.id: s.training_caption(tag_position, use_genre=i in use_genre)
-                for i, s in enumerate(samples)}
+    settings = _settings(model.path.name, precision, normalize, max_duration, seed)
+    captions = _captions(samples, tag_position, genre_ratio)
     state = _read_state(out)
     problem = _other_songs_problem(out, samples, state,
                                    lambda s: _fingerprint(s, captions[s.id], settings))
@@ -360,6 +357,41 @@ def preprocess_config(config, *, progress: Progress | None = None,
                       genre_ratio=meta.genre_ratio, progress=progress, cancel=cancel)
 
 
+def check_training_preprocess(config) -> None:
+    """What training with ``--preprocess`` would refuse about its songs and its
+    ``--tensor-output``, checked before the CLI prints its summary (a refusal after the
+    settings table and the memory estimate read as a run that had started): the folder's use,
+    the songs (read as the trainer reads them), two songs of one name, and a folder of other
+    songs' tensors. The trainer's :func:`preprocess` checks the same again."""
+    from sidestep.data.dataset_json import samples_from
+    from sidestep.model.checkpoints import resolve_model
+
+    out = Path(config.tensor_output)
+    check_output_dir(out, (config.audio_dir,))
+    meta, samples = samples_from(config.audio_dir, config.dataset_json, [])
+    clash = _id_clashes(samples)
+    if clash:
+        raise PreprocessError(clash)
+    model = resolve_model(config.checkpoint_dir, config.model_variant)
+    captions = _captions(samples, meta.tag_position, meta.genre_ratio)
+    settings: dict = {}
+
+    def fingerprint(sample: Sample) -> str:
+        if not settings:  # only for a same-named file made from other audio: rare
+            from sidestep.config.device import probe, resolve_device, resolve_precision
+
+            info = probe()
+            precision, _note = resolve_precision(config.precision,
+                                                 resolve_device(config.device, info), info)
+            settings.update(_settings(model.path.name, precision, config.normalize,
+                                      max(config.max_duration, 0.0), 0))
+        return _fingerprint(sample, captions[sample.id], settings)
+
+    problem = _other_songs_problem(out, samples, _read_state(out), fingerprint)
+    if problem:
+        raise PreprocessError(problem)
+
+
 def input_errors() -> tuple[type[Exception], ...]:
     """What :func:`preprocess_config` raises for bad input (shown as a message, exit 2)."""
     from sidestep.config.device import DeviceError
@@ -457,6 +489,19 @@ def _song_seed(seed: int, song_id: str) -> int:
     """A per-song seed, so a song's latents do not depend on which others were encoded."""
     digest = hashlib.blake2b(f"{seed}:{song_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _settings(model_name: str, precision: str, normalize: str, max_duration: float,
+              seed: int) -> dict:
+    """The settings a ``.pt`` was encoded with (part of its fingerprint)."""
+    return {"model": model_name, "precision": precision, "normalize": normalize,
+            "max_duration": max_duration, "seed": seed, "version": 1}
+
+
+def _captions(samples: list[Sample], tag_position: str, genre_ratio: int) -> dict[str, str]:
+    use_genre = genre_indices(len(samples), genre_ratio)
+    return {s.id: s.training_caption(tag_position, use_genre=i in use_genre)
+            for i, s in enumerate(samples)}
 
 
 def _fingerprint(sample: Sample, caption: str, settings: dict) -> str:
