@@ -15,6 +15,7 @@ Layout written by ``make_demo(DIR)``::
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -229,6 +230,32 @@ def write_audio(folder: Path, count: int, seed: int) -> list[Path]:
 
 
 # -- everything -------------------------------------------------------------------------------
+def _forget_old_clips(root: Path, clips: int, seed: int) -> None:
+    """Over a demo made earlier (its marker is there): remove its clips that this one does not
+    write, and its tensors when the seed changes (their audio does). Else the old clips stayed
+    in audio/ and were encoded again ('--clips 2' over 12 made 12), and tensors made elsewhere
+    (a copied demo) from other audio were refused as another dataset's. Only files named as
+    the demo names them go (clip_NN.wav, .txt, .lyrics.txt, .pt); a folder without the marker
+    is left as it is."""
+    try:
+        old_seed = json.loads((root / DEMO_MARKER).read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return
+    pattern = re.compile(r"clip_(\d{2,})(\.wav|\.txt|\.lyrics\.txt|\.pt)")
+    for folder, suffixes in ((root / "audio", (".wav", ".txt", ".lyrics.txt")),
+                             (root / "tensors", (".pt",))):
+        try:
+            found = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
+        except OSError:
+            continue  # not there (or unreadable: the writes will say so)
+        for path in found:
+            m = pattern.fullmatch(path.name)
+            if not m or m.group(2) not in suffixes or m.group(1) != f"{int(m.group(1)):02d}":
+                continue  # not a name the demo writes (clip_5.wav, clip_007.wav)
+            if int(m.group(1)) >= clips or (m.group(2) == ".pt" and old_seed != seed):
+                path.unlink()
+
+
 def make_demo(root: Path | str, seed: int = 0, clips: int = 12,
               progress: Progress | None = None) -> Path:
     """Write the checkpoint root, audio and preprocessed tensors. Deterministic per seed."""
@@ -238,6 +265,7 @@ def make_demo(root: Path | str, seed: int = 0, clips: int = 12,
     say = progress or (lambda msg: None)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _forget_old_clips(root, clips, seed)
     prev_threads = torch.get_num_threads()
     try:
         say("writing tiny checkpoints")

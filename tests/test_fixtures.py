@@ -100,3 +100,28 @@ def test_make_demo_cli_deterministic(tmp_path, capsys):
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     assert main(["--plain", "make-demo", str(a)]) == 2  # refuses to overwrite
     assert "not empty" in capsys.readouterr().err
+
+
+def test_make_demo_force_regenerates_a_demo_with_other_clips(demo_root, tmp_path, capsys):
+    """make-demo --force over a demo (here a copy of one) with another --clips and --seed:
+    the old clips stayed in audio/ and were encoded again ('--clips 2' over 12 made 12), and
+    the copy's tensors, made from other audio, were refused as another dataset's. Now the
+    demo has the clips asked for; files the demo does not name are kept."""
+    import shutil
+
+    root = tmp_path / "demo"
+    shutil.copytree(demo_root, root)
+    (root / "audio" / "clip_07.wav.bak").write_bytes(b"mine")  # not a name the demo writes
+    (root / "notes.txt").write_text("mine")
+    code = main(["--plain", "make-demo", str(root), "--force", "--clips", "2", "--seed", "1"])
+    err = capsys.readouterr().err
+    assert code == 0 and "other songs" not in err
+    assert sorted(p.name for p in (root / "tensors").glob("*.pt")) == ["clip_00.pt",
+                                                                       "clip_01.pt"]
+    assert sorted(p.name for p in (root / "audio").glob("clip_*") if p.suffix != ".bak") == [
+        "clip_00.txt", "clip_00.wav", "clip_01.txt", "clip_01.wav"]
+    manifest = json.loads((root / "tensors" / "manifest.json").read_text())
+    assert len(manifest["samples"]) == 2
+    assert json.loads((root / "sidestep-demo.json").read_text())["clips"] == 2
+    assert (root / "audio" / "clip_07.wav.bak").read_bytes() == b"mine"
+    assert (root / "notes.txt").read_text() == "mine"
