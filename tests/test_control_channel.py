@@ -373,6 +373,32 @@ def test_a_command_nobody_reads_times_out_and_stays_queued(tmp_path, capsys):
     assert len(list((run / CONTROL_DIR).glob("*.json"))) == 1
 
 
+def test_wait_0_sends_and_exits_1_as_the_help_says(tmp_path, capsys):
+    """`pause --wait 0` exited 0, though the run was not seen to pause: the help says 1."""
+    run = _fake_run(tmp_path / "live", os.getpid())  # "live", but no watcher
+    (run / CONTROL_DIR).mkdir()
+    assert main(["--plain", "pause", "--wait", "0", str(run)]) == 1
+    assert f"sent pause to {run} (--wait 0: not waiting for it)" in capsys.readouterr().out
+    assert len(list((run / CONTROL_DIR).glob("*.json"))) == 1  # it stays queued
+    with pytest.raises(SystemExit):
+        main(["pause", "--help"])
+    assert "exit 1 unless the run had already acted" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_corrupt_run_json_is_called_corrupt_not_missing(tmp_path, capsys):
+    from conftest import tree_hash
+
+    run = _fake_run(tmp_path / "run", os.getpid())
+    (run / "run.json").write_text('{"status": "running", "pid": ')  # cut short
+    before = tree_hash(tmp_path)
+    for command in ("pause", "stop", "attach"):
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"{run / 'run.json'}: unreadable (not valid JSON" in err, err
+        assert "no run.json" not in err
+    assert tree_hash(tmp_path) == before
+
+
 # -- the notify command ---------------------------------------------------------------------------
 def test_notify_runs_with_the_run_in_its_environment(tmp_path):
     out = tmp_path / "env.json"

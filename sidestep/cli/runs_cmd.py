@@ -89,7 +89,8 @@ def add_run_parsers(sub, formatter) -> None:
         p.add_argument("dir", metavar="DIR", help="the run folder")
         p.add_argument("--wait", type=_seconds, default=WAIT_SECONDS, metavar="SECONDS",
                        help=f"how long to wait for the run to act on it (default "
-                            f"{WAIT_SECONDS:g}; 0: send and return)")
+                            f"{WAIT_SECONDS:g}; 0: send and return, exit 1 unless the run "
+                            f"had already acted)")
 
 
 def run_runs_command(args: argparse.Namespace, out: Out) -> int:
@@ -165,7 +166,8 @@ def _cells(r: dict[str, Any]) -> tuple[str, ...]:
 def not_live(run_dir: Path, doing: str) -> str | None:
     """Why ``run_dir`` is not a live run to ``doing`` (None when it is one)."""
     from sidestep.engine.live_runs import recorded
-    from sidestep.engine.run_dir import CONSOLE_LOG, live_status, run_is_alive
+    from sidestep.engine.run_dir import (CONSOLE_LOG, live_status, run_file_problem,
+                                         run_is_alive)
 
     if not run_dir.is_dir():
         return f"{_not_a_folder(run_dir)}; give a run folder (`sidestep runs` lists them)"
@@ -178,6 +180,9 @@ def not_live(run_dir: Path, doing: str) -> str | None:
                     f"yet); try again in a moment")
         if started and (run_dir / CONSOLE_LOG).is_file():
             return f"{run_dir}: the run did not start; {run_dir / CONSOLE_LOG} says why"
+        corrupt = run_file_problem(run_dir)
+        if corrupt:
+            return f"{corrupt}; `sidestep runs` lists the runs it can read"
         return f"{run_dir}: not a run folder (no run.json); `sidestep runs` lists runs"
     if status == "running":
         return None
@@ -199,9 +204,6 @@ def send_command(args: argparse.Namespace, out: Out) -> int:
     except ChannelError as exc:
         out.error(not_live(run_dir, command) or str(exc))  # it may have ended meanwhile
         return EXIT_BAD_INPUT
-    if args.wait <= 0:
-        out.info(f"sent {command} to {run_dir}")
-        return EXIT_OK
     return _await(run_dir, name, command, args.wait, out)
 
 
@@ -246,6 +248,10 @@ def _await(run_dir: Path, name: str, command: str, wait: float, out: Out) -> int
     if gone or live_status(run_dir)[0] != "running":
         withdraw(run_dir, name)
         out.error(f"{command}: the run ended before it read the command")
+        return EXIT_FAILED
+    if wait <= 0:  # not seen to act: exit 1 as documented, though nothing is wrong
+        out.info(f"sent {command} to {run_dir} (--wait 0: not waiting for it); it acts at its "
+                 f"next micro-batch. `sidestep runs {run_dir}` shows its state")
         return EXIT_FAILED
     out.warn(f"{command}: the run has not read the command within {wait:g} s (it may be busy "
              f"or hung); it stays queued in {run_dir / 'control'}")

@@ -52,6 +52,25 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def run_file_problem(run_dir: Path) -> str | None:
+    """Why an existing run.json cannot be read (None when it reads, or is absent): a corrupt
+    file is not the same as a folder that holds no run."""
+    path = Path(run_dir) / RUN_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return f"{path}: unreadable (not UTF-8 text); the run's record is corrupt"
+    except ValueError as exc:
+        return f"{path}: unreadable (not valid JSON: {exc}); the run's record is corrupt"
+    except OSError as exc:
+        return f"{path}: unreadable ({exc.strerror or exc})"
+    if not isinstance(data, dict):
+        return f"{path}: corrupt (holds no JSON object); the run's record is lost"
+    return None
+
+
 def write_run(run_dir: Path, data: dict[str, Any]) -> None:
     write_json(Path(run_dir) / RUN_FILE, data)
 
