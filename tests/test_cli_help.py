@@ -82,3 +82,20 @@ def test_option_prefix_is_an_error(argv, capsys):
         main(argv)
     assert exc.value.code == 2
     assert "--epoch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["fixd"], "argument COMMAND: unknown command 'fixd'; did you mean `fixed`?"),
+    (["presets", "lst"], "argument ACTION: unknown action 'lst'; did you mean `list`?"),
+    (["export", "x", "--output", "y.safetensors", "--format", "comfyu"],
+     "unknown choice 'comfyu'; did you mean `comfyui`?"),
+])
+def test_a_mistyped_command_or_choice_gets_a_guess(argv, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit):  # nothing near: the list, as before
+        main(["zzz"])
+    assert "invalid choice: 'zzz'" in capsys.readouterr().err

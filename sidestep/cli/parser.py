@@ -45,6 +45,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every "
                      "option)\n")
 
+    def _check_value(self, action, value):
+        # `sidestep fixd`: name the nearest choice rather than list all twenty commands
+        if action.choices is not None and value not in action.choices:
+            import difflib
+
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices],
+                                              n=1, cutoff=0.6)
+            if close:
+                what = (action.metavar or "command").lower() \
+                    if isinstance(action, argparse._SubParsersAction) else "choice"
+                raise argparse.ArgumentError(action, f"unknown {what} {value!r}; did you mean "
+                                                     f"`{close[0]}`?")
+        super()._check_value(action, value)
+
     def parse_args(self, args=None, namespace=None):
         # argparse reports a subcommand's unknown flags from the root parser, which would
         # name `sidestep --help` (no training flags there) and guess nothing
