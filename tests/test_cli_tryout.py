@@ -222,6 +222,23 @@ def test_a_file_as_checkpoint_dir_of_the_other_commands(tmp_path, capsys, comman
     assert code == 2 and f"{afile} is a file, not a folder; give the folder that holds" in err
 
 
+@pytest.mark.parametrize("command", ["fixed", "preprocess", "estimate"])
+def test_a_mistyped_checkpoint_dir_names_the_flag_and_the_fix(tmp_path, capsys, model_root,
+                                                               command):
+    typo = model_root.parent / "chekpoints"
+    folder = str(tmp_path)
+    rest = {"fixed": ["--dataset-dir", folder, "--output-dir", str(tmp_path / "run")],
+            "preprocess": ["--audio-dir", str(songs_in(tmp_path / "songs")),
+                           "--tensor-output", str(tmp_path / "t")],
+            "estimate": ["--dataset-dir", folder]}[command]
+    before = tree(tmp_path)
+    code, _, err = run(["-y", command, "--checkpoint-dir", str(typo), *rest], capsys)
+    assert code == 2
+    assert (f"{typo}: checkpoint folder not found; set --checkpoint-dir to the folder that "
+            "holds acestep-v15-turbo/") in err, err
+    assert tree(tmp_path) == before
+
+
 # -- 6. a write that fails names the file, not its temp file ----------------------------------
 @pytest.mark.parametrize("step", ["mkstemp", "replace"])
 def test_an_atomic_write_error_names_the_target(tmp_path, monkeypatch, step):

@@ -71,13 +71,18 @@ def _entry(folder: Path, config: dict) -> ModelEntry:
     )
 
 
+def _not_a_root(root: Path) -> str:
+    """A checkpoint root that is missing or a file, with the flag that sets it and the fix."""
+    what = "is a file, not a folder" if root.exists() else "checkpoint folder not found"
+    return (f"{root}: {what}; set --checkpoint-dir to the folder that holds "
+            "acestep-v15-turbo/, vae/, ...")
+
+
 def list_models(root: Path | str) -> list[ModelEntry]:
     """Official folders first, then fine-tunes (any subfolder whose config says acestep)."""
     root = Path(root)
     if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "checkpoint folder not found"
-        raise DiscoveryError(f"{root}: {what}; set --checkpoint-dir to the folder that holds "
-                             "acestep-v15-turbo/, vae/, ...")
+        raise DiscoveryError(_not_a_root(root))
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         config = _read_json(folder / "config.json")
@@ -135,8 +140,7 @@ def resolve_model(root: Path | str, variant: str, base_model: str | None = None)
     except VariantError as exc:
         raise DiscoveryError(str(exc)) from None
     if not root.is_dir():
-        raise DiscoveryError(f"{root}: checkpoint folder not found" if not root.exists() else
-                             f"{root}: is a file, not the checkpoint folder")
+        raise DiscoveryError(_not_a_root(root))
     folder = root / folder_name
     if not folder.is_dir():
         names = [e.name for e in list_models(root)]
