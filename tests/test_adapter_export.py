@@ -751,3 +751,56 @@ def test_the_model_a_run_trained_on_is_found_from_anywhere(runs, demo_root, tmp_
     monkeypatch.chdir(tmp_path)
     assert model_dir_for(old / "final" / "adapter") == Path(info["config"]["checkpoint_dir"]) \
         / model.name
+
+
+def _copy_run(runs, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["lora"], run)
+    return run
+
+
+def test_a_checkpoint_without_its_marker_is_refused(runs, tmp_path, capsys):
+    """A save cut short (no COMPLETE) was exported as if whole."""
+    import shutil
+
+    run = _copy_run(runs, tmp_path)
+    (done,) = run.glob("checkpoint-*")
+    cut = run / "checkpoint-step-99"
+    shutil.copytree(done, cut)
+    (cut / "COMPLETE").unlink()
+    before = tree_hash(tmp_path)
+    for given in (cut, cut / "adapter"):
+        assert main(["--plain", "export", str(given), "--format", "comfyui", "--output",
+                     str(tmp_path / "x.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert f"{cut}: incomplete checkpoint (no COMPLETE marker" in err, err
+        assert f"export the last complete one, {done}" in err and "Traceback" not in err
+    assert tree_hash(tmp_path) == before
+    (done / "COMPLETE").unlink()  # none complete: said so
+    before = tree_hash(tmp_path)
+    assert main(["--plain", "export", str(cut), "--format", "peft", "--output",
+                 str(tmp_path / "p")]) == 2
+    assert "the run has no complete checkpoint" in capsys.readouterr().err
+    assert tree_hash(tmp_path) == before
+
+
+def test_a_run_stopped_before_final_points_at_best_and_the_latest_checkpoint(runs, tmp_path,
+                                                                             capsys):
+    import shutil
+
+    run = _copy_run(runs, tmp_path)
+    shutil.rmtree(run / "final")
+    (ckpt,) = run.glob("checkpoint-*")
+    before = tree_hash(tmp_path)
+    for argv in (["export", str(run), "--format", "comfyui", "--output",
+                  str(tmp_path / "x.safetensors")], ["check-adapter", str(run)]):
+        assert main(["--plain", *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: the run has no final adapter" in err, err
+        assert f"give its best adapter, {run / 'best'} or its latest checkpoint, {ckpt}" in err
+    assert tree_hash(tmp_path) == before
+    # what it names is taken
+    assert main(["--plain", "export", str(run / "best"), "--format", "comfyui", "--output",
+                 str(tmp_path / "x.safetensors")]) == 0

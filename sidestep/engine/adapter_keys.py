@@ -133,8 +133,30 @@ def adapter_dir(path: Path) -> Path:
     for candidate in (path, path / "adapter", path / "final" / "adapter"):
         if any((candidate / n).is_file() for n in ADAPTER_FILES):
             return candidate
-    raise AdapterError(f"{path}: not an adapter: no {', '.join(ADAPTER_FILES)} in it, in "
+    raise AdapterError(_no_final(path) or
+                       f"{path}: not an adapter: no {', '.join(ADAPTER_FILES)} in it, in "
                        "adapter/ (a checkpoint) or in final/adapter/ (a run)")
+
+
+def _no_final(run: Path) -> str | None:
+    """For a run folder without final/adapter (stopped or failed before its end): what it
+    holds instead, to give in its place. None when ``run`` is not a run folder."""
+    from sidestep.engine.checkpointing import list_checkpoints
+    from sidestep.engine.run_dir import BEST_ADAPTER, BEST_DIR, RUN_FILE, read_run
+
+    if not (run / RUN_FILE).is_file():
+        return None
+    status = (read_run(run) or {}).get("status") or "unknown"
+    instead = []
+    if any((run / BEST_ADAPTER / n).is_file() for n in ADAPTER_FILES):
+        instead.append(f"its best adapter, {run / BEST_DIR}")
+    checkpoints = list_checkpoints(run)
+    if checkpoints:
+        instead.append(f"its latest checkpoint, {checkpoints[-1]}")
+    return (f"{run}: the run has no final adapter (final/adapter/ is written when it "
+            f"completes; status: {status}); " + (f"give {' or '.join(instead)}" if instead
+                                                 else "it saved no best adapter or checkpoint "
+                                                      "either"))
 
 
 @dataclass

@@ -68,6 +68,7 @@ def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
         raise AdapterError(f"{src_path}: not found; give an adapter, checkpoint or run folder")
     if not src_path.is_dir():
         raise AdapterError(f"{src_path}: expected an adapter, checkpoint or run folder")
+    _refuse_incomplete(src_path)
     src = open_source(src_path)
     _refuse_kind(src, fmt)
     output = Path(output)
@@ -99,6 +100,24 @@ def export_adapter(source, fmt: str, output, normalize_alpha: bool = False,
     _write_file(output, tensors, {"format": "pt",
                                   "sidestep_export": _stamp(src, fmt, normalize_alpha, bases)})
     return ExportResult(output, fmt, kind, len(pairs), notes)
+
+
+def _refuse_incomplete(src_path: Path) -> None:
+    """A checkpoint without its COMPLETE marker: its save did not finish, so what it holds
+    may be partial (--resume-from refuses it too)."""
+    from sidestep.engine.checkpointing import ADAPTER_DIR, MARKER, STATE_FILE, list_checkpoints
+
+    folder = src_path.parent if src_path.name == ADAPTER_DIR else src_path
+    if not folder.name.lstrip(".").startswith("checkpoint-") and \
+            not (folder / STATE_FILE).is_file():
+        return
+    if (folder / MARKER).is_file():
+        return
+    newest = list_checkpoints(folder.parent)
+    instead = (f"export the last complete one, {newest[-1]}" if newest else
+               "the run has no complete checkpoint; export its final/ or best/ adapter")
+    raise AdapterError(f"{folder}: incomplete checkpoint (no {MARKER} marker: its save did "
+                       f"not finish); {instead}")
 
 
 def _refuse_kind(src: Source, fmt: str) -> None:
