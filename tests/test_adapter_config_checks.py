@@ -70,6 +70,35 @@ def test_a_malformed_config_is_a_one_line_refusal(lora_run, tmp_path, capsys, ca
     assert tree_hash(tmp_path) == before
 
 
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_reading_a_saved_adapter_makes_the_same_checks(lora_run, tmp_path, case):
+    """read_adapter_dir (what --resume-from loads) took a list config with an AttributeError
+    and r: 0 without a word; it now checks as export does."""
+    from sidestep.engine.adapters import AdapterError, read_adapter_dir
+
+    change, field = BAD[case]
+    src = adapter_copy(lora_run, tmp_path / "adapter", change)
+    with pytest.raises(AdapterError) as exc:
+        read_adapter_dir(src)
+    assert str(exc.value).startswith(f"{src / 'adapter_config.json'}: ") and \
+        field in str(exc.value), exc.value
+
+
+def test_resuming_from_a_checkpoint_with_a_malformed_config_is_refused(lora_run, tmp_path,
+                                                                       capsys):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    (ckpt,) = run.glob("checkpoint-*")
+    cfg = ckpt / "adapter" / "adapter_config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "r": 0}))
+    before = tree_hash(tmp_path)
+    code = main(["--plain", "-y", "fixed", "--resume-from", str(ckpt), "--epochs", "2"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{cfg}: r is 0" in err and "Traceback" not in err, err
+    assert tree_hash(tmp_path) == before
+
+
 def test_export_refuses_a_config_rank_that_is_not_the_weights(lora_run, tmp_path, capsys):
     """r = 2 beside rank-4 weights: check-adapter's [rank-mismatch]; export would write
     alpha / 2 as the scale of rank-4 weights (twice the trained strength)."""

@@ -312,9 +312,12 @@ def read_adapter_dir(folder: Path) -> tuple[str, dict[str, torch.Tensor], dict[s
 
     folder = Path(folder)
     if (folder / LORA_WEIGHTS).is_file():
+        # the checks export and check-adapter make (a list or r: 0 passed here, or crashed)
+        from sidestep.engine.adapter_keys import read_lora_config
+
+        config = read_lora_config(folder / LORA_CONFIG)
+        kind = "dora" if config.get("use_dora") else "lora"
         try:
-            config = json.loads((folder / LORA_CONFIG).read_text())
-            kind = "dora" if config.get("use_dora") else "lora"
             return kind, load_file(str(folder / LORA_WEIGHTS)), config
         except (OSError, ValueError, SafetensorError) as exc:
             raise AdapterError(f"{folder}: LoRA adapter files cannot be read ({exc})") from None
