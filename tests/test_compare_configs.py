@@ -80,6 +80,10 @@ def test_compare_numbers(pair):
     wide = {**p, "top_k_a": 32, "top_k_b": 8, "overlap": 8, "jaccard": 0.25}
     assert pair_line(wide) == ("a vs b: 8 of b's top 8 in a's top 32 (Jaccard 0.25), "
                                "Spearman 0.80 over 5 modules")
+    # 0.996 printed "Spearman 1.00": a near-perfect ranking read as the same one
+    for rho, shown in ((0.996, "0.996"), (-0.9996, "-0.9996"), (0.999999, "0.9999"),
+                       (1.0, "1.00"), (-1.0, "-1.00"), (0.994, "0.99")):
+        assert f"Spearman {shown} over" in pair_line({**p, "spearman": rho}), rho
     rows = {r["name"]: r for r in result["modules"]}
     assert set(rows) == {M1, M2, M3, M4, M5, M6}
     assert rows[M6]["ranks"] == [None, 2] and rows[M6]["scores"] == [None, pytest.approx(0.9)]

@@ -247,11 +247,21 @@ def compare(configs: list[ModuleConfig]) -> dict:
     }
 
 
+def correlation_text(rho: float) -> str:
+    """Two decimals, more where rounding would print a near-perfect correlation as 1.00 (0.996
+    read as the same ranking); never ±1 unless exact."""
+    for digits in (2, 3, 4):
+        text = f"{rho:.{digits}f}"
+        if abs(rho) == 1 or abs(float(text)) < 1:
+            return text
+    return f"{math.copysign(0.9999, rho):.4f}"
+
+
 def pair_line(pair: dict, granularity: str = "module") -> str:
     """One pair in words: ``A vs B: top-16 overlap 12/16 (Jaccard 0.60), Spearman 0.83 over
     64 modules``."""
     ka, kb = pair["top_k_a"], pair["top_k_b"]
-    rho = "n/a" if pair["spearman"] is None else f"{pair['spearman']:.2f}"
+    rho = "n/a" if pair["spearman"] is None else correlation_text(pair["spearman"])
     unit = granularity if pair["common"] == 1 else f"{granularity}s"
     if ka == kb:
         overlap = f"top-{ka} overlap {pair['overlap']}/{ka}"
