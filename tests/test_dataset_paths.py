@@ -121,6 +121,15 @@ def test_build_dataset_output_is_a_folder(workspace, capsys):
     assert tree_digest(workspace) == before
 
 
+def test_build_dataset_counts_one_song_as_one_song(workspace, capsys):
+    songs = workspace / "one"
+    songs.mkdir()
+    shutil.copy(next((workspace / "songs").glob("*.wav")), songs)
+    code = main(["--plain", "build-dataset", "-i", str(songs)])
+    assert code == 0
+    assert f"wrote {songs / 'dataset.json'}: 1 song (" in capsys.readouterr().out
+
+
 def test_build_dataset_output_under_a_file(workspace, capsys):
     before = tree_digest(workspace)
     target = workspace / "out" / "keep.txt" / "dataset.json"

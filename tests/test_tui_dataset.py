@@ -314,3 +314,23 @@ async def test_build_dataset_json_can_be_written_elsewhere(tui_env, demo_copy, t
         assert await wait_until(pilot, lambda: (tmp_path / "songs.json").is_file(), 30)
         assert not (demo_copy / "audio" / "dataset.json").exists()
         assert app.errors == []
+
+
+def test_the_build_message_counts_in_words(tmp_path):
+    """"wrote ...: 1 songs (1 notes)"."""
+    from sidestep.tui.messages import DatasetBuilt
+
+    said = []
+
+    class Screen:
+        def notify(self, text, **_):
+            said.append(text)
+
+        def action_scan(self):
+            pass
+
+    path = tmp_path / "dataset.json"
+    DatasetScreen.on_dataset_built(Screen(), DatasetBuilt(path, 1, ["a.wav: no sidecar"], None))
+    DatasetScreen.on_dataset_built(Screen(), DatasetBuilt(path, 2, ["x", "y"], None))
+    assert said[0] == f"wrote {path}: 1 song (1 note)"
+    assert said[2] == f"wrote {path}: 2 songs (2 notes)"

@@ -27,7 +27,8 @@ def run_build_dataset(config, out: Out) -> int:
         out.warn(msg)
     n = len(doc["samples"])
     vocal = sum(1 for s in doc["samples"] if not s["is_instrumental"])
-    out.info(f"wrote {path}: {n} songs ({vocal} with lyrics, {n - vocal} instrumental)")
+    out.info(f"wrote {path}: {counted(n, 'song')} ({vocal} with lyrics, {n - vocal} "
+             "instrumental)")
     return EXIT_OK
 
 

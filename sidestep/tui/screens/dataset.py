@@ -378,8 +378,9 @@ class DatasetScreen(Screen):
         if message.error:
             self.app.show_error("Build dataset.json", message.error)
             return
-        self.notify(f"wrote {message.path}: {message.songs} songs"
-                    + (f" ({len(message.warnings)} notes)" if message.warnings else ""))
+        self.notify(f"wrote {message.path}: {counted(message.songs, 'song')}"
+                    + (f" ({counted(len(message.warnings), 'note')})" if message.warnings
+                       else ""))
         for warning in message.warnings[:3]:
             self.notify(warning, severity="warning")
         self.action_scan()
