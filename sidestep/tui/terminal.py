@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import IO
 
+from textual.drivers import linux_driver
 from textual.drivers.linux_driver import LinuxDriver
 
 from sidestep.devnull import send_to_devnull
@@ -64,6 +65,11 @@ class HangupSafeDriver(LinuxDriver):
         self.exit_event.set()
 
     def run_input_thread(self) -> None:
+        from sidestep.tui.escape_keys import SplitEscapeParser
+
+        # the stock input loop makes its parser by this module-level name; ours reads an Esc
+        # that arrives with the next key as two keys (escape_keys.py)
+        linux_driver.XTermParser = SplitEscapeParser
         try:
             super().run_input_thread()
         except OSError:
