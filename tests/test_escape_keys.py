@@ -41,8 +41,10 @@ def test_an_escape_that_arrives_with_the_next_key_is_two_keys(reads, expected):
 
 
 @pytest.mark.parametrize("reads", [["\x1b[A"], ["\x1bOP"], ["\x1b[<0;10;5M"], ["\x1b[1;5C"],
-                                   ["\x1b[", "A"]])
+                                   ["\x1b[", "A"], ["\x1bb"], ["\x1bf"], ["\x1b\x7f"]])
 def test_sequences_a_terminal_sends_for_keys_and_the_mouse_are_unchanged(reads):
+    """Arrows, F1, a mouse click, ctrl+right, and the word-editing keys terminals send as ESC
+    and a byte (Option+Left/Right on macOS: ESC b / ESC f; Alt+Backspace: ESC DEL)."""
     assert keys(SplitEscapeParser, *reads) == keys(XTermParser, *reads)
     assert "escape" not in keys(SplitEscapeParser, *reads)
 

@@ -6,9 +6,12 @@ into a field as "Q"), ESC space and ESC Enter became space and Enter, ESC Tab sh
 "¡". Over SSH, keys typed a moment apart often arrive in one packet, so "Esc Q" on the form
 and "G Esc Space" on the Monitor lost their Esc and the next key acted on the wrong screen.
 
-The app binds no Alt keys, so here an ESC is always its own key unless the next byte starts
-an escape sequence a terminal sends for a key, a mouse event or a report (``[`` or ``O``), or is
-another ESC. Text pasted between bracketed-paste markers is left to Textual untouched.
+The app binds no Alt keys, so here an ESC is its own key unless the next byte starts an escape
+sequence a terminal sends for a key, a mouse event or a report (``[`` or ``O``), is another
+ESC, or makes a word-editing key: macOS terminals send ESC b / ESC f for Option+Left/Right and
+Linux ones ESC DEL for Alt+Backspace, which Textual reads as word left/right and delete word
+(so "Esc b" typed in one burst stays a word move). Text pasted between bracketed-paste markers is
+left to Textual untouched.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Iterable
 from textual._xterm_parser import XTermParser
 
 ESC = "\x1b"
-SEQUENCE_STARTS = frozenset("[O" + ESC)
+KEEP_AFTER_ESC = frozenset("[O" + ESC + "bf\x7f")
 PASTE_START, PASTE_END = ESC + "[200~", ESC + "[201~"
 
 
@@ -36,7 +39,7 @@ class SplitEscapeParser(XTermParser):
         start = 0
         for i, char in enumerate(data):
             after_esc = data[i - 1] == ESC if i else self._after_esc
-            if after_esc and not self._pasting and char not in SEQUENCE_STARTS:
+            if after_esc and not self._pasting and char not in KEEP_AFTER_ESC:
                 if i > start:
                     yield from super().feed(data[start:i])
                 yield from self._escape_alone()
