@@ -52,6 +52,10 @@ class TrainingFormScreen(Screen):
         self.settings = self.model.settings
         self.initial_profile = vram_profile
         self._pending_fields: set[str] = set()  # rows mounted, not composed yet
+        # every row and group heading made, kept: querying the form's ~1000 widgets took
+        # 10 ms a time, on each keystroke
+        self._rows: dict[str, SettingField] = {}
+        self._headings: list[Static] = []
         self._opened_with = (dict(self.model.explicit), preset)  # Esc asks once they change
 
     # The model's state, read where the screen was read before it had a model.
@@ -100,7 +104,9 @@ class TrainingFormScreen(Screen):
             for s in self.settings:
                 if s.group != group:
                     group = s.group
-                    yield Static(group, classes="group-title", id=group_id(group))
+                    heading = Static(group, classes="group-title", id=group_id(group))
+                    self._headings.append(heading)
+                    yield heading
                 if views[s.name].visible:
                     yield self._new_field(s.name)
         yield Static("", id="field-help-bar", markup=False)
@@ -122,6 +128,7 @@ class TrainingFormScreen(Screen):
             value = self.model.explicit.get(name, s.default)
         field = ModelField(s, value) if name == "model_variant" else SettingField(s, value)
         field.touched = name in self.model.explicit
+        self._rows[name] = field
         return field
 
     def _add_fields(self, names: list[str], views: dict) -> None:
@@ -285,15 +292,19 @@ class TrainingFormScreen(Screen):
     def _update_estimate(self) -> None:
         line = self.query_one("#vram-estimate", Static)
         text, verdict = self.model.estimate_line()
-        line.update(text)
+        if line.content != text:
+            line.update(text)
         if verdict is not None:
             line.set_class(verdict == "will not fit", "estimate-bad")
             line.set_class(verdict == "tight", "estimate-tight")
 
     # -- resolution ----------------------------------------------------------------------------
     def _field(self, name: str) -> SettingField | None:
-        found = self.query(f"#field-{name}")
-        return found.first() if found else None
+        field = self._rows.get(name)
+        return field if field is not None and field.is_attached else None
+
+    def _mounted_rows(self) -> dict[str, SettingField]:
+        return {name: f for name, f in self._rows.items() if f.is_attached}
 
     def _alive(self) -> bool:
         """False once the screen is being removed (worker results may still arrive)."""
@@ -306,7 +317,7 @@ class TrainingFormScreen(Screen):
         if not self._alive():
             return
         self.model.resolve()
-        fields = {f.setting.name: f for f in self.query(SettingField)}
+        fields = self._mounted_rows()
         views = self.model.field_views(lambda name: name in fields and fields[name].touched)
         missing = [name for name, view in views.items() if view.visible and name not in fields]
         if missing:
@@ -324,12 +335,13 @@ class TrainingFormScreen(Screen):
             field.set_error(view.error)
             if not view.error:
                 field.set_note(view.note, view.note_kind)
-        for heading in self.query(".group-title"):
+        for heading in self._headings:
             group = str(heading.render())
             heading.display = any(f.display for f in fields.values() if f.setting.group == group)
         status = self.query_one("#form-status", Static)
         line, bad = self.model.status_line()
-        status.update(line)
+        if status.content != line:
+            status.update(line)
         status.set_class(bad, "status-error")
         self._update_estimate()
 

@@ -52,6 +52,9 @@ class SettingField(Vertical):
         # What the control shows because we put it there: a Changed message carrying this
         # value is an echo (Textual also posts one when a control mounts), not a user edit.
         self._shown: Any = self._as_control_value(value)
+        # kept, not queried: the form redraws every row on each keystroke
+        self._control = None
+        self._message: Static | None = None
 
     def _as_control_value(self, value: Any) -> Any:
         s = self.setting
@@ -67,8 +70,10 @@ class SettingField(Vertical):
         label = s.label + (" *" if s.required else "")
         with Horizontal(classes="field-row"):
             yield Label(label, classes="field-label")
-            yield self._make_control()
-        yield Static("", classes="field-error")
+            self._control = self._make_control()
+            yield self._control
+        self._message = Static("", classes="field-error")
+        yield self._message
 
     def _make_control(self):
         s = self.setting
@@ -93,11 +98,11 @@ class SettingField(Vertical):
     def ready(self) -> bool:
         """Whether the control exists: not yet while a row mounted late composes, nor once
         its screen starts taking it down."""
-        return bool(self.query(f"#{control_id(self.setting.name)}"))
+        return self._control is not None and self._control.is_attached
 
     @property
     def control(self):
-        return self.query_one(f"#{control_id(self.setting.name)}")
+        return self._control
 
     # -- values --------------------------------------------------------------------------------
     def raw_value(self) -> Any:
@@ -130,9 +135,12 @@ class SettingField(Vertical):
                 with ctl.prevent(Input.Changed):
                     ctl.value = text
 
+    def _show_message(self, text: str) -> None:
+        if self._message.content != text:  # an update lays the form out again
+            self._message.update(text)
+
     def set_error(self, message: str | None) -> None:
-        err = self.query_one(".field-error", Static)
-        err.update(message or "")
+        self._show_message(message or "")
         self.set_class(bool(message), "has-error")
 
     def set_note(self, message: str | None, kind: str = "warning") -> None:
@@ -140,8 +148,7 @@ class SettingField(Vertical):
         if self.has_class("has-error"):
             self.set_class(False, "has-note", "has-info")
             return
-        err = self.query_one(".field-error", Static)
-        err.update(message or "")
+        self._show_message(message or "")
         self.set_class(bool(message) and kind == "warning", "has-note")
         self.set_class(bool(message) and kind == "info", "has-info")
 
