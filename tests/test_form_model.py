@@ -34,6 +34,20 @@ def test_an_invalid_value_blocks_and_names_its_field():
     assert not form.blocking_problems() and form.resolve().config.rank == 8
 
 
+def test_the_status_line_names_the_first_problem_in_form_order():
+    """A bad Rank typed, then a dataset folder that is not there: "first:" named Rank (typed
+    errors came first), though the dataset field is above it on the form."""
+    form = FormModel("fixed", PATHS, advanced=True)
+    form.edit("rank", "sixty")
+    form.set_path_check("dataset_dir", "missing: dataset folder not found", None)
+    form.resolve()
+    names = [s.name for s in form.settings]
+    assert names.index("dataset_dir") < names.index("rank")
+    line, bad = form.status_line()
+    assert bad and f"first: {form.by_name['dataset_dir'].label}: " in line, line
+    assert form.blocking_problems()[1].startswith(f"{form.by_name['rank'].label}: ")
+
+
 def test_required_fields_wait_for_an_edit_or_a_start():
     form = FormModel("fixed", {k: v for k, v in PATHS.items() if k != "dataset_dir"},
                      advanced=False)

@@ -227,15 +227,17 @@ class FormModel:
         return out
 
     def blocking_problems(self) -> list[str]:
+        """The problems in the order their fields appear on the form (the status line names
+        the first: it named a typed one before a path one, wherever they were)."""
+        found = [*self.parse_errors.items(), *self.path_errors.items()]
+        found += [(p.field, p.message) for p in self.config_errors
+                  if p.field not in self.parse_errors and p.field not in self.path_errors]
+        order = {s.name: i for i, s in enumerate(self.settings)}
+        found.sort(key=lambda item: order.get(item[0], len(order)))  # stable: others last
         out = []
-        for name, msg in list(self.parse_errors.items()) + list(self.path_errors.items()):
+        for name, msg in found:
             s = self.by_name.get(name)
             out.append(f"{s.label if s else name}: {in_app_words(msg)}")
-        for problem in self.config_errors:
-            if problem.field in self.parse_errors or problem.field in self.path_errors:
-                continue
-            s = self.by_name.get(problem.field)
-            out.append(f"{s.label if s else problem.field}: {in_app_words(problem.message)}")
         return out
 
     def status_line(self) -> tuple[str, bool]:
