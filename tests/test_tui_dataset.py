@@ -10,7 +10,7 @@ import shutil
 import pytest
 from textual.widgets import Button, DataTable, Input
 
-from conftest import form_built, make_app, wait_until
+from conftest import burst, form_built, make_app, wait_until
 from sidestep.demo import DEMO_MARKER
 from sidestep.tui.screens.dataset import DatasetScreen
 from sidestep.tui.screens.preprocess import PreprocessScreen
@@ -334,3 +334,32 @@ def test_the_build_message_counts_in_words(tmp_path):
     DatasetScreen.on_dataset_built(Screen(), DatasetBuilt(path, 2, ["x", "y"], None))
     assert said[0] == f"wrote {path}: 1 song (1 note)"
     assert said[2] == f"wrote {path}: 2 songs (2 notes)"
+
+
+async def test_from_the_dataset_root_the_cursor_starts_in_the_folder_field(tui_env, demo_copy):
+    """Settings → Dataset root set: P opened the browser on the root with the table focused,
+    so a subfolder's name typed next ran B/P/T ("pop" opened Preprocess). The cursor starts at
+    the end of the Folder field; a folder given by name (the demo's) still starts on the
+    table, where B/P/T act on it."""
+    import json
+    from pathlib import Path
+
+    settings = Path(os.environ["SIDESTEP_CONFIG_DIR"]) / "settings.json"
+    data = json.loads(settings.read_text())
+    data["dataset_root"] = str(demo_copy)
+    settings.write_text(json.dumps(data))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen), 10)
+        browser = app.screen
+        assert await wait_until(pilot, lambda: browser.report is not None, 60)
+        assert app.focused.id == "dataset-path"
+        await burst(pilot, app, [("slash", "/"), *"audio"])
+        assert app.screen is browser  # no Preprocess / Train dialog
+        assert browser.query_one("#dataset-path", Input).value == f"{demo_copy}/audio"
+        await burst(pilot, app, ["enter"])
+        assert await wait_until(pilot, lambda: browser.folder == demo_copy / "audio"
+                                and browser.report is not None, 60)
+        assert app.errors == []

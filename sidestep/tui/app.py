@@ -307,12 +307,14 @@ class SideStepApp(App):
     def action_dataset(self, folder: str | None = None) -> None:
         from sidestep.tui.screens.dataset import DatasetScreen
 
+        pick = False
         if folder is None:
             if self.demo:  # its songs, even while the demo is still being built
                 folder = str(self.demo_dir / "audio")
             else:  # none set: the browser asks (it scanned the current folder, said "no audio")
                 folder = self.settings.dataset_root or None
-        self.goto(DatasetScreen(folder))
+                pick = True  # the root is where the user's datasets are: one is typed next
+        self.goto(DatasetScreen(folder, pick=pick))
 
     def action_estimate(self, explicit: dict | None = None) -> None:
         from sidestep.tui.screens.estimate import EstimateScreen

@@ -109,9 +109,13 @@ class DatasetScreen(Screen):
         Binding("ctrl+r", "scan", "Rescan"),
     ]
 
-    def __init__(self, folder: Path | str | None = None):
+    def __init__(self, folder: Path | str | None = None, *, pick: bool = False):
+        """``pick``: the folder is a place to type on from (Settings → Dataset root), not the
+        dataset itself, so the cursor starts in the Folder field, where the letters typed are
+        a path (on the table they were B/P/T)."""
         super().__init__()
         self.folder: Path | None = Path(folder) if folder else None
+        self.pick = pick
         self.report = None          # data.check.CheckReport once a scan has finished
         self.rows: dict[str, object] = {}   # row key (path) -> facts
         self.problems: dict[str, list] = {}  # path -> problems on that file
@@ -121,7 +125,8 @@ class DatasetScreen(Screen):
         with Horizontal(id="dataset-path-row"):
             yield Label("Folder ", id="dataset-path-label")
             yield TextInput(str(self.folder or ""), id="dataset-path", suggester=PathSuggester(),
-                            placeholder="a folder of audio (with sidecars) or of .pt files")
+                            placeholder="a folder of audio (with sidecars) or of .pt files",
+                            select_on_focus=not self.pick)  # from a root: type on after it
             yield Button("Scan", id="dataset-scan", compact=True, action="screen.scan")
         yield Static("", id="dataset-summary", markup=False)
         yield DataTable(id="dataset-table", cursor_type="row", zebra_stripes=True)
@@ -138,7 +143,11 @@ class DatasetScreen(Screen):
 
     def on_mount(self) -> None:
         self.action_scan()
-        if self.folder is not None:
+        if self.pick:
+            field = self.query_one("#dataset-path", Input)
+            field.focus()
+            field.cursor_position = len(field.value)
+        elif self.folder is not None:
             self.query_one("#dataset-table", DataTable).focus()
 
     # -- scanning ------------------------------------------------------------------------------
