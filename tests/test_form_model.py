@@ -104,6 +104,25 @@ def test_path_checks(tmp_path):
     assert not form.blocking_problems() and form.path_notes["dataset_dir"]
 
 
+def test_a_file_given_as_a_folder_reads_the_same_on_the_form_and_in_the_estimate(tmp_path):
+    """/etc/passwd as the dataset folder: the form's path check said "dataset folder not
+    found", the estimate's dialog (resolve's check) "is a file, not a folder"."""
+    from sidestep.config.resolve import ConfigError, resolve
+
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0")
+    try:
+        resolve("estimate", {"checkpoint_dir": str(tmp_path), "dataset_dir": str(a_file)})
+    except ConfigError as exc:
+        in_dialog = {p.field: p.message for p in exc.problems}["dataset_dir"]
+    else:
+        raise AssertionError("resolve took a file as the dataset folder")
+    on_form, _, _ = check_path("dataset_dir", str(a_file), None)
+    assert on_form == in_dialog and "is a file, not a folder" in on_form
+    for name in ("output_dir", "checkpoint_dir"):
+        assert "is a file, not a folder" in check_path(name, str(a_file), None)[0], name
+
+
 def test_a_dataset_folder_with_broken_pt_files_blocks_start(tmp_path):
     """3 good .pt files and 2 broken ones read "5 preprocessed songs, ready", and the run
     failed once it had loaded the model."""

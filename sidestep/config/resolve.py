@@ -357,6 +357,7 @@ _FOLDER_SETTINGS: dict[str, str | None] = {
     "output_dir": None, "tensor_output": None, "log_dir": None,
 }
 CHECKPOINT_DIR_FIX = _FOLDER_SETTINGS["checkpoint_dir"]
+DATASET_DIR_FIX = _FOLDER_SETTINGS["dataset_dir"]
 
 
 def not_a_folder(path: str | Path, fix: str | None) -> str | None:

@@ -62,7 +62,7 @@ def check_dataset(folder: Path | str, *, chunk_duration: float | None = None,
     report = CheckReport(folder=root)
     listing = listing or list_folder(root)
     if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         report.problems.append(Problem(str(root), "not_a_folder" if root.exists() else "missing",
                                        ERROR, f"{root} {what}; give the folder that holds your "
                                               "audio files or your .pt files"))

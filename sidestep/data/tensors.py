@@ -38,6 +38,12 @@ class SampleInfo:
 def list_files(dataset_dir: Path | str) -> list[Path]:
     root = Path(dataset_dir)
     if not root.is_dir():
+        from sidestep.config.resolve import DATASET_DIR_FIX, not_a_folder
+
+        # a file said "not found" here and "is a file, not a folder" in resolve's check
+        problem = not_a_folder(root, DATASET_DIR_FIX)
+        if problem:
+            raise DataError(problem)
         raise DataError(f"{root}: dataset folder not found (--dataset-dir should hold the "
                         "preprocessed .pt files)")
     manifest = root / "manifest.json"
