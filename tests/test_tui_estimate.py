@@ -270,3 +270,103 @@ async def test_the_estimate_dialog_fits_a_small_terminal(tui_env):
             assert region.height > 0, (button, region)
             under, _ = app.screen.get_widget_at(*region.center)
             assert under is widget, (button, region, under)
+
+
+async def test_a_cancelled_rerun_says_so_over_the_previous_ranking(tui_env):
+    """A ranking on screen, then R on other songs and C: the bar showed the old ranking's
+    100% and the header the cancelled run's songs, as if it had finished. The bar goes, the
+    header names the ranking still shown, and Train selective uses that ranking's songs."""
+    import os
+
+    from textual.widgets import ProgressBar
+
+    from sidestep.engine.estimate import EstimateResult, projection_names
+
+    os.symlink(os.readlink(tui_env / "tensors"), tui_env / "other")
+    ranking = [(n, 1.0 / (1 + i)) for i, n in enumerate(projection_names(2))]
+    done = EstimateResult(granularity="module", top_k=3, model="acestep-v15-turbo",
+                          dataset="tensors", batches=2, seed=42, ranking=ranking, seconds=1.0)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.start_estimate = lambda config, where: (
+            where.post_message(EstimateFinished(done, None)) or True)
+        screen = await start_estimate(app, pilot, {"dataset_dir": "tensors"})
+        assert await wait_until(pilot, lambda: screen.result is done, 10)
+        app.start_estimate = lambda config, where: True  # runs until cancelled
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        app.screen.query_one("#input-dataset_dir", Input).value = "other"
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: screen.running, 10)
+        assert "other" in str(screen.query_one("#est-settings", Static).render())
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: screen.cancelling, 10)
+        screen.post_message(EstimateFinished(EstimateResult(
+            granularity="module", top_k=3, model="acestep-v15-turbo", dataset="other",
+            batches=1, seed=42, cancelled=True), None))
+        assert await wait_until(pilot, lambda: not screen.running, 10)
+        assert "cancelled after 1 batch" in str(screen.query_one("#est-status", Static).render())
+        assert not screen.query_one("#est-bar", ProgressBar).display
+        header = str(screen.query_one("#est-settings", Static).render())
+        assert "previous" in header and "tensors" in header and "other" not in header, header
+        assert screen.result is done and screen.result_values["dataset_dir"] == "tensors"
+        assert app.errors == []
+
+
+async def _fed_ranking(app, pilot) -> EstimateScreen:
+    """The estimate screen with a ranking of 32 fed by hand (no estimate runs)."""
+    from sidestep.engine.estimate import EstimateResult, projection_names
+
+    ranking = [(n, 1.0 / (1 + i)) for i, n in enumerate(projection_names(2))]
+    screen = EstimateScreen(ask=False)
+    app.goto(screen)
+    await pilot.pause(0.3)
+    screen.post_message(EstimateFinished(EstimateResult(
+        granularity="module", top_k=3, model="acestep-v15-turbo", dataset="tensors",
+        batches=2, seed=42, ranking=ranking, seconds=1.0), None))
+    assert await wait_until(pilot, lambda: screen.result is not None, 10)
+    return screen
+
+
+async def test_top_k_refuses_a_fraction_instead_of_dropping_the_point(tui_env):
+    """"2.5" typed in Top K became 25 (an integer field dropped the '.')."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        screen = await _fed_ranking(app, pilot)
+        box = screen.query_one("#est-k", Input)
+        box.focus()
+        await pilot.pause(0.1)
+        box.value = ""
+        await burst(pilot, app, ["2", ("full_stop", "."), "5"])
+        assert box.value == "2.5" and screen.k == 2 and box.has_class("est-bad")  # as "2"
+        assert "whole number" in str(screen.query_one("#est-selection", Static).render())
+        box.value = "4"
+        await pilot.pause(0.1)
+        assert screen.k == 4 and not box.has_class("est-bad")
+        assert app.errors == []
+
+
+async def test_plus_minus_are_dimmed_while_a_field_has_focus(tui_env):
+    """+/- typed in Top K or Save to are text there: the footer offered them as K keys."""
+    from textual.widgets._footer import FooterKey
+
+    def plus_dimmed():  # None until the footer has its keys
+        keys = [k for k in app.screen.query(FooterKey) if k.key == "plus"]
+        return keys[0].has_class("-disabled") if keys else None
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        screen = await _fed_ranking(app, pilot)
+        # the chart has focus: + changes K
+        assert await wait_until(pilot, lambda: plus_dimmed() is False, 5)
+        screen.query_one("#est-output", Input).focus()
+        assert await wait_until(pilot, lambda: plus_dimmed() is True, 5)
+        screen.query_one("#est-chart-box").focus()
+        assert await wait_until(pilot, lambda: plus_dimmed() is False, 5)
+        await pilot.press("plus")
+        assert screen.k == 4
+        assert app.errors == []

@@ -25,6 +25,7 @@ from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Pr
 from sidestep.config.plural import counted
 from sidestep.engine.describe import fmt_duration
 from sidestep.tui.messages import EstimateFinished, EstimateProgress
+from sidestep.tui.widgets.fields import is_field_widget
 from sidestep.tui.widgets.ranking import RankingChart, legend, selection_line
 from sidestep.tui.widgets.text_input import TextInput
 
@@ -61,6 +62,9 @@ class EstimateScreen(Screen):
         self.values: dict[str, Any] = {}    # the settings the dialog shows next
         self.config = None          # the resolved config of the estimate last started
         self.result = None          # engine.estimate.EstimateResult shown
+        # the config and settings that made the ranking shown (a later run may be cancelled)
+        self.result_config = None
+        self.result_values: dict[str, Any] = {}
         self.k = 0
         self.running = False
         self.cancelling = False
@@ -79,7 +83,8 @@ class EstimateScreen(Screen):
                 yield RankingChart(id="est-chart")
             with Horizontal(id="est-k-row"):
                 yield Label("Top K ", classes="est-label")
-                yield TextInput("", id="est-k", type="integer", compact=True,
+                # plain text: an integer Input dropped the '.' of "2.5" and took 25
+                yield TextInput("", id="est-k", compact=True,
                                 tooltip="how many to select (+/- change it)")
                 yield Static("", id="est-selection", markup=False)
             with Horizontal(id="est-save-row"):
@@ -111,6 +116,7 @@ class EstimateScreen(Screen):
         if kept is not None and not self.explicit:  # back from the form: the same ranking
             self.values, self.config = dict(kept["values"]), kept["config"]
             self.show_result(kept["result"])
+            self.result_values = dict(kept["result_values"])
             self.saved = kept["saved"]
             if self.saved:
                 self.query_one("#est-output", Input).value = str(self.saved[0])
@@ -123,8 +129,9 @@ class EstimateScreen(Screen):
         if self.running:  # its result would reach a closed screen: stop spending the GPU
             self.app.cancel_estimate()
         if self.result is not None:  # E shows it again after a visit to the form
-            self.app.last_estimate = {"result": self.result, "config": self.config,
-                                      "values": self.values, "saved": self.saved, "k": self.k}
+            self.app.last_estimate = {"result": self.result, "config": self.result_config,
+                                      "values": self.values, "saved": self.saved, "k": self.k,
+                                      "result_values": self.result_values}
 
     def initial_values(self) -> dict[str, Any]:
         """The last training form's model and songs, else the app's folders; the caller's
@@ -205,11 +212,13 @@ class EstimateScreen(Screen):
         self.running = self.cancelling = False
         result = message.result
         if message.error or result.cancelled:
-            # the bar stops (it went on pulsing after a failure): the previous ranking's, or none
-            bar = self.query_one("#est-bar", ProgressBar)
-            bar.display = self.result is not None
+            # the bar goes (it went on pulsing after a failure; the previous ranking's full bar
+            # read as this run finished), and the header names the ranking still shown
+            self.query_one("#est-bar", ProgressBar).display = False
             if self.result is not None:
-                bar.update(total=max(self.result.batches, 1), progress=self.result.batches)
+                self.config = self.result_config
+                self.query_one("#est-settings", Static).update(
+                    "shown: the previous estimate · " + self.settings_line())
         if message.error:
             self._status(f"the estimate could not run: {message.error}", error=True)
             self.app.show_error("Estimate could not run", message.error,
@@ -227,6 +236,7 @@ class EstimateScreen(Screen):
         from sidestep.engine.estimate import default_output
 
         self.result = result
+        self.result_config, self.result_values = self.config, dict(self.values)
         self.saved = None
         for row in ("#est-k-row", "#est-save-row"):
             self.query_one(row).display = True
@@ -277,14 +287,17 @@ class EstimateScreen(Screen):
         if self.result is None:
             return
         n = len(self.result.ranking)
+        text = event.value.strip()
         try:
-            k = int(event.value)
+            k = int(text)
         except ValueError:
-            k = 0
-        bad = not 1 <= k <= n
+            k = None
+        bad = k is None or not 1 <= k <= n
         event.input.set_class(bad, "est-bad")
-        if bad:
-            self.query_one("#est-selection", Static).update(f"  top K is 1 to {n}")
+        if bad:  # K stays what it was until the field holds one
+            self.query_one("#est-selection", Static).update(
+                f"  top K is a whole number, 1 to {n}" if text and k is None
+                else f"  top K is 1 to {n}")
             return
         self.k = k
         self._show_k()
@@ -292,6 +305,13 @@ class EstimateScreen(Screen):
     @on(Input.Submitted, "#est-k")
     def k_submitted(self) -> None:
         self.query_one("#est-chart-box").focus()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """+/- while a text field has focus are typed there, not K: dimmed in the footer,
+        as the App dims its letters (App.check_action)."""
+        if action == "top_k" and is_field_widget(self.focused):
+            return None
+        return True
 
     # -- saving and training -------------------------------------------------------------------
     def _output_path(self) -> Path | None:
@@ -370,9 +390,9 @@ class EstimateScreen(Screen):
 
     def _train(self, path: Path) -> None:
         values = self.app.last_form_typed()  # the epochs, rate, ... chosen there
-        values.update({k: self.values[k] for k in ("checkpoint_dir", "model_variant",
-                                                   "base_model", "dataset_dir", "seed")
-                       if k in self.values})
+        values.update({k: self.result_values[k] for k in ("checkpoint_dir", "model_variant",
+                                                          "base_model", "dataset_dir", "seed")
+                       if k in self.result_values})
         if self.config is None and self.result is not None:  # a result fed by hand
             values.update(model_variant=self.result.model, dataset_dir=self.result.dataset)
         values["module_config"] = str(path)
