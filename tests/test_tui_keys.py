@@ -312,6 +312,33 @@ def test_messages_shared_with_the_cli_name_the_apps_fields():
         "no .pt files found; preprocess your audio first (Dataset browser → Preprocess)"
 
 
+def test_app_texts_say_what_to_do_in_the_app_not_which_command_to_run(tmp_path):
+    """A broken module config said "write it again with `sidestep estimate`", and Keep
+    running's help "print its folder and return (control it with `sidestep runs/...`)":
+    the app has the Estimate screen and the dashboard for that."""
+    import json
+
+    from sidestep.config import schema
+    from sidestep.engine.module_config import ModuleConfigError, load_module_config
+    from sidestep.tui.wording import in_app_words
+
+    messages = []
+    for name, text in (("missing.json", None), ("bad.json", "{"), ("other.json", "{}"),
+                       ("old.json", json.dumps({"version": 99, "modules": []}))):
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        try:
+            load_module_config(tmp_path / name)
+        except ModuleConfigError as exc:
+            messages.append(in_app_words(str(exc)))
+    assert len(messages) == 4
+    for message in messages:
+        assert "sidestep estimate" not in message and "Estimate screen (E" in message, message
+    keep = in_app_words(schema.BY_NAME["detach"].help)
+    assert "print its folder" not in keep and "the dashboard lists it" in keep, keep
+    assert keep.endswith("From a terminal: `sidestep runs/stop/pause/attach`.")  # secondary
+
+
 async def test_a_new_form_in_the_demo_trains_on_the_demo_songs(tui_env, demo_root):
     """--demo: F from the dashboard fills the demo's tensors next to its model, as the first
     form does (it asked for a dataset folder, beside the demo's checkpoint folder)."""

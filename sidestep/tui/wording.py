@@ -29,6 +29,18 @@ _FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 PHRASES = {
     "(`sidestep preprocess` or the --preprocess flag)":
         "(Dataset browser → Preprocess)",
+    # engine/module_config.py's fixes
+    "write it again with `sidestep estimate`": "write it again on the Estimate screen (E, "
+                                               "then Save)",
+    "written by `sidestep estimate`": "written by the Estimate screen (E, then Save)",
+    "`sidestep estimate` writes one": "the Estimate screen (E) writes one",
+    "run `sidestep estimate` on this model": "run an estimate on this model (E)",
+    # "Keep running after I quit" (schema's detach): the app lists and controls such runs
+    "apart from this terminal, print its folder and return (control it with "
+    "`sidestep runs/stop/pause/attach`).":
+        "apart from the app, so it goes on training after you quit; the dashboard lists it "
+        "and Enter there attaches the monitor (space pauses, C saves, X stops). From a "
+        "terminal: `sidestep runs/stop/pause/attach`.",
 }
 
 

@@ -22,6 +22,7 @@ from sidestep.tui.form_model import PATH_CHECKS, TITLES, FormModel, check_path
 from sidestep.tui.messages import (ModelConfigLoaded, PathChecked, PresetsListed,
                                    ProfileApplied)
 from sidestep.tui.widgets.fields import ModelField, SettingField
+from sidestep.tui.wording import in_app_words
 
 
 def group_id(group: str) -> str:
@@ -353,7 +354,7 @@ class TrainingFormScreen(Screen):
         if isinstance(node, SettingField):
             s = node.setting
             extra = f"  [{s.flags[-1]}]"
-            bar.update(f"{s.label}: {s.help}{extra}")
+            bar.update(f"{s.label}: {in_app_words(s.help)}{extra}")
 
     # -- editing -------------------------------------------------------------------------------
     @on(SettingField.Edited)

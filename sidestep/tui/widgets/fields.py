@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option
 from sidestep.config.schema import Setting
 from sidestep.config.values import to_text
 from sidestep.tui.widgets.text_input import TextInput
+from sidestep.tui.wording import in_app_words
 
 
 def empty_means(s: Setting) -> str:
@@ -80,18 +81,18 @@ class SettingField(Vertical):
         cid = control_id(s.name)
         if s.kind == "bool":
             box = Checkbox("", value=bool(self.initial), id=cid, compact=True)
-            box.tooltip = s.help
+            box.tooltip = in_app_words(s.help)
             return box
         if s.choices is not None and not s.is_list:
             options = [(str(c), c) for c in s.choices]
             value = self.initial if self.initial in s.choices else Select.NULL
             select = Select(options, value=value, allow_blank=s.nullable, id=cid,
                             prompt="(none)" if s.nullable else "Select", compact=True)
-            select.tooltip = s.help
+            select.tooltip = in_app_words(s.help)
             return select
         placeholder = "required" if s.required else (empty_means(s) if s.nullable else "")
         return TextInput(value=to_text(s, self.initial), placeholder=placeholder, id=cid,
-                         classes="field-input", compact=True, tooltip=s.help,
+                         classes="field-input", compact=True, tooltip=in_app_words(s.help),
                          select_on_focus=False)
 
     @property
