@@ -557,6 +557,13 @@ async def test_monitor_log_tail_and_full_log(tui_env):
         await pilot.pause(0.3)
         full = "\n".join(line.text for line in app.screen.query_one("#full-log").lines)
         assert all(f"line {i:02d}" in full for i in range(12))
+        # it follows the run while open: a line the engine logs now shows up in it
+        from sidestep.engine.events import LogLine
+
+        app.runner._queue.put(LogLine(message="logged while the full log was open"))
+        assert await wait_until(pilot, lambda: any(
+            "while the full log was open" in line.text
+            for line in app.screen.query_one("#full-log").lines), 5)
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 5)
         app.runner.stop()
