@@ -144,3 +144,23 @@ def test_a_selective_command_line_is_estimated_and_the_dataset_is_not_read(capsy
     shown = capsys.readouterr().out
     assert "its upper bound" in shown
     assert "--dataset-dir is not read: each sample is taken as 240 s" in shown
+
+
+def test_a_preset_that_overrides_the_vram_profile_says_which_flags(capsys):
+    """--preset quick_test --vram-profile 8gb trained with quick_test's plain AdamW, no encoder
+    offload and whole songs (the preset wins, as the help says) without a word."""
+    base = ["--plain", "fixed", "--checkpoint-dir", "a", "--dataset-dir", "b",
+            "--output-dir", "c", "--print-config", "--vram-profile", "8gb"]
+    code, out, err = run(capsys, base + ["--preset", "quick_test"])
+    assert code == 0, err
+    assert json.loads(out)["optimizer_type"] == "adamw"
+    warning = [line for line in err.splitlines() if "overrides --vram-profile 8gb" in line]
+    assert len(warning) == 1 and "--optimizer-type" in warning[0] \
+        and "--offload-encoder" in warning[0] and "--rank" not in warning[0]  # same in both
+    code, out, err = run(capsys, base + ["--preset", "quick_test", "--optimizer-type",
+                                         "adamw8bit", "--offload-encoder"])
+    named = err.split("overrides --vram-profile 8gb for ")[1].split(": the run")[0].split(", ")
+    assert "--epochs" in named and "--optimizer-type" not in named \
+        and "--offload-encoder" not in named  # given as flags: chosen
+    code, out, err = run(capsys, base + ["--preset", "vram_8gb"])
+    assert "overrides" not in err

@@ -88,6 +88,8 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
         if preset.ignored:
             out.warn(f"preset '{preset.name}': ignored unknown fields: "
                      f"{', '.join(preset.ignored)}")
+        _say_what_the_preset_overrules(out, profile, preset.name, profile_layer,
+                                       preset_values, explicit)
     try:
         resolved = resolve(command, explicit, preset_values, profile=profile_layer,
                            require_paths=require_paths)
@@ -98,6 +100,22 @@ def resolve_from_args(command: str, args: argparse.Namespace, out: Out,
     for warning in resolved.warnings:
         out.warn(str(warning))
     return resolved
+
+
+def _say_what_the_preset_overrules(out: Out, profile: str | None, preset: str,
+                                   profile_values: dict, preset_values: dict,
+                                   explicit: dict) -> None:
+    """--preset wins over --vram-profile (as the help says): name the profile's values it
+    replaced, which may be the ones that make the run fit (quick_test over 8gb trained with
+    plain AdamW, no encoder offload and whole songs, all without a word)."""
+    replaced = [name for name, value in profile_values.items()
+                if name in preset_values and name not in explicit
+                and preset_values[name] != value and name in schema.BY_NAME]
+    if not replaced:
+        return
+    flags = ", ".join(schema.BY_NAME[n].flags[-1] for n in replaced)
+    out.warn(f"--preset {preset} overrides --vram-profile {profile} for {flags}: the run may "
+             "not fit the memory the profile is for; give a setting as a flag to choose it")
 
 
 def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[str, Any] | None:
