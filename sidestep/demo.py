@@ -230,6 +230,23 @@ def write_audio(folder: Path, count: int, seed: int) -> list[Path]:
 
 
 # -- everything -------------------------------------------------------------------------------
+CLIP_FILE = re.compile(r"clip_(\d{2,})(\.wav|\.txt|\.lyrics\.txt|\.pt)")
+
+
+def foreign_tensors(root: Path | str) -> list[str]:
+    """The .pt files in ``root``/tensors that are not a demo's clips: a demo written over
+    them would make its tensor folder a mix of two datasets, which preprocessing refuses
+    (after the model and the audio were written)."""
+    folder = Path(root) / "tensors"
+    try:
+        found = sorted(p.name for p in folder.glob("*.pt") if p.is_file())
+    except OSError:
+        return []
+    if not (Path(root) / DEMO_MARKER).is_file():
+        return found
+    return [name for name in found if not CLIP_FILE.fullmatch(name)]
+
+
 def _forget_old_clips(root: Path, clips: int, seed: int) -> None:
     """Over a demo made earlier (its marker is there): remove its clips that this one does not
     write, and its tensors when the seed changes (their audio does). Else the old clips stayed
@@ -241,7 +258,6 @@ def _forget_old_clips(root: Path, clips: int, seed: int) -> None:
         old_seed = json.loads((root / DEMO_MARKER).read_text()).get("seed")
     except (OSError, ValueError, AttributeError):
         return
-    pattern = re.compile(r"clip_(\d{2,})(\.wav|\.txt|\.lyrics\.txt|\.pt)")
     for folder, suffixes in ((root / "audio", (".wav", ".txt", ".lyrics.txt")),
                              (root / "tensors", (".pt",))):
         try:
@@ -249,7 +265,7 @@ def _forget_old_clips(root: Path, clips: int, seed: int) -> None:
         except OSError:
             continue  # not there (or unreadable: the writes will say so)
         for path in found:
-            m = pattern.fullmatch(path.name)
+            m = CLIP_FILE.fullmatch(path.name)
             if not m or m.group(2) not in suffixes or m.group(1) != f"{int(m.group(1)):02d}":
                 continue  # not a name the demo writes (clip_5.wav, clip_007.wav)
             if int(m.group(1)) >= clips or (m.group(2) == ".pt" and old_seed != seed):

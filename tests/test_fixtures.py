@@ -125,3 +125,20 @@ def test_make_demo_force_regenerates_a_demo_with_other_clips(demo_root, tmp_path
     assert json.loads((root / "sidestep-demo.json").read_text())["clips"] == 2
     assert (root / "audio" / "clip_07.wav.bak").read_bytes() == b"mine"
     assert (root / "notes.txt").read_text() == "mine"
+
+
+def test_make_demo_force_refuses_a_folder_with_other_tensors_before_writing(tmp_path, capsys):
+    """--force into a folder whose tensors/ holds someone's .pt files: the model and audio were
+    written, then preprocessing refused the mix and the message said 'cannot write ...;
+    nothing was kept' although every file written stayed. Now refused first, nothing changed."""
+    from conftest import tree_hash
+
+    root = tmp_path / "work"
+    (root / "tensors").mkdir(parents=True)
+    (root / "tensors" / "my_song.pt").write_bytes(b"hours of encoding")
+    before = tree_hash(root)
+    code = main(["--plain", "make-demo", str(root), "--force", "--clips", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "my_song.pt" in err and "not the demo's" in err, err
+    assert err.count("\n") == 1 and "nothing was kept" not in err
+    assert tree_hash(root) == before

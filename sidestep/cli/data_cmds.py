@@ -120,7 +120,7 @@ def run_check_dataset(args: argparse.Namespace, out: Out) -> int:
 def run_make_demo(args: argparse.Namespace, out: Out) -> int:
     from sidestep.data.paths import output_dir_problem
     from sidestep.data.preprocess import PreprocessError
-    from sidestep.demo import make_demo
+    from sidestep.demo import foreign_tensors, make_demo
 
     root = Path(args.dir)
     if args.clips < 1:
@@ -133,6 +133,13 @@ def run_make_demo(args: argparse.Namespace, out: Out) -> int:
     if root.exists() and any(root.iterdir()) and not args.force:
         out.error(f"{root} is not empty; pick a new folder or pass --force")
         return EXIT_BAD_INPUT
+    foreign = foreign_tensors(root)
+    if foreign:
+        names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        out.error(f"make-demo: {root / 'tensors'} holds .pt files that are not the demo's "
+                  f"({names}); the demo's songs would be mixed with them. Pick a new folder, "
+                  "or move those files away")
+        return EXIT_BAD_INPUT
     undo = _undo_for(root)
     t0 = time.monotonic()
     try:
@@ -142,10 +149,15 @@ def run_make_demo(args: argparse.Namespace, out: Out) -> int:
         undo()  # a failed or interrupted demo leaves nothing behind
         if not isinstance(exc, (OSError, PreprocessError)):
             raise
+        kept = ("nothing was kept" if undo.removes_all else
+                f"the files it wrote beside what was in {root} are still there")
+        if isinstance(exc, PreprocessError):  # a refusal: its message says what to do
+            out.error(f"make-demo: {exc}; {kept}")
+            return EXIT_BAD_INPUT
         where = getattr(exc, "filename", None) or root
         reason = getattr(exc, "strerror", None) or exc
-        out.error(f"make-demo: cannot write {where} ({reason}); nothing was kept. Choose a "
-                  "folder you can write to, with some free space")
+        out.error(f"make-demo: cannot write {where} ({reason}); {kept}. Choose a folder you "
+                  "can write to, with some free space")
         return EXIT_BAD_INPUT
     out.info(f"demo written to {root}: checkpoints/ audio/ tensors/")
     # a short run: the default 100 epochs and 100 warmup steps are for real datasets
@@ -176,4 +188,5 @@ def _undo_for(root: Path):
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+    undo.removes_all = top is not None or before == set()
     return undo
