@@ -804,3 +804,30 @@ def test_a_run_stopped_before_final_points_at_best_and_the_latest_checkpoint(run
     # what it names is taken
     assert main(["--plain", "export", str(run / "best"), "--format", "comfyui", "--output",
                  str(tmp_path / "x.safetensors")]) == 0
+
+
+@pytest.mark.parametrize("kind", ["lora", "lokr"])
+def test_an_adapter_for_another_model_size_is_refused(runs, demo_root, tmp_path, capsys,
+                                                      kind):
+    """A LoRA or LoKR module whose weight change is not the decoder's weight's shape (trained
+    on another model) was written out (LoHA was already checked): the file then fails to load,
+    or a broadcast puts the change in the wrong place. Now exit 2 naming module and shapes."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "adapter"
+    shutil.copytree(runs[kind] / "final" / "adapter", folder)
+    (weights,) = [p for p in folder.glob("*.safetensors")]
+    tensors = load_file(weights)
+    key = sorted(k for k in tensors if k.endswith(("lora_B.weight", "lokr_w1")))[0]
+    grown = tensors[key]
+    tensors[key] = torch.cat([grown, torch.zeros(1, *grown.shape[1:], dtype=grown.dtype)])
+    save_file(tensors, weights)
+    before = tree_hash(tmp_path)
+    code = main(["--plain", "export", str(folder), "--format", "comfyui", "--output",
+                 str(tmp_path / "out.safetensors"), "--checkpoint-dir",
+                 str(demo_root / "checkpoints")])
+    err = capsys.readouterr().err
+    assert code == 2 and "but the decoder's weight is" in err and "another model" in err, err
+    assert tree_hash(tmp_path) == before

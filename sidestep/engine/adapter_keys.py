@@ -411,6 +411,7 @@ def peft_pairs(src: Source, decoder: Decoder) -> list[LoraPair]:
         if mag is not None and mag.numel() != up.shape[0]:
             raise AdapterError(f"{src.file}: {name}: the DoRA magnitude has {mag.numel()} values "
                                f"for {up.shape[0]} output rows")
+        check_fits(src, decoder, name, "LoRA", (int(up.shape[0]), int(down.shape[1])))
         _, scale = peft_scale(src.config, name)
         pairs.append(LoraPair(name, down, up, scale,
                               None if mag is None else mag.reshape(-1)))
@@ -466,6 +467,35 @@ class LokrModule:
         return torch.kron(self.w1(), self.w2()) * self.scale() * mult
 
 
+def check_fits(src: Source, decoder: Decoder, name: str, kind: str,
+               shape: tuple[int, ...] | None) -> None:
+    """``AdapterError`` when a module's weight change is not the shape of the decoder's weight
+    (an adapter trained on another model size): written out, it would not load, or (a rank-1
+    case) broadcast into a wrong weight."""
+    want = decoder.shape(name)
+    if want and shape is not None and tuple(shape) != want:
+        raise AdapterError(f"{src.file}: {name}: the {kind} makes {tuple(shape)} but the "
+                           f"decoder's weight is {want}: the adapter was trained on another "
+                           "model (see --checkpoint-dir / --model-variant)")
+
+
+def _kron_shape(parts: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    """(out, in) of a LoKR module's Kronecker product, from its halves' shapes."""
+    dims = []
+    for half in ("w1", "w2"):
+        whole = parts.get(f"lokr_{half}")
+        if whole is not None:
+            shape = tuple(whole.shape)
+        else:
+            a, b = parts[f"lokr_{half}_a"], parts[f"lokr_{half}_b"]
+            shape = (a.shape[0], b.shape[-1])
+        if len(shape) != 2:
+            return None
+        dims.append(shape)
+    (a, b), (c, d) = dims
+    return int(a * c), int(b * d)
+
+
 def lokr_modules(src: Source, decoder: Decoder) -> list[LokrModule]:
     """The modules of a LyCORIS LoKR file; ``AdapterError`` for keys that do not name a decoder
     Linear or a module without both Kronecker halves."""
@@ -484,6 +514,7 @@ def lokr_modules(src: Source, decoder: Decoder) -> list[LokrModule]:
         if not ({"lokr_w1"} <= set(parts) or {"lokr_w1_a", "lokr_w1_b"} <= set(parts)) or \
                 not ({"lokr_w2"} <= set(parts) or {"lokr_w2_a", "lokr_w2_b"} <= set(parts)):
             raise AdapterError(f"{src.file}: {name} lacks a Kronecker half ({sorted(parts)})")
+        check_fits(src, decoder, name, "LoKR", _kron_shape(parts))
         alpha = float(p["alpha"]) if "alpha" in p else None
         modules.append(LokrModule(name, parts, alpha, p.get("dora_scale"), p.get("scalar")))
     if not modules:
@@ -541,14 +572,11 @@ def loha_modules(src: Source, decoder: Decoder) -> list[LohaModule]:
                      (parts["hada_w2_a"] @ parts["hada_w2_b"])).shape
         except RuntimeError:
             shape = None
-        want = decoder.shape(name)
         if shape is None or len(shape) != 2:
             raise AdapterError(f"{src.file}: {name}: the LoHA factors "
                                f"{[tuple(parts[k].shape) for k in LOHA_PARTS[:4]]} do not "
                                "multiply out")
-        if want and tuple(shape) != want:
-            raise AdapterError(f"{src.file}: {name}: the LoHA makes {tuple(shape)} but the "
-                               f"decoder's weight is {want}")
+        check_fits(src, decoder, name, "LoHA", tuple(shape))
         alpha = float(p["alpha"]) if "alpha" in p else None
         modules.append(LohaModule(name, parts, alpha, p.get("dora_scale")))
     if not modules:
