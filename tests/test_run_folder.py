@@ -428,3 +428,30 @@ def test_a_run_outside_the_output_root_is_found_again(demo_root, small_tensors, 
     assert out in [r.path for r in find_runs(make_app().run_places())]
     assert main(["--plain", "runs"]) == 0
     assert "song-lora" in capsys.readouterr().out
+
+
+UNMAKEABLE = Path("/proc/sidestep-run")  # root's permission bits say yes; mkdir says no
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(
+        demo_root, small_tensors, capsys):
+    assert cli(*train_flags(demo_root, small_tensors, UNMAKEABLE)) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Side-Step training" not in captured.out
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--output-dir /proc/sidestep-run: cannot create" in lines[0], \
+        captured.err
+    assert not UNMAKEABLE.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_run_folder_that_cannot_be_made_at_start_is_an_input_error(
+        demo_root, small_tensors, monkeypatch):
+    """The disk changed between the pre-flight and the run's own mkdir: still one line."""
+    import sidestep.data.paths as paths
+
+    monkeypatch.setattr(paths, "_creation_problem", lambda path, flag: None, raising=False)
+    result = Trainer(train_config(demo_root, small_tensors, UNMAKEABLE, epochs=1)).run()
+    assert result.status == "failed" and result.error_kind == "input", result.error
+    assert result.error.startswith("--output-dir /proc/sidestep-run: cannot create")

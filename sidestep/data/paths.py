@@ -75,7 +75,40 @@ def output_dir_problem(path: Path | str, flag: str) -> str | None:
     if os.path.lexists(path) and not path.is_dir():
         return (f"{flag} {path} is a file, not a folder; give a folder path (it is created "
                 f"if missing), or move that file away")
-    return _ancestor_problem(path, flag, path)
+    return _ancestor_problem(path, flag, path) or _creation_problem(path, flag)
+
+
+def cannot_create(path: Path | str, flag: str, exc: OSError) -> str:
+    """The one line for a folder that could not be made (the pre-flight's try, or the run's
+    own mkdir when the disk changed in between)."""
+    return (f"{flag} {path}: cannot create this folder ({exc.strerror or exc}); choose a "
+            "folder on a disk you can write to")
+
+
+def _creation_problem(path: Path, flag: str) -> str | None:
+    """Make the missing folders of ``path`` and take them away again: permission bits say
+    yes to root everywhere, and /proc or a full or odd mount refuses only the real mkdir."""
+    missing = []
+    probe = Path(os.path.abspath(path))
+    while not os.path.lexists(probe) and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    made = []
+    try:
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            made.append(folder)
+    except FileExistsError:  # made meanwhile by someone else: it can be
+        pass
+    except OSError as exc:
+        return cannot_create(path, flag, exc)
+    finally:
+        for folder in reversed(made):  # only what this check made, and only if still empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+    return None
 
 
 def _same_folder(a: Path, b: Path) -> bool:

@@ -76,6 +76,13 @@ def _ignore_terminal_signals(_worker_id: int) -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
+def _log_failure(exc: BaseException) -> None:
+    """One line for the console and the app's log panel; the traceback for sidestep.log only
+    (a user is shown what failed, not a stack)."""
+    log.error("training failed: %s", exc)
+    log.error("%s", traceback.format_exc().rstrip(), extra={"file_only": True})
+
+
 class InputProblem(ValueError):
     """Bad input found while setting up (exit code 2)."""
 
@@ -221,13 +228,13 @@ class Trainer:
             self.emit(Problem(kind="input", message=str(exc), fatal=True))
             result = self._finished("failed", error=str(exc), error_kind="input")
         except OSError as exc:  # a disk that filled up, a folder made read-only, a dead mount
-            log.error("training failed: %s\n%s", exc, traceback.format_exc())
+            _log_failure(exc)
             message = self._file_error(exc)
             self.emit(Problem(kind="error", message=message, fatal=True))
             result = self._finished("failed", error=message, error_kind="runtime",
                                     checkpoint=self._newest_saved())
         except Exception as exc:  # anything else is a bug or an environment failure
-            log.error("training failed: %s\n%s", exc, traceback.format_exc())
+            _log_failure(exc)
             self.emit(Problem(kind="error", message=f"{type(exc).__name__}: {exc}",
                               fatal=True))
             result = self._finished("failed", error=f"{type(exc).__name__}: {exc}",
@@ -311,7 +318,12 @@ class Trainer:
         cfg = self.config
         log_dir = Path(cfg.log_dir or self.run_dir / "runs")
         self._claim = FolderClaim(self.run_dir, log_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the disk changed since the pre-flight made and removed it
+            from sidestep.data.paths import cannot_create
+
+            raise InputProblem(cannot_create(self.run_dir, "--output-dir", exc)) from None
         remember_run(self.run_dir)  # History finds it wherever it is
         ckpt.clean_partials(self.run_dir)
         self._log_to_file()

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 from sidestep.engine.control import Control
 from sidestep.engine.events import RunFinished
 from sidestep.engine.sinks import QueueSink
-from sidestep.engine.run_dir import resume_command
+from sidestep.engine.run_dir import LOG_FILE, resume_command
 from sidestep.tui.state import EarlierSteps, RunState
 
 MAX_EVENTS_PER_TICK = 2000
@@ -173,9 +173,17 @@ def announce(app, finished: RunFinished, target: RunTarget | None = None) -> Non
             target.state.status == "interrupted"
         hint = ("Fix the input and start again." if finished.error_kind == "input" else
                 "History → Resume continues from its newest checkpoint." if interrupted else
-                "The run folder's sidestep.log has the details.")
+                "The run folder's sidestep.log has the details." if _has_log(app, target) else
+                "The Monitor's log shows what ran (a failed start keeps no sidestep.log).")
         app.show_error("Run interrupted" if interrupted else "Training failed",
                        finished.error or "unknown error", hint)
+
+
+def _has_log(app, target: RunTarget | None) -> bool:
+    """Whether the failed run left a sidestep.log to point at (a failed start takes its
+    folder back, log and all)."""
+    state = (target if target is not None else app.runner).state
+    return state is not None and (Path(state.run_dir).expanduser() / LOG_FILE).is_file()
 
 
 def install_stop_signals(app) -> None:
