@@ -244,12 +244,21 @@ async def test_preset_save_and_load(tui_env):
             assert await wait_until(pilot, lambda: app.screen is form, 5)
             await pilot.pause(0.3)
             assert json.loads(saved.read_text())["rank"] == (24 if answer == "#cancel" else 32)
-        # a name that hides a built-in preset says so
-        await pilot.click("#preset-save")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
-        await pilot.pause(0.2)
-        app.screen.query_one("#prompt-input", Input).value = "quick_test"
-        await pilot.press("enter")
+        # a name that hides a built-in preset asks first (every demo form loads quick_test),
+        # then says so
+        for answer in ("#cancel", "#replace"):
+            await pilot.click("#preset-save")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
+            await pilot.pause(0.2)
+            app.screen.query_one("#prompt-input", Input).value = "quick_test"
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+            assert "built-in preset" in app.screen.message
+            await pilot.pause(0.2)
+            await pilot.click(answer)
+            assert await wait_until(pilot, lambda: app.screen is form, 5)
+            await pilot.pause(0.3)
+            assert Path("presets/quick_test.json").exists() == (answer == "#replace")
         assert await wait_until(pilot, lambda: any(
             "hides the builtin preset" in n.message for n in app._notifications), 5)
         Path("presets/quick_test.json").unlink()

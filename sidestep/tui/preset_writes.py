@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from sidestep.config.presets import PresetError, PresetExists, PresetStore
+from sidestep.config.presets import PresetError, PresetExists, PresetStore, sanitize_name
+
+
+class WouldHide(PresetExists):
+    """A new local preset would hide a global or built-in one of the same name."""
+
+    def __init__(self, message: str, path, kinds: str):
+        super().__init__(message, path)
+        self.kinds = kinds
 
 
 def write_asking(app, write: Callable[[bool], Any], done: Callable[[Any], None],
@@ -18,6 +26,11 @@ def write_asking(app, write: Callable[[bool], Any], done: Callable[[Any], None],
     def attempt(overwrite: bool) -> None:
         try:
             result = write(overwrite)
+        except WouldHide as exc:
+            app.push_screen(ConfirmScreen(f"Hide the {exc.kinds} preset?", str(exc), [
+                ("replace", "Save and hide it", "error"), ("cancel", "Cancel", "primary")]),
+                lambda choice: choice == "replace" and attempt(True))
+            return
         except PresetExists as exc:
             app.push_screen(ConfirmScreen(
                 "Replace it?", f"{exc.path} already exists. Replace it?",
@@ -47,5 +60,15 @@ def save_preset(app, name: str, values: dict, description: str,
             app.notify(f"saved preset{named} to {path}")
         then()
 
-    write_asking(app, lambda overwrite: store.save(name, values, description,
-                                                   overwrite=overwrite), saved)
+    def write(overwrite: bool):
+        clean = sanitize_name(name)
+        target = store.dirs["local"] / f"{clean}.json"
+        hidden = [] if overwrite or target.exists() else store.hidden_by(clean)
+        if hidden:  # every form that loads that name would get this one: ask first
+            kinds = " and a ".join("built-in" if h == "builtin" else h for h in hidden)
+            raise WouldHide(f"'{clean}' is a {kinds} preset. Saving yours "
+                            f"as {target} hides it: every form that loads '{clean}' gets "
+                            "yours instead. Save it anyway?", target, kinds)
+        return store.save(name, values, description, overwrite=overwrite)
+
+    write_asking(app, write, saved)
