@@ -196,3 +196,16 @@ def test_a_resumed_run_keeps_its_adapter_and_batches_in_the_form():
     form.edit("batch_size", "2")
     form.edit("resume_from", "/elsewhere/checkpoint-step-1")
     assert form.resolve() is not None
+
+
+def test_the_status_line_counts_epochs_in_words():
+    for epochs, words in ((1, "1 epoch,"), (2, "2 epochs,")):
+        form = FormModel("fixed", {**PATHS, "epochs": epochs})
+        assert form.resolve() is not None
+        assert words in form.status_line()[0]
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_an_output_folder_that_cannot_be_made_is_an_error_not_a_new_folder():
+    error, note, _ = check_path("output_dir", "/proc/sidestep-run", None)
+    assert note is None and error.startswith("--output-dir /proc/sidestep-run: cannot create")

@@ -106,6 +106,8 @@ class SideStepApp(App):
         self.install_signals = install_signals
         self.errors: list[BaseException] = []
         self._last_form = None
+        self._run_form = None  # the form the App's engine run was started from
+        self._kept_form = None  # a form whose start failed or was refused: F reopens it
         self._open_origin = None  # the screen a run opened from History returns to
         self.typed = TypedKeys(self, self._handle_typed_key)  # keys in the order typed
         for theme in THEMES:
@@ -257,6 +259,10 @@ class SideStepApp(App):
         from sidestep.tui.form_model import fresh_run_dir
         from sidestep.tui.screens.train_form import TrainingFormScreen
 
+        kept = self._typed_in_kept_form(mode) \
+            if explicit is None and preset is None and resumed is None else None
+        if kept is not None:
+            explicit, preset = kept
         demo_ready = self.demo and (self.demo_dir / "tensors").is_dir()
         if demo_ready and explicit is None and preset is None:
             open_demo_form(self, mode)  # F or V in the demo: its quick form, as at the start
@@ -275,7 +281,23 @@ class SideStepApp(App):
         values.update(explicit or {})
         form = TrainingFormScreen(mode, values, preset=preset, focus=focus, resumed=resumed)
         self._last_form = form
+        if kept is not None:  # edits made in it are kept the same way
+            self._kept_form = form
         self.goto(form)
+
+    def _typed_in_kept_form(self, mode: str) -> tuple[dict, str | None] | None:
+        """(values, preset) of the form whose start failed or was refused, for a plain new
+        form of its mode: the user fixes what went wrong instead of typing it all again."""
+        from sidestep.engine.run_dir import RUN_FILE
+
+        form = self._kept_form
+        if form is None or form.mode != mode:
+            return None
+        typed = dict(form.explicit)
+        out = typed.get("output_dir")
+        if out and (Path(str(out)).expanduser() / RUN_FILE).is_file():
+            typed.pop("output_dir")  # the failed run kept its folder: a fresh one instead
+        return typed, form.preset_name
 
     def load_preset_in_form(self, name: str) -> None:
         """A new form from preset ``name`` that keeps what a preset does not hold (paths,
@@ -419,6 +441,7 @@ class SideStepApp(App):
         if any(w.name == DETACH_WORKER and not w.is_finished for w in self.workers):
             self.notify("a run is being started in the background: one moment")
             return  # (a thread worker cannot be taken back: two would share the folder)
+        self._run_form, self._kept_form = self._last_form, None
         if config.detach:  # "Keep running after I quit": a process of its own
             self.run_worker(partial(start_detached, self, config), thread=True,
                             group=DETACH_WORKER, name=DETACH_WORKER, exit_on_error=False)
@@ -501,17 +524,29 @@ class SideStepApp(App):
         self.action_new_training(mode, explicit, resumed=(str(checkpoint), cfg))
         self.notify(f"resuming from {checkpoint.name}: check the form, then start")
 
+    def active_target(self) -> RunTarget | None:
+        """The Monitor's run while it is active, else None."""
+        target = self.current_target()
+        return target if target is not None and target.active else None
+
+    def _run_command(self, command: str) -> None:
+        target = self.active_target()
+        if target is None:  # (a palette opened during the run, chosen after it ended)
+            self.notify("no run is active", severity="warning")
+            return
+        getattr(target, command)()
+
     def action_pause_run(self) -> None:
-        (self.current_target() or self.runner).pause()
+        self._run_command("pause")
 
     def action_resume_run(self) -> None:
-        (self.current_target() or self.runner).resume()
+        self._run_command("resume")
 
     def action_save_now(self) -> None:
-        (self.current_target() or self.runner).save_now()
+        self._run_command("save_now")
 
     def action_stop_run(self) -> None:
-        (self.current_target() or self.runner).stop()
+        self._run_command("stop")
 
     def drain_events(self) -> None:
         """Fold new events of every run the app shows; tell of ends and fatal problems."""
@@ -530,6 +565,8 @@ class SideStepApp(App):
         name = Path(state.run_dir or state.title).name
         quitting = target is self.runner and self.runner.quit_after_run
         if finished is not None:
+            if target is self.runner and finished.status == "failed":
+                self._kept_form = self._run_form
             # the failure after a fatal problem already told is the same news
             if not quitting and id(state) not in self._fatal_told:
                 self.tell_user(f"Side-Step: run {state.status}", _end_text(name, finished))
@@ -600,7 +637,9 @@ class SideStepApp(App):
         elif worker.name == DETACH_WORKER:
             if not failed:
                 self._add_attached(worker.result)
-            elif isinstance(worker.error, StartRefused):
+                return
+            self._kept_form = self._run_form
+            if isinstance(worker.error, StartRefused):
                 self.show_error("Cannot start the run", str(worker.error),
                                 "Fix the form and start again.")
             else:

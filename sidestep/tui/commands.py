@@ -31,11 +31,18 @@ class SideStepCommands(Provider):
             ("Presets", app.action_presets, "list, load, save, import, export presets"),
             ("Settings", app.action_settings, "folders, theme, refresh rate"),
             ("Help", app.action_help, "keys and how runs work"),
+            *(self._run_commands() if app.active_target() is not None else []),
+            ("Quit", app.action_request_quit, "leave Side-Step"),
+        ]
+
+    def _run_commands(self) -> list[tuple[str, Any, str]]:
+        """Offered only while a run is active: with none they did nothing, without a word."""
+        app = self.app
+        return [
             ("Pause training", app.action_pause_run, "pause at the next micro-batch"),
             ("Resume training", app.action_resume_run, "continue a paused run"),
             ("Save checkpoint now", app.action_save_now, "write checkpoint-step-N"),
             ("Stop and save", app.action_stop_run, "stop the run with a checkpoint"),
-            ("Quit", app.action_request_quit, "leave Side-Step"),
         ]
 
     async def discover(self) -> Hits:

@@ -250,7 +250,7 @@ class FormModel:
         cfg = self.resolved.config if self.resolved else None
         line = "✓ ready"
         if cfg is not None:
-            line += f": {cfg.mode} {cfg.adapter_type}, {cfg.epochs} epochs, " \
+            line += f": {cfg.mode} {cfg.adapter_type}, {counted(cfg.epochs, 'epoch')}, " \
                     f"lr {cfg.learning_rate:g}, model {cfg.model_variant}"
         return line, False
 

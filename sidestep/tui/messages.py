@@ -54,6 +54,7 @@ class ProfileApplied(_Result, bubble=False):
 
 @dataclass
 class PathChecked(_Result, bubble=False):
+    checked: tuple  # (value, resume_from) it checked: a result for older text is dropped
     name: str
     error: str | None
     note: str | None

@@ -213,8 +213,10 @@ class MonitorScreen(SampleKeys, Screen):
         lr = f"lr {s.lrs[-1]:.2e}" if s.lrs else "lr —"
         where = f"{s.device} {s.precision}" + (f" x {s.world_size} processes"
                                                  if s.world_size > 1 else "")
-        self._text("#rate-label", f"{rate}   ETA {fmt_eta(s.eta_seconds) if s.active else '—'}"
-                                  f"   {lr}   {where}")
+        # paused: the last ETA would stand still and read as a stuck run
+        eta = "— (paused)" if s.status == "paused" else \
+            fmt_eta(s.eta_seconds) if s.active else "—"
+        self._text("#rate-label", f"{rate}   ETA {eta}   {lr}   {where}")
         self.query_one(LogTail).show(s.log, s.log_total)
         label = "Resume (space)" if s.status == "paused" else "Pause (space)"
         pause = self.query_one("#pause", Button)

@@ -388,10 +388,14 @@ class TrainingFormScreen(Screen):
         self.run_worker(work, thread=True, exclusive=True, group=f"path-{name}")
 
     def _check_path(self, name: str, value: Any, resume: Any) -> None:
-        self.post_message(PathChecked(name, *check_path(name, value, resume)))
+        self.post_message(PathChecked((value, resume), name, *check_path(name, value, resume)))
 
     def on_path_checked(self, message: PathChecked) -> None:
         if not self._alive():
+            return
+        # a thread worker runs on when a newer check replaces it: a slow check of "/etc/"
+        # arrived after the one of "/etc/passwd" and its "not empty" stood for the file
+        if message.checked != (self.model.value(message.name), self.model.value("resume_from")):
             return
         self.model.set_path_check(message.name, message.error, message.note)
         if message.name == "checkpoint_dir" and message.found is not None:
