@@ -12,8 +12,8 @@ it comes back up to the App), a screen it opened has composed and placed its foc
 ``KeySettled``, through that screen, and a refresh), and a dropdown or dialog opened by Enter or
 space has drawn. A screen that places its cursor itself once its fields are built
 (``PLACES_FOCUS``, the training form) says so by calling ``App.release_keys``. Nothing waits
-longer than ``WAIT_SECONDS``: a key whose widget went away (Esc closed its dialog) is settled
-when that is seen.
+longer than ``WAIT_SECONDS`` (``SCREEN_WAIT_SECONDS`` for a key that opened a screen): a key
+whose widget went away (Esc closed its dialog) is settled when that is seen.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from typing import Any, Awaitable, Callable
 from textual import events
 from textual.message import Message
 
-WAIT_SECONDS = 1.0
+WAIT_SECONDS = 2.0
+# a key that opened a screen waits for it to compose and focus: on a loaded machine that took
+# over a second, and a Tab let go early moved from no focus, then the form put its cursor back
+SCREEN_WAIT_SECONDS = 6.0
 LOOK_SECONDS = 0.05
 # keys that open something drawn a moment later (a Select's list, a dialog, a checkbox toggle)
 OPENING_KEYS = frozenset({"enter", "space"})
@@ -121,11 +124,12 @@ class TypedKeys:
 
     def _look(self, key: _Key) -> None:
         """Every LOOK_SECONDS while a key is out: its widget is gone (its dialog closed, so
-        its ``KeySettled`` never comes back), or it has had WAIT_SECONDS."""
+        its ``KeySettled`` never comes back), or it has waited long enough."""
         if self.current is not key:
             key.timer.stop()
             return
-        if time.monotonic() - key.started > WAIT_SECONDS:
+        limit = SCREEN_WAIT_SECONDS if key.stage in ("screen", "placing") else WAIT_SECONDS
+        if time.monotonic() - key.started > limit:
             self._done(key)
         elif key.stage == "handling" and key.target is not None \
                 and not key.target.is_attached:
