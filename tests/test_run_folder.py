@@ -455,3 +455,29 @@ def test_a_run_folder_that_cannot_be_made_at_start_is_an_input_error(
     result = Trainer(train_config(demo_root, small_tensors, UNMAKEABLE, epochs=1)).run()
     assert result.status == "failed" and result.error_kind == "input", result.error
     assert result.error.startswith("--output-dir /proc/sidestep-run: cannot create")
+
+
+def test_a_second_start_into_a_folder_being_started_is_refused(demo_root, small_tensors,
+                                                              tmp_path, capsys):
+    """Two starts a second apart into one new --output-dir both passed the check (run.json
+    says "running" only after the model loads) and trained over each other; a detached pair
+    left one run no command could see. The first start now holds the folder from its
+    pre-flight: the second is refused, nothing written, and the folder is free again after."""
+    from conftest import tree_hash
+    from sidestep.engine.run_dir import FolderLock
+
+    out = tmp_path / "run"
+    first = FolderLock(out).take()  # another process between its pre-flight and run.json
+    before = tree_hash(tmp_path)
+    args = ["--plain", "-y", "fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+            "--dataset-dir", str(small_tensors), "--output-dir", str(out), "--epochs", "1",
+            "--warmup-steps", "0"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and "another run is starting or running there" in err, err
+    assert f"pid {os.getpid()}" in err and "Traceback" not in err
+    assert tree_hash(tmp_path) == before and not out.exists()
+    first.release()
+    cfg = train_config(demo_root, small_tensors, out, epochs=1)
+    assert Trainer(cfg, []).run().status == "completed"
+    FolderLock(out).take().release()  # let go of at the end of the run

@@ -288,6 +288,52 @@ def _other_files(run_dir: Path) -> str:
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+class FolderTaken(ValueError):
+    """Another process holds the run folder (a bad-input refusal: exit 2)."""
+
+
+class FolderLock:
+    """One starting or running run per output folder, from its pre-flight on. run.json says
+    "running" only once the model and data are loaded, seconds later: two starts into one new
+    folder in that time both passed the check and trained over each other. The lock is an
+    flock on a file in the cache named after the folder, so nothing is added to the folder
+    before the run claims it, and a killed process lets go of it with its last breath."""
+
+    def __init__(self, run_dir: Path):
+        import hashlib
+
+        from sidestep.config.paths import cache_dir
+
+        self.run_dir = Path(os.path.abspath(run_dir))
+        key = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:20]
+        self.path = cache_dir() / "locks" / f"{key}.lock"
+        self._fd: int | None = None
+
+    def take(self) -> "FolderLock":
+        """Hold the lock, or ``FolderTaken`` naming the process that does."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FolderTaken(f"--output-dir {self.run_dir}: another run is starting or running "
+                              f"there (pid {holder}); wait for it to end, or give another "
+                              "folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing lets go of the flock
+            self._fd = None
+
+
 class FolderClaim:
     """What a starting run is about to add to folders that may already hold things, so that a
     start which fails before its first step or checkpoint can take all of it back."""

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -41,7 +42,8 @@ from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine,
                                     StepMetrics)
 from sidestep.engine.live_runs import remember_run
 from sidestep.engine.run_dir import (BEST_DIR, EVENTS_FILE, FINAL_ADAPTER, HEARTBEAT_SECONDS,
-                                     LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim, now,
+                                     LOG_FILE, MODULES_FILE, SAMPLES_DIR, FolderClaim,
+                                     FolderLock, now,
                                      process_identity, versions, write_run)
 from sidestep.engine.sinks import (EventBus, JsonlSink, LogToEvents, RecordSink, Sink,
                                    TensorBoardSink)
@@ -97,13 +99,13 @@ def input_error_types() -> tuple[type[BaseException], ...]:
     from sidestep.engine.adapters import AdapterError
     from sidestep.engine.estimate import EstimateError
     from sidestep.engine.module_config import ModuleConfigError
-    from sidestep.engine.run_dir import RunDirError
+    from sidestep.engine.run_dir import FolderTaken, RunDirError
     from sidestep.model.checkpoints import DiscoveryError
     from sidestep.model.loading import CheckpointError
 
     return (InputProblem, ConfigError, DeviceError, DataError, DatasetError, AudioError,
             PreprocessError, DiscoveryError, CheckpointError, AdapterError, EstimateError,
-            ModuleConfigError, ckpt.CheckpointProblem, RunDirError)
+            ModuleConfigError, ckpt.CheckpointProblem, RunDirError, FolderTaken)
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Trainer:
         self._setup_done = False
         self._started = 0.0
         self._claim: FolderClaim | None = None  # set once the run folder is ours to write
+        self._folder_lock: FolderLock | None = None  # held from the pre-flight to the end
         self._saved_any = False
         # the newest save: (step, epoch, position), its event; a stop or "save now" at that
         # very place (the first micro-batch after an epoch's checkpoint) points at it instead
@@ -251,6 +254,9 @@ class Trainer:
         self._detach_logging()
         if undo and self._claim is not None:
             self._claim.rollback()
+        if self._folder_lock is not None:
+            self._folder_lock.release()
+            self._folder_lock = None
         cpu_threads.restore(self._threads_before)
         self._threads_before = None
         return result
@@ -297,6 +303,8 @@ class Trainer:
         self._attach_logging()
         # Everything that can be checked is checked before the first file is written.
         preflight(cfg, output_dir=self.write_files)
+        if self.write_files and sys.platform != "win32":
+            self._folder_lock = FolderLock(self.run_dir).take()
         self._setup_device()
         self._setup_model_config()
         if cfg.preprocess:
