@@ -214,7 +214,9 @@ async def test_keys_typed_faster_than_the_form_redraws_are_kept(tui_env):
         lr.value = "0.002"  # and one in a field not yet edited, typed as fast
         form.refresh_form()  # a redraw runs first (an earlier edit's, a path check's)
         assert batch.value == "8" and lr.value == "0.002"
-        await pilot.pause(0.3)
+        # the queued Changed messages are handled (seconds on a loaded machine)
+        assert await wait_until(pilot, lambda: form.model.value("batch_size") == 8
+                                and form.model.value("learning_rate") == 0.002, 10)
         await app.workers.wait_for_complete()
         assert batch.value == "8" and form.model.value("batch_size") == 8
         assert lr.value == "0.002" and form.model.value("learning_rate") == 0.002
