@@ -214,3 +214,16 @@ def test_a_resume_with_another_rate_or_length_follows_the_new_schedule(run_folde
     after = [(e.step, e.lr) for e in resumed.events if isinstance(e, StepMetrics)]
     assert after and after[0][1] != 3e-4
     assert after == [(step, rate[step]) for step, _ in after]
+
+
+def test_a_folder_written_another_way_is_not_a_changed_setting(tmp_path, monkeypatch):
+    """--dataset-dir ./tensors on a resume warned 'resuming with --dataset-dir ./tensors (the
+    run used /abs/tensors)': the same folder, recorded absolute by the run."""
+    (tmp_path / "tensors").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    carried = {"dataset_dir": str(tmp_path / "tensors")}
+    assert changed_on_resume(carried, {"dataset_dir": "./tensors"}) == []
+    assert changed_on_resume(carried, {"dataset_dir": "tensors/"}) == []
+    (line,) = changed_on_resume(carried, {"dataset_dir": "./other"})
+    assert line.startswith("resuming with --dataset-dir ./other")

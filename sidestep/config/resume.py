@@ -119,7 +119,7 @@ def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> l
     """One line per setting given with a value other than the run's."""
     lines = []
     for name, value in given.items():
-        if name not in carried or carried[name] == value:
+        if name not in carried or _same(name, carried[name], value):
             continue
         flag = schema.BY_NAME[name].flags[-1]
         line = f"resuming with {flag} {shown(value)} (the run used {shown(carried[name])})"
@@ -128,6 +128,21 @@ def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> l
                     "its first course"
         lines.append(line)
     return lines
+
+
+def _same(name: str, carried: Any, given: Any) -> bool:
+    """Equal values; for a path, the same folder however it is written (./tensors beside the
+    absolute path the run recorded read as a changed --dataset-dir)."""
+    if carried == given:
+        return True
+    if schema.BY_NAME[name].kind != "path" or not carried or not given:
+        return False
+    import os
+
+    def where(p: Any) -> str:
+        return os.path.realpath(os.path.expanduser(str(p)))
+
+    return where(carried) == where(given)
 
 
 def shown(value: Any) -> str:
