@@ -227,3 +227,15 @@ def test_a_folder_written_another_way_is_not_a_changed_setting(tmp_path, monkeyp
     assert changed_on_resume(carried, {"dataset_dir": "tensors/"}) == []
     (line,) = changed_on_resume(carried, {"dataset_dir": "./other"})
     assert line.startswith("resuming with --dataset-dir ./other")
+
+
+def test_a_run_without_checkpoints_says_how_to_be_able_to_continue(tmp_path):
+    """It advised 'start from its adapter with a new run', which no flag does."""
+    from sidestep.engine.checkpointing import quick_problem
+
+    run = tmp_path / "run"
+    (run / "final" / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    problem = quick_problem(run)
+    assert "saved no checkpoint" in problem and "--save-every" in problem
+    assert "start from its adapter" not in problem

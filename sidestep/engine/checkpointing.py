@@ -138,8 +138,9 @@ def _not_a_checkpoint(folder: Path) -> str:
                 "(<run>/checkpoint-epoch-N or checkpoint-step-S, holding a COMPLETE file)")
     newest = list_checkpoints(run) if run.is_dir() else []
     instead = (f"resume from its newest checkpoint, {newest[-1]}" if newest else
-               "that run saved no checkpoint to resume from (they come every --save-every "
-               "epochs); train again, or start from its adapter with a new run")
+               "that run saved no checkpoint to resume from (one is saved every --save-every "
+               "epochs, and a stop saves one); train it again with --save-every at most its "
+               "--epochs to be able to continue it")
     if run == folder:
         return f"{folder}: is a run folder, not one of its checkpoints; {instead}"
     if (folder / STATE_FILE).is_file():
