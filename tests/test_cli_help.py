@@ -99,3 +99,33 @@ def test_a_mistyped_command_or_choice_gets_a_guess(argv, says, capsys):
     with pytest.raises(SystemExit):  # nothing near: the list, as before
         main(["zzz"])
     assert "invalid choice: 'zzz'" in capsys.readouterr().err
+
+
+def _option_help(argv: list[str], flag: str, capsys) -> str:
+    """The help text of ``flag`` in ``argv --help``, on one line."""
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(flag + " "))
+    block = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith(" " * 8):  # the next option, or the end of the group
+            break
+        block.append(line)
+    return " ".join(" ".join(block).split())
+
+
+@pytest.mark.parametrize("argv,flag,says,not_says", [
+    # a shared setting's help describes what this command does with it (tryout: each help
+    # showed the text of another command)
+    (["build-dataset"], "--output", "Default: INPUT/dataset.json", "estimate-<variant>"),
+    (["estimate"], "--output", "estimate-<variant>-<granularity>.json", "INPUT/dataset.json"),
+    (["estimate"], "--dataset-dir", "ranked", "--preprocess"),
+    (["check-dataset"], "--chunk-duration", "shorter than this", "recommended"),
+    (["fixed"], "--chunk-duration", "random window", "reported"),
+    (["fixed"], "--dataset-dir", "--preprocess", "ranked"),
+])
+def test_a_shared_setting_is_described_for_the_command(argv, flag, says, not_says, capsys):
+    text = _option_help(argv, flag, capsys)
+    assert says in text and not_says not in text, text
+    assert text.count("efault") <= 1, text  # its default said once

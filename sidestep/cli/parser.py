@@ -214,11 +214,14 @@ def user_path(text: str) -> str:
 
 
 def add_setting(parser: argparse._ActionsContainer, s: Setting,
-                paths_required: bool = True, listed: bool = True) -> None:
-    """``listed=False``: taken, but left out of --help."""
+                paths_required: bool = True, listed: bool = True,
+                command: str | None = None) -> None:
+    """``listed=False``: taken, but left out of --help. ``command``: whose --help it is."""
     # argparse %-formats help strings: a literal % (e.g. "10% to 100%") must be doubled.
-    help_text = f"{s.help} ({_default_text(s, paths_required)})".replace("%", "%%") \
-        if listed else argparse.SUPPRESS
+    text = s.help_for(command)
+    if "Default:" not in text:  # one that words its default itself: not a second "(default: none)"
+        text = f"{text} ({_default_text(s, paths_required)})"
+    help_text = text.replace("%", "%%") if listed else argparse.SUPPRESS
     kw: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS, "help": help_text}
     if s.kind == "bool":
         parser.add_argument(*s.flags, action=argparse.BooleanOptionalAction, **kw)
@@ -233,12 +236,12 @@ def add_setting(parser: argparse._ActionsContainer, s: Setting,
 
 
 def add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...],
-                 paths_required: bool = True) -> None:
+                 paths_required: bool = True, command: str | None = None) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for s in settings:
         if s.group not in groups:
             groups[s.group] = parser.add_argument_group(s.group)
-        add_setting(groups[s.group], s, paths_required)
+        add_setting(groups[s.group], s, paths_required, command=command)
 
 
 # What the memory estimate reads nothing of: its help listed --detach, --notify-command and the
@@ -274,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(from the detected GPU); --preset and flags win over it")
         p.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration as JSON and exit")
-        add_settings(p, schema.settings_for(mode))
+        add_settings(p, schema.settings_for(mode), command=mode)
 
     for cmd in ("estimate", "preprocess", "build-dataset", "compare-configs"):
         p = sub.add_parser(cmd, help=OTHER_HELP[cmd], description=OTHER_HELP[cmd],
@@ -284,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         if cmd == "compare-configs":
             p.add_argument("--json", action="store_true",
                            help="print JSON: files, every module's ranks and scores, pairs")
-        add_settings(p, schema.settings_for(cmd))
+        add_settings(p, schema.settings_for(cmd), command=cmd)
 
     _add_presets_parser(sub)
 
@@ -321,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("folder", metavar="FOLDER", type=user_path, help="the dataset folder")
     check.add_argument("--json", action="store_true",
                        help="print JSON with a 'problems' list (file, kind, severity, message)")
-    add_setting(check, schema.BY_NAME["chunk_duration"])
+    add_setting(check, schema.BY_NAME["chunk_duration"], command="check-dataset")
     # Optional here (training requires them): with them, .pt files are checked against the
     # model's widths instead of against each other.
     for name, why in (("checkpoint_dir", "checkpoints root, to check .pt files against the "

@@ -62,6 +62,9 @@ class Setting:
     # Show in the form only when another setting has one of these values.
     shown_when: tuple[str, tuple[Any, ...]] | None = None
     metavar: str | None = None
+    # Help where a command does something else with the value than ``help`` says (keyed by
+    # command, e.g. "estimate"): one setting, but each --help describes its own use.
+    command_help: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,6 +84,10 @@ class Setting:
     def file_key(self) -> str:
         """Key used for this setting in preset files."""
         return self.preset_key or self.name
+
+    def help_for(self, command: str | None = None) -> str:
+        """The help text for ``command``'s --help (``help`` where it has no wording of its own)."""
+        return (self.command_help or {}).get(command or "", self.help)
 
     def default_for(self, *, windows: bool = False, family: str | None = None) -> Any:
         """The default once platform and model family are known."""
@@ -130,8 +137,10 @@ SETTINGS: tuple[Setting, ...] = (
        "Device / Platform", _T, choices=("auto", "ddp"), label="Strategy"),
     # --- Data ----------------------------------------------------------------------------------
     _s("dataset_dir", "path", None, "Folder of preprocessed .pt files (optionally with "
-       "manifest.json). With --preprocess: --tensor-output, and no other folder.", "Data", _T + ("estimate",), required=True, level=BASIC,
-       label="Dataset directory", metavar="DIR"),
+       "manifest.json). With --preprocess: --tensor-output, and no other folder.", "Data",
+       _T + ("estimate",), required=True, level=BASIC, label="Dataset directory", metavar="DIR",
+       command_help={"estimate": "Folder of preprocessed .pt files (optionally with "
+                                 "manifest.json) whose batches the modules are ranked on."}),
     _s("num_workers", "int", 4, "DataLoader worker processes (0 loads in the training process).",
        "Data", _T + ("estimate",), minimum=0, maximum=64, windows_default=0, label="Workers"),
     _s("pin_memory", "bool", True, "Pin loaded tensors in page-locked memory for faster GPU "
@@ -163,7 +172,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("chunk_duration", "int", None, "Train on a random window of this many seconds of each "
        "song per step (augmentation and memory savings). 60 recommended; below 60 may hurt "
        "quality. Empty: whole songs.", "Training", _T, minimum=1, maximum=3600, preset=True,
-       label="Chunk duration (s)", metavar="SECONDS"),
+       label="Chunk duration (s)", metavar="SECONDS",
+       command_help={"check-dataset": "The --chunk-duration you will train with: songs shorter "
+                                      "than this many seconds are reported (they are trained "
+                                      "whole)."}),
     _s("shift", "float", 3.0, "Noise-schedule shift (turbo 3.0, base/sft 1.0). Vanilla mode "
        "builds its discrete timestep schedule from it.", "Training", _T, minimum=0.0,
        exclusive_minimum=True, maximum=100.0, preset=True,
@@ -344,7 +356,14 @@ SETTINGS: tuple[Setting, ...] = (
        "existing file is replaced only with --force. Default: estimate writes "
        "./estimate-<variant>-<granularity>.json (a new name if that exists), build-dataset "
        "INPUT/dataset.json.", "Output", ("estimate", "build-dataset"),
-       label="Output file", metavar="FILE"),
+       label="Output file", metavar="FILE",
+       command_help={"estimate": "JSON file (*.json) for the module ranking, in a folder that "
+                                 "exists; an existing file is replaced only with --force. "
+                                 "Default: ./estimate-<variant>-<granularity>.json (a new name "
+                                 "if that exists).",
+                     "build-dataset": "The dataset.json to write (*.json), in a folder that "
+                                      "exists; an existing file is replaced only with --force. "
+                                      "Default: INPUT/dataset.json."}),
     _s("force", "bool", False, "Replace the output file when it exists (else the command "
        "stops and the file is kept).", "Output", ("estimate", "build-dataset"),
        label="Replace an existing file"),
