@@ -236,6 +236,12 @@ def test_build_dataset_keeps_an_edited_dataset_json_unless_forced(workspace, cap
     target.write_text(edited)
     before = tree_digest(workspace)
     code, err = run_cli(["build-dataset", "-i", str(songs), "--tag", "new"], capsys)
+    # no --output was typed: the line must not quote one (tryout: "--output ... already exists")
+    assert code == 2 and "--output songs" not in err and f"--output {target}" not in err
+    assert (f"{target} already exists (the default --output); pass --force to replace it or "
+            "--output to write elsewhere") in err
+    assert tree_digest(workspace) == before
+    code, err = run_cli(["build-dataset", "-i", str(songs), "--output", str(target)], capsys)
     assert code == 2 and f"--output {target} already exists; pass --force" in err
     assert tree_digest(workspace) == before
     code, _ = run_cli(["build-dataset", "-i", str(songs), "--tag", "new", "--force"], capsys)

@@ -215,7 +215,8 @@ def build_dataset(input_dir: Path | str, *, tag: str = "", tag_position: str = "
         raise DatasetError(f"{root}: input folder not found" if not root.exists() else
                            f"{root}: is a file; give the folder that holds the audio files")
     out = Path(output) if output else default_output(root)
-    problem = output_file_problem(out, "--output", "dataset.json", replace=replace)
+    problem = output_file_problem(out, "--output", "dataset.json", replace=replace,
+                                  default=not output)
     if problem:
         raise DatasetError(problem)
     files = find_audio(root)

@@ -45,22 +45,27 @@ def _read_only_mount(folder: Path) -> bool:
 
 
 def output_file_problem(path: Path | str, flag: str, example_name: str,
-                        replace: bool = True) -> str | None:
+                        replace: bool = True, default: bool = False) -> str | None:
     """Why a file cannot be written at ``path``: it must be named like ``example_name``
     (``dataset.json``: a *.json file, so a slip can never turn a song or a checkpoint into
     JSON), its folder must exist (a typo must not make folders anywhere), and an existing file
-    is replaced only with ``replace``."""
+    is replaced only with ``replace``. ``default``: the path is the command's default, not one
+    given with ``flag``."""
     path = Path(path)
+    name = f"{path} (the default {flag})" if default else f"{flag} {path}"
     if path.is_dir():
-        return (f"{flag} {path} is a folder; give a file path such as "
+        return (f"{name} is a folder; give a file path such as "
                 f"{path / example_name}")
     suffix = Path(example_name).suffix
     if suffix and path.suffix.lower() != suffix:
         return (f"{flag} {path}: the file written is {suffix[1:].upper()}; give a path ending "
                 f"in {suffix}, such as {path.parent / example_name}")
     if os.path.lexists(path) and not path.is_file():
-        return f"{flag} {path} exists and is not a regular file; choose another file name"
+        return f"{name} exists and is not a regular file; choose another file name"
     if path.is_file() and not replace:
+        if default:  # the user typed no --output: do not quote one back at them
+            return (f"{path} already exists (the default {flag}); pass --force to replace it "
+                    f"or {flag} to write elsewhere")
         return (f"{flag} {path} already exists; pass --force to replace it, or choose another "
                 "file name")
     if not path.parent.exists():
