@@ -90,7 +90,8 @@ def block(control: Path) -> None:
             continue
 
 
-def wait_ack(run_dir, name, states=("done", "ended", "ignored"), timeout=10.0) -> dict:
+def wait_ack(run_dir, name, states=("done", "ended", "ignored", "unchanged"),
+             timeout=10.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ack = read_ack(run_dir, name)
@@ -153,11 +154,13 @@ def test_many_senders_at_once_every_command_arrives(tmp_path):
 
 def test_pause_while_paused_and_resume_when_running_say_so(tmp_path):
     with MiniRun(tmp_path):
-        assert wait_ack(tmp_path, send(tmp_path, "resume"))["message"] == \
-            "the run was not paused"
+        # "unchanged", not "done": the run did nothing, and the sender exits 1 for it
+        ack = wait_ack(tmp_path, send(tmp_path, "resume"))
+        assert (ack["state"], ack["message"]) == \
+            ("unchanged", "the run was not paused; nothing to resume")
         wait_ack(tmp_path, send(tmp_path, "pause"))
-        assert wait_ack(tmp_path, send(tmp_path, "pause"))["message"].startswith(
-            "already paused")
+        ack = wait_ack(tmp_path, send(tmp_path, "pause"))
+        assert ack["state"] == "unchanged" and ack["message"].startswith("already paused")
         save = wait_ack(tmp_path, send(tmp_path, "save"))  # saved at once, while paused
         assert save["state"] == "done" and save["message"].startswith("saved ")
         # nothing trained since: it says so (it answered "saved ..." for a save not made)
@@ -363,6 +366,20 @@ def test_control_commands_refuse_runs_that_are_not_live(tmp_path, capsys):
     assert main(["attach", str(killed)]) == 2
     assert main(["save", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_resume_of_a_running_run_and_pause_of_a_paused_one_exit_1(tmp_path, capsys):
+    """The help and README say exit 1 when the run did not do it: `resume` of a run that was
+    not paused printed "the run was not paused" and exited 0."""
+    run = _fake_run(tmp_path / "live", os.getpid())
+    with MiniRun(run):
+        assert main(["--plain", "resume", "--wait", "10", str(run)]) == 1
+        assert "resume: the run was not paused; nothing to resume" in capsys.readouterr().err
+        assert main(["--plain", "pause", "--wait", "10", str(run)]) == 0
+        capsys.readouterr()
+        assert main(["--plain", "pause", "--wait", "10", str(run)]) == 1
+        assert "pause: already paused at step" in capsys.readouterr().err
+        assert main(["--plain", "resume", "--wait", "10", str(run)]) == 0
 
 
 def test_a_command_nobody_reads_times_out_and_stays_queued(tmp_path, capsys):

@@ -84,7 +84,8 @@ def add_run_parsers(sub, formatter) -> None:
         p = sub.add_parser(name, help=text, formatter_class=formatter,
                            description=text + " The command goes through the run folder's "
                            "control/ folder; this waits for the run to act on it and says "
-                           "what happened. Exit 0 when it did, 1 when it did not (yet), 2 "
+                           "what happened. Exit 0 when it did, 1 when it did not (yet, or "
+                           "it had nothing to do: a pause while paused), 2 "
                            "when DIR is not a live run or its control folder is not writable.")
         p.add_argument("dir", metavar="DIR", help="the run folder")
         p.add_argument("--wait", type=_seconds, default=WAIT_SECONDS, metavar="SECONDS",
@@ -236,6 +237,9 @@ def _await(run_dir: Path, name: str, command: str, wait: float, out: Out) -> int
         if command == "stop" and ack.get("checkpoint"):
             out.info(f"continue with: {resume_command(ack['checkpoint'])}")
         return EXIT_OK
+    if state == "unchanged":  # nothing wrong, but the run did not do it: exit 1 as documented
+        out.warn(f"{command}: {message}")
+        return EXIT_FAILED
     if state in ("ended", "ignored"):
         out.error(f"{command}: {message}")
         return EXIT_FAILED

@@ -42,7 +42,9 @@ CONTROL_DIR = "control"
 ACKS_DIR = "acks"
 COMMANDS = ("stop", "pause", "resume", "save")
 POLL_SECONDS = 0.25
-FINAL_STATES = ("done", "ended", "ignored")
+# "unchanged": the run was already as asked (a pause while paused, a resume while running), so
+# it did nothing; the sender exits 1 for it, as for any command the run did not carry out.
+FINAL_STATES = ("done", "ended", "ignored", "unchanged")
 
 
 class ChannelError(ValueError):
@@ -278,7 +280,8 @@ class ControlWatcher:
             control.request_stop(f"{who} asked to stop")
         elif cmd.command == "pause":
             if paused_seen:
-                self._ack(cmd, "done", f"already paused at step {self._step}")
+                self._ack(cmd, "unchanged", f"already paused at step {self._step}; nothing "
+                          "to pause")
                 return
             log.info("%s: pause", who)
             control.pause()
@@ -286,8 +289,10 @@ class ControlWatcher:
             if not paused_seen:
                 was = control.paused
                 control.resume()  # a pause not begun yet is called off
-                self._ack(cmd, "done", "the pause was called off before it began" if was
-                          else "the run was not paused")
+                if was:
+                    self._ack(cmd, "done", "the pause was called off before it began")
+                else:
+                    self._ack(cmd, "unchanged", "the run was not paused; nothing to resume")
                 return
             log.info("%s: resume", who)
             control.resume()
