@@ -448,3 +448,29 @@ def test_the_best_mark_names_what_best_is_chosen_by():
                      measure=1.9)
     assert val.best_note() == " (new best validation loss)"
     assert EpochEnded(epoch=1, step=2, mean_loss=2.0, seconds=1.0).best_note() == ""
+
+
+# -- configuration warnings before the prompt ---------------------------------------------------
+def test_configuration_warnings_come_before_the_start_prompt(demo_root, small_tensors, tmp_path,
+                                                            monkeypatch, capsys):
+    """The warmup warning was printed only after "Start training? [y/N]" was answered."""
+    import builtins
+
+    shown_at_prompt = []
+
+    def answer(prompt):
+        shown_at_prompt.append(capsys.readouterr())
+        return "n"
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(builtins, "input", answer)
+    run_dir = tmp_path / "run"
+    code, out, err = run(["fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+                          "--dataset-dir", str(small_tensors), "--output-dir", str(run_dir),
+                          "--epochs", "1", "--batch-size", "2", "--gradient-accumulation", "1",
+                          "--warmup-steps", "100", "--num-workers", "0", "--device", "cpu"],
+                         capsys)
+    assert code == 0 and "not started" in out and not run_dir.exists()
+    (before,) = shown_at_prompt
+    assert "warning: warmup (100 steps) is as long as the whole run (3 steps)" in before.err
+    assert "warmup" not in err  # said once, before the prompt

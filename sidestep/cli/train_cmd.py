@@ -21,9 +21,12 @@ from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine,
 from sidestep.engine.run_dir import resume_command
 
 
-def _shown(e: LogLine) -> bool:
+def _shown(e: LogLine, said: set[str]) -> bool:
     """Warnings and library errors. The engine's own errors arrive as ``Problem`` events,
-    which are shown instead (the log line is for the log file)."""
+    which are shown instead (the log line is for the log file). ``said``: the warnings shown
+    with the summary, not repeated when the trainer logs them again."""
+    if e.message in said:
+        return False
     return e.level == "warning" or (e.level == "error" and e.source != "sidestep.engine")
 
 
@@ -51,6 +54,7 @@ class PlainProgress:
 
     def __init__(self, out: Out, every: int):
         self.out = out
+        self.said: set[str] = set()
         self.every = max(1, every)
         self.total = 0
         self.epochs = 0
@@ -91,7 +95,7 @@ class PlainProgress:
             text = e.message + (f" (try: {e.remedy})" if e.remedy else "")
             (self.out.error if e.fatal else self.out.warn)(text)
             self.fatal_shown = self.fatal_shown or e.fatal
-        elif isinstance(e, LogLine) and _shown(e):
+        elif isinstance(e, LogLine) and _shown(e, self.said):
             self.out.warn(e.message)
 
     def close(self) -> None:
@@ -106,6 +110,7 @@ class RichProgress:
                                    TimeRemainingColumn)
 
         self.console = out.console
+        self.said: set[str] = set()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
@@ -147,7 +152,7 @@ class RichProgress:
             p.console.print(f"[{color}]{escape(e.message)}[/]"
                             + (f"\n  try: {escape(e.remedy)}" if e.remedy else ""))
             self.fatal_shown = self.fatal_shown or e.fatal
-        elif isinstance(e, LogLine) and _shown(e):
+        elif isinstance(e, LogLine) and _shown(e, self.said):
             p.console.print(f"[yellow]{escape(e.message)}[/]")
         elif isinstance(e, RunFinished):
             p.stop()
@@ -200,7 +205,7 @@ def run_training(resolved, args, out: Out) -> int:
     if torchrun_rank():  # torchrun's other ranks share rank 0's terminal: it alone prints
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # (errors still go to stderr)
     try:  # before the summary and the prompt: nothing to confirm for a run we would refuse
-        preflight(config)
+        warnings = preflight(config)
         if config.preprocess:  # --tensor-output (a songs folder, other songs' tensors), the songs
             from sidestep.data.preprocess import check_training_preprocess
 
@@ -210,6 +215,8 @@ def run_training(resolved, args, out: Out) -> int:
         return EXIT_BAD_INPUT
     out.table("Side-Step training", ("setting", "value"), summary_rows(config))
     memory_summary(config, out)
+    for note in warnings:  # with the summary: the answer to the prompt may depend on them
+        out.warn(note)
     if not args.yes and not confirm(out):
         out.info("not started")
         return EXIT_BAD_INPUT if not sys.stdin.isatty() else EXIT_OK
@@ -219,6 +226,7 @@ def run_training(resolved, args, out: Out) -> int:
         return start_detached(config, args, out)
     control = Control()
     sink = PlainProgress(out, config.log_every) if out.plain else RichProgress(out)
+    sink.said = set(warnings)
     t0 = time.monotonic()
     trainer = Trainer(config, [sink], control)
 

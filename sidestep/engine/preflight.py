@@ -5,10 +5,14 @@ trainer runs them again, with the deeper checks, when it starts."""
 
 from __future__ import annotations
 
+import math
 
-def preflight(config, output_dir: bool = True) -> None:
+
+def preflight(config, output_dir: bool = True) -> list[str]:
     """Raises the engine's input errors (each names the field or file and the fix).
-    ``output_dir=False`` skips the folder check, for runs that write no files."""
+    ``output_dir=False`` skips the folder check, for runs that write no files. Returns the
+    warnings about the configuration it can already give (``config_warnings``), so the CLI
+    shows them with its summary, before it asks to start."""
     from sidestep.data.tensors import list_files
     from sidestep.engine import checkpointing
     from sidestep.engine.run_dir import check_output_dir
@@ -29,20 +33,44 @@ def preflight(config, output_dir: bool = True) -> None:
     if output_dir:
         check_output_dir(config.output_dir, config.resume_from)
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
+    warnings: list[str] = []
     if not config.preprocess:  # with --preprocess the tensors are made first
+        from sidestep.data.tensors import EpochBatches
+
         files = list_files(config.dataset_dir)
         if config.val_split > 0:  # a split that leaves nothing to train on
             from sidestep.data.tensors import DataError
             from sidestep.engine.validation import SplitError, split_files
 
             try:
-                split_files(files, config.val_split, config.seed)
+                files, _ = split_files(files, config.val_split, config.seed)
             except SplitError as exc:
                 raise DataError(str(exc)) from None
+        batches = EpochBatches(len(files), config.batch_size, config.seed).batches_per_epoch
+        warnings += config_warnings(config, total_steps(config, batches))
     if config.mode == "selective" and config.module_config:
         from sidestep.engine.module_config import load_module_config
 
         load_module_config(config.module_config)
+    return warnings
+
+
+def total_steps(config, batches_per_epoch: int) -> int:
+    """Optimizer steps of the whole run (one per --gradient-accumulation batches)."""
+    return math.ceil(batches_per_epoch / config.gradient_accumulation) * config.epochs
+
+
+def config_warnings(config, steps: int) -> list[str]:
+    """Settings that work but defeat themselves over a run of ``steps`` steps (the trainer
+    logs the same lines when it starts)."""
+    out = []
+    if config.warmup_steps >= steps:
+        from sidestep.config.plural import counted
+
+        out.append(f"warmup ({counted(config.warmup_steps, 'step')}) is as long as the whole "
+                   f"run ({counted(steps, 'step')}): the learning rate never reaches its full "
+                   "value")
+    return out
 
 
 def refused_resume(config) -> None:

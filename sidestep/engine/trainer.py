@@ -36,7 +36,7 @@ import torch
 from sidestep import cpu_threads
 from sidestep.engine import checkpointing as ckpt
 from sidestep.engine.control import Control
-from sidestep.engine.preflight import preflight
+from sidestep.engine.preflight import config_warnings, preflight, total_steps
 from sidestep.engine.events import (CheckpointSaved, EpochEnded, Event, LogLine, Problem,
                                     RunFinished, RunPaused, RunResumed, RunStarted,
                                     StepMetrics)
@@ -502,10 +502,9 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.seed), **kwargs)
         self.batches_per_epoch = self.batches.batches_per_epoch
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
-        if cfg.warmup_steps >= self.total_steps:
-            log.warning("warmup (%d steps) is as long as the whole run (%d steps): the learning "
-                        "rate never reaches its full value", cfg.warmup_steps, self.total_steps)
+        self.total_steps = total_steps(cfg, self.batches_per_epoch)
+        for note in config_warnings(cfg, self.total_steps):
+            log.warning("%s", note)
         self.chunk_frames = None
         if cfg.chunk_duration:
             from sidestep.data.audio import LATENT_RATE
