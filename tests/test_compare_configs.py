@@ -268,3 +268,14 @@ def test_cli_bad_and_mixed_files_exit_2(pair, tmp_path, capsys):
 def test_cli_needs_two_files(pair, capsys):
     assert main(["compare-configs", "--configs", str(pair[0])]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_files_given_without_configs_say_to_use_configs(capsys):
+    """`compare-configs a.json b.json` said only "unrecognized arguments" (the spec's flag is
+    --configs; the files are not taken as positionals)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["compare-configs", "a.json", "b.json"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "give them with --configs: `sidestep compare-configs --configs a.json b.json`" in err
+    assert "Traceback" not in err

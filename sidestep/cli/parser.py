@@ -92,7 +92,8 @@ class _Parser(argparse.ArgumentParser):
             guesses += difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
         if guesses:
             hints.insert(0, f"did you mean {', '.join(guesses)}?")
-        hints += _joined_list_hints(parser, args, extras)
+        hints += _joined_list_hints(parser, args, extras) or _bare_list_hints(parser, namespace,
+                                                                              extras)
         parser.error(f"unrecognized arguments: {' '.join(extras)}"
                      + "".join(f"; {h}" for h in hints))
 
@@ -138,6 +139,18 @@ def _joined_list_hints(parser: argparse.ArgumentParser, args, extras: list[str])
             hints.append(f"{flag}= takes one value; for several write `{flag} {value} "
                          f"{' '.join(e for e in extras if not e.startswith('-'))}`")
     return hints
+
+
+def _bare_list_hints(parser: argparse.ArgumentParser, namespace, extras: list[str]) -> list[str]:
+    """`compare-configs a.json b.json`: files given without the option that takes them (the
+    spec names it --configs). Say which option, when one list option is left unset."""
+    bare = [e for e in extras if not e.startswith("-")]
+    unset = [a for a in parser._actions if a.nargs == "+" and a.option_strings
+             and not hasattr(namespace, a.dest)]
+    if not bare or len(unset) != 1:
+        return []
+    flag = unset[0].option_strings[-1]
+    return [f"give them with {flag}: `{parser.prog} {flag} {' '.join(bare)}`"]
 
 
 def _is_number(text: str) -> bool:
