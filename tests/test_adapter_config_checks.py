@@ -150,7 +150,11 @@ def test_summary_names_runtimes_that_do_not_load_or_drop(lora_run, tmp_path, cap
                  str(out)]) == 0
     capsys.readouterr()
     assert main(["--plain", "check-adapter", str(out)]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    # no nested parentheses: it read "(checked against ... naming (shapes not checked))"
+    assert lines[0].endswith("decoder modules; checked against the standard ACE-Step 1.5 "
+                             "decoder names, shapes not checked"), lines[0]
+    last = lines[-1]
     assert "no problems found" not in last
     assert "ACE-Step 1.5 loader" in last and "PEFT / diffusers" in last, last
     # the PEFT folder: every runtime loads it; ComfyUI at half strength (no .alpha keys)

@@ -67,8 +67,9 @@ def _check(args, out: Out, decoder) -> int:
     if args.json:
         out.json(report.to_json())
         return EXIT_FAILED if report.problems else EXIT_OK
-    out.info(f"{report.file}: {report.kind.upper()}, {report.modules} decoder modules "
-             f"(checked against {report.decoder})")
+    # no parentheses around it: the model's origin ends in "(N decoder Linears)" itself
+    out.info(f"{report.file}: {report.kind.upper()}, {report.modules} decoder modules; "
+             f"checked against {report.decoder}")
     rows = []
     dora = any(v.dora for v in report.runtimes)  # a column only for weight decomposition
     for v in report.runtimes:

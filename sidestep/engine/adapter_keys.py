@@ -60,7 +60,7 @@ class Decoder:
 
     @classmethod
     def standard(cls) -> "Decoder":
-        return cls(None, "standard ACE-Step 1.5 decoder naming (shapes not checked)")
+        return cls(None, "the standard ACE-Step 1.5 decoder names, shapes not checked")
 
     @classmethod
     def from_model_dir(cls, model_dir: Path) -> "Decoder":
