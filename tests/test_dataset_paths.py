@@ -524,3 +524,82 @@ def test_training_preprocess_takes_its_own_songs_tensors_moved(demo_root, worksp
     captured = capsys.readouterr()
     assert "other songs" not in captured.err and "Side-Step training" in captured.out
     assert code == 2 and "no terminal to confirm on" in captured.err
+
+
+# -- a re-preprocess that did not finish -----------------------------------------------------------
+def test_a_stopped_re_preprocess_is_said_up_front_flagged_and_refused(demo_root, workspace,
+                                                                       capsys):
+    """Tryout: the tensors were re-encoded with other settings, stopped before any song was
+    done. The rerun said up front which finished files it would replace and why; afterwards
+    the manifest listed none of the folder's .pt files, yet check-dataset called it usable and
+    training used the stale files. Now check-dataset exits 2 naming the fix, and training is
+    refused before anything is written."""
+    from sidestep.data.check import check_dataset
+    from sidestep.data.dataset_json import samples_from
+    from sidestep.data.preprocess import preprocess
+
+    tensors = workspace / "tensors"
+    code, err = run_cli(_preprocess_argv(demo_root, workspace, tensors), capsys)
+    assert code == 0 and "replaced" not in err
+    # the same songs, --normalize lufs: stopped as the first song starts
+    _meta, samples = samples_from(str(workspace / "songs"), None)
+    said, seen = [], []
+    result = preprocess(samples, demo_root / "checkpoints", "turbo", tensors, normalize="lufs",
+                        warn=said.append, progress=lambda e: seen.append(e.phase),
+                        cancel=lambda: "encode" in seen)
+    assert result.cancelled and not result.written and result.half_done == 1
+    assert len(said) == 1 and "3 finished tensor files" in said[0]
+    assert "--normalize none -> lufs" in said[0] and "clip_00.pt" in said[0]
+    assert json.loads((tensors / "manifest.json").read_text())["samples"] == []
+
+    report = check_dataset(tensors)
+    assert not report.usable
+    kinds = {p.kind: p for p in report.problems}
+    assert "preprocess" in kinds["bad_manifest"].message
+    assert "not in manifest.json" in kinds["bad_manifest"].message
+    assert kinds["unfinished_preprocess"].severity == "warning"
+    before = tree_digest(workspace)
+    code = main(["--plain", "check-dataset", str(tensors)])
+    shown = capsys.readouterr()
+    assert code == 2 and "not in manifest.json" in shown.out + shown.err
+    assert "Traceback" not in shown.err
+    with pytest.raises(DataError, match="3 of its .pt files"):
+        list_files(tensors)
+    code, err = run_cli(["--yes", "fixed", "--checkpoint-dir", str(demo_root / "checkpoints"),
+                         "--dataset-dir", str(tensors), "--output-dir", str(workspace / "run"),
+                         "--device", "cpu", "--epochs", "1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "not in manifest.json" in err and "sidestep preprocess` again" in err
+    assert tree_digest(workspace) == before
+
+
+def test_re_preprocess_names_changed_captions_before_replacing(demo_root, workspace, capsys):
+    """The CLI says which finished files a rerun replaces and why (here: captions edited)."""
+    tensors = workspace / "tensors"
+    assert run_cli(_preprocess_argv(demo_root, workspace, tensors), capsys)[0] == 0
+    (workspace / "songs" / "clip_01.txt").write_text("caption: a different caption\n")
+    code, err = run_cli(_preprocess_argv(demo_root, workspace, tensors), capsys)
+    assert code == 0
+    assert "1 finished tensor files" in err and "captions or lyrics changed (1: clip_01.pt)" in err
+
+
+def test_copies_of_the_songs_with_other_captions_are_not_called_other_songs(demo_root,
+                                                                            workspace, capsys):
+    """Byte-identical copies of the songs in another folder, with other captions: the refusal
+    keeps the folder safe but says what differs, not "tensors of other songs"."""
+    tensors = workspace / "tensors"
+    assert run_cli(_preprocess_argv(demo_root, workspace, tensors), capsys)[0] == 0
+    copies = workspace / "copies"
+    shutil.copytree(workspace / "songs", copies)
+    (workspace / "songs").rename(workspace / "songs-old")  # moved, too: its path is gone
+    for txt in copies.glob("clip_0?.txt"):
+        txt.write_text("caption: recaptioned\n")
+    before = tree_digest(workspace)
+    code, err = run_cli(["preprocess", "--checkpoint-dir", str(demo_root / "checkpoints"),
+                         "--audio-dir", str(copies), "--tensor-output", str(tensors),
+                         "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "other songs" not in err
+    assert "made from copies of them in" in err and str(workspace / "songs") in err
+    assert "other captions or settings" in err and str(workspace / "tensors-2") in err
+    assert tree_digest(workspace) == before

@@ -90,6 +90,11 @@ def check_dataset(folder: Path | str, *, chunk_duration: float | None = None,
     if listing.manifest_error:
         report.problems.insert(0, Problem(str(root / "manifest.json"), "bad_manifest", ERROR,
                                           listing.manifest_error))
+    from sidestep.data.tensors import unfinished_note
+
+    note = unfinished_note(root)
+    if note:
+        report.problems.append(Problem(str(root), "unfinished_preprocess", WARNING, note))
     return report
 
 

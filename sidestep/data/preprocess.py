@@ -30,7 +30,7 @@ from sidestep.data.dataset_json import DatasetError, Sample, genre_indices
 DIT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 TEXT_MAX_TOKENS = 256
 LYRIC_MAX_TOKENS = 512
-_PASS1_DIR = ".sidestep-pass1"
+PASS1_DIR = ".sidestep-pass1"  # pass-1 results waiting for pass 2
 STATE_FILE = ".sidestep-preprocess.json"  # id -> fingerprint of what each .pt was made from
 TILE_SECONDS = 30.0          # VAE tile length on a GPU (bounded activation memory)
 CPU_TILE_SECONDS = 10.0      # on a CPU: the encoder's first layers hold 128 x samples floats
@@ -171,13 +171,15 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                max_duration: float = 0.0, normalize: str = "none", tag_position: str = "prepend",
                genre_ratio: int = 0, seed: int = 0, dataset_meta: dict | None = None,
                progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
-               tile_seconds: float | None = None) -> PreprocessResult:
+               tile_seconds: float | None = None,
+               warn: Callable[[str], None] | None = None) -> PreprocessResult:
     """Encode ``samples`` into ``output_dir``; the CLI, the trainer and the app all call this.
 
     Resumable: a song whose ``.pt`` was finished from the same audio bytes and settings is
     left as it is, so a rerun after a crash or a cancel encodes only what is missing. Each file
     appears whole or not at all. ``cancel`` is polled between songs. A song that fails is
-    reported and skipped; the others are written.
+    reported and skipped; the others are written. Finished files about to be replaced (their
+    captions or settings changed) are named to ``warn`` before any of them is touched.
     """
     import torch
 
@@ -200,9 +202,9 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
     max_duration = max(max_duration, 0.0)
     settings = _settings(model.path.name, precision, normalize, max_duration, seed)
     captions = _captions(samples, tag_position, genre_ratio)
-    state = _read_state(out)
+    state, made = _read_state(out), _read_made(out)
     problem = _other_songs_problem(out, samples, state,
-                                   lambda s: _fingerprint(s, captions[s.id], settings))
+                                   lambda s: _fingerprint(s, captions[s.id], settings), made)
     if problem:  # before anything is written: the folder is left as it was
         raise PreprocessError(problem)
     if device == "cpu":
@@ -211,7 +213,7 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
         keep_freed_memory()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / _PASS1_DIR
+        tmp = out / PASS1_DIR
         for stale in [*out.glob(".*.pt.tmp"), *tmp.glob(".*.pt.tmp")]:  # ours: cut-off writes
             stale.unlink(missing_ok=True)
         tmp.mkdir(exist_ok=True)
@@ -221,10 +223,12 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
 
     result = PreprocessResult(total=len(samples))
     todo: list[tuple[Sample, str]] = []
+    records: dict[str, dict] = {}
+    replaced: dict[str, list[str]] = {}  # what changed -> finished files encoded again
     for sample in samples:
         target = out / f"{sample.id}.pt"
         try:
-            fp = _fingerprint(sample, captions[sample.id], settings)
+            fp, records[sample.id] = _fingerprints(sample, captions[sample.id], settings)
         except OSError as exc:
             result.failed.append((sample.audio_path, f"cannot read it ({exc.strerror or exc})"))
             continue
@@ -232,6 +236,16 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
             result.reused.append(target)
         else:
             todo.append((sample, fp))
+            if target.is_file():
+                why = _what_changed(made.get(sample.id), records[sample.id], target,
+                                    captions[sample.id])
+                replaced.setdefault(why, []).append(target.name)
+    if replaced and warn:  # said before the first is replaced: a cancel then keeps the rest
+        n = sum(len(v) for v in replaced.values())
+        whys = "; ".join(f"{why} ({len(names)}: {_some(names)})"
+                         for why, names in replaced.items())
+        warn(f"{n} finished tensor files in {out} will be encoded again and replaced: {whys}. "
+             "Stop now (Ctrl+C) to keep them, or give another --tensor-output")
 
     # Pass 1: VAE and text encoder. Their results wait in files named by fingerprint, and stay until pass 2 has used them:
     # a song encoded before a cancel or a crash is not encoded again.
@@ -292,7 +306,8 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
                 target = out / f"{sample.id}.pt"
                 _save_atomic(record, target)
                 state[sample.id] = fp
-                _write_state(out, state)
+                made[sample.id] = records[sample.id]
+                _write_state(out, state, made)
                 result.written.append(target)
                 part.unlink(missing_ok=True)
             except Exception as exc:
@@ -354,7 +369,8 @@ def preprocess_config(config, *, progress: Progress | None = None,
                       config.tensor_output, device=device, precision=precision,
                       max_duration=config.max_duration, normalize=config.normalize,
                       dataset_meta=meta.__dict__, tag_position=meta.tag_position,
-                      genre_ratio=meta.genre_ratio, progress=progress, cancel=cancel)
+                      genre_ratio=meta.genre_ratio, progress=progress, cancel=cancel,
+                      warn=say_warning)
 
 
 def check_training_preprocess(config) -> None:
@@ -387,7 +403,7 @@ def check_training_preprocess(config) -> None:
                                       max(config.max_duration, 0.0), 0))
         return _fingerprint(sample, captions[sample.id], settings)
 
-    problem = _other_songs_problem(out, samples, _read_state(out), fingerprint)
+    problem = _other_songs_problem(out, samples, _read_state(out), fingerprint, _read_made(out))
     if problem:
         raise PreprocessError(problem)
 
@@ -505,31 +521,91 @@ def _captions(samples: list[Sample], tag_position: str, genre_ratio: int) -> dic
 
 
 def _fingerprint(sample: Sample, caption: str, settings: dict) -> str:
+    return _fingerprints(sample, caption, settings)[0]
+
+
+def _fingerprints(sample: Sample, caption: str, settings: dict) -> tuple[str, dict]:
     """What a finished ``.pt`` was made from: the audio's bytes, its text, the settings.
-    Content, not mtimes, so a copied folder still counts as done."""
+    Content, not mtimes, so a copied folder still counts as done. Also its parts (hashes of
+    the audio and of the text, and the settings), so a rerun can say what changed."""
     h = hashlib.blake2b(digest_size=16)
+    audio = hashlib.blake2b(digest_size=16)
     with open(sample.audio_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+            audio.update(block)
     text = json.dumps({"caption": caption, "lyrics": sample.lyrics_text(), "bpm": sample.bpm,
                        "keyscale": sample.keyscale, "timesignature": sample.timesignature,
                        "duration": sample.duration, "settings": settings}, sort_keys=True)
     h.update(text.encode())
+    words = json.dumps({"caption": caption, "lyrics": sample.lyrics_text(), "bpm": sample.bpm,
+                        "keyscale": sample.keyscale, "timesignature": sample.timesignature},
+                       sort_keys=True)
+    return h.hexdigest(), {"audio": audio.hexdigest(),
+                           "text": hashlib.blake2b(words.encode(), digest_size=16).hexdigest(),
+                           "settings": settings}
+
+
+def _audio_hash(path: str) -> str | None:
+    """The hash :func:`_fingerprints` records for an audio file (None: unreadable)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
     return h.hexdigest()
 
 
+_SETTING_NAMES = {"model": "the model", "precision": "--precision", "normalize": "--normalize",
+                  "max_duration": "--max-duration", "seed": "the seed",
+                  "version": "the tensor format"}
+
+
+def _what_changed(was: dict | None, now: dict, pt: Path | None = None,
+                  caption: str | None = None) -> str:
+    """Why a finished ``.pt`` no longer matches its song, in the user's words: from the parts
+    recorded when it was made, or (older folders) from the caption the file holds."""
+    if not isinstance(was, dict):
+        old = (_metadata(pt) or {}).get("caption") if pt else None
+        if old is not None and caption is not None and old != caption:
+            return "captions changed"
+        return "settings, captions or audio changed"
+    changed = []
+    old_settings = was.get("settings") if isinstance(was.get("settings"), dict) else {}
+    for key, value in now["settings"].items():
+        if old_settings.get(key) != value:
+            name = _SETTING_NAMES.get(key, key)
+            changed.append(f"{name} {old_settings.get(key)} -> {value}" if key in (
+                "precision", "normalize", "max_duration") else f"{name} changed")
+    if was.get("text") != now["text"]:
+        changed.append("captions or lyrics changed")
+    if was.get("audio") != now["audio"]:
+        changed.append("audio changed")
+    return ", ".join(changed) or "settings changed"
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def _other_songs_problem(out: Path, samples: list[Sample], state: dict[str, str],
-                         fingerprint: Callable[[Sample], str]) -> str | None:
+                         fingerprint: Callable[[Sample], str],
+                         made: dict[str, dict] | None = None) -> str | None:
     """Why ``out`` holds another dataset's tensors: a ``.pt`` none of ``samples`` writes, or
     one of their names made from another audio file (a song of the same name elsewhere).
     Writing there replaced those files (hours of encoding) or left them beside a manifest
     that no longer lists them. A same-named file made from the same audio path (other
     settings, an edited caption) is this dataset's own, re-encoded as before; so is one made
-    from the same bytes and text elsewhere (songs moved since)."""
+    from the same bytes and text elsewhere (songs moved since). One made from the same bytes
+    elsewhere with other text or settings is refused too (a copy of the songs may be another
+    dataset), but the refusal says so: "other songs" would send the user looking for them."""
     if not out.is_dir():
         return None
     ours = {s.id: s for s in samples}
-    other = []
+    other, copies = [], []
+    where: set[str] = set()
     try:
         found = sorted(p for p in out.glob("*.pt") if p.is_file() and not p.name.startswith("."))
     except OSError:
@@ -547,27 +623,48 @@ def _other_songs_problem(out: Path, samples: list[Sample], state: dict[str, str]
                 continue
         except OSError:
             pass
-        other.append(f.name)
-    if not other:
+        if _same_bytes(made_from, (made or {}).get(sample.id), sample.audio_path):
+            copies.append(f.name)
+            where.add(str(Path(made_from).parent))
+        else:
+            other.append(f.name)
+    if not other and not copies:
         return None
-    names = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
-    return (f"--tensor-output {out} holds tensors of other songs ({names}: {len(other)} of "
-            f"its .pt files were not made from these {len(samples)} songs); writing there "
-            f"would replace them or mix two datasets. Give a separate folder, such as "
-            f"{out.with_name(out.name + '-2')}, or move those files away if they are no "
-            "longer wanted")
+    fix = (f"Give a separate folder, such as {out.with_name(out.name + '-2')}, or move those "
+           "files away if they are no longer wanted")
+    if not other:
+        return (f"--tensor-output {out} holds tensors of these songs made from copies of them "
+                f"in {_some(sorted(where))} ({_some(copies)}: {len(copies)} of its .pt files) "
+                "with other captions or settings; writing there would replace them. " + fix)
+    return (f"--tensor-output {out} holds tensors of other songs ({_some(other)}: {len(other)} "
+            f"of its .pt files were not made from these {len(samples)} songs); writing there "
+            f"would replace them or mix two datasets. " + fix)
+
+
+def _same_bytes(made_from: str, record: dict | None, audio_path: str) -> bool:
+    """Whether a ``.pt`` made from ``made_from`` was made from the same audio bytes as
+    ``audio_path``: by the hash recorded when it was made, else by the file if it is still
+    there."""
+    recorded = record.get("audio") if isinstance(record, dict) else None
+    then = recorded or (_audio_hash(made_from) if made_from else None)
+    return bool(then) and then == _audio_hash(audio_path)
+
+
+def _metadata(pt: Path) -> dict | None:
+    """A ``.pt``'s metadata (None when the file cannot be read)."""
+    import torch
+
+    try:
+        meta = torch.load(pt, map_location="cpu", weights_only=True, mmap=True).get("metadata")
+    except Exception:  # a truncated or foreign file: nothing to tell
+        return None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _made_from(pt: Path) -> str | None:
     """The audio path a ``.pt`` records in its metadata (None when it cannot be read)."""
-    import torch
-
-    try:
-        record = torch.load(pt, map_location="cpu", weights_only=True, mmap=True)
-        path = record.get("metadata", {}).get("audio_path")
-    except Exception:  # a truncated or foreign file: nothing to tell
-        return None
-    return str(path) if path else ""
+    meta = _metadata(pt)
+    return None if meta is None else str(meta.get("audio_path") or "")
 
 
 def _same_audio(a: str, b: str) -> bool:
@@ -588,10 +685,21 @@ def _read_state(out: Path) -> dict[str, str]:
         return {}  # no record: every file is encoded again, which is always safe
 
 
-def _write_state(out: Path, state: dict[str, str]) -> None:
+def _read_made(out: Path) -> dict[str, dict]:
+    """Each finished file's parts (see :func:`_fingerprints`); older folders have none."""
+    try:
+        made = json.loads((out / STATE_FILE).read_text(encoding="utf-8")).get("made", {})
+        return {str(k): v for k, v in made.items() if isinstance(v, dict)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_state(out: Path, state: dict[str, str], made: dict[str, dict]) -> None:
     from sidestep.config import atomic
 
-    atomic.write_json(out / STATE_FILE, {"version": 1, "files": dict(sorted(state.items()))})
+    atomic.write_json(out / STATE_FILE, {"version": 1, "files": dict(sorted(state.items())),
+                                         "made": {k: made[k] for k in sorted(made)
+                                                  if k in state}})
 
 
 def check_output_dir(path: Path | str, songs: tuple = ()) -> None:

@@ -60,12 +60,45 @@ def list_files(dataset_dir: Path | str) -> list[Path]:
                             "delete it (the folder is scanned without it)")
         for entry in entries or ():
             files.append(_manifest_entry(root, manifest, str(entry)))
+        if entries is not None:
+            _refuse_unlisted(root, manifest, files)
     if not files:
         files = sorted(p for p in root.glob("*.pt") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DataError(f"{root}: no .pt files found; preprocess your audio first "
                         "(`sidestep preprocess` or the --preprocess flag)")
     return files
+
+
+def _refuse_unlisted(root: Path, manifest: Path, listed: list[Path]) -> None:
+    """``.pt`` files the manifest does not list: finished tensors that a later preprocessing
+    (other captions or settings) was stopped before it replaced. Training on them, or on the
+    folder less them, is not what either run asked for."""
+    names = {p.name for p in listed}
+    stale = sorted(p.name for p in root.glob("*.pt")
+                   if p.is_file() and not p.name.startswith(".") and p.name not in names)
+    if not stale:
+        return
+    shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
+    raise DataError(f"{root}: {len(stale)} of its .pt files ({shown}) are not in {manifest.name}, "
+                    f"which lists {len(listed)}: they are left from an earlier preprocessing "
+                    "whose rerun (other captions or settings) did not finish. Run the same "
+                    "`sidestep preprocess` again to finish it, or move those files away")
+
+
+def unfinished_note(dataset_dir: Path | str) -> str | None:
+    """Songs a preprocessing of this folder took through its first pass only (it was stopped,
+    or a song failed): they are not in the dataset until a rerun finishes them."""
+    from sidestep.data.preprocess import PASS1_DIR
+
+    try:
+        half = sum(1 for p in (Path(dataset_dir) / PASS1_DIR).glob("*.pt") if p.is_file())
+    except OSError:
+        return None
+    if not half:
+        return None
+    return (f"{dataset_dir}: preprocessing is unfinished ({half} songs half-done are not in the "
+            "dataset); run the same `sidestep preprocess` again to finish it")
 
 
 def not_tensor_files(files: list[Path]) -> list[Path]:

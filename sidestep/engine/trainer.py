@@ -455,7 +455,7 @@ class Trainer:
                             max_duration=cfg.max_duration, normalize=cfg.normalize,
                             dataset_meta=meta.__dict__, tag_position=meta.tag_position,
                             genre_ratio=meta.genre_ratio, progress=_log_preprocess,
-                            cancel=lambda: self.control.stop_requested)
+                            cancel=lambda: self.control.stop_requested, warn=log.warning)
         if result.cancelled:  # finished songs are kept; the same command continues them
             raise _StoppedBeforeStart("stopped during preprocessing, before training began")
         for path, reason in result.failed:
@@ -465,12 +465,15 @@ class Trainer:
 
     def _setup_data(self) -> None:
         from sidestep.data.tensors import EpochBatches, TensorDataset, collate, list_files, \
-            validate
+            unfinished_note, validate
 
         from sidestep.engine.validation import SplitError, split_files
 
         cfg = self.config
         files = list_files(cfg.dataset_dir)
+        note = unfinished_note(cfg.dataset_dir)
+        if note:  # trains on the finished songs: a song that always fails must not block it
+            log.warning("%s", note)
         log.info("checking %d tensor files in %s", len(files), cfg.dataset_dir)
         self.samples = validate(files, self.model_config.audio_acoustic_hidden_dim,
                                 self.model_config.enc_hidden)
