@@ -230,34 +230,30 @@ async def test_preset_save_and_load(tui_env):
         # the turbo form's family-derived schedule is not fixed into the preset (a base model
         # trained with it would get turbo's shift 3 and 8 steps)
         assert not {"shift", "num_inference_steps", "cfg_ratio"} & set(stored)
-        # the same name again replaces the preset only when the user says so (it did at once)
-        await type_into(pilot, app, "rank", "32")
-        for answer in ("#cancel", "#replace"):
+        async def save_asked(name: str, answer: str) -> str:
+            """Save… under ``name``, answer the question it asks; returns the question."""
             await pilot.click("#preset-save")
             assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
             await pilot.pause(0.2)
-            app.screen.query_one("#prompt-input", Input).value = "my style"
+            app.screen.query_one("#prompt-input", Input).value = name
             await pilot.press("enter")
             assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+            asked = app.screen.message
             await pilot.pause(0.2)
             await pilot.click(answer)
             assert await wait_until(pilot, lambda: app.screen is form, 5)
             await pilot.pause(0.3)
+            return asked
+
+        # the same name again replaces the preset only when the user says so (it did at once)
+        await type_into(pilot, app, "rank", "32")
+        for answer in ("#cancel", "#replace"):
+            await save_asked("my style", answer)
             assert json.loads(saved.read_text())["rank"] == (24 if answer == "#cancel" else 32)
         # a name that hides a built-in preset asks first (every demo form loads quick_test),
         # then says so
         for answer in ("#cancel", "#replace"):
-            await pilot.click("#preset-save")
-            assert await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), 5)
-            await pilot.pause(0.2)
-            app.screen.query_one("#prompt-input", Input).value = "quick_test"
-            await pilot.press("enter")
-            assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
-            assert "built-in preset" in app.screen.message
-            await pilot.pause(0.2)
-            await pilot.click(answer)
-            assert await wait_until(pilot, lambda: app.screen is form, 5)
-            await pilot.pause(0.3)
+            assert "built-in preset" in await save_asked("quick_test", answer)
             assert Path("presets/quick_test.json").exists() == (answer == "#replace")
         assert await wait_until(pilot, lambda: any(
             "hides the builtin preset" in n.message for n in app._notifications), 5)
@@ -376,10 +372,12 @@ async def test_typing_q_f_h_into_an_input_only_edits_it(tui_env):
         assert app.runner.state is None
 
 
-async def test_engine_error_is_shown_and_app_stays_usable(tui_env):
-    def broken_engine(config, sinks, control):
-        raise RuntimeError("the GPU caught fire")
+def broken_engine(config, sinks, control):
+    """An engine whose start fails (the app must show it and stay usable)."""
+    raise RuntimeError("the GPU caught fire")
 
+
+async def test_engine_error_is_shown_and_app_stays_usable(tui_env):
     app = make_app(engine_factory=broken_engine)
     async with app.run_test(size=SIZE) as pilot:
         await open_form(app, pilot)

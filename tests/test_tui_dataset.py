@@ -351,10 +351,7 @@ async def test_from_the_dataset_root_the_cursor_starts_in_the_folder_field(tui_e
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.3)
-        await pilot.press("p")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, DatasetScreen), 10)
-        browser = app.screen
-        assert await wait_until(pilot, lambda: browser.report is not None, 60)
+        browser = await open_browser(app, pilot)
         assert app.focused.id == "dataset-path"
         await burst(pilot, app, [("slash", "/"), *"audio"])
         assert app.screen is browser  # no Preprocess / Train dialog

@@ -12,7 +12,7 @@ from sidestep.tui.screens.dashboard import DashboardScreen
 from sidestep.tui.screens.dialogs import ErrorScreen
 from sidestep.tui.screens.monitor import MonitorScreen
 from sidestep.tui.screens.train_form import TrainingFormScreen
-from test_tui import SIZE, open_form, type_into
+from test_tui import SIZE, broken_engine, open_form, type_into
 
 
 def field_error(form, name: str) -> str:
@@ -59,9 +59,6 @@ async def test_an_output_folder_that_cannot_be_made_blocks_start_on_its_field(tu
 
 
 async def test_a_failed_start_keeps_the_form_and_points_at_no_missing_log(tui_env):
-    def broken_engine(config, sinks, control):
-        raise RuntimeError("the GPU caught fire")
-
     app = make_app(engine_factory=broken_engine)
     async with app.run_test(size=SIZE) as pilot:
         await open_form(app, pilot)
