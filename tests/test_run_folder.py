@@ -481,3 +481,16 @@ def test_a_second_start_into_a_folder_being_started_is_refused(demo_root, small_
     cfg = train_config(demo_root, small_tensors, out, epochs=1)
     assert Trainer(cfg, []).run().status == "completed"
     FolderLock(out).take().release()  # let go of at the end of the run
+
+
+def test_without_a_writable_cache_the_folder_is_not_locked_and_the_run_goes_on(tmp_path,
+                                                                              monkeypatch):
+    """The lock lives in the cache; a cache that cannot be written (here a file) must not stop
+    a run, nor make a second lock look taken."""
+    from sidestep.engine.run_dir import FolderLock
+
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setenv("SIDESTEP_CACHE_DIR", str(tmp_path / "cache"))
+    lock = FolderLock(tmp_path / "run").take()
+    FolderLock(tmp_path / "run").take().release()
+    lock.release()

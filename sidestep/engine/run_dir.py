@@ -310,21 +310,32 @@ class FolderLock:
         self._fd: int | None = None
 
     def take(self) -> "FolderLock":
-        """Hold the lock, or ``FolderTaken`` naming the process that does."""
+        """Hold the lock, or ``FolderTaken`` naming the process that does. A cache that
+        cannot be written, or a filesystem without flock (some NFS), leaves the run unlocked
+        as before rather than refusing it."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return self
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise FolderTaken(f"--output-dir {self.run_dir}: another run is starting or running "
                               f"there (pid {holder}); wait for it to end, or give another "
                               "folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:  # no locking here
+            os.close(fd)
+            return self
+        try:  # the pid is only for the refusal's words
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass
         self._fd = fd
         return self
 
