@@ -261,6 +261,15 @@ class Trainer:
         self._threads_before = None
         return result
 
+    def _first_rank(self) -> bool:
+        """Rank 0 of a multi-process run (or the only process), known before the device is
+        set up: the one that holds the run folder's lock (the other ranks joined its run)."""
+        from sidestep.engine import distributed
+
+        if self._rank_fabric is not None:
+            return self._rank_fabric.global_rank == 0
+        return distributed.torchrun_rank() in (None, 0)
+
     def _launch_ranks(self) -> RunFinished | None:
         """More than one device: run the ranks as child processes (``distributed.launch``) and
         return their result; None when this process trains itself (one device, or torchrun)."""
@@ -303,7 +312,7 @@ class Trainer:
         self._attach_logging()
         # Everything that can be checked is checked before the first file is written.
         preflight(cfg, output_dir=self.write_files)
-        if self.write_files and sys.platform != "win32":
+        if self.write_files and self._first_rank() and sys.platform != "win32":
             self._folder_lock = FolderLock(self.run_dir).take()
         self._setup_device()
         self._setup_model_config()
