@@ -53,6 +53,16 @@ def settings_path() -> Path:
     return config_dir() / "settings.json"
 
 
+def same_place(a: Path | str, b: Path | str) -> bool:
+    """Whether two paths name one file or folder: on disk when both exist (links, ./ and
+    absolute spellings), else as written, made absolute."""
+    a, b = os.path.expanduser(str(a)), os.path.expanduser(str(b))
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
 def short(path: Path | str) -> str:
     """``path`` relative to the working directory when it is inside it (for display)."""
     p = Path(path)

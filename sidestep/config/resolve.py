@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from sidestep.config import schema
+from sidestep.config.paths import same_place
 from sidestep.config.schema import BY_NAME, FieldProblem, Problems, Setting
 from sidestep.config.training_config import ConfigBase, TrainingConfig
 from sidestep.config.values import bounds_problem, to_json
@@ -301,7 +301,7 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
         if not v["tensor_output"]:
             p.error("tensor_output", "is required with --preprocess")
         if v["tensor_output"] and v["dataset_dir"] and "dataset_dir" in explicit and \
-                not _same_path(v["dataset_dir"], v["tensor_output"]):
+                not same_place(v["dataset_dir"], v["tensor_output"]):
             # checked before any song is encoded: else all were, and the run then failed on
             # (or trained on) another folder
             p.error("dataset_dir", f"{v['dataset_dir']}: with --preprocess, training reads the "
@@ -375,15 +375,6 @@ def _folder_rule(values: dict, names: set[str], problems: Problems) -> None:
             problem = not_a_folder(values[name], fix)
             if problem:
                 problems.error(name, problem)
-
-
-def _same_path(a: str, b: str) -> bool:
-    """Whether two folder paths name one folder (as written, or, when both exist, on disk)."""
-    a, b = os.path.expanduser(str(a)), os.path.expanduser(str(b))
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
 def _join(a: str, b: str) -> str:

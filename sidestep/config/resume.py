@@ -135,14 +135,10 @@ def _same(name: str, carried: Any, given: Any) -> bool:
     absolute path the run recorded read as a changed --dataset-dir)."""
     if carried == given:
         return True
-    if schema.BY_NAME[name].kind != "path" or not carried or not given:
-        return False
-    import os
+    from sidestep.config.paths import same_place
 
-    def where(p: Any) -> str:
-        return os.path.realpath(os.path.expanduser(str(p)))
-
-    return where(carried) == where(given)
+    return schema.BY_NAME[name].kind == "path" and bool(carried) and bool(given) \
+        and same_place(carried, given)
 
 
 def shown(value: Any) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sidestep.config.paths import same_place
+
 
 def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
@@ -116,13 +118,6 @@ def _creation_problem(path: Path, flag: str) -> str | None:
     return None
 
 
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
 def _separate_folder(path: Path) -> Path:
     """A sibling to suggest in place of ``path``."""
     return path.parent / "tensors" if path.name != "tensors" else path.parent / "tensors-pt"
@@ -178,7 +173,7 @@ def songs_folder_problem(path: Path | str, flag: str, songs: tuple = ()) -> str 
                        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
     except OSError:
         return None  # unreadable: the write itself will say so
-    if not audio and not any(_same_folder(path, Path(s)) for s in songs if s):
+    if not audio and not any(same_place(path, s) for s in songs if s):
         return None
     what = (f"holds audio files ({', '.join(audio[:2])}{', ...' if len(audio) > 2 else ''})"
             if audio else "is the songs folder")

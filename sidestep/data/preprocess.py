@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from sidestep.config.paths import same_place
 from sidestep.data.audio import AudioError
 from sidestep.data.dataset_json import DatasetError, Sample, genre_indices
 
@@ -530,29 +531,30 @@ def _fingerprints(sample: Sample, caption: str, settings: dict) -> tuple[str, di
     the audio and of the text, and the settings), so a rerun can say what changed."""
     h = hashlib.blake2b(digest_size=16)
     audio = hashlib.blake2b(digest_size=16)
-    with open(sample.audio_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            audio.update(block)
-    text = json.dumps({"caption": caption, "lyrics": sample.lyrics_text(), "bpm": sample.bpm,
-                       "keyscale": sample.keyscale, "timesignature": sample.timesignature,
-                       "duration": sample.duration, "settings": settings}, sort_keys=True)
-    h.update(text.encode())
-    words = json.dumps({"caption": caption, "lyrics": sample.lyrics_text(), "bpm": sample.bpm,
-                        "keyscale": sample.keyscale, "timesignature": sample.timesignature},
-                       sort_keys=True)
-    return h.hexdigest(), {"audio": audio.hexdigest(),
-                           "text": hashlib.blake2b(words.encode(), digest_size=16).hexdigest(),
+    for block in _blocks(sample.audio_path):
+        h.update(block)
+        audio.update(block)
+    words = {"caption": caption, "lyrics": sample.lyrics_text(), "bpm": sample.bpm,
+             "keyscale": sample.keyscale, "timesignature": sample.timesignature}
+    h.update(json.dumps({**words, "duration": sample.duration, "settings": settings},
+                        sort_keys=True).encode())
+    text = hashlib.blake2b(json.dumps(words, sort_keys=True).encode(), digest_size=16)
+    return h.hexdigest(), {"audio": audio.hexdigest(), "text": text.hexdigest(),
                            "settings": settings}
+
+
+def _blocks(path: str):
+    """A file's bytes in 1 MiB blocks (songs are hashed, not held in memory)."""
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(1 << 20), b"")
 
 
 def _audio_hash(path: str) -> str | None:
     """The hash :func:`_fingerprints` records for an audio file (None: unreadable)."""
     h = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        for block in _blocks(path):
+            h.update(block)
     except OSError:
         return None
     return h.hexdigest()
@@ -616,7 +618,7 @@ def _other_songs_problem(out: Path, samples: list[Sample], state: dict[str, str]
             other.append(f.name)
             continue
         made_from = _made_from(f)
-        if made_from is None or _same_audio(made_from, sample.audio_path):
+        if made_from is None or (made_from and same_place(made_from, sample.audio_path)):
             continue  # (unreadable: a broken file, encoded again as before)
         try:
             if state.get(sample.id) == fingerprint(sample):
@@ -665,15 +667,6 @@ def _made_from(pt: Path) -> str | None:
     """The audio path a ``.pt`` records in its metadata (None when it cannot be read)."""
     meta = _metadata(pt)
     return None if meta is None else str(meta.get("audio_path") or "")
-
-
-def _same_audio(a: str, b: str) -> bool:
-    if not a:
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _read_state(out: Path) -> dict[str, str]:
