@@ -176,7 +176,7 @@ def test_a_resumed_run_keeps_its_adapter_and_batches_in_the_form():
     """History's Resume: changing the batch size (or the adapter's rank, ...) is refused by
     the engine at start; the form says so on the field at once, with the run's value."""
     saved = {"adapter_type": "lora", "rank": 64, "alpha": 128, "batch_size": 1,
-             "gradient_accumulation": 4, "optimizer_type": "adamw"}
+             "gradient_accumulation": 4, "optimizer_type": "adamw", "seed": 42}
     ckpt = "/out/checkpoint-step-5"
     form = FormModel("fixed", {**PATHS, "resume_from": ckpt, **saved}, advanced=True)
     form.resumed = (ckpt, saved)
@@ -192,6 +192,11 @@ def test_a_resumed_run_keeps_its_adapter_and_batches_in_the_form():
     form.edit("batch_size", "1")
     form.edit("rank", "64")
     assert form.resolve() is not None
+    assert form.resume_notes() == []
+    form.edit("seed", "9")
+    assert form.resolve() is not None
+    assert form.resume_notes() == ["resuming with 'Seed' 9 (the run used 42): the data order "
+                                   "and random draws will differ from the original run"]
     # another checkpoint typed in: the run's settings no longer apply
     form.edit("batch_size", "2")
     form.edit("resume_from", "/elsewhere/checkpoint-step-1")

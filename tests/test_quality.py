@@ -149,7 +149,8 @@ def test_resume_with_ema_is_exact(demo_root, small_tensors, tmp_path):
                              **{k: v for k, v in no_ema.items() if k != "epochs"}),
                 sinks=[rec_c])
     assert c.run().status == "completed"
-    assert any("was trained with --ema-decay 0.8" in e.message for e in rec_c.of("log"))
+    assert any("--ema-decay 0.0 (the run used 0.8): this run keeps no EMA" in e.message
+               for e in rec_c.of("log"))
 
 
 def test_early_stop_when_validation_stops_improving(demo_root, small_tensors, tmp_path):

@@ -239,3 +239,71 @@ def test_a_run_without_checkpoints_says_how_to_be_able_to_continue(tmp_path):
     problem = quick_problem(run)
     assert "saved no checkpoint" in problem and "--save-every" in problem
     assert "start from its adapter" not in problem
+
+
+def test_what_a_changed_setting_does_to_the_resumed_run():
+    """The data order, the held-out files and the EMA: said with the change, not only that the
+    value differs (the trainer said some of them after the prompt, some not at all)."""
+    carried = {"seed": 42, "val_split": 0.0, "ema_decay": 0.0,
+               "target_modules": ("q_proj", "k_proj")}
+    lines = changed_on_resume(carried, {"seed": 7, "val_split": 0.2, "ema_decay": 0.99,
+                                        "target_modules": ["k_proj", "q_proj"]})
+    assert lines == [
+        "resuming with --seed 7 (the run used 42): the data order and random draws will "
+        "differ from the original run",
+        "resuming with --val-split 0.2 (the run used 0.0): other files are held out, so the "
+        "data order and the validation loss will differ from the original run",
+        "resuming with --ema-decay 0.99 (the run used 0.0): the EMA starts from the resumed "
+        "weights"]  # the run's modules in another order, as a list: the same setting
+    (line,) = changed_on_resume({"ema_decay": 0.999}, {"ema_decay": 0.0})
+    assert line.endswith("this run keeps no EMA, so final/ and best/ come from the trained "
+                         "weights")
+
+
+def test_a_resume_says_what_it_changes_before_the_prompt_and_once(run_folder, tmp_path,
+                                                                  capsys):
+    """The changes came before the summary, and the trainer's notes on them (the data order
+    will differ) after the prompt had been answered; with --yes they were said twice."""
+    ckpt = run_folder / "checkpoint-epoch-1"
+    argv = ["--resume-from", str(ckpt), "--output-dir", str(tmp_path / "b"), "--seed", "9",
+            "--ema-decay", "0.9"]
+    assert main(["--plain", "fixed", *argv]) != 0  # no terminal to confirm on
+    err = capsys.readouterr().err
+    seed = "resuming with --seed 9 (the run used 7): the data order and random draws"
+    assert seed in err and err.index(seed) < err.index("no terminal to confirm on")
+    assert "the EMA starts from the resumed weights" in err
+    assert not (tmp_path / "b").exists()
+
+    assert main(["--yes", "--plain", "fixed", *argv]) == 0
+    shown = capsys.readouterr()
+    assert (shown.out + shown.err).count(seed) == 1
+    assert seed in (tmp_path / "b" / "sidestep.log").read_text()  # the run's own record
+
+
+def test_an_ema_added_on_resume_starts_from_the_resumed_weights(run_folder, demo_root,
+                                                                small_tensors, tmp_path):
+    """The EMA was made before the checkpoint's adapter was loaded, so it began at the
+    untrained adapter (its B matrices zero) while the log said it began at the resumed one."""
+    from sidestep.engine.trainer import Trainer
+
+    class AtStart:
+        trainer = None
+        seen: list = []
+
+        def handle(self, event):
+            if event.type == "run_started":
+                t = self.trainer
+                trained = [p for _, p in t.adapted.named_parameters() if p.requires_grad]
+                self.seen = [torch.equal(s, p.detach().float()) for s, p in
+                             zip(t.ema.shadow, trained, strict=True)]
+
+        def close(self):
+            pass
+
+    sink = AtStart()
+    config = train_config(demo_root, small_tensors, tmp_path / "b", epochs=2, learning_rate=3e-4,
+                          warmup_steps=3, rank=8, alpha=16, seed=7, ema_decay=0.9,
+                          resume_from=str(run_folder / "checkpoint-epoch-1"))
+    sink.trainer = Trainer(config, [sink])
+    assert sink.trainer.run().status == "completed"
+    assert sink.seen and all(sink.seen)

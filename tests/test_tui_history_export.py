@@ -147,6 +147,12 @@ async def test_resuming_a_completed_run_asks_for_more_epochs_at_once(tui_env, fi
         await pilot.pause(0.2)
         assert form.explicit["epochs"] == 2
         assert form.resolved is not None, form.blocking_problems()
+        # the review says what the resume changes before Start, in the app's words
+        await pilot.press("f3")
+        assert await wait_until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen", 10)
+        notes = [str(w.render()) for w in app.screen.query(".review-warning")]
+        assert any("resuming with 'Max epochs' 2 (the run used 1): the learning-rate schedule "
+                   "is recomputed" in n for n in notes), notes
 
 
 async def test_resuming_a_stopped_run_refuses_fewer_epochs_than_it_trained(tui_env,

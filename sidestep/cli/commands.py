@@ -122,7 +122,7 @@ def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[s
     """The checkpoint's own settings under the flags given: ``--resume-from`` alone continues
     the run as it was. None (said why) for a checkpoint that cannot be read: it is the problem
     to name, before any setting it would have given."""
-    from sidestep.config.resume import carried_settings, changed_on_resume, resume_refusal
+    from sidestep.config.resume import carried_settings, resume_refusal
     from sidestep.engine.checkpointing import CheckpointProblem, saved_config
 
     try:
@@ -138,10 +138,8 @@ def with_resumed_run(command: str, explicit: dict[str, Any], out: Out) -> dict[s
     if saved.get("mode") in schema.TRAIN_MODES and saved["mode"] != command:
         out.warn(f"{explicit['resume_from']} is from a `{saved['mode']}` run; it continues as "
                  f"`{command}`")
-    carried = carried_settings(command, saved)
-    for line in changed_on_resume(carried, explicit):
-        out.warn(line)
-    return {**carried, **explicit}
+    # the settings it changes are said with the summary, before the prompt (the pre-flight's)
+    return {**carried_settings(command, saved), **explicit}
 
 
 def _with_default_output(command: str, resolved) -> dict[str, Any]:
@@ -163,6 +161,11 @@ def run_schema_command(command: str, args: argparse.Namespace, out: Out) -> int:
     if resolved is None:
         return EXIT_BAD_INPUT
     if getattr(args, "print_config", False):
+        if getattr(resolved.config, "resume_from", None):  # (a readable checkpoint: resolved)
+            from sidestep.engine.preflight import resume_notes
+
+            for line in resume_notes(resolved.config):
+                out.warn(line)
         out.json(_with_default_output(command, resolved))
         return EXIT_OK
     if command == "build-dataset":

@@ -116,29 +116,55 @@ def _comparable(s: schema.Setting, value: Any) -> Any:
 
 
 def changed_on_resume(carried: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
-    """One line per setting given with a value other than the run's."""
+    """One line per setting given with a value other than the run's, with what that changes
+    for the run."""
     lines = []
     for name, value in given.items():
         if name not in carried or _same(name, carried[name], value):
             continue
-        flag = schema.BY_NAME[name].flags[-1]
-        line = f"resuming with {flag} {shown(value)} (the run used {shown(carried[name])})"
-        if name in SCHEDULE:
-            line += ": the learning-rate schedule is recomputed, so the run no longer follows " \
-                    "its first course"
-        lines.append(line)
+        line = f"resuming with {schema.BY_NAME[name].flags[-1]} {shown(value)} " \
+               f"(the run used {shown(carried[name])})"
+        consequence = _consequence(name, carried[name], value)
+        lines.append(f"{line}: {consequence}" if consequence else line)
     return lines
 
 
+def resume_changes(command: str, saved: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """``changed_on_resume`` for a resumed run's whole config (``values``) against its
+    checkpoint's recorded one (``saved``): what the pre-flight says before a start is
+    confirmed, and the trainer logs when it resumes."""
+    carried = carried_settings(command, saved)
+    return changed_on_resume(carried, {k: v for k, v in values.items() if k in carried})
+
+
+def _consequence(name: str, theirs: Any, ours: Any) -> str | None:
+    """What a changed setting does to a resumed run, where it is more than the new value."""
+    if name in SCHEDULE:
+        return "the learning-rate schedule is recomputed, so the run no longer follows its " \
+               "first course"
+    if name == "seed":
+        return "the data order and random draws will differ from the original run"
+    if name == "val_split":
+        return "other files are held out, so the data order and the validation loss will " \
+               "differ from the original run"
+    if name == "ema_decay":
+        if not theirs:
+            return "the EMA starts from the resumed weights"
+        if not ours:
+            return "this run keeps no EMA, so final/ and best/ come from the trained weights"
+        return "the run's EMA goes on with the new decay"
+    return None
+
+
 def _same(name: str, carried: Any, given: Any) -> bool:
-    """Equal values; for a path, the same folder however it is written (./tensors beside the
-    absolute path the run recorded read as a changed --dataset-dir)."""
-    if carried == given:
-        return True
+    """Equal values; lists in any order; for a path, the same folder however it is written
+    (./tensors beside the absolute path the run recorded read as a changed --dataset-dir)."""
+    s = schema.BY_NAME[name]
+    if carried == given or (s.is_list and _comparable(s, carried) == _comparable(s, given)):
+        return True  # (a list against the schema's tuple, or in another order)
     from sidestep.config.paths import same_place
 
-    return schema.BY_NAME[name].kind == "path" and bool(carried) and bool(given) \
-        and same_place(carried, given)
+    return s.kind == "path" and bool(carried) and bool(given) and same_place(carried, given)
 
 
 def shown(value: Any) -> str:

@@ -39,9 +39,14 @@ class AdapterEMA:
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.decay = float(decay)
-        self.updates = 0
         self.device = device
-        self.shadow = [p.detach().to(device=device, dtype=torch.float32, copy=True)
+        self.restart()
+
+    def restart(self) -> None:
+        """The shadow from the weights as they are now (a resumed run's, whose checkpoint
+        kept no EMA)."""
+        self.updates = 0
+        self.shadow = [p.detach().to(device=self.device, dtype=torch.float32, copy=True)
                        for p in self.params]
 
     def rate(self) -> float:

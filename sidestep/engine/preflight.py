@@ -18,6 +18,7 @@ def preflight(config, output_dir: bool = True) -> list[str]:
     from sidestep.engine.run_dir import check_output_dir
     from sidestep.model.checkpoints import resolve_model
 
+    warnings: list[str] = []
     if config.resume_from:  # first: a mistyped checkpoint is the problem to name
         problem = checkpointing.quick_problem(config.resume_from)
         if problem:
@@ -30,10 +31,10 @@ def preflight(config, output_dir: bool = True) -> list[str]:
                                          config.epochs)
         if done:
             raise checkpointing.CheckpointProblem(done)
+        warnings += resume_notes(config)
     if output_dir:
         check_output_dir(config.output_dir, config.resume_from)
     resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
-    warnings: list[str] = []
     if not config.preprocess:  # with --preprocess the tensors are made first
         from sidestep.data.tensors import EpochBatches
 
@@ -71,6 +72,15 @@ def config_warnings(config, steps: int) -> list[str]:
                    f"run ({counted(steps, 'step')}): the learning rate never reaches its full "
                    "value")
     return out
+
+
+def resume_notes(config) -> list[str]:
+    """The settings a resumed run changes from its checkpoint's run, and what each changes."""
+    from sidestep.config.resume import resume_changes
+    from sidestep.engine import checkpointing
+
+    return resume_changes(config.mode, checkpointing.saved_config(config.resume_from),
+                          config.to_dict())
 
 
 def refused_resume(config) -> None:

@@ -646,7 +646,7 @@ class Trainer:
         self.tracker = BestTracker(start=cfg.save_best_after, patience=cfg.early_stop_patience)
 
     def _resume(self, folder: Path) -> None:
-        from sidestep.config import schema
+        from sidestep.config.resume import resume_changes
         from sidestep.engine.adapters import read_adapter_dir
         from sidestep.engine.optim import continue_schedule
 
@@ -680,12 +680,10 @@ class Trainer:
                         "order and random draws will differ from the original run",
                         self.world_size, saved_world)
         self._resume_quality(state, folder)
-        saved_cfg = state.get("config") or {}
-        for key in ("seed", "val_split"):
-            if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
-                log.warning("resuming with %s %s (the checkpoint used %s): the data order "
-                            "will differ from the original run", schema.BY_NAME[key].flags[-1],
-                            getattr(self.config, key), saved_cfg[key])
+        # the pre-flight's words (the CLI said them before its prompt: not said twice)
+        for line in resume_changes(self.config.mode, state.get("config") or {},
+                                   self.config.to_dict()):
+            log.warning("%s", line)
         p = self.progress
         p.step, p.epoch, p.position = int(state["step"]), int(state["epoch"]), \
             int(state["position"])
@@ -704,25 +702,17 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", folder, p.epoch + 1, p.step)
 
     def _resume_quality(self, state: dict, folder: Path) -> None:
+        """The EMA and best-so-far the checkpoint kept (a changed --ema-decay is one of the
+        resume's notes)."""
         from sidestep.engine.ema import EmaError
 
-        if self.ema is not None:
-            if state.get("ema") is None:
-                log.warning("%s has no EMA (it was trained without --ema-decay): the EMA starts "
-                            "from the resumed weights", folder)
-            else:
-                try:
-                    self.ema.load_state_dict(state["ema"], str(folder))
-                except EmaError as exc:
-                    raise ckpt.CheckpointProblem(str(exc)) from None
-        elif state.get("ema") is not None:
-            log.warning("%s was trained with --ema-decay %g; this run has no EMA, so final/ "
-                        "and best/ come from the trained weights (pass --ema-decay %g to keep "
-                        "it)", folder, state["ema"].get("decay", 0), state["ema"].get("decay", 0))
-        if self.ema is not None and state.get("ema") is not None and \
-                float(state["ema"].get("decay", 0)) != self.ema.decay:
-            log.warning("resuming with --ema-decay %g (the checkpoint used %g)", self.ema.decay,
-                        float(state["ema"].get("decay", 0)))
+        if self.ema is not None and state.get("ema") is not None:
+            try:
+                self.ema.load_state_dict(state["ema"], str(folder))
+            except EmaError as exc:
+                raise ckpt.CheckpointProblem(str(exc)) from None
+        elif self.ema is not None:  # made before the adapter was loaded: from its weights now
+            self.ema.restart()
         if state.get("best"):
             self.tracker.load_state_dict(state["best"])
 

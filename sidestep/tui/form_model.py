@@ -181,6 +181,17 @@ class FormModel:
                     for name, theirs in kept.items()]
         return self.resolved
 
+    def resume_notes(self) -> list[str]:
+        """What the form changes from the run it resumes (the review shows them before
+        Start, as the CLI does before its prompt), in the app's words."""
+        if self.resolved is None or self.resumed is None \
+                or str(self.value("resume_from")) != self.resumed[0]:
+            return []
+        from sidestep.config.resume import resume_changes
+
+        return [in_app_words(line) for line in
+                resume_changes(self.mode, self.resumed[1], self.resolved.config.to_dict())]
+
     def current_values(self) -> dict[str, Any]:
         """Every field's current value (resolved where the form is valid)."""
         if self.resolved is not None:

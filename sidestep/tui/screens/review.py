@@ -14,10 +14,11 @@ from sidestep.engine.describe import summary_rows
 class ReviewScreen(ModalScreen[str]):
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+s", "start", "Start")]
 
-    def __init__(self, resolved, estimate_line: str | None = None):
+    def __init__(self, resolved, estimate_line: str | None = None, notes: list[str] = ()):
         super().__init__(classes="dialog-screen")
         self.resolved = resolved
         self.estimate_line = estimate_line
+        self.notes = list(notes)  # a resumed run's changed settings
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog review-dialog"):
@@ -25,7 +26,7 @@ class ReviewScreen(ModalScreen[str]):
             with VerticalScroll(id="review-body"):
                 # values wrap: a DataTable cut the output folder and the checkpoint resumed
                 yield Static(self._table(), id="review-table")
-                for w in self.resolved.warnings:
+                for w in [*self.notes, *self.resolved.warnings]:
                     yield Static(f"⚠ {w}", classes="review-warning", markup=False)
                 if self.estimate_line:
                     yield Static(self.estimate_line, id="review-estimate", markup=False)

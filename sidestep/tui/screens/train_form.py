@@ -453,7 +453,8 @@ class TrainingFormScreen(Screen):
                 self.app.start_run(resolved.config)
 
         # the memory estimate the form shows, as the review promises
-        self.app.push_screen(ReviewScreen(resolved, self.model.estimate_line()[0]), done)
+        self.app.push_screen(ReviewScreen(resolved, self.model.estimate_line()[0],
+                                          notes=self.model.resume_notes()), done)
 
     def edited(self) -> bool:
         """Typed values, a typo or a preset since the form opened."""
