@@ -215,3 +215,33 @@ def test_estimate_piped_into_head_says_why_it_stopped(demo_root, small_tensors, 
     assert proc.wait(timeout=300) == 130
     assert "output closed, so stopped after" in err and "Traceback" not in err
     assert not (tmp_path / "e.json").exists()
+
+
+def test_selective_says_what_its_module_config_trains_before_the_prompt(demo_root,
+                                                                      small_tensors, tmp_path,
+                                                                      capsys):
+    """The notes on a module config (made on another model, narrowed to the targets) came from
+    the trainer after the prompt was answered, and a config left with no modules was refused
+    only then: both are known before the summary."""
+    layer_file = tmp_path / "layers.json"
+    layer_file.write_text(json.dumps({"version": 1, "granularity": "layer", "top_k": 1,
+                                      "model": "acestep-v15-base",
+                                      "modules": [{"name": "layers.2", "score": 1.0}]}))
+    base = ["--plain", "selective", "--checkpoint-dir", str(demo_root / "checkpoints"),
+            "--dataset-dir", str(small_tensors), "--output-dir", str(tmp_path / "run"),
+            "--attention-type", "self"]
+    assert main([*base, "--module-config", str(layer_file)]) == 2  # no terminal to confirm on
+    err = capsys.readouterr().err
+    asked = err.index("no terminal to confirm on")
+    for note in ("ranks the modules of acestep-v15-base; this run trains acestep-v15-turbo",
+                 "selective: 4 of the 8 modules in"):
+        assert note in err and err.index(note) < asked, err
+
+    cross = tmp_path / "cross.json"
+    cross.write_text(json.dumps({"version": 1, "granularity": "module", "top_k": 1,
+                                 "modules": [{"name": "layers.1.cross_attn.v_proj",
+                                              "score": 2}]}))
+    assert main([*base, "--module-config", str(cross)]) == 2
+    shown = capsys.readouterr()
+    assert "none of its 1 modules is among the targets" in shown.err
+    assert "Side-Step training" not in shown.out and not (tmp_path / "run").exists()

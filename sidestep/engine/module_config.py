@@ -178,6 +178,37 @@ def module_names(cfg: ModuleConfig, num_layers: int | None = None) -> list[str]:
             for proj in PROJECTIONS]
 
 
+def selected_modules(chosen: ModuleConfig, source: str | Path, config, num_layers: int | None,
+                     model_name: str | None) -> tuple[list[str], list[str]]:
+    """The modules a selective run trains from ``chosen`` (read from ``source``): those inside
+    --attention-type and the target projections (spec: selective takes every flag of fixed; at
+    their defaults that is all of them), and the notes on that choice. The pre-flight says the
+    notes before a start is confirmed; the trainer logs them. ``model_name``: the model the run
+    trains, to compare with the one the file ranked (None: the run's own copy, said before)."""
+    from sidestep.engine.adapters import target_names
+
+    notes = []
+    if model_name and chosen.model and Path(chosen.model).name != model_name:
+        notes.append(f"{source} ranks the modules of {chosen.model}; this run trains "
+                     f"{model_name}, whose ranking can differ (`sidestep estimate` on it gives "
+                     "its own)")
+    names = module_names(chosen, num_layers)
+    allowed = set(target_names(num_layers, config.attention_type, config.target_modules,
+                               config.self_target_modules, config.cross_target_modules)) \
+        if num_layers else None  # (a model config without its layer count: all of them)
+    kept = [n for n in names if allowed is None or n in allowed]
+    if not kept:
+        raise ModuleConfigError(
+            f"{source}: none of its {len(names)} modules is among the targets "
+            f"(--attention-type {config.attention_type}, --target-modules "
+            f"{' '.join(config.target_modules)}); leave those out to train the modules it lists")
+    if len(kept) < len(names):
+        notes.append(f"selective: {len(kept)} of the {len(names)} modules in {source} are "
+                     f"within --attention-type {config.attention_type} and the target "
+                     "projections; training those")
+    return kept, notes
+
+
 def _natural(name: str) -> tuple:
     # layers.2 before layers.10
     return tuple(int(p) if p.isdigit() else p for p in name.split("."))

@@ -34,7 +34,7 @@ def preflight(config, output_dir: bool = True) -> list[str]:
         warnings += resume_notes(config)
     if output_dir:
         check_output_dir(config.output_dir, config.resume_from)
-    resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
+    model = resolve_model(config.checkpoint_dir, config.model_variant, config.base_model)
     if not config.preprocess:  # with --preprocess the tensors are made first
         from sidestep.data.tensors import EpochBatches
 
@@ -50,10 +50,26 @@ def preflight(config, output_dir: bool = True) -> list[str]:
         batches = EpochBatches(len(files), config.batch_size, config.seed).batches_per_epoch
         warnings += config_warnings(config, total_steps(config, batches))
     if config.mode == "selective" and config.module_config:
-        from sidestep.engine.module_config import load_module_config
-
-        load_module_config(config.module_config)
+        warnings += selection_notes(config, model)
     return warnings
+
+
+def selection_notes(config, model) -> list[str]:
+    """A selective run's module config, checked against the model and the targets; the notes
+    on what it trains. A resumed run in its own folder trains the copy kept there."""
+    from pathlib import Path
+
+    from sidestep.engine.module_config import load_module_config, selected_modules
+    from sidestep.engine.run_dir import MODULES_FILE
+
+    source = Path(config.module_config)
+    kept = Path(config.output_dir) / MODULES_FILE
+    if config.resume_from and kept.is_file():
+        source = kept
+    _, notes = selected_modules(load_module_config(source), source, config,
+                                model.entry.num_layers,
+                                model.entry.name if source != kept else None)
+    return notes
 
 
 def total_steps(config, batches_per_epoch: int) -> int:

@@ -526,7 +526,7 @@ class Trainer:
     def _select_modules(self) -> None:
         """``selective``: the modules named by the module config (a resumed run keeps the copy
         in its folder; --auto-estimate runs the estimate first and writes that copy)."""
-        from sidestep.engine.module_config import load_module_config, module_names
+        from sidestep.engine.module_config import load_module_config, selected_modules
 
         cfg = self.config
         recorded = self.run_dir / MODULES_FILE
@@ -537,43 +537,18 @@ class Trainer:
         else:
             source = self._auto_estimate(recorded)
         chosen = load_module_config(source)
-        here = self.model_ref.entry.name
-        if chosen.model and Path(chosen.model).name != here and source != recorded:
-            log.warning("%s ranks the modules of %s; this run trains %s, whose ranking can "
-                        "differ (`sidestep estimate` on it gives its own)", source,
-                        chosen.model, here)
-        self.selected = self._within_targets(
-            module_names(chosen, self.model_config.num_hidden_layers), source)
+        self.selected, notes = selected_modules(chosen, source, cfg,
+                                                self.model_config.num_hidden_layers,
+                                                self.model_ref.entry.name
+                                                if source != recorded else None)
+        for note in notes:  # (the pre-flight's words: the CLI said them before its prompt)
+            log.warning("%s", note)
         if self.write_files and source != recorded:
             from sidestep.config import atomic
 
             atomic.write_text(recorded, Path(source).read_text(encoding="utf-8"))
         log.info("selective: %d modules from %s (%s granularity, top %d)", len(self.selected),
                  source, chosen.granularity, len(chosen.modules))
-
-    def _within_targets(self, names: list[str], source: Path) -> list[str]:
-        """The module config's modules inside --attention-type and the target projections
-        (spec: selective takes every flag of fixed). At their defaults that is all of them;
-        `--attention-type self` with a layer config trains those layers' self-attention."""
-        from sidestep.engine.adapters import target_names
-        from sidestep.engine.module_config import ModuleConfigError
-
-        cfg = self.config
-        allowed = set(target_names(self.model_config.num_hidden_layers, cfg.attention_type,
-                                   cfg.target_modules, cfg.self_target_modules,
-                                   cfg.cross_target_modules))
-        kept = [n for n in names if n in allowed]
-        if not kept:
-            raise ModuleConfigError(
-                f"{source}: none of its {len(names)} modules is among the targets "
-                f"(--attention-type {cfg.attention_type}, --target-modules "
-                f"{' '.join(cfg.target_modules)}); leave those out to train the modules it "
-                "lists")
-        if len(kept) < len(names):
-            log.warning("selective: %d of the %d modules in %s are within --attention-type "
-                        "%s and the target projections; training those", len(kept),
-                        len(names), source, cfg.attention_type)
-        return kept
 
     def _auto_estimate(self, target: Path) -> Path:
         from sidestep.engine.estimate import estimate, write_result
