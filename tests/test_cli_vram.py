@@ -84,6 +84,13 @@ def test_vram_profile_flag_applies_the_tier_preset(capsys, monkeypatch):
     assert json.loads(out)["rank"] == 8  # explicit flags win over the profile
     code, out, err = run(capsys, base + ["--vram-profile", "huge"])
     assert code == 2 and "--vram-profile" in err
+    # every name it takes is offered (auto and none were left out of the refusal and the help)
+    assert "use 8gb, 12gb, 16gb, 24gb, auto (from the detected GPU) or none" in err
+    code, out, err = run(capsys, base + ["--vram-profile", "none"])
+    assert code == 0 and json.loads(out)["rank"] == 64, err
+    with pytest.raises(SystemExit):
+        main(["fixed", "--help"])
+    assert "24gb, auto (from the detected GPU) or none" in " ".join(capsys.readouterr().out.split())
 
 
 def test_training_summary_warns_when_it_will_not_fit(capsys, ckpt_root, monkeypatch,

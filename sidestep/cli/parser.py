@@ -15,6 +15,7 @@ from sidestep import __version__
 from sidestep.config import schema
 from sidestep.config.schema import Setting
 from sidestep.config.values import parse_text
+from sidestep.config.vram import PROFILE_WORDS
 
 TRAINING_HELP = {
     "fixed": "Train an adapter: LoRA, DoRA, LoKR or LoHA (corrected: logit-normal timesteps, "
@@ -286,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", metavar="NAME",
                        help="start from a preset; flags given here win over it")
         p.add_argument("--vram-profile", metavar="PROFILE",
-                       help="start from a VRAM tier preset: 8gb, 12gb, 16gb, 24gb, or auto "
-                            "(from the detected GPU); --preset and flags win over it")
+                       help=f"start from a VRAM tier preset: {PROFILE_WORDS}; --preset and "
+                            "flags win over it")
         p.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration as JSON and exit")
         add_settings(p, schema.settings_for(mode), command=mode)
@@ -313,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and the model's config.json (no weights are loaded).")
     vram.add_argument("--json", action="store_true", help="print JSON with a peak_mib key")
     vram.add_argument("--preset", metavar="NAME", help="start from a preset")
-    vram.add_argument("--vram-profile", metavar="PROFILE", help="start from a VRAM tier preset")
+    vram.add_argument("--vram-profile", metavar="PROFILE",
+                      help=f"start from a VRAM tier preset: {PROFILE_WORDS}")
     vram.add_argument("--mode", choices=schema.TRAIN_MODES, default="fixed",
                       help="training mode (default: fixed)")
     # paths are optional there: without --checkpoint-dir it estimates the 2B model

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from sidestep.config.vram import GIB_MIB, pick_profile, profile_preset
+from sidestep.config.vram import GIB_MIB, PROFILES, pick_profile, profile_preset
 
-PROFILE_CHOICES = ("auto", "8gb", "12gb", "16gb", "24gb", "none")
+PROFILE_CHOICES = ("auto", *PROFILES, "none")
 
 
 def detect_gpus() -> list[dict]:

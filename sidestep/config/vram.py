@@ -76,6 +76,8 @@ PROFILES: dict[str, tuple[str, int]] = {
     "16gb": ("vram_16gb", 16),
     "24gb": ("vram_24gb_plus", 24),
 }
+# What --vram-profile takes, in words (the help and the refusal of another name).
+PROFILE_WORDS = f"{', '.join(PROFILES)}, auto (from the detected GPU) or none"
 # Smallest total memory (GiB) that selects a tier. Cards report less than their nominal size
 # (a "12 GB" card shows ~11.7 GiB, a "16 GB" one ~15.6-16), so each threshold sits well below
 # the nominal size; 20 GiB cards (RTX 3080 20GB, RTX 4000 Ada) get the 24 GB tier.
@@ -499,10 +501,9 @@ def profile_preset(name: str) -> str:
         key += "gb"
     if key in PROFILES:
         return PROFILES[key][0]
-    tiers = ", ".join(PROFILES)
     presets = ", ".join(p for p, _ in PROFILES.values())
-    raise ValueError(f"unknown VRAM profile {name!r}; use one of {tiers} (or the preset names "
-                     f"{presets})")
+    raise ValueError(f"unknown VRAM profile {name!r}; use {PROFILE_WORDS} (or the preset "
+                     f"names {presets})")
 
 
 def summary_line(config: Any, model_config: Any = None, free_mib: float | None = None) -> str:
