@@ -69,3 +69,19 @@ def test_selective_refuses_two_ways_of_choosing_modules(tmp_path):
         assert [p.field for p in exc.problems] == ["auto_estimate"], exc.problems
     else:
         raise AssertionError("--auto-estimate with --module-config was taken")
+
+
+def test_the_device_row_says_what_auto_picks(tmp_path, monkeypatch):
+    """It said "auto / auto": a box whose GPU torch could not see trained on the CPU without
+    a word before the prompt."""
+    from sidestep.config.device import DeviceInfo
+
+    monkeypatch.setattr("sidestep.config.device.probe", lambda: DeviceInfo())
+    assert _rows(tmp_path)["device"] == \
+        "cpu / fp32 (auto); no GPU was found, so this run trains on the CPU"
+    assert _rows(tmp_path, device="cpu")["device"] == "cpu / fp32 (auto)"
+    hopper = DeviceInfo(cuda_count=1, cuda_capability=((9, 0),), cuda_names=("H100",))
+    monkeypatch.setattr("sidestep.config.device.probe", lambda: hopper)
+    assert _rows(tmp_path)["device"] == "cuda:0 / bf16 (auto)"
+    assert _rows(tmp_path, precision="fp32")["device"] == "cuda:0 (auto) / fp32"
+    assert _rows(tmp_path, device="cuda", precision="fp32")["device"] == "cuda / fp32"

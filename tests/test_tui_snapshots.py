@@ -67,6 +67,9 @@ def snap_env(tui_env, monkeypatch):
     _write_run(tui_env / "output", "lofi-lora", "completed", 30, False)
     _write_run(tui_env / "output", "jazz-test", "stopped", 7, True)
     os.utime(tui_env, None)
+    from sidestep.config.device import DeviceInfo  # the review names what auto picks here
+
+    monkeypatch.setattr("sidestep.config.device.probe", lambda: DeviceInfo())
     return tui_env
 
 

@@ -41,7 +41,7 @@ def summary_rows(config) -> list[tuple[str, str]]:
          + (f", CFG dropout {c.cfg_ratio:g}" if c.mode != "vanilla" else "")),
         ("memory", f"gradient checkpointing {'on' if c.gradient_checkpointing else 'off'}"
                    + (f", {c.chunk_duration} s chunks" if c.chunk_duration else "")),
-        ("device", f"{c.device} / {c.precision}" + devices_text(c)),
+        ("device", device_text(c) + devices_text(c)),
         ("data", str(c.dataset_dir)),
         ("output", str(c.output_dir) + (f" (resume from {c.resume_from})" if c.resume_from
                                         else "")),
@@ -90,6 +90,28 @@ def batches_text(c) -> str:
     elif devices == "auto":
         text += " x every device (auto)"
     return f"{text}, {counted(c.epochs, 'epoch')}"
+
+
+def device_text(c) -> str:
+    """The device and precision the run will use: "auto / auto" told nothing, and a box
+    whose GPU torch cannot see trains on the CPU, a hundred times slower, without a word."""
+    text = f"{c.device} / {c.precision}"
+    if "auto" not in (c.device, c.precision):
+        return text
+    from sidestep.config.device import DeviceError, probe, resolve_device, resolve_precision
+
+    try:
+        info = probe()
+        device = resolve_device(c.device, info)
+        precision, _ = resolve_precision(c.precision, device, info)
+    except DeviceError:  # refused with its reason when the run starts
+        return text
+    auto = " (auto)" if c.device == c.precision == "auto" else ""
+    text = f"{device}{' (auto)' if c.device == 'auto' and not auto else ''} / " \
+           f"{precision}{' (auto)' if c.precision == 'auto' and not auto else ''}{auto}"
+    if device == "cpu" and c.device == "auto":
+        text += "; no GPU was found, so this run trains on the CPU"
+    return text
 
 
 def devices_text(c) -> str:
