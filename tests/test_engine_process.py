@@ -182,3 +182,28 @@ def test_one_event_sent_twice_is_one_request(monkeypatch):
         stopper._handle(signal.SIGTERM, None)  # the user means it
         assert exits == [130]
     assert signal.getsignal(signal.SIGTERM) != stopper._handle  # restored afterwards
+
+
+def test_a_sigterm_to_the_whole_process_group_still_saves(demo_root, small_tensors, tmp_path):
+    """A signal to the run's process group (an SSH session that drops, `kill -- -PGID`, a job
+    manager) reached the data-loader workers too: they died mid-batch, the run failed on them
+    ("DataLoader worker ... is killed by signal: Terminated") and kept only its last epoch
+    checkpoint."""
+    out = tmp_path / "group"
+    argv = _cli(demo_root, small_tensors, out)
+    argv[argv.index("--num-workers") + 1] = "2"
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            start_new_session=True)
+    try:
+        _wait_for_step(proc)
+        os.killpg(proc.pid, signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, rest[-2000:]
+    assert "killed by signal" not in rest and "Traceback" not in rest
+    saved = list(out.glob("checkpoint-step-*"))
+    assert len(saved) == 1 and ck.is_complete(saved[0])
+    assert json.loads((out / "run.json").read_text())["status"] == "stopped"

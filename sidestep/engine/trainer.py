@@ -69,13 +69,19 @@ def _log_preprocess(e) -> None:
     log.info("preprocess %s %d/%d %s", e.phase, e.done, e.total, e.file or e.message)
 
 
-def _ignore_terminal_signals(_worker_id: int) -> None:
-    """Data-loader workers share the terminal's process group: a ctrl+c or a dropped SSH session
-    would kill them mid-batch (and the run with them) while the main process stops and saves."""
-    for name in ("SIGINT", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+def _own_process_group(_worker_id: int) -> None:
+    """Data-loader workers leave the terminal's process group: a ctrl+c, a dropped SSH session
+    or a SIGTERM to the group (`kill -- -PGID`, a job manager) killed them mid-batch, and the
+    run with them, while the main process was stopping to save. They still end with the run
+    (torch's workers watch their parent) and with a SIGTERM sent to them alone (its
+    shutdown's)."""
+    try:
+        os.setpgid(0, 0)
+    except (OSError, AttributeError):  # not here (Windows): at least the terminal's own signals pass them by
+        for name in ("SIGINT", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                signal.signal(sig, signal.SIG_IGN)
 
 
 def _log_failure(exc: BaseException) -> None:
@@ -504,7 +510,7 @@ class Trainer:
                      "cores)", workers, cfg.num_workers, cpu_threads.usable_cores())
         kwargs: dict[str, Any] = {}
         if workers > 0:
-            kwargs["worker_init_fn"] = _ignore_terminal_signals
+            kwargs["worker_init_fn"] = _own_process_group
             kwargs["persistent_workers"] = bool(cfg.persistent_workers)
             if cfg.prefetch_factor > 0:
                 kwargs["prefetch_factor"] = cfg.prefetch_factor
