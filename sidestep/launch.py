@@ -21,6 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    from sidestep.devnull import reopen_closed_stdin
+
+    reopen_closed_stdin()
+    if not sys.stdin.isatty():  # its keys come from there: closed, a pipe or a file gave a
+        # traceback, or an app no key could reach
+        print("sidestep-tui: standard input is not a terminal, so no key could reach the app; "
+              "start it from a terminal (over SSH: ssh -t), or train without one with "
+              "`sidestep fixed ... --detach`", file=sys.stderr)
+        return 2
     from sidestep.tui.app import run_app
 
     return run_app(demo=args.demo)

@@ -16,7 +16,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidestep.cli.commands import dispatch
     from sidestep.cli.parser import build_parser
     from sidestep.cli.streams import GUARD
+    from sidestep.devnull import reopen_closed_stdin
 
+    reopen_closed_stdin()
     installed = GUARD.install()  # a closed pipe or a dropped terminal never ends in a traceback
     try:
         parser = build_parser()
