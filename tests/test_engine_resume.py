@@ -193,3 +193,20 @@ def test_a_stop_right_after_an_epoch_checkpoint_points_at_it(demo_root, small_te
                                    resume_from=str(out / "checkpoint-epoch-1")))
     assert resumed.run().status == "completed"
     _assert_identical(_final_state(whole), _final_state(resumed))
+
+
+def test_a_finished_run_keeps_its_last_epoch_to_go_on_from(demo_root, small_tensors, tmp_path):
+    """3 epochs with --save-every 2 kept checkpoint-epoch-2 only: training it further meant
+    retraining epoch 3, and run.json named no checkpoint for `runs` and History's resume."""
+    import json
+
+    out = tmp_path / "a"
+    result = Trainer(train_config(demo_root, small_tensors, out, epochs=3, save_every=2)).run()
+    assert result.status == "completed"
+    last = out / "checkpoint-epoch-3"
+    assert (last / "COMPLETE").is_file() and (out / "checkpoint-epoch-2" / "COMPLETE").is_file()
+    assert result.checkpoint_path == str(last)
+    assert json.loads((out / "run.json").read_text())["checkpoint_path"] == str(last)
+    more = Trainer(train_config(demo_root, small_tensors, tmp_path / "b", epochs=4,
+                                save_every=2, resume_from=str(last))).run()
+    assert more.status == "completed" and more.epoch == 4 and more.step == result.step * 4 // 3

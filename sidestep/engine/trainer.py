@@ -728,8 +728,9 @@ class Trainer:
             if reason is not None:
                 return self._complete(reason)
 
-        if cfg.epochs % cfg.save_every == 0:
-            self._save(f"checkpoint-epoch-{cfg.epochs}", ckpt.rng_snapshot(), "epoch")
+        # whatever --save-every says: a finished run goes on from here with more epochs (it
+        # went on from its last periodic checkpoint, retraining the epochs after it)
+        self._save(f"checkpoint-epoch-{cfg.epochs}", ckpt.rng_snapshot(), "epoch")
         return self._complete()
 
     def _end_epoch(self, epoch_losses: list[float], seconds: float) -> str | None:
@@ -767,7 +768,8 @@ class Trainer:
                 self.adapted.save(final)
         self._barrier()
         self.emit(CheckpointSaved(path=str(final), step=p.step, epoch=p.epoch, kind="final"))
-        return self._finished("completed", adapter=str(final), reason=reason)
+        last = Path(self._last_save[1].path) if self._last_save else None  # where it goes on
+        return self._finished("completed", adapter=str(final), checkpoint=last, reason=reason)
 
     def _averaged(self):
         from contextlib import nullcontext
