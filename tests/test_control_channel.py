@@ -328,8 +328,11 @@ def test_runs_tells_live_from_interrupted_by_the_process(tmp_path, capsys):
     (killed / "checkpoint-step-2" / "COMPLETE").write_text("")
     (killed / "checkpoint-step-9").mkdir()  # a save killed before its marker
     assert main(["--plain", "runs", str(live), str(killed)]) == 0
-    header, *lines = capsys.readouterr().out.splitlines()
+    header, *lines, hint = capsys.readouterr().out.splitlines()
     assert header.split()[-1] == "checkpoint"
+    # ... and the command that does it, ready to paste (the table gave only the folder's name)
+    assert hint == (f"{killed} is interrupted; go on with: sidestep fixed --resume-from "
+                    f"{killed / 'checkpoint-step-3'}")
     row = {line.split()[0]: line.split() for line in lines}
     assert row[str(killed)][1] == "interrupted" and row[str(killed)][-1] == "checkpoint-step-3"
     assert row[str(live)][1] == "running" and row[str(live)][4] == "3/8"

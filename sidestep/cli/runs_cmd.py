@@ -142,6 +142,15 @@ def list_runs(args: argparse.Namespace, out: Out) -> int:
                    "checkpoint"), [_cells(r) for r in rows])
     if hidden:
         out.info(f"{counted(hidden, 'older run')} not shown: --limit 0 lists every run")
+    unfinished = [r for r in rows if not r["live"] and r["latest_checkpoint"]
+                  and r["status"] in ("stopped", "interrupted", "failed")]
+    if unfinished:  # the newest: the command it goes on with, ready to paste
+        from sidestep.config.paths import short
+        from sidestep.engine.run_dir import resume_command
+
+        r = unfinished[0]
+        out.info(f"{short(r['path'])} is {r['status']}; go on with: "
+                 f"{resume_command(r['latest_checkpoint'])}")
     return EXIT_OK
 
 
