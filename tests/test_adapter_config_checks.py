@@ -161,3 +161,13 @@ def test_summary_names_runtimes_that_do_not_load_or_drop(lora_run, tmp_path, cap
     assert main(["--plain", "check-adapter", str(lora_run)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "ComfyUI" in last and "0.5x" in last and "not load" not in last, last
+
+
+def test_a_file_that_is_not_an_adapter_says_what_to_give(lora_run, capsys):
+    """A checkpoint's training_state.pt was "not a readable .safetensors file (Error while
+    deserializing header: header too large)": the safetensors reader's words, no way on."""
+    state = next(lora_run.glob("checkpoint-*")) / "training_state.pt"
+    assert main(["--plain", "check-adapter", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert "training_state.pt: not an adapter file (adapters are .safetensors files)" in err
+    assert "a run folder, a checkpoint folder" in err and "header" not in err

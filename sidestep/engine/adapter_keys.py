@@ -199,6 +199,11 @@ def open_source(path: Path) -> Source:
             metadata = dict(fh.metadata() or {})
         tensors = load_file(str(file))
     except (OSError, SafetensorError, ValueError) as exc:
+        if file.suffix != ".safetensors":  # a checkpoint's training_state.pt, a .bin, ...
+            raise AdapterError(
+                f"{file}: not an adapter file (adapters are .safetensors files); give the "
+                f"adapter file, or a folder that holds one: a run folder, a checkpoint folder "
+                f"or its adapter/ folder") from None
         raise AdapterError(f"{file}: not a readable .safetensors file ({exc})") from None
     config = None
     cfg_path = file.parent / LORA_CONFIG
