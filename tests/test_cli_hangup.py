@@ -123,6 +123,11 @@ def test_stdout_pipe_closed_mid_run_stops_and_saves(demo_root, small_tensors, tm
     assert "Traceback" not in stderr and "error:" not in stderr, stderr
     _assert_stopped_and_saved(out)
     assert "output closed (stdout went away" in (out / "sidestep.log").read_text()
+    # the last word, with stdout gone, where it can still be read (it was dropped: the pipe
+    # showed the table and a few steps, then nothing said why the run ended or how to go on)
+    (saved,) = out.glob("checkpoint-step-*")
+    assert "(stdout went away: Broken pipe); resume with: " in stderr, stderr
+    assert stderr.rstrip().endswith(f"--resume-from {saved}"), stderr
 
 
 @pytest.mark.parametrize("argv", [["presets", "view", "recommended"], ["--help"],

@@ -246,11 +246,17 @@ def run_training(resolved, args, out: Out) -> int:
                  + (f" ({result.reason})" if result.reason else ""))
         return EXIT_OK
     if result.status == "stopped":
+        lost = GUARD.lost_reason
+        why = f" ({lost})" if lost else ""
         if result.checkpoint_path is None:
-            out.info("stopped before the first step: nothing was trained, nothing was kept")
+            line = f"stopped before the first step{why}: nothing was trained, nothing was kept"
         else:
-            out.info(f"stopped after step {result.step}; resume with: "
-                     f"{resume_command(result.checkpoint_path)}")
+            line = (f"stopped after step {result.step}{why}; resume with: "
+                    f"{resume_command(result.checkpoint_path)}")
+        if lost:  # standard output closed (`| head`): the last word goes where it can be read
+            print(line, file=sys.stderr)
+        else:
+            out.info(line)
         return EXIT_STOPPED
     if not sink.fatal_shown:
         out.error(result.error or "training failed")
