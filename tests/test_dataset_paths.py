@@ -140,6 +140,50 @@ def test_build_dataset_output_under_a_file(workspace, capsys):
     assert tree_digest(workspace) == before
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_sidecars_saved_as_unicode_with_a_byte_order_mark_are_read(workspace, capsys, codec):
+    """Windows editors save "Unicode" as UTF-16 with a byte-order mark: the caption was read
+    as UTF-8, turned into U+FFFD noise and trained into the adapter (with a warning to
+    re-save it); a .json sidecar with a UTF-8 mark was refused as not JSON."""
+    songs = workspace / "songs"
+    text = "caption: 夜のピアノ, café\nbpm: 90\n"
+    bom = {"utf-16-be": b"\xfe\xff"}.get(codec, b"")
+    (songs / "clip_01.txt").write_bytes(bom + text.encode(codec))
+    (songs / "clip_02.txt").unlink()  # (its .txt would win over the .json)
+    (songs / "clip_02.json").write_bytes(bom + json.dumps(
+        {"caption": "Песня", "bpm": 120}, ensure_ascii=False).encode(codec))
+    out = workspace / "dataset.json"
+    code, err = run_cli(["build-dataset", "-i", str(songs), "--output", str(out)], capsys)
+    assert code == 0 and "UTF-8" not in err, err
+    samples = {s["filename"]: s for s in json.loads(out.read_text())["samples"]}
+    assert (samples["clip_01.wav"]["caption"], samples["clip_01.wav"]["bpm"]) == \
+        ("夜のピアノ, café", 90)
+    assert (samples["clip_02.wav"]["caption"], samples["clip_02.wav"]["bpm"]) == ("Песня", 120)
+
+
+def test_song_ids_keep_letters_of_any_script(tmp_path):
+    """Japanese or Cyrillic file names all became "_" (so every such song clashed with the
+    next, or trained as _.pt); an accent macOS stores apart from its letter is kept with it."""
+    from sidestep.data.dataset_json import sample_id
+
+    for name, sid in (("夜の歌.wav", "夜の歌"), ("Песня 1.flac", "Песня_1"),
+                      ("cafe\u0301.wav", "café"), ("a/b c?.wav", "a_b_c_"),
+                      ("mix v1.2.wav", "mix_v1.2")):
+        assert sample_id(tmp_path / name, tmp_path) == sid, name
+
+
+def test_every_id_clash_is_named_at_once(demo_root, workspace, capsys):
+    songs = workspace / "songs"
+    for name in ("clip_00.flac", "clip_01.mp3", "clip_01.ogg"):
+        shutil.copy(songs / "clip_00.wav", songs / name)
+    before = tree_digest(workspace)
+    code, err = run_cli(_preprocess_argv(demo_root, workspace, workspace / "t"), capsys)
+    assert code == 2
+    assert "clip_00.flac and " in err and "clip_00.wav would both be written as clip_00.pt" in err
+    assert " would all be written as clip_01.pt" in err
+    assert tree_digest(workspace) == before
+
+
 def _preprocess_argv(demo_root, workspace, tensor_output):
     return ["preprocess", "--checkpoint-dir", str(demo_root / "checkpoints"),
             "--audio-dir", str(workspace / "songs"), "--tensor-output", str(tensor_output),

@@ -13,6 +13,7 @@ Songs without lyrics are instrumentals (``[Instrumental]``).
 
 from __future__ import annotations
 
+import codecs
 import json
 import random
 import re
@@ -102,10 +103,22 @@ def _parse_kv_text(text: str) -> dict[str, Any]:
     return out
 
 
+# UTF-32's marks first: UTF-16's little-endian one begins UTF-32's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _read_text(path: Path, warnings: list[str] | None) -> str:
-    """A sidecar's text. Bytes that are not UTF-8 become U+FFFD, with a warning naming the
-    file: a garbled caption silently trained into an adapter is worse than a loud one."""
+    """A sidecar's text: UTF-8, or UTF-16/32 with their byte-order mark (Windows editors'
+    "Unicode"). Bytes that are not UTF-8 become U+FFFD, with a warning naming the file: a
+    garbled caption silently trained into an adapter is worse than a loud one."""
     data = path.read_bytes()
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                break  # not that after all: read as UTF-8 below, with its warning
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -123,7 +136,7 @@ def read_sidecars(audio: Path, warnings: list[str] | None = None) -> dict[str, A
     js = Path(f"{stem}.json")
     if js.is_file():
         try:
-            data = json.loads(js.read_text(encoding="utf-8"))
+            data = json.loads(js.read_bytes())  # (UTF-8, or UTF-16/32 by their marks)
         except (ValueError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{js}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
@@ -164,8 +177,13 @@ def _bpm(value: Any, where: str) -> int | None:
 def sample_id(audio: Path, root: Path) -> str:
     """The song's id, which names its ``.pt``: the path under the root, made file-name safe
     (so ``my song.wav`` and ``my_song.wav`` collide, which preprocessing refuses)."""
+    import unicodedata
+
     rel = audio.relative_to(root)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(rel.with_suffix("")))
+    # letters and digits of any script stay (Japanese or Cyrillic names all became "_"); NFC
+    # first, so an accent macOS stores apart from its letter stays with it
+    name = unicodedata.normalize("NFC", str(rel.with_suffix("")))
+    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def sample_for(audio: Path, root: Path, tag: str = "",
@@ -253,7 +271,7 @@ def load_dataset_json(path: Path | str, audio_dir: Path | str | None = None,
     if moved_to is not None and not moved_to.is_dir():
         raise DatasetError(f"{moved_to}: audio folder not found (--audio-dir)")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_bytes())  # (UTF-8 with or without its mark, UTF-16/32)
     except FileNotFoundError:
         raise DatasetError(f"{path}: not found") from None
     except IsADirectoryError:

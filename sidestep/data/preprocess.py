@@ -492,14 +492,18 @@ def _encoded_seconds(sample: Sample, max_duration: float | None) -> float:
 
 
 def _id_clashes(samples: list[Sample]) -> str | None:
-    """Two songs that would write the same ``.pt`` (``a.wav`` and ``a.flac``)."""
-    seen: dict[str, str] = {}
+    """Songs that would write the same ``.pt`` (``a.wav`` and ``a.flac``): every such group
+    at once, not one per run."""
+    by_id: dict[str, list[str]] = {}
     for s in samples:
-        if s.id in seen:
-            return (f"{seen[s.id]} and {s.audio_path} would both be written as {s.id}.pt; "
-                    "rename one of them (or remove the duplicate) and run this again")
-        seen[s.id] = s.audio_path
-    return None
+        by_id.setdefault(s.id, []).append(str(s.audio_path))
+    clashes = [f"{' and '.join(paths)} would all be written as {sid}.pt" if len(paths) > 2
+               else f"{' and '.join(paths)} would both be written as {sid}.pt"
+               for sid, paths in by_id.items() if len(paths) > 1]
+    if not clashes:
+        return None
+    return f"{'; '.join(clashes)}; rename them so that no two share a name (or remove the " \
+           "duplicates) and run this again"
 
 
 def _song_seed(seed: int, song_id: str) -> int:
