@@ -112,6 +112,25 @@ def test_cancel_leaves_no_partial_file_and_a_rerun_finishes(songs, demo_root, tm
     assert not leftovers(out)
 
 
+def test_a_cancelled_re_encode_keeps_the_files_it_had_not_reached(songs, demo_root, tmp_path):
+    """Preprocessing a finished folder again with other settings, cancelled after one song:
+    the manifest listed that one only, so the folder's other good tensors no longer trained."""
+    out = tmp_path / "t"
+    run(songs, demo_root, out)
+    before = mtimes(out)
+    seen = []
+    result = preprocess(songs, demo_root / "checkpoints", "turbo", out, max_duration=1.0,
+                        progress=lambda e: seen.append(e.phase),
+                        cancel=lambda: seen.count("condition") >= 1)
+    assert result.cancelled and len(result.written) == 1
+    assert len(result.earlier) == 2
+    assert [p.name for p in list_files(out)] == [f"{s.id}.pt" for s in songs]
+    after = mtimes(out)  # the two it had not reached are the earlier run's, untouched
+    assert sum(after[name] == before[name] for name in before) == 2
+    again, _ = run(songs, demo_root, out, max_duration=1.0)  # the rerun replaces them
+    assert len(again.written) == 2 and len(again.reused) == 1 and not again.earlier
+
+
 def test_a_corrupt_song_is_reported_and_the_others_written(songs, demo_root, tmp_path):
     folder = tmp_path / "audio"
     folder.mkdir()

@@ -55,8 +55,10 @@ def run_preprocess(config, out: Out) -> int:
     if result.cancelled:
         half = (f", {result.half_done} more half-done (pass 1 kept)" if result.half_done
                 else "")
+        earlier = (f"; {counted(len(result.earlier), 'file')} from before, which this run was "
+                   "to replace, are kept and still train" if result.earlier else "")
         message = (f"cancelled: {done} of {result.total} songs are done{half}, no partial "
-                   "files; run the same command again to encode the rest")
+                   f"files{earlier}; run the same command again to encode the rest")
         out.info(message)
         if stop.output_lost:  # stdout is gone: say it where it can be read
             out.warn(message.replace("cancelled:", "output closed, so stopped:"))

@@ -73,6 +73,9 @@ class PreprocessResult:
     cancelled: bool = False
     half_done: int = 0          # songs through pass 1 only: the next run starts them at pass 2
     total: int = 0                                      # songs asked for
+    # cancelled: finished files of an earlier run that this one was to replace (other
+    # settings or audio) and had not reached; they stay listed until a rerun replaces them
+    earlier: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,10 @@ def preprocess(samples: list[Sample], checkpoint_dir: Path | str, model_variant:
         shutil.rmtree(tmp, ignore_errors=True)
 
     done = {p.name for p in result.written + result.reused}
+    if result.cancelled:  # a cancel never leaves a folder's good tensors out of its manifest
+        result.earlier = [out / f"{s.id}.pt" for s, _ in todo
+                          if f"{s.id}.pt" not in done and (out / f"{s.id}.pt").is_file()]
+        done |= {p.name for p in result.earlier}
     manifest = {
         # the dataset's own (tag, name, ...), less its song count: the tensors made are counted
         # below, and two different counts read as a bug

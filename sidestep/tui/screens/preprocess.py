@@ -100,13 +100,16 @@ class PreprocessScreen(Screen):
         done = len(r.written) + len(r.reused)
         if r.cancelled:
             half = f", {r.half_done} half-done (kept)" if r.half_done else ""
-            headline = (f"Cancelled: {done} of {r.total} songs done{half}, no partial files; "
-                        "preprocess again to finish")
+            earlier = (f"; {len(r.earlier)} earlier files it was to replace are kept"
+                       if r.earlier else "")
+            headline = (f"Cancelled: {done} of {r.total} songs done{half}, no partial "
+                        f"files{earlier}; preprocess again to finish")
         else:
             headline = f"Done: {done} of {r.total} songs ready in {self.config.tensor_output}"
         self.query_one("#pp-pass", Static).update(headline)
         self.query_one("#pp-file", Static).update("")
-        self.query_one("#pp-train", Button).disabled = done == 0
+        # the folder's manifest lists them all: trainable after a cancel too
+        self.query_one("#pp-train", Button).disabled = done + len(r.earlier) == 0
         if done:
             self.query_one("#pp-train", Button).focus()
 
