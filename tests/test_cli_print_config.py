@@ -218,3 +218,25 @@ def test_the_output_that_estimate_and_build_dataset_would_write_is_shown(capsys,
     cfg, _ = run_json(capsys, ["build-dataset", "-i", "s", "--output", "x.json"])
     assert cfg["output"] == "x.json"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["estimate-turbo-module.json"]
+
+
+def test_preprocessing_flags_without_preprocess_are_said_to_do_nothing(capsys):
+    """--audio-dir and --tensor-output without --preprocess were taken without a word: the
+    run trained on --dataset-dir as it was, and the songs were never encoded."""
+    _, err = run_json(capsys, BASE + ["--audio-dir", "songs", "--tensor-output", "t",
+                                      "--normalize", "peak"])
+    for flag in ("--audio-dir", "--tensor-output", "--normalize"):
+        assert f"warning: {flag}: is used only with --preprocess" in err, err
+    _, err = run_json(capsys, ["--plain", "fixed", "--checkpoint-dir", "a", "--output-dir", "c",
+                               "--preprocess", "--audio-dir", "songs", "--tensor-output", "t"])
+    assert "warning" not in err  # and --dataset-dir is not required then
+
+
+def test_required_unless_is_said_in_the_help_where_it_applies(capsys):
+    def help_of(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "(required, except with --preprocess)" in help_of("fixed")
+    assert "except with --preprocess" not in help_of("estimate")  # it has no --preprocess

@@ -167,10 +167,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help or ""
 
 
-def _default_text(s: Setting, paths_required: bool = True) -> str:
+def _default_text(s: Setting, paths_required: bool = True, command: str | None = None) -> str:
     from sidestep.config.values import to_text
 
     if s.required and paths_required:
+        unless = schema.BY_NAME.get(s.required_unless or "")
+        if unless is not None and command in unless.commands:
+            return f"required, except with {unless.flags[-1]}"
         return "required"
     parts = []
     if s.variant_defaults:
@@ -234,7 +237,7 @@ def add_setting(parser: argparse._ActionsContainer, s: Setting,
     # argparse %-formats help strings: a literal % (e.g. "10% to 100%") must be doubled.
     text = s.help_for(command)
     if "Default:" not in text:  # one that words its default itself: not a second "(default: none)"
-        text = f"{text} ({_default_text(s, paths_required)})"
+        text = f"{text} ({_default_text(s, paths_required, command)})"
     help_text = text.replace("%", "%%") if listed else argparse.SUPPRESS
     kw: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS, "help": help_text}
     if s.kind == "bool":

@@ -158,7 +158,8 @@ def resolve(command: str, explicit: Mapping[str, Any] | None = None,
         problem = bounds_problem(s, values[s.name])
         if problem and not (values[s.name] is None and s.required):
             problems.error(s.name, problem)
-        if s.required and values[s.name] in (None, "", ()) and require_paths:
+        if s.required and values[s.name] in (None, "", ()) and require_paths and \
+                not (s.required_unless and values.get(s.required_unless)):
             problems.error(s.name, "is required")
 
     if command in schema.TRAIN_MODES:
@@ -310,9 +311,13 @@ def _training_rules(mode: str, v: dict, src: dict, family: str | None, p: Proble
         elif v["tensor_output"]:
             v["dataset_dir"] = v["tensor_output"]
             src["dataset_dir"] = "rule"
-        # the tensors' folder is --tensor-output (said above when it is missing)
-        p.errors[:] = [e for e in p.errors
-                       if not (e.field == "dataset_dir" and e.message == "is required")]
+
+    else:  # each flag of preprocessing given without it: it would do nothing, unsaid
+        for s in schema.settings_for(mode):
+            if s.group == "Preprocessing" and s.name != "preprocess" and s.name in explicit:
+                p.warn(s.name, "is used only with --preprocess (this run trains on the "
+                               "--dataset-dir tensors as they are); add --preprocess to make "
+                               "the tensors first, or leave it out")
 
     if v["loss_weighting"] != "min_snr" and "snr_gamma" in explicit:
         p.warn("snr_gamma", "only used with --loss-weighting min_snr")

@@ -52,6 +52,9 @@ class Setting:
     exclusive_minimum: bool = False
     nullable: bool = False
     required: bool = False
+    # A switch that makes a required setting optional: with it on, the value comes another
+    # way (--dataset-dir is --tensor-output with --preprocess).
+    required_unless: str | None = None
     preset: bool = False
     # Name of the key in a preset file when it differs from ``name`` (spec 000).
     preset_key: str | None = None
@@ -138,7 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
     # --- Data ----------------------------------------------------------------------------------
     _s("dataset_dir", "path", None, "Folder of preprocessed .pt files (optionally with "
        "manifest.json). With --preprocess: --tensor-output, and no other folder.", "Data",
-       _T + ("estimate",), required=True, level=BASIC, label="Dataset directory", metavar="DIR",
+       _T + ("estimate",), required=True, required_unless="preprocess", level=BASIC,
+       label="Dataset directory", metavar="DIR",
        command_help={"estimate": "Folder of preprocessed .pt files (optionally with "
                                  "manifest.json) whose batches the modules are ranked on."}),
     _s("num_workers", "int", 4, "DataLoader worker processes (0 loads in the training process).",
