@@ -647,3 +647,21 @@ def test_copies_of_the_songs_with_other_captions_are_not_called_other_songs(demo
     assert "made from copies of them in" in err and str(workspace / "songs") in err
     assert "other captions or settings" in err and str(workspace / "tensors-2") in err
     assert tree_digest(workspace) == before
+
+
+def test_a_dataset_json_beside_the_songs_that_is_not_used_is_named(workspace, capsys):
+    """`sidestep preprocess --audio-dir songs` over a folder with build-dataset's dataset.json
+    (captions edited in it) encoded the sidecars' captions without a word about it."""
+    from sidestep.data.dataset_json import samples_from
+
+    songs = workspace / "songs"
+    code, _ = run_cli(["build-dataset", "-i", str(songs)], capsys)
+    assert code == 0 and (songs / "dataset.json").is_file()
+    notes: list[str] = []
+    samples_from(str(songs), None, notes)
+    assert notes == [f"{songs / 'dataset.json'} is not used: each song's caption and lyrics "
+                     f"come from its sidecar files; give --dataset-json "
+                     f"{songs / 'dataset.json'} to use it"]
+    notes = []
+    samples_from(str(songs), str(songs / "dataset.json"), notes)
+    assert notes == []

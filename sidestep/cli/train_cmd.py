@@ -209,7 +209,7 @@ def run_training(resolved, args, out: Out) -> int:
         if config.preprocess:  # --tensor-output (a songs folder, other songs' tensors), the songs
             from sidestep.data.preprocess import check_training_preprocess
 
-            check_training_preprocess(config)
+            warnings += check_training_preprocess(config)
     except input_error_types() as exc:
         out.error(str(exc))
         return EXIT_BAD_INPUT

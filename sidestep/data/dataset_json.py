@@ -336,4 +336,8 @@ def samples_from(audio_dir: str | None, dataset_json: str | None,
                            f"{skipped[0]}")
     if warnings is not None:
         warnings.extend(f"skipped: {m}" for m in skipped)
+        labelled = root / "dataset.json"
+        if labelled.is_file():  # a build-dataset's captions, lyrics and BPM, left unread
+            warnings.append(f"{labelled} is not used: each song's caption and lyrics come from "
+                            f"its sidecar files; give --dataset-json {labelled} to use it")
     return DatasetMeta(name=root.name, num_samples=len(samples)), samples

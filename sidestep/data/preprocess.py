@@ -381,18 +381,21 @@ def preprocess_config(config, *, progress: Progress | None = None,
                       warn=say_warning)
 
 
-def check_training_preprocess(config) -> None:
+def check_training_preprocess(config) -> list[str]:
     """What training with ``--preprocess`` would refuse about its songs and its
     ``--tensor-output``, checked before the CLI prints its summary (a refusal after the
     settings table and the memory estimate read as a run that had started): the folder's use,
     the songs (read as the trainer reads them), two songs of one name, and a folder of other
-    songs' tensors. The trainer's :func:`preprocess` checks the same again."""
+    songs' tensors. The trainer's :func:`preprocess` checks the same again. Returns the notes
+    on the songs the trainer will log (an unreadable sidecar, an unused dataset.json), for the
+    CLI to say with its summary."""
     from sidestep.data.dataset_json import samples_from
     from sidestep.model.checkpoints import resolve_model
 
     out = Path(config.tensor_output)
     check_output_dir(out, (config.audio_dir,))
-    meta, samples = samples_from(config.audio_dir, config.dataset_json, [])
+    notes: list[str] = []
+    meta, samples = samples_from(config.audio_dir, config.dataset_json, notes)
     clash = _id_clashes(samples)
     if clash:
         raise PreprocessError(clash)
@@ -414,6 +417,7 @@ def check_training_preprocess(config) -> None:
     problem = _other_songs_problem(out, samples, _read_state(out), fingerprint, _read_made(out))
     if problem:
         raise PreprocessError(problem)
+    return notes
 
 
 def input_errors() -> tuple[type[Exception], ...]:
