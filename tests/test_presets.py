@@ -158,7 +158,16 @@ def test_import_rules_through_cli(capsys, in_tmp_cwd):
     # same name again: refused without --force (the user's preset is not lost)
     code, out = _import(capsys, named)
     assert code == 2 and "already exists" in out.err
+    # the way out is true of an import (it said "choose another name", and import has no
+    # flag for one: the name is the file's)
+    assert f'pass --force to replace it, or change the "name" field in {named}' in out.err
+    code, out = _import(capsys, good)
+    assert code == 2 and f"or change the file's name in {good}" in out.err
     assert _import(capsys, named, "--force")[0] == 0
+    # a folder (where `presets export` wrote): one file in it is asked for, by name
+    code, out = _import(capsys, in_tmp_cwd / "presets")
+    assert code == 2 and "presets: is a folder; give one preset file in it (My_Name.json" \
+        in out.err, out.err
 
     cases = {
         "notjson.json": ("{rank: 8", "not valid JSON"),

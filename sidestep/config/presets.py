@@ -218,18 +218,28 @@ class PresetStore:
 
     def import_file(self, file: Path, *, overwrite: bool = False) -> tuple[str, Path]:
         file = Path(file)
+        if file.is_dir():
+            found = sorted(p.name for p in file.glob("*.json"))[:3]
+            raise PresetError(f"{file}: is a folder; give one preset file in it"
+                              + (f" ({', '.join(found)}, ...)" if found else ""))
         data = _read_json(file, MAX_IMPORT_BYTES)
         if not isinstance(data, dict):
             raise PresetError(f"{file}: a preset must be a JSON object")
-        raw_name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") \
-            else file.stem
+        named = isinstance(data.get("name"), str) and bool(data.get("name"))
+        raw_name = data["name"] if named else file.stem
         name = sanitize_name(raw_name)
         values, _ignored = parse_preset_dict(data, str(file))
         if not values:  # another JSON file (a dataset.json): no preset to make of it
             raise PresetError(f"{file}: holds no preset settings (such as learning_rate or "
                               "rank); import a file that `sidestep presets export` wrote")
         description = data.get("description") or ""
-        path = self.save(name, values, description, overwrite=overwrite)
+        try:
+            path = self.save(name, values, description, overwrite=overwrite)
+        except PresetExists as exc:  # the name is the file's: no other name to choose here
+            where = "the \"name\" field" if named else "the file's name"
+            raise PresetExists(f"a local preset named '{name}' already exists ({exc.path}); "
+                               f"pass --force to replace it, or change {where} in {file} to "
+                               "import it beside it", exc.path) from None
         return name, path
 
     def export(self, name: str, dest: Path, *, overwrite: bool = False) -> Path:
