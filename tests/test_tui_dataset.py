@@ -360,32 +360,3 @@ async def test_from_the_dataset_root_the_cursor_starts_in_the_folder_field(tui_e
         assert await wait_until(pilot, lambda: browser.folder == demo_copy / "audio"
                                 and browser.report is not None, 60)
         assert app.errors == []
-
-
-async def test_keeping_an_existing_dataset_json_goes_back_to_the_dialog(tui_env, demo_copy,
-                                                                       tmp_path):
-    """"Keep it" (dataset.json exists) closed everything: what was typed in the build dialog
-    was gone, and writing elsewhere meant starting over."""
-    from sidestep.tui.screens.dialogs import ConfirmScreen
-
-    existing = demo_copy / "audio" / "dataset.json"
-    existing.write_text('{"edited": true}')
-    app = make_app(demo=True, demo_dir=demo_copy)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: form_built(app), 30)
-        await open_browser(app, pilot)
-        await pilot.press("b")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
-        app.screen.query_one("#input-tag", Input).value = "my-tag"
-        await run_dialog(app, pilot)
-        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
-        app.screen.dismiss("cancel")  # Keep it
-        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
-        dialog = app.screen
-        await pilot.pause(0.2)
-        assert dialog.query_one("#input-tag", Input).value == "my-tag"
-        dialog.query_one("#input-output", Input).value = str(tmp_path / "other.json")
-        await run_dialog(app, pilot)
-        assert await wait_until(pilot, lambda: (tmp_path / "other.json").is_file(), 30)
-        assert existing.read_text() == '{"edited": true}'
-        assert app.errors == []

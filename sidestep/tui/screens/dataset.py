@@ -339,17 +339,15 @@ class DatasetScreen(Screen):
             return True
         return False
 
-    BUILD_FIELDS = ("tag", "tag_position", "genre_ratio", "name", "output")
-
-    def action_build(self, values: dict | None = None) -> None:
-        """``values``: the dialog's, given back after "Keep it" (an existing dataset.json)."""
+    def action_build(self) -> None:
         from sidestep.tui.screens.settings_dialog import SettingsDialog
 
         if self._blocked("build a dataset from"):
             return
         folder = self.folder
-        dialog = SettingsDialog("build-dataset", "Build dataset.json", self.BUILD_FIELDS,
-                                values=values, fixed={"input": str(folder)},
+        dialog = SettingsDialog("build-dataset", "Build dataset.json",
+                                ("tag", "tag_position", "genre_ratio", "name", "output"),
+                                fixed={"input": str(folder)},
                                 note=f"writes {folder / 'dataset.json'} (or the Output file "
                                      "given) from the audio files and their sidecars",
                                 ok_label="Build")
@@ -368,9 +366,7 @@ class DatasetScreen(Screen):
             ConfirmScreen("Replace dataset.json?", f"{target} exists (captions you edited in it "
                           "would be lost). Replace it?",
                           [("replace", "Replace", "error"), ("cancel", "Keep it", "primary")]),
-            # kept: back to the dialog with what was typed, to give another Output file
-            lambda choice: self.build(config) if choice == "replace" else self.action_build(
-                {k: getattr(config, k) for k in self.BUILD_FIELDS}))
+            lambda choice: self.build(config) if choice == "replace" else None)
 
     @work(thread=True, exclusive=True, group="dataset-build")
     def build(self, config) -> None:
