@@ -343,20 +343,9 @@ async def test_top_k_refuses_a_fraction_instead_of_dropping_the_point(tui_env):
         await burst(pilot, app, ["2", ("full_stop", "."), "5"])
         assert box.value == "2.5" and screen.k == 2 and box.has_class("est-bad")  # as "2"
         assert "whole number" in str(screen.query_one("#est-selection", Static).render())
-        # Save and Train with "2.5" in the field went on with the K before it (2): refused,
-        # and nothing is written
-        out = tui_env / "est.json"
-        screen.query_one("#est-output", Input).value = str(out)
-        screen.action_save()
-        screen.action_train()
-        await pilot.pause(0.2)
-        assert not out.exists() and app.focused is box and isinstance(app.screen, EstimateScreen)
         box.value = "4"
         await pilot.pause(0.1)
         assert screen.k == 4 and not box.has_class("est-bad")
-        screen.action_save()
-        assert await wait_until(pilot, lambda: out.is_file(), 10)
-        assert len(json.loads(out.read_text())["modules"]) == 4
         assert app.errors == []
 
 

@@ -302,17 +302,6 @@ class EstimateScreen(Screen):
         self.k = k
         self._show_k()
 
-    def _k_refused(self) -> bool:
-        """Top K's field holds no usable K (0, 2.5, more than the ranking): Save and Train
-        went on with the K before it, which the field no longer showed."""
-        box = self.query_one("#est-k", Input)
-        if not box.has_class("est-bad"):
-            return False
-        self.notify(f"Top K: {box.value.strip() or '(empty)'} is not a K to select; give a "
-                    f"whole number from 1 to {len(self.result.ranking)}", severity="error")
-        box.focus()
-        return True
-
     @on(Input.Submitted, "#est-k")
     def k_submitted(self) -> None:
         self.query_one("#est-chart-box").focus()
@@ -350,8 +339,6 @@ class EstimateScreen(Screen):
 
         if self.result is None:
             self.notify("nothing to save yet: run an estimate first (R)", severity="warning")
-            return
-        if self._k_refused():
             return
         path = self._output_path()
         if path is None:
@@ -395,8 +382,6 @@ class EstimateScreen(Screen):
     def action_train(self) -> None:
         if self.result is None:
             self.notify("run an estimate first (R)", severity="warning")
-            return
-        if self._k_refused():
             return
         if self.saved and self.saved == (self._output_path(), self.k):
             self._train(self.saved[0])
