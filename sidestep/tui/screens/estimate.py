@@ -241,6 +241,7 @@ class EstimateScreen(Screen):
         for row in ("#est-k-row", "#est-save-row"):
             self.query_one(row).display = True
         self.k = max(1, min(result.top_k, len(result.ranking)))
+        asked = self.k_problem(str(result.top_k))  # a K from the dialog this ranking cannot give
         bar = self.query_one("#est-bar", ProgressBar)
         bar.update(total=max(result.batches, 1), progress=result.batches)
         bar.display = True
@@ -258,6 +259,11 @@ class EstimateScreen(Screen):
         folder = self.app.demo_dir if self.app.demo and self.app.demo_dir.is_dir() else "."
         output.value = str(default_output(variant, result.granularity, folder))
         self._show_k(sync_input=True)
+        if asked:  # shown as asked and refused, not quietly clamped
+            box = self.query_one("#est-k", Input)
+            with box.prevent(Input.Changed):
+                box.value = str(result.top_k)
+            self._show_k_problem(asked)
         self.query_one("#est-chart-box").focus()
 
     # -- top K ---------------------------------------------------------------------------------
@@ -282,25 +288,49 @@ class EstimateScreen(Screen):
     def action_top_k(self, step: int) -> None:
         self.set_k(self.k + step)
 
+    def k_problem(self, text: str) -> str | None:
+        """Why ``text`` is not a usable Top K for this ranking, or None."""
+        n = len(self.result.ranking)
+        unit = self.result.granularity + "s"
+        text = text.strip()
+        try:
+            k = int(text)
+        except ValueError:
+            return (f"Top K must be a whole number from 1 to {n}" + (f", not '{text}'" if text
+                                                                      else ""))
+        if k < 1:
+            return f"Top K {k} selects nothing: give 1 to {n}"
+        if k > n:
+            return f"Top K {k} is more than the {n} {unit} ranked: give 1 to {n}"
+        return None
+
+    def _show_k_problem(self, problem: str) -> None:
+        self.query_one("#est-k", Input).add_class("est-bad")
+        self.query_one("#est-selection", Static).update("  " + problem)
+
     @on(Input.Changed, "#est-k")
     def k_typed(self, event: Input.Changed) -> None:
         if self.result is None:
             return
-        n = len(self.result.ranking)
-        text = event.value.strip()
-        try:
-            k = int(text)
-        except ValueError:
-            k = None
-        bad = k is None or not 1 <= k <= n
-        event.input.set_class(bad, "est-bad")
-        if bad:  # K stays what it was until the field holds one
-            self.query_one("#est-selection", Static).update(
-                f"  top K is a whole number, 1 to {n}" if text and k is None
-                else f"  top K is 1 to {n}")
+        problem = self.k_problem(event.value)
+        event.input.set_class(bool(problem), "est-bad")
+        if problem:  # K stays what it was until the field holds one; Save/Train refuse
+            self._show_k_problem(problem)
             return
-        self.k = k
+        self.k = int(event.value.strip())
         self._show_k()
+
+    def _refuse_bad_k(self) -> bool:
+        """A Top K field that holds no usable K: nothing is saved or trained with the K
+        shown before (the user sees their own value in the field)."""
+        if self.result is None:
+            return False
+        problem = self.k_problem(self.query_one("#est-k", Input).value)
+        if problem:
+            self._show_k_problem(problem)
+            self.app.show_error("Top K", problem, "Fix Top K (or use +/-), then save again.")
+            return True
+        return False
 
     @on(Input.Submitted, "#est-k")
     def k_submitted(self) -> None:
@@ -339,6 +369,8 @@ class EstimateScreen(Screen):
 
         if self.result is None:
             self.notify("nothing to save yet: run an estimate first (R)", severity="warning")
+            return
+        if self._refuse_bad_k():
             return
         path = self._output_path()
         if path is None:
@@ -382,6 +414,8 @@ class EstimateScreen(Screen):
     def action_train(self) -> None:
         if self.result is None:
             self.notify("run an estimate first (R)", severity="warning")
+            return
+        if self._refuse_bad_k():
             return
         if self.saved and self.saved == (self._output_path(), self.k):
             self._train(self.saved[0])

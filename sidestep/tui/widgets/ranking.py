@@ -27,13 +27,13 @@ def bar(fraction: float, width: int) -> str:
 
 
 def selection_line(ranking: list[tuple[str, float]], k: int, granularity: str) -> str:
-    """``16 of 32 modules selected: 9 self-attention, 7 cross-attention``."""
+    """``16 of 32 modules selected: 9 self-, 7 cross-attention``."""
     picked = ranking[:k]
     unit = granularity + ("s" if len(ranking) != 1 else "")
     line = f"{len(picked)} of {len(ranking)} {unit} selected"
     if granularity == "module":
         counts = [sum(kind_of(n) == kind for n, _ in picked) for kind in ("self", "cross")]
-        line += f": {counts[0]} self-attention, {counts[1]} cross-attention"
+        line += f": {counts[0]} self-, {counts[1]} cross-attention"
     return line
 
 
