@@ -57,7 +57,7 @@ class PreprocessScreen(Screen):
     def on_mount(self) -> None:
         if self.start and not self.app.start_preprocess(self.config, self):
             self.finished = True  # nothing of ours runs: cancel and train do nothing here
-            self.query_one("#pp-cancel", Button).disabled = True
+            self._ended()
             self.query_one("#pp-pass", Static).update(
                 "Not started: the previous preprocessing is still finishing its current song. "
                 "Go back (Esc) and start again in a moment.")
@@ -89,7 +89,7 @@ class PreprocessScreen(Screen):
         self.finished = True
         self.result = message.result
         log = self.query_one("#pp-log", RichLog)
-        self.query_one("#pp-cancel", Button).disabled = True
+        self._ended()
         if message.error:
             self.query_one("#pp-pass", Static).update("Preprocessing could not start")
             log.write(f"error: {message.error}")
@@ -109,9 +109,29 @@ class PreprocessScreen(Screen):
         self.query_one("#pp-pass", Static).update(headline)
         self.query_one("#pp-file", Static).update("")
         # the folder's manifest lists them all: trainable after a cancel too
-        self.query_one("#pp-train", Button).disabled = done + len(r.earlier) == 0
-        if done:
+        self.query_one("#pp-train", Button).disabled = not self._has_tensors()
+        self.refresh_bindings()  # T shows in the footer only now that there are tensors
+        if self._has_tensors():
             self.query_one("#pp-train", Button).focus()
+
+    def _ended(self) -> None:
+        """Nothing runs any more: Cancel goes (button and key), not just greyed out."""
+        cancel = self.query_one("#pp-cancel", Button)
+        cancel.disabled, cancel.display = True, False
+        self.refresh_bindings()
+
+    def _has_tensors(self) -> bool:
+        return bool(self.result and (self.result.written or self.result.reused
+                                     or self.result.earlier))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """The footer offers C only while it runs, and T only once there is something to
+        train on (it offered both after a run that ended with nothing)."""
+        if action == "cancel":
+            return not self.finished
+        if action == "train":
+            return self._has_tensors()
+        return True
 
     def action_cancel(self) -> None:
         if self.finished or self.cancelling:
@@ -121,7 +141,7 @@ class PreprocessScreen(Screen):
         self.query_one("#pp-pass", Static).update("Cancelling after this song ...")
 
     def action_train(self) -> None:
-        if not (self.result and (self.result.written or self.result.reused)):
+        if not self._has_tensors():
             return
         c = self.config
         self.app.action_new_training("fixed", {"dataset_dir": str(c.tensor_output),
