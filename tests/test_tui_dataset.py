@@ -360,3 +360,58 @@ async def test_from_the_dataset_root_the_cursor_starts_in_the_folder_field(tui_e
         assert await wait_until(pilot, lambda: browser.folder == demo_copy / "audio"
                                 and browser.report is not None, 60)
         assert app.errors == []
+
+
+async def test_preprocess_dialog_takes_a_dataset_json_checked_as_typed(tui_env, demo_copy):
+    """The dialog had no Dataset JSON field: a dataset.json elsewhere could not be used."""
+    from sidestep.tui.widgets.fields import SettingField
+
+    labelled = demo_copy / "labelled.json"
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: form_built(app), 30)
+        await open_browser(app, pilot)
+        await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        dialog = app.screen
+        field = next(f for f in dialog.query(SettingField) if f.setting.name == "dataset_json")
+        box = dialog.query_one("#input-dataset_json", Input)
+        assert box.value == ""  # optional: the folder has no dataset.json yet
+        box.value = str(labelled)
+        assert await wait_until(pilot, lambda: field.has_class("has-error"), 10)
+        from sidestep.data.dataset_json import build_dataset
+
+        build_dataset(demo_copy / "audio", output=labelled)
+        box.value = str(labelled) + " "  # typed again, now that it exists
+        box.value = str(labelled)
+        assert await wait_until(pilot, lambda: not field.has_class("has-error"), 10)
+        await pilot.press("ctrl+s")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, PreprocessScreen), 10)
+        assert str(app.screen.config.dataset_json) == str(labelled)
+        app.screen.action_cancel()
+        assert await wait_until(pilot, lambda: app.screen.finished, 240)
+
+
+async def test_keep_it_returns_to_the_build_dialog_with_what_was_typed(tui_env, demo_copy):
+    """Keep it (dataset.json exists) closed everything: what was typed was lost."""
+    from sidestep.tui.screens.dialogs import ConfirmScreen
+
+    existing = demo_copy / "audio" / "dataset.json"
+    existing.write_text("{\"mine\": true}")
+    app = make_app(demo=True, demo_dir=demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: form_built(app), 30)
+        browser = await open_browser(app, pilot)
+        await pilot.press("b")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        app.screen.query_one("#input-tag", Input).value = "my-tag"
+        await run_dialog(app, pilot)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                                and app.screen.query("#cancel"), 10)
+        app.screen.query_one("#cancel").press()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsDialog), 10)
+        assert app.screen.query_one("#input-tag", Input).value == "my-tag"
+        assert existing.read_text() == "{\"mine\": true}"
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is browser, 10)
+        assert existing.read_text() == "{\"mine\": true}" and app.errors == []

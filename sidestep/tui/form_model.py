@@ -315,6 +315,14 @@ def check_path(name: str, value: Any, resume: Any) -> tuple[str | None, str | No
                     [])
         return None, f"{len(entries)} model(s): " + ", ".join(e.name for e in entries[:4]), \
             entries
+    if name == "dataset_json":
+        from sidestep.data.dataset_json import DatasetError, load_dataset_json
+
+        try:
+            _, samples = load_dataset_json(path)
+        except DatasetError as exc:
+            return str(exc), None, None
+        return None, f"{len(samples)} songs", None
     if name == "dataset_dir":
         from sidestep.data.tensors import DataError, list_files, not_tensor_files
 

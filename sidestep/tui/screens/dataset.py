@@ -30,6 +30,9 @@ from sidestep.tui.widgets.text_input import TextInput
 # (header, width): updated cells do not widen a column, so widths are set up front
 COLUMNS = (("file", 0), ("length", 6), ("rate", 6), ("ch", 2), ("peak", 6), ("LUFS", 6),
            ("text", 4), ("check", 26))
+# the preprocess dialog's fields (and what is kept for the folder's next preprocess)
+PREPROCESS_FIELDS = ("checkpoint_dir", "model_variant", "dataset_json", "tensor_output",
+                     "normalize", "max_duration")
 _SEVERITY_MARK = {"error": "✗", "warning": "!", "info": "·"}
 
 
@@ -339,15 +342,16 @@ class DatasetScreen(Screen):
             return True
         return False
 
-    def action_build(self) -> None:
+    BUILD_FIELDS = ("tag", "tag_position", "genre_ratio", "name", "output")
+
+    def action_build(self, values: dict | None = None) -> None:
         from sidestep.tui.screens.settings_dialog import SettingsDialog
 
         if self._blocked("build a dataset from"):
             return
         folder = self.folder
-        dialog = SettingsDialog("build-dataset", "Build dataset.json",
-                                ("tag", "tag_position", "genre_ratio", "name", "output"),
-                                fixed={"input": str(folder)},
+        dialog = SettingsDialog("build-dataset", "Build dataset.json", self.BUILD_FIELDS,
+                                values=values, fixed={"input": str(folder)},
                                 note=f"writes {folder / 'dataset.json'} (or the Output file "
                                      "given) from the audio files and their sidecars",
                                 ok_label="Build")
@@ -362,11 +366,19 @@ class DatasetScreen(Screen):
         if not target.exists():
             self.build(config)
             return
+
+        def answer(choice: str | None) -> None:
+            if choice == "replace":
+                self.build(config)
+            else:  # Keep it: back to the build dialog as typed (another Output file, say)
+                self.action_build({k: getattr(config, k) for k in self.BUILD_FIELDS})
+
         self.app.push_screen(
             ConfirmScreen("Replace dataset.json?", f"{target} exists (captions you edited in it "
-                          "would be lost). Replace it?",
+                          "would be lost). Replace it, or keep it and go back to the build "
+                          "settings (Output file can name another file)?",
                           [("replace", "Replace", "error"), ("cancel", "Keep it", "primary")]),
-            lambda choice: self.build(config) if choice == "replace" else None)
+            answer)
 
     @work(thread=True, exclusive=True, group="dataset-build")
     def build(self, config) -> None:
@@ -401,18 +413,17 @@ class DatasetScreen(Screen):
             return
         folder = self.folder
         source = {"audio_dir": str(folder)}
-        if (folder / "dataset.json").is_file():
-            source["dataset_json"] = str(folder / "dataset.json")
+        own = folder / "dataset.json"
         values = {"checkpoint_dir": str(self.app.checkpoint_root()),
+                  "dataset_json": str(own) if own.is_file() else None,
                   "tensor_output": str(folder.parent / f"{folder.name}_tensors"),
                   **self.app.preprocess_choices.get(str(folder), {})}  # as typed last time
         dialog = SettingsDialog(
-            "preprocess", "Preprocess", ("checkpoint_dir", "model_variant", "tensor_output",
-                                         "normalize", "max_duration"),
-            values=values, fixed=source, ok_label="Start",
-            note="encodes " + ("dataset.json's songs" if "dataset_json" in source else
-                               "the folder's audio") + "; finished files are kept, so a "
-                                                       "rerun does only what is missing")
+            "preprocess", "Preprocess", PREPROCESS_FIELDS, values=values, fixed=source,
+            ok_label="Start",
+            note="encodes the songs of Dataset JSON (captions, lyrics) when given, else the "
+                 "folder's audio with its sidecars; finished files are kept, so a rerun does "
+                 "only what is missing")
         self.app.push_screen(dialog, self._preprocess)
 
     def _preprocess(self, config) -> None:
@@ -420,8 +431,7 @@ class DatasetScreen(Screen):
             from sidestep.tui.screens.preprocess import PreprocessScreen
 
             self.app.preprocess_choices[str(self.folder)] = {
-                k: getattr(config, k) for k in ("checkpoint_dir", "model_variant",
-                                                 "tensor_output", "normalize", "max_duration")}
+                k: getattr(config, k) for k in PREPROCESS_FIELDS}
 
             self.app.push_screen(PreprocessScreen(config))
 

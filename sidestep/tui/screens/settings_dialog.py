@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Footer, Label, Select, Static
 
 from sidestep.config.schema import BY_NAME
-from sidestep.tui.messages import DialogPathsChecked
+from sidestep.tui.messages import DialogPathsChecked, PathChecked
 from sidestep.tui.widgets.fields import SettingField
 from sidestep.tui.wording import in_app_words
 
@@ -98,7 +98,9 @@ class SettingsDialog(ModalScreen[Any]):
 
     # Folders and files the command reads: checked before it closes, so a mistyped one is an
     # error on its field, not a second dialog after this one has closed.
-    READ_PATHS = ("checkpoint_dir", "dataset_dir", "module_config")
+    READ_PATHS = ("checkpoint_dir", "dataset_dir", "module_config", "dataset_json")
+    # checked as typed too (a quick read of one file), as the form checks its path fields
+    TYPED_CHECKS = ("dataset_json",)
 
     @work(thread=True, exclusive=True, group="dialog-paths")
     def _check_paths(self, config) -> None:
@@ -155,6 +157,25 @@ class SettingsDialog(ModalScreen[Any]):
             field.set_error(in_app_words(str(exc)))
         else:
             field.set_error(None)
+            if field.setting.name in self.TYPED_CHECKS:
+                self._check_typed(field.setting.name, field.raw_value())
+
+    @work(thread=True, exclusive=True, group="dialog-typed")
+    def _check_typed(self, name: str, value: Any) -> None:
+        from sidestep.tui.form_model import check_path
+
+        text = str(value or "").strip()
+        self.post_message(PathChecked((value,), name, *check_path(name, text, None)))
+
+    def on_path_checked(self, message: PathChecked) -> None:
+        for field in self.query(SettingField):
+            # a result for text since changed is dropped (a slow read of an older value)
+            if field.setting.name == message.name and (field.raw_value(),) == message.checked:
+                if message.error:
+                    field.set_error(in_app_words(message.error))
+                else:
+                    field.set_error(None)
+                    field.set_note(message.note, "info")
 
     def action_cancel(self) -> None:
         self.dismiss(None)
