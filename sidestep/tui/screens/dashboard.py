@@ -17,7 +17,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
 from sidestep.tui.messages import LiveRunsFound, ModelsFound, RunsFound
 from sidestep.tui.redraw import TextLine, shown
-from sidestep.tui.widgets.tables import fill_table
+from sidestep.tui.widgets.tables import FitTable, fill_table
 
 
 LIVE_REFRESH_S = 5.0  # how often the live rows' step and status are read again
@@ -85,11 +85,11 @@ class DashboardScreen(Screen):
         with Horizontal(id="dash-panels"):
             with Vertical(id="dash-runs"):
                 yield Label("Recent runs", classes="panel-title")
-                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="dash-models"):
                 yield Label("Models", classes="panel-title")
                 yield Static("", id="models-root", markup=False)
-                yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="models-table", cursor_type="row", zebra_stripes=True)
         yield TextLine("GPU: sampling…", id="gpu-line")
         yield Footer()
 

@@ -17,7 +17,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from sidestep.tui.messages import AdapterExported, RunsFound
 from sidestep.tui.screens.dashboard import fmt_loss
 from sidestep.tui.widgets import samples
-from sidestep.tui.widgets.tables import fill_table
+from sidestep.tui.widgets.tables import FitTable, fill_table
 
 log = logging.getLogger("sidestep.tui")
 
@@ -42,7 +42,7 @@ class HistoryScreen(samples.SampleKeys, Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="history-roots", markup=False)
-        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield FitTable(id="history-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="history-detail", markup=False)
         # shown for a run that rendered samples (HistoryScreen.-samples in app.tcss)
         yield samples.SamplesPanel(id="history-samples")

@@ -16,7 +16,7 @@ from sidestep.config import schema
 from sidestep.config.presets import PresetError, PresetStore
 from sidestep.config.values import to_text
 from sidestep.tui.messages import PresetsListed
-from sidestep.tui.widgets.tables import fill_table
+from sidestep.tui.widgets.tables import FitTable, fill_table
 
 
 class PresetsScreen(Screen):
@@ -30,8 +30,8 @@ class PresetsScreen(Screen):
         yield Header()
         yield Static("", id="preset-dirs", markup=False)
         with Horizontal(id="presets-main"):
-            yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
-            yield DataTable(id="preset-values", show_cursor=False)
+            yield FitTable(id="presets-table", cursor_type="row", zebra_stripes=True)
+            yield FitTable(id="preset-values", show_cursor=False)
         with Horizontal(id="preset-actions"):
             yield Button("Load in form", id="load", variant="primary", compact=True,
                          action="screen.load")
