@@ -18,9 +18,11 @@ class WouldHide(PresetExists):
 
 
 def write_asking(app, write: Callable[[bool], Any], done: Callable[[Any], None],
-                 failed_title: str = "Preset not saved") -> None:
+                 failed_title: str = "Preset not saved",
+                 refused: Callable[[str], None] | None = None) -> None:
     """``write(overwrite)``; when it finds its target taken, ask, then ``write(True)``.
-    ``done(result)`` after a write; errors show in a dialog."""
+    ``done(result)`` after a write; errors show in a dialog, or go to ``refused(message)``
+    (a prompt reopened with the user's path), as does declining to replace."""
     from sidestep.tui.screens.dialogs import ConfirmScreen
 
     def attempt(overwrite: bool) -> None:
@@ -32,13 +34,23 @@ def write_asking(app, write: Callable[[bool], Any], done: Callable[[Any], None],
                 lambda choice: choice == "replace" and attempt(True))
             return
         except PresetExists as exc:
+            taken = exc.path  # (``exc`` is gone once the except block ends)
+
+            def answer(choice: str) -> None:
+                if choice == "replace":
+                    attempt(True)
+                elif refused is not None:
+                    refused(f"{taken} already exists and was kept; choose another path")
+
             app.push_screen(ConfirmScreen(
-                "Replace it?", f"{exc.path} already exists. Replace it?",
-                [("replace", "Replace", "error"), ("cancel", "Cancel", "primary")]),
-                lambda choice: choice == "replace" and attempt(True))
+                "Replace it?", f"{taken} already exists. Replace it?",
+                [("replace", "Replace", "error"), ("cancel", "Cancel", "primary")]), answer)
             return
         except (PresetError, OSError) as exc:
-            app.show_error(failed_title, str(exc))
+            if refused is not None:
+                refused(str(exc))
+            else:
+                app.show_error(failed_title, str(exc))
             return
         done(result)
 

@@ -98,7 +98,7 @@ class PromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Label(self.label)
+            yield Label(self.label, markup=False)  # paths and messages, not markup
             yield TextInput(self.value, placeholder=self.placeholder, id="prompt-input")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("OK", id="ok", variant="primary", action="screen.submit")

@@ -121,7 +121,7 @@ class PresetsScreen(Screen):
 
         self.app.push_screen(PromptScreen(title, label, value), then)
 
-    def _write(self, write, ok: str) -> None:
+    def _write(self, write, ok: str, refused=None) -> None:
         """``write(overwrite)``, asking before it replaces a file (preset_writes)."""
         from sidestep.tui.preset_writes import write_asking
 
@@ -129,7 +129,7 @@ class PresetsScreen(Screen):
             self.notify(ok.format(result=result))
             self.reload()
 
-        write_asking(self.app, write, done, "Preset")
+        write_asking(self.app, write, done, "Preset", refused)
 
     def _do(self, fn, ok: str) -> None:
         try:
@@ -182,11 +182,19 @@ class PresetsScreen(Screen):
 
     def action_export_preset(self) -> None:
         info = self.selected()
-        if info is None:
-            return
-        self._prompt("Export preset", f"Write '{info.name}' to (file or folder):",
-                     f"./{info.name}.json",
-                     lambda path: path and self._write(
-                         lambda overwrite: PresetStore().export(
-                             info.name, Path(path).expanduser(), overwrite=overwrite),
-                         "exported to {result}"))
+        if info is not None:
+            self._export(info.name, f"./{info.name}.json")
+
+    def _export(self, name: str, value: str, problem: str = "") -> None:
+        """The export prompt; a refused export opens it again with the path typed and why."""
+        label = f"Write '{name}' to (file or folder):"
+        if problem:
+            label = f"✗ {problem}\n{label}"
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self._write(lambda overwrite: PresetStore().export(
+                    name, Path(path).expanduser(), overwrite=overwrite),
+                    "exported to {result}", lambda why: self._export(name, path, why))
+
+        self._prompt("Export preset", label, value, chosen)

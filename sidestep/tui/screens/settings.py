@@ -85,8 +85,19 @@ class SettingsScreen(Screen):
 
     def action_save(self) -> None:
         err = self.query_one("#settings-error", Static)
+        from sidestep.data.paths import output_dir_problem
+
         try:
             values = self.collect()
+            # every run would be refused at its start: refuse it here, nothing saved
+            problem = values.get("output_root") and output_dir_problem(
+                Path(values["output_root"]).expanduser(), "Output root:")
+            if problem:
+                field = self.query_one("#set-output_root")
+                field.add_class("-invalid")
+                field.focus()
+                raise SettingsError(problem)
+            self.query_one("#set-output_root").remove_class("-invalid")
             new = self.app.settings_store.update(**values)
         except SettingsError as exc:
             err.update(f"✗ {exc}")
@@ -101,11 +112,6 @@ class SettingsScreen(Screen):
         missing = [f"{label_of(k)}: {values[k]} does not exist" for k in ("checkpoint_dir",
                                                                            "dataset_root")
                    if values.get(k) and not Path(values[k]).expanduser().exists()]
-        from sidestep.data.paths import output_dir_problem
-
-        unwritable = output_dir_problem(Path(values["output_root"]).expanduser(), "Output root:")
-        if unwritable:  # every run would be refused at its start
-            missing.append(unwritable)
         if missing:
             self.notify("settings saved; " + "; ".join(missing), severity="warning", timeout=8)
         else:

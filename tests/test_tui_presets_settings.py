@@ -1,0 +1,110 @@
+"""The app's Settings refuse an output root no run could write in; the Presets screen's export
+keeps the user's path after a refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Static
+
+from conftest import make_app, wait_until
+from sidestep.tui.screens.settings import SettingsScreen
+from test_tui import SIZE
+
+
+def _saved_settings() -> str:
+    return (Path(os.environ["SIDESTEP_CONFIG_DIR"]) / "settings.json").read_text()
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "proc"])
+async def test_unwritable_output_root_is_refused_on_save(tui_env, where):
+    (tui_env / "afile").write_text("")
+    bad = {"file": str(tui_env / "afile"), "under_file": str(tui_env / "afile" / "runs"),
+           "proc": "/proc/sidestep-x"}[where]
+    before = _saved_settings()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_settings()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen), 5)
+        screen = app.screen
+        await pilot.pause(0.2)
+        field = screen.query_one("#set-output_root", Input)
+        field.value = bad
+        screen.action_save()
+        await pilot.pause(0.2)
+        error = str(screen.query_one("#settings-error", Static).render())
+        assert error.startswith("✗ Output root:") and bad in error, error
+        assert field.has_class("-invalid") and app.focused is field
+        assert app.settings.output_root == "./output"
+        assert _saved_settings() == before  # nothing saved
+        field.value = "./runs"  # a good one is saved and the mark goes
+        screen.action_save()
+        await pilot.pause(0.2)
+        assert str(screen.query_one("#settings-error", Static).render()) == ""
+        assert not field.has_class("-invalid")
+        assert json.loads(_saved_settings())["output_root"] == "./runs"
+
+
+def _prompt_open(app) -> bool:
+    from sidestep.tui.screens.dialogs import PromptScreen
+
+    return isinstance(app.screen, PromptScreen) and bool(app.screen.query("#prompt-input"))
+
+
+async def _export_prompt(app, pilot, path: str):
+    """Presets screen, the first preset chosen, Export… with ``path`` typed and OK."""
+    from sidestep.tui.screens.presets import PresetsScreen
+
+    app.action_presets()
+    assert await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen)
+                            and app.screen.infos, 10)
+    screen = app.screen
+    name = screen.selected().name
+    screen.action_export_preset()
+    assert await wait_until(pilot, lambda: _prompt_open(app), 5)
+    app.screen.query_one("#prompt-input", Input).value = path
+    app.screen.action_submit()
+    return screen, name
+
+
+def _prompt_text(app) -> tuple[str, str]:
+    from textual.widgets import Label
+
+    labels = " ".join(str(w.render()) for w in app.screen.query(Label))
+    return labels, app.screen.query_one("#prompt-input", Input).value
+
+
+async def test_export_into_a_folder_from_the_app(tui_env):
+    (tui_env / "out").mkdir()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen, name = await _export_prompt(app, pilot, str(tui_env / "out"))
+        assert await wait_until(pilot, lambda: (tui_env / "out" / f"{name}.json").exists(), 5)
+        assert app.screen is screen
+
+
+async def test_refused_export_reopens_with_the_path_and_why(tui_env):
+    from sidestep.tui.screens.dialogs import ConfirmScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        typo = str(tui_env / "typo" / "x.json")  # a folder that does not exist
+        await _export_prompt(app, pilot, typo)
+        assert await wait_until(pilot, lambda: _prompt_open(app), 5)
+        labels, value = _prompt_text(app)
+        assert value == typo and "does not exist" in labels and "--force" not in labels
+        assert not (tui_env / "typo").exists()
+        # a file that exists: declining to replace it reopens the prompt too, in app words
+        taken = tui_env / "taken.json"
+        taken.write_text("keep me")
+        app.screen.query_one("#prompt-input", Input).value = str(taken)
+        app.screen.action_submit()
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        app.screen.dismiss("cancel")
+        assert await wait_until(pilot, lambda: _prompt_open(app), 5)
+        labels, value = _prompt_text(app)
+        assert value == str(taken) and "already exists" in labels and "--force" not in labels
+        assert taken.read_text() == "keep me"
