@@ -108,3 +108,21 @@ async def test_refused_export_reopens_with_the_path_and_why(tui_env):
         labels, value = _prompt_text(app)
         assert value == str(taken) and "already exists" in labels and "--force" not in labels
         assert taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("saved, where", [("./output", "demo"), ("./my-runs", "saved")])
+def test_demo_runs_go_under_a_saved_output_root(tui_env, tmp_path, saved, where):
+    """--demo: the Settings' output root when the user saved one, else the demo's own folder."""
+    from sidestep.tui.demo import open_demo_form
+
+    settings = Path(os.environ["SIDESTEP_CONFIG_DIR"]) / "settings.json"
+    data = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**data, "output_root": saved}))
+    app = make_app(demo=True, demo_dir=tmp_path / "demo")
+    asked = {}
+    app.action_new_training = lambda mode, explicit, **kw: asked.update(explicit)
+    open_demo_form(app)
+    parent = Path(asked["output_dir"]).parent
+    expected = tmp_path / "demo" / "runs" if where == "demo" else Path("./my-runs")
+    assert parent == expected
+    assert Path(saved).expanduser() in app.run_roots() or where == "demo"

@@ -209,6 +209,16 @@ class SideStepApp(App):
             return self.demo_dir / "checkpoints"
         return Path(self.settings.checkpoint_dir).expanduser()
 
+    def demo_runs_root(self) -> Path:
+        """Where the demo's runs go: an output root the user saved in Settings, else the demo's
+        own folder (not ./output of wherever the demo started)."""
+        from sidestep.config.settings import Settings
+
+        saved = self.settings.output_root
+        if saved and saved != Settings().output_root:
+            return Path(saved).expanduser()
+        return self.demo_dir / "runs"
+
     def run_roots(self) -> list[Path]:
         roots = [Path(self.settings.output_root).expanduser()]
         demo_runs = self.demo_dir / "runs"
@@ -267,8 +277,7 @@ class SideStepApp(App):
         if demo_ready and explicit is None and preset is None:
             open_demo_form(self, mode)  # F or V in the demo: its quick form, as at the start
             return
-        # the demo's runs stay in its own folder, not in ./output of wherever it started
-        root = self.demo_dir / "runs" if self.demo else \
+        root = self.demo_runs_root() if self.demo else \
             Path(self.settings.output_root).expanduser()
         values = {"checkpoint_dir": str(self.checkpoint_root()),
                   "output_dir": fresh_run_dir(root, "demo" if self.demo else "run")}

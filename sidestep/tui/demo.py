@@ -44,6 +44,6 @@ def open_demo_form(app, mode: str = "fixed") -> None:
 
     explicit = {"checkpoint_dir": str(app.demo_dir / "checkpoints"),
                 "model_variant": "turbo", "dataset_dir": str(app.demo_dir / "tensors"),
-                "output_dir": fresh_run_dir(app.demo_dir / "runs", "demo"),
+                "output_dir": fresh_run_dir(app.demo_runs_root(), "demo"),
                 "num_workers": 0}
     app.action_new_training(mode, explicit, preset="quick_test")
