@@ -56,8 +56,9 @@ def control_dir(run_dir: Path | str) -> Path:
     return Path(run_dir) / CONTROL_DIR
 
 
-def send(run_dir: Path | str, command: str) -> str:
-    """Write ``command`` for the run in ``run_dir``; returns its name (to read its ack)."""
+def send(run_dir: Path | str, command: str, sender: str = "") -> str:
+    """Write ``command`` for the run in ``run_dir``; returns its name (to read its ack).
+    ``sender`` names the program for the run's log ("sidestep-tui"); none is the CLI."""
     if command not in COMMANDS:
         raise ChannelError(f"unknown command {command!r}; one of: {', '.join(COMMANDS)}")
     folder = control_dir(run_dir)
@@ -71,7 +72,8 @@ def send(run_dir: Path | str, command: str) -> str:
                            "kill -TERM <its pid> instead")
     name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}.json"
     tmp = folder / f".{name}.tmp"
-    body = json.dumps({"command": command, "sent_at": time.time(), "pid": os.getpid()})
+    body = json.dumps({"command": command, "sent_at": time.time(), "pid": os.getpid(),
+                       **({"sender": sender} if sender else {})})
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
@@ -117,6 +119,7 @@ class _Command:
     sent_at: float = field(default_factory=time.time)  # the sender's clock: the same host
     applied_at: float | None = None  # wall time it reached Control; None while held
     ack: dict[str, Any] = field(default_factory=dict)
+    program: str = ""  # who sent it: "" the CLI, "sidestep-tui" the app
 
 
 class ControlWatcher:
@@ -233,7 +236,8 @@ class ControlWatcher:
         self._delete(name)
         sent = data.get("sent_at")
         cmd = _Command(name, str(data.get("command", "?")), data.get("pid"),
-                       sent if isinstance(sent, (int, float)) else time.time())
+                       sent if isinstance(sent, (int, float)) else time.time(),
+                       program=str(data.get("sender") or ""))
         command = cmd.command
         if command not in COMMANDS:
             self._ack(cmd, "ignored", f"unknown command {command!r}")
@@ -269,7 +273,9 @@ class ControlWatcher:
     def _apply(self, cmd: _Command) -> None:
         control = self.control
         cmd.applied_at = time.time()
-        who = f"`sidestep {cmd.command}`" + (f" (pid {cmd.sender})" if cmd.sender else "")
+        pid = f", pid {cmd.sender}" if cmd.sender else ""
+        who = (f"the app ({cmd.program}{pid})" if cmd.program == "sidestep-tui" else
+               f"`sidestep {cmd.command}`" + (f" (pid {cmd.sender})" if cmd.sender else ""))
         with self._lock:
             paused_seen = self._paused_at is not None
             finished = self._finished

@@ -286,7 +286,7 @@ class AttachedRun:
                     return
                 command = self._commands.pop(0)
             try:
-                send(self.run_dir, command)
+                send(self.run_dir, command, sender="sidestep-tui")
             except BaseException:
                 with self._lock:
                     self._commands.clear()
