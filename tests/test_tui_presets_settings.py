@@ -126,3 +126,26 @@ def test_demo_runs_go_under_a_saved_output_root(tui_env, tmp_path, saved, where)
     expected = tmp_path / "demo" / "runs" if where == "demo" else Path("./my-runs")
     assert parent == expected
     assert Path(saved).expanduser() in app.run_roots() or where == "demo"
+
+
+async def test_monitor_without_a_run_of_its_own_opens_the_newest_live_one(tui_env,
+                                                                          monkeypatch):
+    import sidestep.engine.live_runs as live_runs
+
+    rows = [{"path": str(tui_env / "cli-run"), "live": True, "started_at": 100.0},
+            {"path": str(tui_env / "newest"), "live": True, "started_at": 300.0},
+            {"path": str(tui_env / "done"), "live": False, "started_at": 400.0}]
+    monkeypatch.setattr(live_runs, "run_rows", lambda roots: rows)
+    app = make_app()
+    opened = []
+    app.open_history_run = opened.append
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        app.action_monitor()
+        assert await wait_until(pilot, lambda: opened, 10)
+        assert opened == [tui_env / "newest"]
+        rows[:] = [r for r in rows if not r["live"]]  # none live: said, nothing opened
+        app.action_monitor()
+        assert await wait_until(pilot, lambda: any("no run yet" in n.message
+                                                   for n in app._notifications), 10)
+        assert opened == [tui_env / "newest"]

@@ -330,10 +330,19 @@ class SideStepApp(App):
         from sidestep.tui.screens.monitor import MonitorScreen
 
         target = self.current_target()
-        if target is None:
-            self.notify("no run yet: start one with F")
+        if target is None:  # none of its own: the newest run live in another process
+            self.run_worker(self._newest_live_run, thread=True, name="monitor-find",
+                            group="monitor-find", exclusive=True, exit_on_error=False)
             return
         self.goto(MonitorScreen(target.state, target=target))
+
+    def _newest_live_run(self) -> Path | None:
+        """Worker thread: the live run started last under the places runs are looked for."""
+        from sidestep.engine.live_runs import run_rows
+
+        live = [r for r in run_rows(self.run_places()) if r["live"]]
+        newest = max(live, key=lambda r: r.get("started_at") or 0, default=None)
+        return Path(newest["path"]) if newest else None
 
     def action_dataset(self, folder: str | None = None) -> None:
         from sidestep.tui.screens.dataset import DatasetScreen
@@ -632,6 +641,11 @@ class SideStepApp(App):
             self.preprocessing.finished(worker, failed)
         elif worker.name == EstimateJob.WORKER:
             self.estimating.finished(worker, failed)
+        elif worker.name == "monitor-find":
+            if not failed and worker.result is not None:
+                self.open_history_run(worker.result)
+            else:
+                self.notify("no run yet: start one with F")
         elif worker.name == "history-load":
             from sidestep.tui.screens.monitor import MonitorScreen
 
