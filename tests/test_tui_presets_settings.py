@@ -34,8 +34,9 @@ async def test_unwritable_output_root_is_refused_on_save(tui_env, where):
         field = screen.query_one("#set-output_root", Input)
         field.value = bad
         screen.action_save()
-        await pilot.pause(0.2)
-        error = str(screen.query_one("#settings-error", Static).render())
+        error_box = screen.query_one("#settings-error", Static)
+        assert await wait_until(pilot, lambda: str(error_box.render()), 10)
+        error = str(error_box.render())
         assert error.startswith("✗ Output root:") and bad in error, error
         assert field.has_class("-invalid") and app.focused is field
         assert app.settings.output_root == "./output"
