@@ -109,14 +109,27 @@ def run_check_dataset(args: argparse.Namespace, out: Out) -> int:
     if args.json:
         out.json(report.to_json())
     else:
+        short = inside_names(report.folder)
         for p in report.problems:  # the findings are the output: stdout, like a linter's
-            out.info(f"{p.severity if p.severity != 'info' else 'note'}: [{p.kind}] {p.message}")
+            out.info(f"{p.severity if p.severity != 'info' else 'note'}: [{p.kind}] "
+                     f"{short(p.message)}")
         counts = {s: sum(p.severity == s for p in report.problems) for s in (ERROR, WARNING)}
         verdict = "usable" if report.usable else "NOT usable until the errors are fixed"
         out.info(f"{report.folder}: {len(report.audio)} audio files, {len(report.tensors)} "
                  f".pt files; {counted(counts[ERROR], 'error')}, "
                  f"{counted(counts[WARNING], 'warning')}: {verdict}")
     return EXIT_OK if report.usable else EXIT_BAD_INPUT
+
+
+def inside_names(folder: Path):
+    """Text -> the same text with paths inside ``folder`` written relative to it (the report
+    names the folder once; absolute paths made each line hard to read). --json keeps them."""
+    import re
+
+    prefixes = {str(folder), str(Path(folder).absolute()), str(Path(folder).resolve())}
+    pattern = re.compile("|".join(rf"(?<![\w./\\-]){re.escape(p.rstrip(os.sep) + os.sep)}"
+                                  for p in sorted(prefixes, key=len, reverse=True)))
+    return lambda text: pattern.sub("", text)
 
 
 def run_make_demo(args: argparse.Namespace, out: Out) -> int:
