@@ -30,6 +30,10 @@ async def test_unwritable_output_root_is_refused_on_save(tui_env, where):
         app.action_settings()
         assert await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen), 5)
         screen = app.screen
+        # as a user saves: once the screen has placed its cursor in its first field (else that
+        # came after the save and took the focus from the refused field)
+        assert await wait_until(pilot, lambda: app.focused is not None
+                                and app.focused.screen is screen, 5)
         await pilot.pause(0.2)
         field = screen.query_one("#set-output_root", Input)
         field.value = bad
@@ -38,7 +42,8 @@ async def test_unwritable_output_root_is_refused_on_save(tui_env, where):
         assert await wait_until(pilot, lambda: str(error_box.render()), 10)
         error = str(error_box.render())
         assert error.startswith("✗ Output root:") and bad in error, error
-        assert field.has_class("-invalid") and app.focused is field
+        assert field.has_class("-invalid")
+        assert await wait_until(pilot, lambda: app.focused is field, 5), app.focused
         assert app.settings.output_root == "./output"
         assert _saved_settings() == before  # nothing saved
         field.value = "./runs"  # a good one is saved and the mark goes

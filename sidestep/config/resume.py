@@ -13,9 +13,11 @@ from typing import Any, Mapping
 from sidestep.config import schema
 from sidestep.config.values import check_json_value
 
-# This attempt's own: its folder and checkpoint, whether it detaches, and preprocessing (a
-# resumed run trains on the tensors the first attempt made).
-NOT_CARRIED = ("output_dir", "resume_from", "log_dir", "detach", "preprocess")
+# This attempt's own: its folder and checkpoint, whether it detaches, and preprocessing with
+# its settings (a resumed run trains on the tensors the first attempt made: carried, they read
+# as flags given without --preprocess).
+NOT_CARRIED = ("output_dir", "resume_from", "log_dir", "detach") + tuple(
+    s.name for s in schema.SETTINGS if s.group == "Preprocessing")
 # Settings the learning-rate schedule is computed from.
 SCHEDULE = ("epochs", "warmup_steps", "scheduler_type", "learning_rate")
 # Settings a resume cannot change: the checkpoint's weights and optimizer state have the
