@@ -654,3 +654,11 @@ def test_a_dataset_json_beside_the_songs_that_is_not_used_is_named(workspace, ca
     notes = []
     samples_from(str(songs), str(songs / "dataset.json"), notes)
     assert notes == []
+    # a song added after the dataset.json was built: not encoded, and now said so
+    shutil.copy(songs / "clip_00.wav", songs / "new song.wav")
+    samples_from(str(songs), str(songs / "dataset.json"), notes)
+    assert notes == [f"1 audio file in {songs} is not in {songs / 'dataset.json'} and will not "
+                     "be encoded (new song.wav); to include them, run `sidestep build-dataset "
+                     f"--input {songs} --force` again (it replaces that dataset.json: copy any "
+                     "captions you edited first), or leave out --dataset-json to read the "
+                     "songs' sidecars"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import random
 import re
 import time
@@ -313,12 +314,30 @@ def genre_indices(count: int, genre_ratio: int, seed: int = 42) -> set[int]:
     return set(chosen[: int(count * genre_ratio / 100)])
 
 
+def _left_out(root: Path, dataset_json: str, samples: list[Sample]) -> list[str]:
+    """Songs in ``root`` that the given dataset.json does not list: not encoded, unsaid."""
+    listed = {os.path.normcase(os.path.realpath(s.audio_path)) for s in samples}
+    left = [f for f in find_audio(root) if os.path.normcase(os.path.realpath(f)) not in listed]
+    if not left:
+        return []
+    names = ", ".join(str(f.relative_to(root)) for f in left[:3]) + \
+        (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    return [f"{len(left)} audio file{'s' if len(left) > 1 else ''} in {root} "
+            f"{'are' if len(left) > 1 else 'is'} not in {dataset_json} and will not be encoded "
+            f"({names}); to include them, run `sidestep build-dataset --input {root} --force` "
+            "again (it replaces that dataset.json: copy any captions you edited first), or leave "
+            "out --dataset-json to read the songs' sidecars"]
+
+
 def samples_from(audio_dir: str | None, dataset_json: str | None,
                  warnings: list[str] | None = None):
     """(meta, samples) from a dataset.json, or by scanning a folder and its sidecars (whose
     decoding problems are appended to ``warnings``)."""
     if dataset_json:
-        return load_dataset_json(dataset_json, audio_dir)
+        meta, samples = load_dataset_json(dataset_json, audio_dir)
+        if warnings is not None and audio_dir and Path(audio_dir).is_dir():
+            warnings.extend(_left_out(Path(audio_dir), dataset_json, samples))
+        return meta, samples
     root = Path(audio_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: audio folder not found")
